@@ -1,0 +1,1 @@
+"""Shared foundation: settings, message contracts, kernels, IO and the local stack."""

@@ -1,0 +1,1 @@
+"""IO at the edges: files, Kafka, PostgreSQL, object store, warehouse."""

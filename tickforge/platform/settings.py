@@ -1,0 +1,128 @@
+"""One settings object naming every endpoint and credential.
+
+Values come from, highest priority first: environment variables (``TICKFORGE_`` prefix, nested
+with ``__``, e.g. ``TICKFORGE_KAFKA__BOOTSTRAP_SERVERS``), a ``.env`` file, and the file the local
+stack writes when it starts (``<state_dir>/stack.env``). Secrets are ``SecretStr`` so that they never
+appear in logs or reprs; :func:`redact_dsn` hides a password inside a DSN.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = ".tickforge"
+
+
+def state_dir_from_env() -> Path:
+    """The local stack's state folder (git-ignored), before settings are loaded."""
+    return Path(os.environ.get("TICKFORGE_STATE_DIR", DEFAULT_STATE_DIR))
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Extra librdkafka properties for production clusters (SASL, TLS), e.g.
+    # TICKFORGE_KAFKA__CLIENT_CONFIG='{"security.protocol": "SASL_SSL", ...}'.
+    client_config: dict[str, str] = Field(default_factory=dict)
+    topic_prefix: str = "tickforge."
+    partitions: int = 4
+
+
+class PostgresSettings(BaseModel):
+    dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/tickforge")
+    schema_name: str = "tickforge"
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None  # None means AWS itself
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    raw_bucket: str = "tickforge-raw"
+    archive_bucket: str = "tickforge-archive"
+
+
+class SnowflakeSettings(BaseModel):
+    account: str = "fakesnow"
+    user: str = "fake"
+    password: SecretStr = SecretStr("snow")
+    database: str = "TICKFORGE"
+    warehouse: str | None = None
+    role: str | None = None
+    # host/port/protocol are set for the local stand-in; leave unset for a real account.
+    host: str | None = None
+    port: int | None = None
+    protocol: str | None = None
+
+    def connect_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``snowflake.connector.connect``."""
+        args: dict[str, Any] = {
+            "account": self.account,
+            "user": self.user,
+            "password": self.password.get_secret_value(),
+            "database": self.database,
+        }
+        for key in ("warehouse", "role", "host", "port", "protocol"):
+            value = getattr(self, key)
+            if value is not None:
+                args[key] = value
+        if self.host is not None:
+            # The local stand-in: no telemetry calls, fail fast.
+            args["network_timeout"] = 15
+            args["session_parameters"] = {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}
+        return args
+
+
+class StreamingSettings(BaseModel):
+    allowed_lateness_ms: int = 500
+    idle_timeout_ms: int = 2_000
+    timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
+    dedup_horizon_ms: int = 60_000
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TICKFORGE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+
+    def redacted(self) -> dict[str, Any]:
+        """A printable view: secrets masked, DSN passwords hidden."""
+        data = self.model_dump(mode="json")
+        data["postgres"]["dsn"] = redact_dsn(self.postgres.dsn.get_secret_value())
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, ``.env`` and the local stack's ``stack.env``."""
+    state_dir = state_dir_from_env()
+    env_files = [p for p in (state_dir / "stack.env", Path(".env")) if p.exists()]
+    return Settings(_env_file=env_files or None, **overrides)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+_DSN_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+
+
+def redact_dsn(dsn: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    return _DSN_PASSWORD.sub(r"\1***\3", dsn)
