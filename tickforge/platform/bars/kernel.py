@@ -1,0 +1,148 @@
+"""Vectorized folds: ticks into window partials, and partials into coarser or merged partials.
+
+A *partial* is a bar that may still grow: it carries the event times of its open and close trades
+(``first_ts``/``last_ts``) so that merging two partials of the same window applies the same rule as
+folding the ticks directly: open is the trade with the smallest event time (ties: earlier input),
+close the one with the largest (ties: later input). Rows of a :class:`BarColumns` are kept in input
+order where the order matters, and every function here is pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+I8 = np.int64
+F8 = np.float64
+
+
+@dataclass(frozen=True, slots=True)
+class BarColumns:
+    """Struct of arrays: one row per (symbol code, window) partial or final bar."""
+
+    sym: np.ndarray  # int32 symbol codes (see SymbolTable)
+    start: np.ndarray  # int64 window_start, epoch ms
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    notional: np.ndarray
+    count: np.ndarray  # int64 trade_count
+    first_ts: np.ndarray  # int64 event time of the open trade
+    last_ts: np.ndarray  # int64 event time of the close trade
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def empty(cls) -> BarColumns:
+        i, f = np.empty(0, I8), np.empty(0, F8)
+        return cls(np.empty(0, np.int32), i, f, f, f, f, f, f, i, i, i)
+
+    def take(self, index: np.ndarray | slice) -> BarColumns:
+        return BarColumns(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list[BarColumns]) -> BarColumns:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return BarColumns.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return BarColumns(
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(BarColumns))
+        )
+
+
+def fold_ticks(
+    sym: int | np.ndarray,
+    ts: np.ndarray,
+    price: np.ndarray,
+    size: np.ndarray,
+    timeframe_ms: int,
+) -> BarColumns:
+    """Fold valid trades (in input order) into per-(symbol, window) partials.
+
+    ``sym`` is one code for a single-symbol batch (the wire's unit) or an array of codes. Output
+    rows are sorted by (symbol, window_start). In-order input, the usual case, needs no sort.
+    """
+    n = len(ts)
+    if n == 0:
+        return BarColumns.empty()
+    window = ts - ts % timeframe_ms  # floor for negative ts too (numpy % follows the divisor)
+    if np.ndim(sym) == 0:
+        sym_col = None
+        if np.all(ts[1:] >= ts[:-1]):
+            order = None
+        else:
+            order = np.argsort(ts, kind="stable")
+    else:
+        sym_col = np.asarray(sym, np.int32)
+        order = np.lexsort((ts, sym_col))  # lexsort is stable: ties keep input order
+        if np.all(order[1:] > order[:-1]):
+            order = None
+    if order is not None:
+        ts, price, size, window = ts[order], price[order], size[order], window[order]
+        if sym_col is not None:
+            sym_col = sym_col[order]
+    if sym_col is None:
+        change = window[1:] != window[:-1]
+    else:
+        change = (window[1:] != window[:-1]) | (sym_col[1:] != sym_col[:-1])
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    ends = np.append(starts[1:], n) - 1
+    notional = price * size
+    return BarColumns(
+        sym=np.full(len(starts), sym, np.int32) if sym_col is None else sym_col[starts],
+        start=window[starts],
+        open=price[starts],
+        high=np.maximum.reduceat(price, starts),
+        low=np.minimum.reduceat(price, starts),
+        close=price[ends],
+        volume=np.add.reduceat(size, starts),
+        notional=np.add.reduceat(notional, starts),
+        count=np.diff(np.append(starts, n)).astype(I8),
+        first_ts=ts[starts],
+        last_ts=ts[ends],
+    )
+
+
+def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColumns:
+    """Merge partials (rows in input order) of the same (symbol, window) into one row each.
+
+    With ``timeframe_ms`` the rows are first re-windowed to that coarser timeframe (a rollup:
+    1 s partials into 1 m). Output rows are sorted by (symbol, window_start).
+    """
+    n = len(parts)
+    if n == 0:
+        return parts
+    start = parts.start if timeframe_ms is None else parts.start - parts.start % timeframe_ms
+    by_key = np.lexsort((start, parts.sym))
+    sym, start_sorted = parts.sym[by_key], start[by_key]
+    change = (start_sorted[1:] != start_sorted[:-1]) | (sym[1:] != sym[:-1])
+    if n > 1 and change.all():
+        # Nothing to merge (the common case for a rollup of ordered, already merged rows).
+        return BarColumns(
+            sym, start_sorted, *(getattr(parts, f.name)[by_key] for f in fields(BarColumns)[2:])
+        )
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    # Open: within each group the row with the smallest first_ts, ties to the earliest input row.
+    by_first = np.lexsort((np.arange(n), parts.first_ts, start, parts.sym))
+    # Close: the row with the largest last_ts, ties to the latest input row (last after sort).
+    by_last = np.lexsort((np.arange(n), parts.last_ts, start, parts.sym))
+    ends = np.append(starts[1:], n) - 1
+    return BarColumns(
+        sym=sym[starts],
+        start=start_sorted[starts],
+        open=parts.open[by_first[starts]],
+        high=np.maximum.reduceat(parts.high[by_key], starts),
+        low=np.minimum.reduceat(parts.low[by_key], starts),
+        close=parts.close[by_last[ends]],
+        volume=np.add.reduceat(parts.volume[by_key], starts),
+        notional=np.add.reduceat(parts.notional[by_key], starts),
+        count=np.add.reduceat(parts.count[by_key], starts),
+        first_ts=parts.first_ts[by_first[starts]],
+        last_ts=parts.last_ts[by_last[ends]],
+    )
