@@ -8,6 +8,7 @@ All timestamps are UTC epoch milliseconds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -214,3 +215,45 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of every contract, keyed by file stem (see ``schemas/``)."""
     return {name: msgspec.json.schema(tp) for name, tp in SCHEMA_TYPES.items()}
+
+
+class BarBatch(msgspec.Struct, frozen=True, kw_only=True, tag="bars"):
+    """One symbol's closed bars of one timeframe as column buffers (the 10 ms bin topic)."""
+
+    symbol: str
+    timeframe: str
+    window_start: bytes
+    open: bytes
+    high: bytes
+    low: bytes
+    close: bytes
+    volume: bytes
+    notional: bytes
+    trade_count: bytes
+    first_ts: bytes
+    last_ts: bytes
+
+
+BAR_BATCH_DECODER: Final = msgspec.msgpack.Decoder(BarBatch)
+SCHEMA_TYPES["bar_batch"] = BarBatch
+
+
+SCHEMA_DIR: Final = Path(__file__).parent / "schemas"
+
+
+def write_json_schemas(folder=SCHEMA_DIR) -> list:
+    """Regenerate ``schemas/<name>.json`` (``python -m tickforge.platform.contracts``)."""
+    import json
+
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for name, schema in json_schemas().items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write_json_schemas():
+        print(written)

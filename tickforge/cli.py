@@ -1,0 +1,66 @@
+"""The ``tickforge`` command. Sub-commands import their modules lazily so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tickforge.platform.bars.cli import bars_app
+from tickforge.platform.stack.cli import stack_app
+from tickforge.streaming.cli import stream_app
+
+app = typer.Typer(
+    help="Tickforge: live bars and signals from Kafka ticks, with the batch side on Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(bars_app, name="bars")
+app.add_typer(stream_app, name="stream")
+
+topics_app = typer.Typer(help="The Kafka topic registry.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("apply")
+def topics_apply() -> None:
+    """Create missing topics, grow partitions and set configs (idempotent)."""
+    from tickforge.platform.io.kafka import apply_topics
+    from tickforge.platform.settings import load_settings
+
+    for name, action in apply_topics(load_settings()).items():
+        typer.echo(f"{name}: {action}")
+
+
+@topics_app.command("list")
+def topics_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The registry: name, key, retention, cleanup policy."""
+    from tickforge.platform.io.kafka import topic_name
+    from tickforge.platform.settings import load_settings
+    from tickforge.platform.topics import registry
+
+    settings = load_settings()
+    rows = [
+        {"name": topic_name(settings, s.name), "key": s.key, "partitions": s.partitions or settings.kafka.partitions,
+         "retention_ms": s.retention_ms, "cleanup_policy": s.cleanup_policy, "description": s.description}
+        for s in registry(settings.streaming.timeframes)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']:<28} key={r['key']:<7} partitions={r['partitions']} {r['description']}")
+
+
+@app.command("config")
+def config() -> None:
+    """The effective settings, secrets masked."""
+    from tickforge.platform.settings import load_settings
+
+    typer.echo(json.dumps(load_settings().redacted(), indent=2))
+
+
+def main() -> None:
+    app()

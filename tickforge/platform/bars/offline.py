@@ -1,0 +1,173 @@
+"""Offline bars: the streaming kernel run over files in file order.
+
+``build_bars`` feeds trades in file order to one :class:`BarBuilder` per partition (one partition
+unless asked to mirror a live topic's split: see :func:`tickforge.platform.topics.partition_for`),
+so lateness, duplicates and windows follow exactly the rules of the live bar worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from tickforge.platform.bars.builder import BarBuilder, ClosedBars, Reject
+from tickforge.platform.bars.kernel import BarColumns
+from tickforge.platform.bars.timeframes import timeframe_ms
+from tickforge.platform.io.files import DEAD_LETTER_SCHEMA, TickFile
+from tickforge.platform.topics import partition_for
+
+BAR_COLUMNS = [
+    "symbol", "window_start", "window_end", "open", "high", "low", "close",
+    "volume", "notional", "vwap", "trade_count",
+]
+QUOTE_COLUMNS = ["spread_bps", "imbalance"]
+CHUNK_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class OfflineBars:
+    bars: dict[str, pl.DataFrame]  # timeframe -> bars sorted by symbol, window_start
+    dead_letters: pl.DataFrame  # DEAD_LETTER_SCHEMA: reader rejects plus duplicates and late
+
+
+def build_bars(
+    trades: TickFile,
+    timeframes: Sequence[str],
+    quotes: TickFile | None = None,
+    lateness_ms: int = 500,
+    partitions: int = 1,
+    dedup_horizon_ms: int = 60_000,
+    progress: Callable[[int], None] | None = None,
+) -> OfflineBars:
+    data = trades.data
+    symbol_names = data["symbol"].unique(maintain_order=True).to_list()
+    partition_of = {s: partition_for(s, partitions) for s in symbol_names}
+    builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
+    if quotes is not None:
+        _feed_quotes(builders, quotes.data, partition_of, partitions)
+    collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
+    rejected_rows: list[np.ndarray] = []
+    rejected_codes: list[np.ndarray] = []
+    part_col = data["symbol"].replace_strict(partition_of, return_dtype=pl.Int32) if partitions > 1 else None
+    for p, builder in enumerate(builders):
+        frame = data if part_col is None else data.filter(part_col == p)
+        if frame.is_empty():
+            continue
+        names = frame["symbol"].to_numpy()
+        uniques, inverse = np.unique(names, return_inverse=True)
+        sym = np.array([builder.symbols.code(s) for s in uniques], np.int32)[inverse]
+        ts = frame["ts_ms"].to_numpy()
+        price = frame["price"].to_numpy()
+        size = frame["size"].to_numpy()
+        ids = frame["trade_id"].fill_null(-1).to_numpy() if frame["trade_id"].null_count() < frame.height else None
+        rows = frame["row"].to_numpy()
+        for i in range(0, len(ts), CHUNK_ROWS):
+            part = slice(i, i + CHUNK_ROWS)
+            codes = builder.add_trade_columns(
+                sym[part], ts[part], price[part], size[part], None if ids is None else ids[part]
+            )
+            bad = np.flatnonzero(codes)
+            if len(bad):
+                rejected_rows.append(rows[part][bad])
+                rejected_codes.append(codes[bad])
+            for closed in builder.close():
+                collected[closed.timeframe].append((closed, builder.symbols.names))
+            if progress is not None:
+                progress(min(i + CHUNK_ROWS, len(ts)))
+        for closed in builder.close(flush=True):
+            collected[closed.timeframe].append((closed, builder.symbols.names))
+    bars = {tf: _bars_frame(tf, parts, quotes is not None) for tf, parts in collected.items()}
+    return OfflineBars(bars, _dead_letters(trades, rejected_rows, rejected_codes))
+
+
+def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partition_of: dict, partitions: int) -> None:
+    for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
+        p = partition_for(symbol, partitions)
+        builders[p].add_quotes(
+            symbol,
+            frame["ts_ms"].to_numpy(),
+            frame["bid"].fill_null(np.nan).to_numpy(),
+            frame["ask"].fill_null(np.nan).to_numpy(),
+            frame["bid_size"].fill_null(np.nan).to_numpy(),
+            frame["ask_size"].fill_null(np.nan).to_numpy(),
+        )
+
+
+def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_quotes: bool) -> pl.DataFrame:
+    length = timeframe_ms(timeframe)
+    frames = []
+    for closed, names in parts:
+        cols: BarColumns = closed.bars
+        if not len(cols):
+            continue
+        frame = {
+            "symbol": np.asarray(names, dtype=object)[cols.sym].astype(str),
+            "window_start": cols.start,
+            "window_end": cols.start + length,
+            "open": cols.open,
+            "high": cols.high,
+            "low": cols.low,
+            "close": cols.close,
+            "volume": cols.volume,
+            "notional": cols.notional,
+            "vwap": cols.notional / cols.volume,
+            "trade_count": cols.count,
+        }
+        if with_quotes and timeframe == "1s":
+            n = len(cols)
+            frame["spread_bps"] = closed.spread_bps if closed.spread_bps is not None else np.full(n, np.nan)
+            frame["imbalance"] = closed.imbalance if closed.imbalance is not None else np.full(n, np.nan)
+        frames.append(pl.DataFrame(frame))
+    columns = BAR_COLUMNS + (QUOTE_COLUMNS if with_quotes and timeframe == "1s" else [])
+    if not frames:
+        schema = {c: pl.Float64 for c in columns} | {
+            "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64, "trade_count": pl.Int64
+        }
+        return pl.DataFrame(schema=schema).select(columns)
+    out = pl.concat(frames).select(columns).sort(["symbol", "window_start"])
+    if with_quotes and timeframe == "1s":
+        out = out.with_columns(pl.col(QUOTE_COLUMNS).fill_nan(None))
+    return out
+
+
+def _dead_letters(trades: TickFile, rows: list[np.ndarray], codes: list[np.ndarray]) -> pl.DataFrame:
+    if not rows:
+        return trades.dead_letters
+    row = np.concatenate(rows)
+    code = np.concatenate(codes)
+    reasons = pl.Series([Reject(int(c)).reason for c in range(len(Reject))])
+    rejected = (
+        pl.DataFrame({"row": row, "code": code.astype(np.int64)})
+        .join(trades.data, on="row", how="left")
+        .with_columns(
+            reason=pl.col("code").map_elements(lambda c: reasons[c], return_dtype=pl.String),
+            raw=pl.concat_str(
+                [pl.col(c).cast(pl.String).fill_null("") for c in ("ts_ms", "symbol", "price", "size", "trade_id")],
+                separator=",",
+            ),
+            detail=pl.lit("canonical fields ts_ms,symbol,price,size,trade_id"),
+        )
+        .select(DEAD_LETTER_SCHEMA.names())
+        .cast(DEAD_LETTER_SCHEMA)
+    )
+    return pl.concat([trades.dead_letters.cast(DEAD_LETTER_SCHEMA), rejected]).sort("row")
+
+
+def write_bars(result: OfflineBars, out_dir) -> list:
+    """``DIR/bars_<tf>.parquet`` per timeframe and ``DIR/dead_letter.parquet``."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for tf, frame in result.bars.items():
+        path = out / f"bars_{tf}.parquet"
+        frame.write_parquet(path)
+        written.append(path)
+    path = out / "dead_letter.parquet"
+    result.dead_letters.write_parquet(path)
+    written.append(path)
+    return written

@@ -1,0 +1,135 @@
+"""Kafka clients configured from settings, topic administration and watermark markers.
+
+Watermark markers are ordinary messages with the header ``kind: watermark`` and a JSON body
+``{"watermark_ms": N}``. A worker forwards its partition's watermark on every output topic so a
+downstream stage closes windows at the same event time (and the last windows of a quiet stream
+close without new data).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from tickforge.platform.settings import Settings
+from tickforge.platform.topics import TopicSpec, registry
+
+log = logging.getLogger(__name__)
+
+KIND_HEADER = "kind"
+KIND_WATERMARK = b"watermark"
+
+
+class WatermarkMarker(msgspec.Struct, frozen=True):
+    watermark_ms: int
+
+
+_MARKER_ENCODER = msgspec.json.Encoder()
+_MARKER_DECODER = msgspec.json.Decoder(WatermarkMarker)
+
+
+def encode_marker(watermark_ms: int) -> bytes:
+    return _MARKER_ENCODER.encode(WatermarkMarker(watermark_ms))
+
+
+def marker_watermark(msg: Message) -> int | None:
+    """The watermark a marker message carries, or None for a data message."""
+    headers = msg.headers()
+    if not headers:
+        return None
+    for key, value in headers:
+        if key == KIND_HEADER and value == KIND_WATERMARK:
+            return _MARKER_DECODER.decode(msg.value()).watermark_ms
+    return None
+
+
+def marker_headers() -> list[tuple[str, bytes]]:
+    return [(KIND_HEADER, KIND_WATERMARK)]
+
+
+def topic_name(settings: Settings, name: str) -> str:
+    return f"{settings.kafka.topic_prefix}{name}"
+
+
+def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers}
+    config.update(settings.kafka.client_config)
+    config.update(overrides)
+    return config
+
+
+def make_producer(settings: Settings, transactional_id: str | None = None, **overrides: Any) -> Producer:
+    config = client_config(
+        settings,
+        **{
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+            **overrides,
+        },
+    )
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+    return Producer(config)
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    config = client_config(
+        settings,
+        **{
+            "group.id": group_id,
+            # Offsets are committed with the output (transactions) or after it is durable.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 10_485_760,
+            **overrides,
+        },
+    )
+    return Consumer(config)
+
+
+def apply_topics(
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create missing topics, grow partition counts, and set configs. Returns name -> action."""
+    specs = list(specs if specs is not None else registry(settings.streaming.timeframes))
+    admin = AdminClient(client_config(settings))
+    existing = admin.list_topics(timeout=timeout).topics
+    actions: dict[str, str] = {}
+    to_create, to_grow, to_alter = [], [], []
+    for spec in specs:
+        name = topic_name(settings, spec.name)
+        partitions = spec.partitions or settings.kafka.partitions
+        if name not in existing:
+            to_create.append(NewTopic(name, partitions, 1, config=spec.config()))
+            actions[name] = f"created ({partitions} partitions)"
+            continue
+        have = len(existing[name].partitions)
+        if have < partitions:
+            to_grow.append(NewPartitions(name, partitions))
+            actions[name] = f"partitions {have} -> {partitions}"
+        else:
+            actions[name] = "up to date"
+        to_alter.append(ConfigResource("topic", name, set_config=spec.config()))
+    futures = {}
+    if to_create:
+        futures.update(admin.create_topics(to_create, request_timeout=timeout))
+    if to_grow:
+        futures.update(admin.create_partitions(to_grow, request_timeout=timeout))
+    if to_alter:
+        futures.update({str(k): v for k, v in admin.alter_configs(to_alter, request_timeout=timeout).items()})
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise RuntimeError(f"topic {name}: {exc}") from exc
+    return actions

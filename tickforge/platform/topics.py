@@ -1,0 +1,65 @@
+"""The topic registry: every Kafka topic the platform owns, keyed by symbol.
+
+Producers pick the partition themselves with :func:`partition_for` (CRC32 of the symbol, the same
+hash librdkafka's default partitioner uses for keyed messages), so a symbol lands on the same
+partition number in every topic: the bar worker's output partition matches its input partition,
+and ``tickforge bars build --partitions N`` reproduces live per-partition watermarks offline.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the deployment prefix
+    description: str
+    retention_ms: int
+    cleanup_policy: str = "delete"
+    key: str = "symbol"
+    partitions: int | None = None  # None: the deployment's default (settings.kafka.partitions)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        return {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": self.cleanup_policy,
+            **self.extra,
+        }
+
+
+def bar_topic(timeframe: str) -> str:
+    return f"bars.{timeframe}"
+
+
+TICKS = "ticks"
+BINS = bar_topic("10ms")
+SIGNALS = "signals.1s"
+PAIRS = "pairs.1m"
+DEAD_LETTER = "dead-letter"
+
+
+def registry(timeframes: list[str]) -> list[TopicSpec]:
+    """Every topic, for the configured bar timeframes."""
+    specs = [
+        TopicSpec(TICKS, "Trade and quote ticks (JSON edge messages or column batches)", 7 * DAY_MS),
+        TopicSpec(BINS, "10 ms bins with at least one trade", 2 * DAY_MS),
+        TopicSpec(SIGNALS, "Indicators per 1 s bar", 30 * DAY_MS),
+        TopicSpec(PAIRS, "Pair statistics per minute", 30 * DAY_MS, key="pair"),
+        TopicSpec(DEAD_LETTER, "Rejected input with a reason", 30 * DAY_MS, key="source"),
+    ]
+    specs += [
+        TopicSpec(bar_topic(tf), f"Closed {tf} bars and watermark markers", 30 * DAY_MS)
+        for tf in timeframes
+        if tf != "10ms"
+    ]
+    return specs
+
+
+def partition_for(symbol: str, partitions: int) -> int:
+    """The partition of a symbol's messages in every topic with ``partitions`` partitions."""
+    return zlib.crc32(symbol.encode()) % partitions

@@ -1,0 +1,186 @@
+"""Bar worker: ticks -> 10 ms bins -> 1 s bars, exactly once.
+
+A thin loop around :class:`~tickforge.platform.bars.builder.BarBuilder`, one per input partition.
+Reads column batches or JSON edge ticks from the tick topic; writes bins (column batches), 1 s bars
+(JSON) and watermark markers to the same partition number of the output topics, and rejected input
+to the dead-letter topic. See :mod:`tickforge.streaming.runtime` for the transaction protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from confluent_kafka import Message
+
+from tickforge.platform.bars.builder import BarBuilder, Reject
+from tickforge.platform.bars.timeframes import BIN_TIMEFRAME, timeframe_ms
+from tickforge.platform.bars.watermark import NO_WATERMARK, Watermark, wall_ms
+from tickforge.platform.contracts import JSON_ENCODER, DeadLetter, Quote, QuoteBatch, Trade, TradeBatch
+from tickforge.platform.io.kafka import marker_watermark, topic_name
+from tickforge.platform.settings import Settings
+from tickforge.platform.topics import BINS, TICKS, bar_topic
+from tickforge.streaming import metrics
+from tickforge.streaming.codec import (
+    Undecodable,
+    bar_batches,
+    bars_to_messages,
+    dead_letter_for,
+    decode_tick_message,
+    encode_bar,
+)
+from tickforge.streaming.runtime import Output, TransactionalWorker
+
+log = logging.getLogger(__name__)
+
+NAME = "bar-worker"
+QUOTE_HORIZON_MS = 60_000  # a restart replays this much quote history for the as-of spread
+_REASONS = {code: code.reason for code in Reject}
+
+
+class BarTask:
+    """The bar worker's state for one tick partition."""
+
+    def __init__(self, settings: Settings, partition: int, start_watermark: int, emit_bins: bool = True) -> None:
+        streaming = settings.streaming
+        self.lateness_ms = streaming.allowed_lateness_ms
+        self.builder = BarBuilder(
+            [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms
+        )
+        self.builder.watermark = start_watermark
+        self.clock = Watermark(streaming.idle_timeout_ms, start=start_watermark)
+        self.partition = partition
+        self.emit_bins = emit_bins
+        self.bins_topic = topic_name(settings, BINS)
+        self.bars_topic = topic_name(settings, bar_topic("1s"))
+        self.source = topic_name(settings, TICKS)
+        self._marked = start_watermark
+        self._moved_at = wall_ms()
+
+    @property
+    def watermark(self) -> int:
+        return self.builder.watermark
+
+    def process(self, msg: Message, out: Output) -> int:
+        marker = marker_watermark(msg)
+        if marker is not None:
+            self._advance(marker)
+            return NO_WATERMARK
+        try:
+            tick = decode_tick_message(msg.value())
+        except Undecodable as exc:
+            out.dead_letter(dead_letter_for(msg, exc.reason, self.source, exc.detail))
+            return NO_WATERMARK
+        if isinstance(tick, TradeBatch):
+            ts, price, size, ids = tick.arrays()
+            return self._trades(msg, out, tick.symbol, ts, price, size, ids, batch=tick)
+        if isinstance(tick, Trade):
+            ids = None if tick.trade_id is None else np.array([tick.trade_id], np.int64)
+            return self._trades(
+                msg, out, tick.symbol, np.array([tick.ts_ms], np.int64),
+                np.array([tick.price]), np.array([tick.size]), ids, batch=None,
+            )
+        if isinstance(tick, QuoteBatch):
+            ts, bid, ask, bid_size, ask_size = tick.arrays()
+            symbol = tick.symbol
+        else:
+            assert isinstance(tick, Quote)
+            ts = np.array([tick.ts_ms], np.int64)
+            bid, ask = np.array([tick.bid]), np.array([tick.ask])
+            nan = float("nan")
+            bid_size = np.array([nan if tick.bid_size is None else tick.bid_size])
+            ask_size = np.array([nan if tick.ask_size is None else tick.ask_size])
+            symbol = tick.symbol
+        metrics.QUOTES_IN.labels(worker=NAME).inc(len(ts))
+        self.builder.add_quotes(symbol, ts, bid, ask, bid_size, ask_size)
+        return int(ts.max()) + QUOTE_HORIZON_MS if len(ts) else NO_WATERMARK
+
+    def _trades(self, msg, out, symbol, ts, price, size, ids, batch) -> int:
+        metrics.TICKS_IN.labels(worker=NAME).inc(len(ts))
+        before = self.builder.watermark
+        codes = self.builder.add_trades(symbol, ts, price, size, ids)
+        if self.builder.watermark > before:
+            self.clock.observe(self.builder.watermark)
+            self._moved_at = wall_ms()
+        rejected = np.flatnonzero(codes)
+        for row in rejected.tolist():
+            reason = _REASONS[Reject(int(codes[row]))]
+            payload = msg if batch is None else None
+            letter = (
+                dead_letter_for(payload, reason, self.source, symbol=symbol or None, ts_ms=int(ts[row]))
+                if payload is not None
+                else DeadLetter(
+                    reason=reason,
+                    source=self.source,
+                    payload=_tick_json(symbol, ts, price, size, ids, row),
+                    symbol=symbol or None,
+                    ts_ms=int(ts[row]),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    detail=f"row {row} of a batch",
+                )
+            )
+            out.dead_letter(letter)
+        accepted = codes == 0
+        if not accepted.any():
+            return NO_WATERMARK
+        # Needed until its last 1 s window closes.
+        last_window_end = int(ts[accepted].max()) // 1_000 * 1_000 + 1_000
+        return last_window_end + self.lateness_ms
+
+    def _advance(self, watermark: int) -> None:
+        if watermark > self.builder.watermark:
+            self.builder.advance_to(watermark)
+            self.clock.advance_to(watermark)
+            self._moved_at = wall_ms()
+
+    def idle(self, out: Output) -> None:
+        wm = self.clock.idle_advance()
+        if wm > self.builder.watermark:
+            self.builder.advance_to(wm)
+            self.close(out, measure=False)
+
+    def close(self, out: Output, measure: bool = True) -> None:
+        now = wall_ms()
+        for closed in self.builder.close():
+            if not len(closed.bars):
+                continue
+            if closed.timeframe == BIN_TIMEFRAME:
+                if self.emit_bins:
+                    for symbol, value in bar_batches(closed, self.builder.symbols):
+                        out.send(self.bins_topic, symbol, value)
+                continue
+            count = 0
+            for symbol, bar in bars_to_messages(closed, self.builder.symbols, now):
+                out.send(self.bars_topic, symbol, encode_bar(bar))
+                count += 1
+            if not out.replaying:
+                metrics.BARS_OUT.labels(worker=NAME, timeframe=closed.timeframe).inc(count)
+                if measure:
+                    metrics.EMIT_LATENCY.labels(worker=NAME, timeframe=closed.timeframe).observe(
+                        now - self._moved_at
+                    )
+        wm = self.builder.watermark
+        if wm > self._marked and wm != NO_WATERMARK:
+            out.marker(self.bars_topic, wm)
+            if self.emit_bins:
+                out.marker(self.bins_topic, wm)
+            if not out.replaying:
+                self._marked = wm
+            metrics.WATERMARK_LAG.labels(worker=NAME, partition=str(self.partition)).set(now - wm)
+
+
+def _tick_json(symbol: str, ts, price, size, ids, row: int) -> str:
+    tid = None if ids is None else int(ids[row])
+    trade = Trade(ts_ms=int(ts[row]), symbol=symbol, price=float(price[row]), size=float(size[row]), trade_id=tid)
+    return JSON_ENCODER.encode(trade).decode()
+
+
+def make_worker(settings: Settings, instance_id: str = "0", emit_bins: bool = True) -> TransactionalWorker:
+    return TransactionalWorker(
+        settings,
+        NAME,
+        TICKS,
+        lambda partition, wm: BarTask(settings, partition, wm, emit_bins=emit_bins),
+        instance_id=instance_id,
+    )

@@ -1,0 +1,92 @@
+"""``tickforge stream``: replay files to Kafka and run the workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+stream_app = typer.Typer(help="Replay ticks to Kafka and run the streaming workers.", no_args_is_help=True)
+
+InstanceOpt = Annotated[str, typer.Option(help="Stable id of this worker instance (its transactional id).")]
+IdleExitOpt = Annotated[Optional[float], typer.Option(help="Exit after this many seconds without input (batch use).")]
+
+
+def _settings():
+    from tickforge.platform.settings import load_settings
+
+    return load_settings()
+
+
+def _setup(settings) -> None:
+    from tickforge.platform.logs import configure_logging
+    from tickforge.streaming import metrics
+
+    configure_logging()
+    metrics.serve(settings.streaming.metrics_port)
+
+
+@stream_app.command("replay")
+def replay_cmd(
+    trades: Annotated[Path, typer.Option(help="Trades file (CSV, .csv.gz or Parquet).")],
+    quotes: Annotated[Optional[Path], typer.Option(help="Quotes file, merged in event-time order.")] = None,
+    speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up (1 = real time).")] = None,
+    max_speed: Annotated[bool, typer.Option("--max", help="As fast as possible (the default without --speed).")] = False,
+    encoding: Annotated[str, typer.Option(help="batch (column batches) or json (one edge message per tick).")] = "batch",
+    end_marker: Annotated[bool, typer.Option(help="Send the end-of-day watermark when done.")] = True,
+) -> None:
+    """Publish ticks to the tick topic keyed by symbol."""
+    from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.platform.progress import progress_bar
+    from tickforge.streaming.replay import replay
+
+    if encoding not in ("batch", "json"):
+        raise typer.BadParameter("encoding is batch or json")
+    settings = _settings()
+    trade_file = read_trades(trades)
+    quote_file = read_quotes(quotes) if quotes else None
+    total = trade_file.data.height + (quote_file.data.height if quote_file else 0)
+    with progress_bar("replaying", total) as update:
+        stats = replay(settings, trade_file, quote_file, None if max_speed else speed, encoding,
+                       end_marker=end_marker, progress=update)
+    typer.echo(json.dumps({**stats.__dict__, "ticks_per_s": round(stats.ticks_per_s)}))
+
+
+@stream_app.command("bar-worker")
+def bar_worker_cmd(
+    instance_id: InstanceOpt = "0",
+    emit_bins: Annotated[bool, typer.Option(help="Publish 10 ms bins as well as 1 s bars.")] = True,
+    exit_when_idle: IdleExitOpt = None,
+) -> None:
+    """Ticks -> 10 ms bins -> 1 s bars (exactly once)."""
+    from tickforge.streaming.bar_worker import make_worker
+
+    settings = _settings()
+    _setup(settings)
+    make_worker(settings, instance_id, emit_bins).run(exit_when_idle)
+
+
+@stream_app.command("timeframe-worker")
+def timeframe_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
+    """1 s bars -> 1 m -> 3 m / 5 m / 15 m bars (exactly once)."""
+    from tickforge.streaming.timeframe_worker import make_worker
+
+    settings = _settings()
+    _setup(settings)
+    make_worker(settings, instance_id).run(exit_when_idle)
+
+
+@stream_app.command("bar-store")
+def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
+    """Closed bars -> golden tables in PostgreSQL (idempotent upserts)."""
+    from tickforge.streaming.bar_store import BarStore
+
+    settings = _settings()
+    _setup(settings)
+    BarStore(settings).run(exit_when_idle)
+
+
+logging.getLogger("confluent_kafka").setLevel(logging.WARNING)

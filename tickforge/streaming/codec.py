@@ -1,0 +1,190 @@
+"""Between Kafka messages and kernel columns: tick decoding with reasons, bar encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import numpy as np
+from confluent_kafka import Message
+
+from tickforge.platform.bars.builder import ClosedBars, SymbolTable
+from tickforge.platform.bars.kernel import BarColumns
+from tickforge.platform.bars.timeframes import timeframe_ms
+from tickforge.platform.contracts import (
+    BAR_DECODER,
+    BATCH_DECODER,
+    BATCH_ENCODER,
+    JSON_ENCODER,
+    TRADE_DECODER,
+    Bar,
+    BarBatch,
+    DeadLetter,
+    Quote,
+    QuoteBatch,
+    Trade,
+    TradeBatch,
+)
+
+_TRADE_FIELDS = ("ts_ms", "symbol", "price", "size")
+
+
+class Undecodable(Exception):
+    """A message that is neither a batch nor a valid edge tick; ``reason`` names why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_tick_message(value: bytes | None) -> TradeBatch | QuoteBatch | Trade | Quote:
+    """A column batch (msgpack) or one JSON edge tick; raises :class:`Undecodable`."""
+    if not value:
+        raise Undecodable("undecodable", "empty message")
+    if value[:1] == b"{":
+        try:
+            return TRADE_DECODER.decode(value)  # the common edge message, strict and fast
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        try:
+            obj = msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            raise Undecodable("undecodable", str(exc)) from exc
+        if not isinstance(obj, dict):
+            raise Undecodable("schema_violation", "a tick is a JSON object")
+        try:
+            if "bid" in obj or "ask" in obj:
+                return msgspec.convert(obj, Quote)
+            return msgspec.convert(obj, Trade)
+        except msgspec.ValidationError as exc:
+            missing = [f for f in _TRADE_FIELDS if f not in obj]
+            if "ts_ms" in str(exc) or "ts_ms" in missing:
+                raise Undecodable("bad_timestamp", str(exc)) from exc
+            raise Undecodable("schema_violation", str(exc)) from exc
+    try:
+        return BATCH_DECODER.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Undecodable("undecodable", str(exc)) from exc
+
+
+def payload_text(value: bytes | None, limit: int = 4_096) -> str:
+    """The message as text for a dead letter (binary shown as hex, long ones cut)."""
+    if value is None:
+        return ""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.hex()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def dead_letter_for(msg: Message, reason: str, source: str, detail: str | None = None, **kw) -> DeadLetter:
+    return DeadLetter(
+        reason=reason,
+        source=source,
+        payload=payload_text(msg.value()),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        detail=detail,
+        **kw,
+    )
+
+
+def bars_to_messages(
+    closed: ClosedBars, symbols: SymbolTable, closed_at_ms: int
+) -> Iterator[tuple[str, Bar]]:
+    """Closed bars as (symbol, Bar) in emit order."""
+    bars = closed.bars
+    length = timeframe_ms(closed.timeframe)
+    names = symbols.names
+    spread = closed.spread_bps
+    imbalance = closed.imbalance
+    cols = (
+        bars.sym.tolist(),
+        bars.start.tolist(),
+        bars.open.tolist(),
+        bars.high.tolist(),
+        bars.low.tolist(),
+        bars.close.tolist(),
+        bars.volume.tolist(),
+        bars.notional.tolist(),
+        bars.count.tolist(),
+        bars.first_ts.tolist(),
+        bars.last_ts.tolist(),
+    )
+    spreads = spread.tolist() if spread is not None else None
+    imbalances = imbalance.tolist() if imbalance is not None else None
+    for i, (sym, start, o, h, lo, c, vol, notional, count, first, last) in enumerate(zip(*cols)):
+        name = names[sym]
+        s = spreads[i] if spreads is not None else None
+        m = imbalances[i] if imbalances is not None else None
+        yield name, Bar(
+            symbol=name,
+            timeframe=closed.timeframe,
+            window_start=start,
+            window_end=start + length,
+            open=o,
+            high=h,
+            low=lo,
+            close=c,
+            volume=vol,
+            notional=notional,
+            vwap=notional / vol,
+            trade_count=count,
+            first_ts=first,
+            last_ts=last,
+            spread_bps=None if s is None or s != s else s,
+            imbalance=None if m is None or m != m else m,
+            closed_at_ms=closed_at_ms,
+        )
+
+
+def encode_bar(bar: Bar) -> bytes:
+    return JSON_ENCODER.encode(bar)
+
+
+def bar_batches(closed: ClosedBars, symbols: SymbolTable) -> Iterator[tuple[str, bytes]]:
+    """Closed bars as one column message per symbol (the compact 10 ms bin topic)."""
+    bars = closed.bars
+    for code in np.unique(bars.sym):
+        part = bars.take(bars.sym == code)
+        name = symbols.names[int(code)]
+        yield name, BATCH_ENCODER.encode(
+            BarBatch(
+                symbol=name,
+                timeframe=closed.timeframe,
+                window_start=part.start.tobytes(),
+                open=part.open.tobytes(),
+                high=part.high.tobytes(),
+                low=part.low.tobytes(),
+                close=part.close.tobytes(),
+                volume=part.volume.tobytes(),
+                notional=part.notional.tobytes(),
+                trade_count=part.count.tobytes(),
+                first_ts=part.first_ts.tobytes(),
+                last_ts=part.last_ts.tobytes(),
+            )
+        )
+
+
+def bars_from_messages(bars: list[Bar], symbols: SymbolTable) -> BarColumns:
+    """Decoded Bar messages back to kernel columns (the timeframe worker's input)."""
+    n = len(bars)
+    return BarColumns(
+        sym=symbols.codes([b.symbol for b in bars]),
+        start=np.fromiter((b.window_start for b in bars), np.int64, n),
+        open=np.fromiter((b.open for b in bars), np.float64, n),
+        high=np.fromiter((b.high for b in bars), np.float64, n),
+        low=np.fromiter((b.low for b in bars), np.float64, n),
+        close=np.fromiter((b.close for b in bars), np.float64, n),
+        volume=np.fromiter((b.volume for b in bars), np.float64, n),
+        notional=np.fromiter((b.notional for b in bars), np.float64, n),
+        count=np.fromiter((b.trade_count for b in bars), np.int64, n),
+        first_ts=np.fromiter((b.first_ts for b in bars), np.int64, n),
+        last_ts=np.fromiter((b.last_ts for b in bars), np.int64, n),
+    )
+
+
+def decode_bar(value: bytes) -> Bar:
+    return BAR_DECODER.decode(value)
