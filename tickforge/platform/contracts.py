@@ -106,13 +106,44 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TradeBatch(msgspec.Struct, frozen=True, kw_only=True, tag="trades"):
-    """One symbol's trades in input order, as column buffers (see module doc)."""
+    """Trades in stream order, as column buffers (see module doc).
+
+    One symbol (``symbol``), or several symbols of one partition in their interleaved stream
+    order (``symbols`` plus a per-row index ``symbol_idx``): splitting a time slice into one
+    message per symbol would reorder the partition's stream and change which ticks are late.
+    """
 
     symbol: str
     ts_ms: bytes
     price: bytes
     size: bytes
     trade_id: bytes | None = None
+    symbols: list[str] | None = None
+    symbol_idx: bytes | None = None
+
+    @classmethod
+    def from_rows(
+        cls,
+        symbols: list[str],
+        symbol_idx: np.ndarray,
+        ts_ms: np.ndarray,
+        price: np.ndarray,
+        size: np.ndarray,
+        trade_id: np.ndarray | None = None,
+    ) -> TradeBatch:
+        """A multi-symbol batch; ``symbol_idx`` indexes ``symbols`` per row."""
+        if len(symbols) == 1:
+            return cls.from_arrays(symbols[0], ts_ms, price, size, trade_id)
+        single = cls.from_arrays(symbols[0], ts_ms, price, size, trade_id)
+        return msgspec.structs.replace(
+            single, symbols=symbols, symbol_idx=np.ascontiguousarray(symbol_idx, "<i4").tobytes()
+        )
+
+    def row_symbols(self) -> tuple[list[str], np.ndarray | None]:
+        """The batch's symbols and the per-row index into them (None: all rows are ``symbol``)."""
+        if self.symbols is None or self.symbol_idx is None:
+            return [self.symbol], None
+        return self.symbols, np.frombuffer(self.symbol_idx, "<i4")
 
     @classmethod
     def from_arrays(

@@ -73,12 +73,13 @@ class BarTask:
             return NO_WATERMARK
         if isinstance(tick, TradeBatch):
             ts, price, size, ids = tick.arrays()
-            return self._trades(msg, out, tick.symbol, ts, price, size, ids, batch=tick)
+            names, index = tick.row_symbols()
+            return self._trades(msg, out, names, index, ts, price, size, ids, batch=True)
         if isinstance(tick, Trade):
             ids = None if tick.trade_id is None else np.array([tick.trade_id], np.int64)
             return self._trades(
-                msg, out, tick.symbol, np.array([tick.ts_ms], np.int64),
-                np.array([tick.price]), np.array([tick.size]), ids, batch=None,
+                msg, out, [tick.symbol], None, np.array([tick.ts_ms], np.int64),
+                np.array([tick.price]), np.array([tick.size]), ids, batch=False,
             )
         if isinstance(tick, QuoteBatch):
             ts, bid, ask, bid_size, ask_size = tick.arrays()
@@ -95,20 +96,23 @@ class BarTask:
         self.builder.add_quotes(symbol, ts, bid, ask, bid_size, ask_size)
         return int(ts.max()) + QUOTE_HORIZON_MS if len(ts) else NO_WATERMARK
 
-    def _trades(self, msg, out, symbol, ts, price, size, ids, batch) -> int:
+    def _trades(self, msg, out, names, index, ts, price, size, ids, batch: bool) -> int:
         metrics.TICKS_IN.labels(worker=NAME).inc(len(ts))
         before = self.builder.watermark
-        codes = self.builder.add_trades(symbol, ts, price, size, ids)
+        table = self.builder.symbols
+        codes_of = np.array([table.code(n) if n else -1 for n in names], np.int32)
+        sym = np.full(len(ts), codes_of[0], np.int32) if index is None else codes_of[index]
+        codes = self.builder.add_trade_columns(sym, ts, price, size, ids)
         if self.builder.watermark > before:
             self.clock.observe(self.builder.watermark)
             self._moved_at = wall_ms()
         rejected = np.flatnonzero(codes)
         for row in rejected.tolist():
             reason = _REASONS[Reject(int(codes[row]))]
-            payload = msg if batch is None else None
+            symbol = names[0] if index is None else names[index[row]]
             letter = (
-                dead_letter_for(payload, reason, self.source, symbol=symbol or None, ts_ms=int(ts[row]))
-                if payload is not None
+                dead_letter_for(msg, reason, self.source, symbol=symbol or None, ts_ms=int(ts[row]))
+                if not batch
                 else DeadLetter(
                     reason=reason,
                     source=self.source,

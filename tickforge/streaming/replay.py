@@ -73,31 +73,48 @@ def merged_ticks(trades: TickFile, quotes: TickFile | None) -> pl.DataFrame:
     return pl.concat([q, t.select(q.columns)]).sort(["ts_ms", "kind"], descending=[False, True], maintain_order=True)
 
 
-def _batch_messages(chunk: pl.DataFrame) -> Iterator[tuple[str, bytes, int]]:
-    """(symbol, value, tick count) per (symbol, kind) run of a chunk, in first-appearance order."""
-    for (symbol, kind), frame in chunk.group_by(["symbol", "kind"], maintain_order=True):
-        if kind == 0:
-            ids = frame["trade_id"]
-            msg = TradeBatch.from_arrays(
-                symbol, frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy(),
-                None if ids.null_count() == len(ids) else ids.fill_null(-1).to_numpy(),
-            )
-        else:
-            msg = QuoteBatch.from_arrays(
-                symbol, frame["ts_ms"].to_numpy(),
-                *(frame[c].fill_null(np.nan).to_numpy() for c in ("bid", "ask", "bid_size", "ask_size")),
-            )
-        yield symbol, BATCH_ENCODER.encode(msg), frame.height
+def _batch_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> Iterator[tuple[str, int, bytes]]:
+    """(key, partition, value): a chunk's quotes per symbol, then its trades per partition.
+
+    Quotes go first: they never move the watermark, and a quote must be in force for the trades
+    at or after its time. Trades stay in stream order within a partition (one batch for all the
+    partition's symbols), so per-partition lateness is exactly as in one-message-per-tick mode.
+    """
+    quotes = chunk.filter(pl.col("kind") == 1)
+    for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
+        msg = QuoteBatch.from_arrays(
+            symbol, frame["ts_ms"].to_numpy(),
+            *(frame[c].fill_null(np.nan).to_numpy() for c in ("bid", "ask", "bid_size", "ask_size")),
+        )
+        yield symbol, partition_of(symbol), BATCH_ENCODER.encode(msg)
+    trades = chunk.filter(pl.col("kind") == 0)
+    if trades.is_empty():
+        return
+    names = trades["symbol"].unique(maintain_order=True).to_list()
+    parts = pl.Series([partition_of(s) for s in names])
+    trades = trades.with_columns(
+        part=pl.col("symbol").replace_strict(names, parts, return_dtype=pl.Int32),
+        idx=pl.col("symbol").replace_strict(names, list(range(len(names))), return_dtype=pl.Int32),
+    )
+    for (partition,), frame in trades.group_by(["part"], maintain_order=True):
+        local = frame["symbol"].unique(maintain_order=True).to_list()
+        index = frame["symbol"].replace_strict(local, list(range(len(local))), return_dtype=pl.Int32)
+        ids = frame["trade_id"]
+        msg = TradeBatch.from_rows(
+            local, index.to_numpy(), frame["ts_ms"].to_numpy(), frame["price"].to_numpy(),
+            frame["size"].to_numpy(), None if ids.null_count() == len(ids) else ids.fill_null(-1).to_numpy(),
+        )
+        yield ",".join(local), partition, BATCH_ENCODER.encode(msg)
 
 
-def _json_messages(chunk: pl.DataFrame) -> Iterator[tuple[str, bytes, int]]:
+def _json_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> Iterator[tuple[str, int, bytes]]:
     for row in chunk.iter_rows(named=True):
         if row["kind"] == 0:
             msg = Trade(ts_ms=row["ts_ms"], symbol=row["symbol"], price=row["price"], size=row["size"], trade_id=row["trade_id"])
         else:
             msg = Quote(ts_ms=row["ts_ms"], symbol=row["symbol"], bid=row["bid"], ask=row["ask"],
                         bid_size=row["bid_size"], ask_size=row["ask_size"])
-        yield row["symbol"], JSON_ENCODER.encode(msg), 1
+        yield row["symbol"], partition_of(row["symbol"]), JSON_ENCODER.encode(msg)
 
 
 def replay(
@@ -122,7 +139,14 @@ def replay(
     ticks = merged_ticks(trades, quotes)
     encode = _batch_messages if encoding == "batch" else _json_messages
     headers = _BATCH_HEADERS if encoding == "batch" else None
-    partition_of: dict[str, int] = {}
+    partitions_by_symbol: dict[str, int] = {}
+
+    def partition_of(symbol: str) -> int:
+        p = partitions_by_symbol.get(symbol)
+        if p is None:
+            p = partitions_by_symbol[symbol] = partition_for(symbol, partitions)
+        return p
+
     started = time.perf_counter()
     first_ts = ticks["ts_ms"][0] if ticks.height else 0
     for offset in range(0, ticks.height, chunk_rows):
@@ -132,13 +156,10 @@ def replay(
             wait = due - (time.perf_counter() - started)
             if wait > 0:
                 time.sleep(wait)
-        for symbol, value, n in encode(chunk):
-            p = partition_of.get(symbol)
-            if p is None:
-                p = partition_of[symbol] = partition_for(symbol, partitions)
+        for key, p, value in encode(chunk, partition_of):
             while True:
                 try:
-                    producer.produce(topic, value, symbol, partition=p, headers=headers)
+                    producer.produce(topic, value, key, partition=p, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let deliveries drain

@@ -1,0 +1,58 @@
+"""Test harness: the real local stack, started once per session, with per-test isolation.
+
+Integration tests get a ``settings`` object pointing at the stack with their own topic prefix and
+PostgreSQL schema, so tests never see each other's data. A stack already running in the test
+state folder (``.tickforge/test-stack``) is reused and left running; one this session started is
+stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared market data is missing at {SHARED_DATA} (set TICKFORGE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """TICKFORGE_* variables of a running local stack (Kafka, PostgreSQL, S3, Snowflake)."""
+    from tickforge.platform.stack.launcher import LocalStack, endpoints_env
+
+    state_dir = Path(os.environ.get("TICKFORGE_TEST_STATE_DIR", REPO / ".tickforge" / "test-stack"))
+    stack = LocalStack(state_dir=state_dir)
+    before = stack.status()
+    already_running = all(svc.get("running") for svc in before.values()) if before else False
+    status = stack.up()
+    yield endpoints_env(status)
+    if not already_running:
+        stack.down()
+
+
+@pytest.fixture()
+def settings(stack_env, monkeypatch, tmp_path):
+    """Settings on the local stack, isolated: own topic prefix, own PostgreSQL schema."""
+    from tickforge.platform.io.kafka import apply_topics
+    from tickforge.platform.settings import Settings
+
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("TICKFORGE_KAFKA__TOPIC_PREFIX", f"t{tag}.")
+    monkeypatch.setenv("TICKFORGE_POSTGRES__SCHEMA_NAME", f"t{tag}")
+    monkeypatch.setenv("TICKFORGE_STREAMING__IDLE_TIMEOUT_MS", "1500")
+    monkeypatch.setenv("TICKFORGE_STATE_DIR", str(tmp_path / "state"))
+    s = Settings()
+    apply_topics(s)
+    return s

@@ -1,0 +1,106 @@
+"""Helpers for integration tests of the live pipeline: worker processes and topic readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import polars as pl
+from confluent_kafka import Consumer, KafkaError
+
+from tickforge.platform.contracts import Bar
+from tickforge.platform.io.kafka import marker_watermark, topic_name
+from tickforge.platform.settings import Settings
+
+BAR_FIELDS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume",
+              "notional", "vwap", "trade_count"]
+
+
+def start_worker(command: str, *args: str, log_dir: Path) -> subprocess.Popen:
+    """A worker as its own process (so a test can SIGKILL it)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{command}.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickforge.cli", "stream", command, *args],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def read_topic(settings: Settings, name: str, idle_s: float = 3.0, max_s: float = 120.0) -> tuple[list, list[int]]:
+    """Every committed data message value of a topic and the marker watermarks seen."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": f"reader-{time.time_ns()}",
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    })
+    consumer.subscribe([topic_name(settings, name)])
+    values, markers = [], []
+    started = last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s and time.monotonic() - started < max_s:
+            msgs = consumer.consume(10_000, timeout=0.5)
+            for msg in msgs:
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(str(msg.error()))
+                    continue
+                last = time.monotonic()
+                wm = marker_watermark(msg)
+                if wm is None:
+                    values.append(msg.value())
+                else:
+                    markers.append(wm)
+    finally:
+        consumer.close()
+    return values, markers
+
+
+def bars_frame(values: list[bytes]) -> pl.DataFrame:
+    bars = [msgspec.json.decode(v, type=Bar) for v in values]
+    return pl.DataFrame([msgspec.structs.asdict(b) for b in bars]) if bars else pl.DataFrame()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assert_bars_equal(actual: pl.DataFrame, expected: pl.DataFrame, rel: float = 1e-9) -> None:
+    """Same bar keys exactly once each, fields equal (floats to ``rel``)."""
+    keys = ["symbol", "window_start"]
+    assert actual.select(keys).is_duplicated().sum() == 0, "a bar appears more than once"
+    assert actual.height == expected.height, f"{actual.height} bars, expected {expected.height}"
+    joined = expected.join(actual, on=keys, how="left", suffix="_got")
+    for col in BAR_FIELDS:
+        if col in keys:
+            continue
+        want, got = joined[col], joined[f"{col}_got"]
+        assert got.null_count() == 0, f"missing bars ({got.null_count()})"
+        if want.dtype in (pl.Float64, pl.Float32):
+            bad = ((got - want).abs() > rel * want.abs()).sum()
+        else:
+            bad = (got != want).sum()
+        assert bad == 0, f"{bad} bars differ in {col}"

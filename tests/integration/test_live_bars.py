@@ -1,0 +1,174 @@
+"""The live pipeline on the real broker: bars on Kafka and in PostgreSQL equal offline."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import msgspec
+import polars as pl
+import psycopg
+import pytest
+from confluent_kafka import Producer
+
+from tests.integration.pipeline import (
+    assert_bars_equal,
+    bars_frame,
+    read_topic,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
+from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.contracts import DeadLetter
+from tickforge.platform.io.files import TickFile, read_quotes, read_trades
+from tickforge.platform.io.kafka import topic_name
+from tickforge.platform.topics import DEAD_LETTER, TICKS, bar_topic, partition_for
+from tickforge.streaming.replay import replay
+
+pytestmark = pytest.mark.integration
+TIMEFRAMES = ["1s", "1m", "3m", "5m", "15m"]
+DAY = (1381204800000, 1381291200000)  # 2013-10-08 UTC
+
+
+def _slice(tick_file: TickFile, expr) -> TickFile:
+    return TickFile(tick_file.kind, tick_file.source, tick_file.data.filter(expr), tick_file.dead_letters.head(0))
+
+
+@pytest.fixture(scope="module")
+def bac_day(shared_data):
+    trades = read_trades(shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
+    quotes = read_quotes(shared_data / "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz")
+    in_day = pl.col("ts_ms").is_between(DAY[0], DAY[1], closed="left")
+    # One symbol with quotes plus a second symbol, a few hours, to keep the test short.
+    window = in_day & pl.col("ts_ms").is_between(DAY[0] + 13 * 3_600_000, DAY[0] + 15 * 3_600_000)
+    return (
+        _slice(trades, window & pl.col("symbol").is_in(["BAC", "AIG"])),
+        _slice(quotes, window),
+    )
+
+
+@pytest.fixture(scope="module")
+def crypto(shared_data):
+    return read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+
+
+def _golden(settings, timeframe: str) -> pl.DataFrame:
+    with psycopg.connect(settings.postgres.dsn.get_secret_value()) as conn:
+        cur = conn.execute(
+            f"SELECT symbol, window_start, window_end, open, high, low, close, volume, notional, vwap, "
+            f"trade_count, spread_bps, imbalance FROM {settings.postgres.schema_name}.bars_{timeframe}"
+        )
+        cols = [d.name for d in cur.description]
+        return pl.DataFrame(cur.fetchall(), schema=cols, orient="row")
+
+
+def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, crypto, tmp_path):
+    trades, quotes = bac_day
+    workers = [
+        start_worker("bar-worker", log_dir=tmp_path),
+        start_worker("timeframe-worker", log_dir=tmp_path),
+        start_worker("bar-store", log_dir=tmp_path),
+    ]
+    try:
+        replay(settings, trades, quotes)
+        replay(settings, crypto)
+        expected_equity = build_bars(trades, TIMEFRAMES, quotes, partitions=settings.kafka.partitions)
+        expected_crypto = build_bars(crypto, TIMEFRAMES, partitions=settings.kafka.partitions)
+        for tf in TIMEFRAMES:
+            expected = pl.concat([expected_equity.bars[tf].select(expected_crypto.bars[tf].columns),
+                                  expected_crypto.bars[tf]])
+            values, markers = read_topic(settings, bar_topic(tf), idle_s=4)
+            live = bars_frame(values)
+            assert markers, f"no watermark markers on {tf}"
+            assert_bars_equal(live, expected)
+            if tf == "1s":
+                spread = expected_equity.bars["1s"].join(live, on=["symbol", "window_start"], suffix="_live")
+                assert spread["spread_bps"].null_count() < spread.height
+                assert ((spread["spread_bps"] - spread["spread_bps_live"]).abs() > 1e-9).sum() == 0
+            wait_until(lambda: _golden(settings, tf).height >= expected.height, 60, what=f"golden {tf} bars")
+            assert_bars_equal(_golden(settings, tf), expected)
+    finally:
+        for w in workers:
+            stop_worker(w)
+
+
+def test_bar_worker_killed_mid_stream_emits_each_bar_exactly_once(settings, crypto, tmp_path):
+    expected = build_bars(crypto, TIMEFRAMES, partitions=settings.kafka.partitions)
+    bar_worker = start_worker("bar-worker", log_dir=tmp_path)
+    timeframe_worker = start_worker("timeframe-worker", log_dir=tmp_path)
+    # Small paced batches so the kills land mid-stream, between and inside transactions.
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5})
+    kills = 0
+    try:
+        import threading
+
+        done = threading.Event()
+
+        def publish():
+            replay(settings, crypto, speed=120.0, chunk_rows=400, producer=producer)
+            done.set()
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        while not done.is_set() and kills < 4:
+            time.sleep(1.2)
+            bar_worker.send_signal(signal.SIGKILL)
+            bar_worker.wait(10)
+            kills += 1
+            bar_worker = start_worker("bar-worker", log_dir=tmp_path)
+        thread.join(120)
+        assert kills >= 3, "the replay ended before the worker was killed three times"
+        for tf in ("1s", "1m"):
+            values, _ = read_topic(settings, bar_topic(tf), idle_s=6)
+            assert_bars_equal(bars_frame(values), expected.bars[tf])
+    finally:
+        stop_worker(bar_worker)
+        stop_worker(timeframe_worker)
+
+
+def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
+    topic = topic_name(settings, TICKS)
+    partitions = settings.kafka.partitions
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+    def send(symbol: str, value: bytes) -> None:
+        producer.produce(topic, value, symbol, partition=partition_for(symbol, partitions))
+
+    good = [
+        b'{"ts_ms": 1000, "symbol": "BTC", "price": 100.0, "size": 1.0, "trade_id": 1}',
+        b'{"ts_ms": 1500, "symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2}',
+        b'{"ts_ms": 2700, "symbol": "BTC", "price": 102.0, "size": 1.0, "trade_id": 3}',
+    ]
+    bad = {
+        b"\xff\x00not json": "undecodable",
+        b'{"ts_ms": 1600, "symbol": "BTC", "price": "abc", "size": 1}': "schema_violation",
+        b'{"ts_ms": "yesterday", "symbol": "BTC", "price": 1.0, "size": 1}': "bad_timestamp",
+        b'{"ts_ms": 1600, "symbol": "BTC", "price": -5.0, "size": 1.0, "trade_id": 10}': "bad_price",
+        b'{"ts_ms": 1600, "symbol": "BTC", "price": 5.0, "size": 0.0, "trade_id": 11}': "bad_size",
+        b'{"ts_ms": 1600, "symbol": "", "price": 5.0, "size": 1.0}': "missing_symbol",
+        b'{"ts_ms": 1700, "symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2}': "duplicate",
+    }
+    late = b'{"ts_ms": 1200, "symbol": "BTC", "price": 999.0, "size": 9.0, "trade_id": 4}'
+    for value in good[:2]:
+        send("BTC", value)
+    for value in bad:
+        send("BTC", value)
+    send("BTC", good[2])
+    send("BTC", late)  # 1 s window [1000, 2000) closed when 2700 arrived (2000 + 500 <= 2700)
+    producer.flush(10)
+    worker = start_worker("bar-worker", "--exit-when-idle", "8", log_dir=tmp_path)
+    try:
+        values, _ = read_topic(settings, DEAD_LETTER, idle_s=8)
+        letters = [msgspec.json.decode(v, type=DeadLetter) for v in values]
+        reasons = sorted(letter.reason for letter in letters)
+        assert reasons == sorted([*bad.values(), "late"])
+        late_letter = next(l for l in letters if l.reason == "late")
+        assert late_letter.ts_ms == 1200 and late_letter.symbol == "BTC" and "999" in late_letter.payload
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=5)
+        frame = bars_frame(bars).sort("window_start")
+        assert frame["window_start"].to_list() == [1000, 2000]
+        first = frame.row(0, named=True)
+        assert (first["open"], first["close"], first["volume"], first["trade_count"]) == (100.0, 101.0, 3.0, 2)
+    finally:
+        assert stop_worker(worker) in (0, -15)
