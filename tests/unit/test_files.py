@@ -1,0 +1,299 @@
+"""File readers: the shared real data sets, malformed rows, block boundaries and Parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tickforge.platform.bars.validation import trade_reject_reasons
+from tickforge.platform.io import files
+from tickforge.platform.io.files import TickFile, read_quotes, read_trades
+
+# The shared data sets (the ``shared_data`` fixture of tests/conftest.py locates them).
+EQUITY_TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+EQUITY_NBBO = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"
+FX_QUOTES = "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-15.csv.gz"
+BINANCE_TRADES = "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+BINANCE_BBO = "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+
+# Row counts as documented in /work/shared/data/README.md.
+EQUITY_TRADES_PER_DAY = {
+    "SPY": [250_601, 451_545, 439_677, 460_032, 285_605],
+    "BAC": [88_172, 125_872, 122_832, 124_567, 112_177],
+    "AIG": [25_351, 43_342, 52_008, 54_318, 31_318],
+}
+EQUITY_DAYS = [dt.date(2013, 10, d) for d in range(7, 12)]
+NBBO_PER_DAY = [238_428, 288_048, 322_440, 285_890, 240_768]
+FX_PER_SYMBOL = {"EURUSD": 532_903, "NZDUSD": 457_699}
+BINANCE_TRADES_PER_SYMBOL = {
+    "BTCUSDT-SPOT": 19_904,
+    "ETHUSDT-SPOT": 14_515,
+    "BTCUSDT-PERP": 21_313,
+    "ETHUSDT-PERP": 14_076,
+    "BTCUSD_PERP": 5_235,
+    "ETHUSD_PERP": 3_595,
+}
+BINANCE_BBO_PER_SYMBOL = {
+    "BTCUSDT-SPOT": 73_174,
+    "ETHUSDT-SPOT": 58_758,
+    "BTCUSDT-PERP": 66_089,
+    "ETHUSDT-PERP": 53_992,
+    "BTCUSD_PERP": 48_355,
+    "ETHUSD_PERP": 35_563,
+}
+
+
+def per_symbol(tick_file: TickFile) -> dict[str, int]:
+    counts = tick_file.data.group_by("symbol").len()
+    return dict(zip(counts["symbol"], counts["len"], strict=True))
+
+
+def assert_clean(tick_file: TickFile, schema: pl.Schema) -> None:
+    assert tick_file.dead_letters.is_empty()
+    assert tick_file.data.schema == schema
+    assert tick_file.data["row"].to_list() == list(range(tick_file.data.height))
+
+
+def write_gz(path: Path, text: str) -> Path:
+    with gzip.open(path, "wb") as f:
+        f.write(text.encode())
+    return path
+
+
+# ----------------------------------------------------------------------------- shared data sets
+
+
+def test_equity_trades_rows_per_symbol_and_new_york_day(shared_data: Path) -> None:
+    trades = read_trades(shared_data / EQUITY_TRADES)
+    assert_clean(trades, files.TRADE_SCHEMA)
+    assert trades.data.height == 2_667_417
+    day = pl.from_epoch("ts_ms", "ms").dt.convert_time_zone("America/New_York").dt.date()
+    counts = trades.data.group_by("symbol", day.alias("day")).len()
+    got = {(s, d): n for s, d, n in counts.iter_rows()}
+    expected = {
+        (symbol, day): n
+        for symbol, per_day in EQUITY_TRADES_PER_DAY.items()
+        for day, n in zip(EQUITY_DAYS, per_day, strict=True)
+    }
+    assert got == expected
+    # No trade id in this layout: the 444,102 identical prints must all survive as trades.
+    assert trades.data["trade_id"].null_count() == trades.data.height
+    assert trades.data["price"].min() == 13.56 and trades.data["price"].max() == 170.57
+
+
+def test_equity_nbbo_keeps_the_one_sided_first_row(shared_data: Path) -> None:
+    quotes = read_quotes(shared_data / EQUITY_NBBO)
+    assert_clean(quotes, files.QUOTE_SCHEMA)
+    day = pl.from_epoch("ts_ms", "ms").dt.convert_time_zone("America/New_York").dt.date()
+    by_day = quotes.data.group_by(day.alias("day")).len().sort("day")
+    assert by_day["len"].to_list() == NBBO_PER_DAY
+    first = quotes.data.row(0, named=True)
+    assert first["bid"] is None and first["bid_size"] is None
+    assert (first["ask"], first["ask_size"]) == (14.02, 500.0)
+    assert quotes.data.slice(1)["bid"].null_count() == 0
+
+
+def test_fx_quotes_have_no_sizes(shared_data: Path) -> None:
+    quotes = read_quotes(shared_data / FX_QUOTES)
+    assert_clean(quotes, files.QUOTE_SCHEMA)
+    assert per_symbol(quotes) == FX_PER_SYMBOL
+    assert quotes.data["bid_size"].null_count() == quotes.data.height
+    assert quotes.data["ask_size"].null_count() == quotes.data.height
+
+
+def test_binance_trades_use_trade_time_and_trade_id(shared_data: Path) -> None:
+    trades = read_trades(shared_data / BINANCE_TRADES)
+    assert_clean(trades, files.TRADE_SCHEMA)
+    assert per_symbol(trades) == BINANCE_TRADES_PER_SYMBOL
+    source = pl.read_csv(shared_data / BINANCE_TRADES, columns=["ts_trade_ms", "trade_id"])
+    assert trades.data["ts_ms"].to_list() == source["ts_trade_ms"].to_list()
+    assert trades.data["trade_id"].to_list() == source["trade_id"].to_list()
+
+
+def test_binance_bbo_spot_falls_back_to_capture_clock(shared_data: Path) -> None:
+    quotes = read_quotes(shared_data / BINANCE_BBO)
+    assert_clean(quotes, files.QUOTE_SCHEMA)
+    assert per_symbol(quotes) == BINANCE_BBO_PER_SYMBOL
+    source = pl.read_csv(
+        shared_data / BINANCE_BBO,
+        columns=["ts_recv_ns", "ts_event_ms", "symbol"],
+        schema_overrides={"ts_event_ms": pl.Int64},  # spot rows come first and are empty
+    )
+    expected = source.select(
+        pl.coalesce("ts_event_ms", pl.col("ts_recv_ns") // 1_000_000).alias("ts_ms")
+    )
+    assert quotes.data["ts_ms"].to_list() == expected["ts_ms"].to_list()
+    spot = source["symbol"].str.ends_with("-SPOT")
+    assert source.filter(spot)["ts_event_ms"].null_count() == spot.sum()
+    assert source.filter(~spot)["ts_event_ms"].null_count() == 0
+
+
+# ----------------------------------------------------------------------------- malformed rows
+
+DIRTY_LINES = [
+    ("1000,AAA,10.5,100,1", None),
+    ("1001,AAA,10.6,100", "malformed_row"),  # a field short
+    ("1002,AAA,10.7,100,3,X", "malformed_row"),  # a field too many
+    ("1003,AAA,abc,100,4", "bad_price"),
+    ("2013-10-07,AAA,10.8,100,5", "bad_timestamp"),
+    ("1005,,10.9,100,6", "missing_symbol"),
+    ("1006,AAA,11.0,0,7", "bad_size"),
+    ("1007,AAA,inf,100,8", "bad_price"),
+    ("1008,AAA,NaN,100,9", "bad_price"),
+    ("1009,AAA,-1.5,100,10", "bad_price"),
+    ("1010,AAA,11.1,1e400,11", "bad_size"),  # overflows to inf
+    ("1011,AAA,11.2,100,x12", "bad_trade_id"),
+    ("1012,AAA,11.3,100,", None),  # no id is allowed
+    ('1013,"BRK,A",11.4,100,14', None),  # quoted field with the separator inside
+    ("1014,AAA,11.5,100,15", None),
+]
+
+
+def dirty_text() -> str:
+    # A blank line and a CRLF line ending on top: neither is a row nor part of one.
+    body = "\n".join(line for line, _ in DIRTY_LINES)
+    return "ts_ms,symbol,price,size,trade_id\n" + body.replace("\n1003", "\n\n1003", 1).replace(
+        "\n1012", "\r\n1012", 1
+    )
+
+
+def check_dirty(result: TickFile) -> None:
+    expected_dead = [
+        (row, reason, line) for row, (line, reason) in enumerate(DIRTY_LINES) if reason
+    ]
+    dead = result.dead_letters
+    assert list(zip(dead["row"], dead["reason"], dead["raw"], strict=True)) == expected_dead
+    assert dead["detail"].null_count() == 0
+    kept = [row for row, (_, reason) in enumerate(DIRTY_LINES) if reason is None]
+    assert result.data["row"].to_list() == kept
+    assert result.data["symbol"].to_list() == ["AAA", "AAA", "BRK,A", "AAA"]
+    assert result.data["trade_id"].to_list() == [1, None, 14, 15]
+    assert result.rows_read == len(DIRTY_LINES)
+
+
+def test_malformed_rows_go_to_the_dead_letter_with_their_reason(tmp_path: Path) -> None:
+    result = read_trades(write_gz(tmp_path / "dirty.csv.gz", dirty_text()))
+    check_dirty(result)
+    details = dict(zip(result.dead_letters["row"], result.dead_letters["detail"], strict=True))
+    assert details[1] == "expected 5 fields, got 4"
+    assert details[3] == "price='abc'"
+    assert details[4] == "ts_ms='2013-10-07'"
+
+
+def test_block_boundaries_do_not_change_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of a few bytes cut almost every line in two: the carried tails must rejoin them.
+    monkeypatch.setattr(files, "_BLOCK_BYTES", 7)
+    seen: list[int] = []
+    result = read_trades(write_gz(tmp_path / "dirty.csv.gz", dirty_text()), progress=seen.append)
+    check_dirty(result)
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == len(DIRTY_LINES)
+
+
+def test_plain_csv_and_missing_required_column(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.csv"
+    plain.write_text("ts_ms,symbol,price,size\n5,X,1.5,2\n")
+    assert read_trades(plain).data.select("ts_ms", "price", "size").row(0) == (5, 1.5, 2.0)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("ts_ms,symbol,price,size\n")
+    assert read_trades(header_only).rows_read == 0
+    no_size = tmp_path / "no_size.csv"
+    no_size.write_text("ts_ms,symbol,price\n5,X,1.5\n")
+    with pytest.raises(ValueError, match="missing column size"):
+        read_trades(no_size)
+
+
+def test_quotes_keep_empty_sides_and_reject_garbage(tmp_path: Path) -> None:
+    text = "\n".join(
+        [
+            "ts_ms,symbol,bid_price,bid_size,ask_price,ask_size",
+            "1,S,,,10.01,300",  # one-sided: kept, the bar rule decides
+            "2,S,10.0,200,10.01,300",
+            "3,S,10.0,200,ten,300",
+            "4,S,10.0,lots,10.01,300",
+            ",S,10.0,200,10.01,300",
+            "6,,10.0,200,10.01,300",
+            "7,S,10.0,200,10.01",
+        ]
+    )
+    result = read_quotes(write_gz(tmp_path / "q.csv.gz", text))
+    assert result.data.select("ts_ms", "bid", "ask", "bid_size", "ask_size").rows() == [
+        (1, None, 10.01, None, 300.0),
+        (2, 10.0, 10.01, 200.0, 300.0),
+    ]
+    dead = result.dead_letters
+    assert list(zip(dead["row"], dead["reason"], strict=True)) == [
+        (2, "bad_price"),
+        (3, "bad_size"),
+        (4, "bad_timestamp"),
+        (5, "missing_symbol"),
+        (6, "malformed_row"),
+    ]
+
+
+# ----------------------------------------------------------------------------- Parquet
+
+
+def test_parquet_trades_and_quotes(tmp_path: Path) -> None:
+    trades_path = tmp_path / "trades.parquet"
+    pl.DataFrame(
+        {
+            "ts_ms": [1_000, 1_001, None, 1_003],
+            "symbol": ["A", "A", "A", "B"],
+            "price": [0.1 + 0.2, math.nan, 1.0, 2.5],
+            "size": [1, 2, 3, 4],
+            "trade_id": [7, 8, 9, None],
+        }
+    ).write_parquet(trades_path)
+    trades = read_trades(trades_path)
+    assert trades.data.rows() == [
+        (1_000, "A", 0.1 + 0.2, 1.0, 7, 0),
+        (1_003, "B", 2.5, 4.0, None, 3),
+    ]
+    dead = trades.dead_letters
+    assert list(zip(dead["row"], dead["reason"], strict=True)) == [
+        (1, "bad_price"),
+        (2, "bad_timestamp"),
+    ]
+
+    quotes_path = tmp_path / "quotes.parquet"
+    pl.DataFrame(
+        {
+            "ts_ms": [dt.datetime(2024, 1, 1, 0, 0, 0, 5_000)],  # naive datetime taken as UTC
+            "symbol": ["EURUSD"],
+            "bid": [1.1],
+            "ask": [1.2],
+        }
+    ).write_parquet(quotes_path)
+    quote = read_quotes(quotes_path).data.row(0, named=True)
+    assert quote["ts_ms"] == 1_704_067_200_005
+    assert quote["bid_size"] is None
+
+
+# ----------------------------------------------------------------------------- value checks
+
+
+def test_trade_reject_reasons_on_decoded_messages() -> None:
+    decoded = pl.DataFrame(
+        {
+            "ts_ms": [1, None, 3, 4, 5, 6, 7],
+            "symbol": ["A", "A", " ", None, "A", "A", "A"],
+            "price": [1.0, 1.0, 1.0, 1.0, None, -math.inf, 2.0],
+            "size": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -3.0],
+        }
+    )
+    assert trade_reject_reasons(decoded).to_list() == [
+        None,
+        "bad_timestamp",
+        "missing_symbol",
+        "missing_symbol",
+        "bad_price",
+        "bad_price",
+        "bad_size",
+    ]
