@@ -1,0 +1,167 @@
+"""The nightly Dagster job on the real local stack (PostgreSQL, S3 stand-in, Snowflake stand-in).
+
+One UTC day of real trades (BAC and AIG, 2013-10-08) is landed in S3, golden bars are built by
+the streaming kernel offline and stored in PostgreSQL, and the job runs in-process for that day:
+reconciliation passes, the Snowflake facts match the golden bars, a rerun changes nothing, and a
+corrupted golden bar fails the blocking reconciliation check and keeps the warehouse untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import polars as pl
+import pytest
+
+pytestmark = pytest.mark.integration
+
+DAY = "2013-10-08"
+SYMBOLS = ("BAC", "AIG")
+TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+
+
+@pytest.fixture()
+def nightly_settings(settings, monkeypatch):
+    """The stack settings with this test's own buckets and Snowflake database."""
+    import boto3
+
+    from tickforge.platform.settings import Settings
+
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("TICKFORGE_S3__RAW_BUCKET", f"raw-{tag}")
+    monkeypatch.setenv("TICKFORGE_S3__ARCHIVE_BUCKET", f"archive-{tag}")
+    monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{tag.upper()}")
+    s = Settings()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s.s3.endpoint_url,
+        region_name=s.s3.region,
+        aws_access_key_id=s.s3.access_key_id,
+        aws_secret_access_key=s.s3.secret_access_key.get_secret_value(),
+    )
+    for bucket in (s.s3.raw_bucket, s.s3.archive_bucket):
+        client.create_bucket(Bucket=bucket)
+    return s
+
+
+def _day_trades(shared_data):
+    from tickforge.assets.partitions import day_bounds_ms
+    from tickforge.platform.io.files import TickFile, read_trades
+
+    ticks = read_trades(shared_data / TRADES_FILE)
+    start, end = day_bounds_ms(DAY)
+    data = ticks.data.filter(
+        pl.col("symbol").is_in(SYMBOLS) & (pl.col("ts_ms") >= start) & (pl.col("ts_ms") < end)
+    )
+    return TickFile("trades", ticks.source, data, ticks.dead_letters.clear())
+
+
+def _store_golden_bars(s, trades) -> dict[str, int]:
+    import psycopg
+
+    from tickforge.platform.bars.offline import build_bars
+    from tickforge.platform.contracts import Bar
+    from tickforge.platform.io.postgres import apply_migrations, upsert_bars
+
+    timeframes = s.streaming.timeframes
+    dsn = s.postgres.dsn.get_secret_value()
+    apply_migrations(dsn, s.postgres.schema_name, timeframes)
+    built = build_bars(
+        trades,
+        timeframes,
+        lateness_ms=s.streaming.allowed_lateness_ms,
+        dedup_horizon_ms=s.streaming.dedup_horizon_ms,
+    )
+    counts = {}
+    with psycopg.connect(dsn) as conn:
+        for tf, frame in built.bars.items():
+            bars = [
+                Bar(timeframe=tf, first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
+                for row in frame.to_dicts()
+            ]
+            counts[tf] = upsert_bars(conn, s.postgres.schema_name, tf, bars)
+        conn.commit()
+    return counts
+
+
+def _fact_rows(s) -> dict[str, tuple]:
+    import snowflake.connector
+
+    with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
+        cur = conn.cursor()
+        out = {}
+        for table in ("CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL"):
+            out[table] = cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        out["max_loaded_at"] = cur.execute(
+            "SELECT MAX(LOADED_AT) FROM CORE.FACT_TICKS_60S"
+        ).fetchone()[0]
+        return out
+
+
+def _checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def _materialized(result) -> set[str]:
+    return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+
+
+def test_nightly_job_on_local_stack(nightly_settings, shared_data):
+    import psycopg
+    from dagster import DagsterInstance
+
+    from tickforge.assets.raw import land_trades_parquet
+    from tickforge.definitions import build_definitions
+
+    s = nightly_settings
+    t0 = time.monotonic()
+    trades = _day_trades(shared_data)
+    assert trades.data.height > 10_000
+    keys = land_trades_parquet(s, trades.data)
+    assert keys == [f"trades/date={DAY}/part-00000.parquet"]
+    golden = _store_golden_bars(s, trades)
+    assert golden["1m"] > 500 and golden["5m"] > 100
+    print(f"setup {time.monotonic() - t0:.1f}s: {trades.data.height} trades, golden {golden}")
+
+    job = build_definitions(s).resolve_job_def("nightly")
+    instance = DagsterInstance.ephemeral()
+
+    t1 = time.monotonic()
+    first = job.execute_in_process(partition_key=DAY, instance=instance)
+    print(f"first run {time.monotonic() - t1:.1f}s")
+    assert first.success
+    assert _materialized(first) == {"bar_reconciliation", "snowflake_bar_facts"}
+    assert _checks(first) == {"golden_bars_match_reference": True, "facts_match_golden_counts": True}
+    facts = _fact_rows(s)
+    assert facts["CORE.FACT_TICKS_60S"] == golden["1m"]
+    assert facts["CORE.FACT_TICKS_300S"] == golden["5m"]
+    assert facts["CORE.DIM_SYMBOL"] == len(SYMBOLS)
+    recon = first.asset_materializations_for_node("bar_reconciliation")[0].metadata
+    assert recon["total_expected"].value == sum(golden.values())
+    assert recon["total_differing"].value == 0
+
+    t2 = time.monotonic()
+    second = job.execute_in_process(partition_key=DAY, instance=instance)
+    print(f"second run {time.monotonic() - t2:.1f}s")
+    assert second.success and all(_checks(second).values())
+    assert _fact_rows(s) == facts  # same counts, nothing reloaded (LOADED_AT unchanged)
+    load = second.asset_materializations_for_node("snowflake_bar_facts")[0].metadata
+    assert load["changed"].value == 0
+
+    # A golden 1 m bar goes wrong: the blocking check fails and the warehouse is not touched.
+    with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
+        conn.execute(
+            f"UPDATE {s.postgres.schema_name}.bars_1m SET high = high + 1 "
+            "WHERE (symbol, window_start) = (SELECT symbol, window_start "
+            f"FROM {s.postgres.schema_name}.bars_1m ORDER BY symbol, window_start LIMIT 1)"
+        )
+    t3 = time.monotonic()
+    third = job.execute_in_process(partition_key=DAY, instance=instance, raise_on_error=False)
+    print(f"corrupted run {time.monotonic() - t3:.1f}s")
+    assert not third.success
+    assert _checks(third) == {"golden_bars_match_reference": False}
+    assert _materialized(third) == {"bar_reconciliation"}
+    evaluation = third.get_asset_check_evaluations()[0]
+    assert evaluation.metadata["differing"].value == 1
+    assert _fact_rows(s) == facts

@@ -1,0 +1,141 @@
+"""The Dagster code location: it loads, and its shape is pinned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+@pytest.fixture()
+def default_settings(monkeypatch, tmp_path):
+    """Settings from defaults only: no TICKFORGE_* variables, no .env, no stack.env."""
+    from tickforge.platform.settings import Settings
+
+    for key in list(os.environ):
+        if key.startswith("TICKFORGE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return Settings()
+
+
+def test_dagster_definitions_validate(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKFORGE_", "DAGSTER_HOME"))}
+    env["TICKFORGE_STATE_DIR"] = str(tmp_path / "state")  # no stack.env: default settings
+    proc = subprocess.run(
+        [str(DAGSTER), "definitions", "validate", "-m", "tickforge.definitions"],
+        # Not from REPO: its dagster.yaml wants the stack's PostgreSQL.
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_definitions_snapshot(default_settings):
+    from tickforge.definitions import build_definitions
+
+    defs = build_definitions(default_settings)
+    graph = defs.resolve_asset_graph()
+    asset_keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
+    jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
+    schedules = {
+        s.name: (s.cron_schedule, s.execution_timezone, s.job_name)
+        for s in (defs.resolve_schedule_def(d.name) for d in defs.schedules or [])
+    }
+    sensors = sorted(s.name for s in defs.sensors or [])
+    tfs = ["1s", "1m", "3m", "5m", "15m"]
+    assert asset_keys == sorted(
+        ["kafka/ticks", "s3/raw_trades", "bar_reconciliation", "snowflake_bar_facts"]
+        + [f"kafka/bars_{tf}" for tf in tfs]
+        + [f"postgres/bars_{tf}" for tf in tfs]
+    )
+    assert checks == [
+        "bar_reconciliation:golden_bars_match_reference",
+        "snowflake_bar_facts:facts_match_golden_counts",
+    ]
+    assert jobs == ["nightly"]
+    assert schedules == {"nightly_schedule": ("0 2 * * *", "America/New_York", "nightly")}
+    assert sensors == []
+
+
+def test_lineage_ticks_to_golden_tables(default_settings):
+    from dagster import AssetKey
+
+    from tickforge.definitions import build_definitions
+
+    graph = build_definitions(default_settings).resolve_asset_graph()
+
+    def parents(key: str) -> set[str]:
+        node = graph.get(AssetKey.from_user_string(key))
+        return {k.to_user_string() for k in node.parent_keys}
+
+    assert parents("kafka/bars_1m") == {"kafka/ticks"}
+    assert parents("postgres/bars_1m") == {"kafka/bars_1m"}
+    assert parents("s3/raw_trades") == {"kafka/ticks"}
+    assert {"s3/raw_trades", "postgres/bars_1m"} <= parents("bar_reconciliation")
+    assert parents("snowflake_bar_facts") == {"bar_reconciliation", "postgres/bars_1m", "postgres/bars_5m"}
+    assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
+    assert graph.get(AssetKey(["postgres", "bars_5m"])).kinds == {"postgres"}
+
+
+@pytest.mark.parametrize(
+    ("local_tick", "day"),
+    [
+        (datetime(2013, 10, 9, 2, 0, tzinfo=ZoneInfo("America/New_York")), "2013-10-08"),  # EDT
+        (datetime(2014, 1, 7, 2, 0, tzinfo=ZoneInfo("America/New_York")), "2014-01-06"),  # EST
+    ],
+)
+def test_nightly_schedule_runs_previous_utc_day(local_tick, day):
+    from dagster import build_schedule_context
+
+    from tickforge.jobs import nightly_schedule
+
+    request = nightly_schedule(build_schedule_context(scheduled_execution_time=local_tick))
+    assert request.partition_key == day
+    assert request.run_key == day
+
+
+def test_resources_local_stack_vs_production(default_settings):
+    from tickforge.resources import resources_for
+
+    production = resources_for(default_settings)["snowflake"]
+    assert production.additional_snowflake_connection_args is None
+    local = default_settings.model_copy(
+        update={
+            "snowflake": default_settings.snowflake.model_copy(
+                update={"host": "127.0.0.1", "port": 8765, "protocol": "http"}
+            )
+        }
+    )
+    args = resources_for(local)["snowflake"].additional_snowflake_connection_args
+    assert (args["host"], args["port"], args["protocol"]) == ("127.0.0.1", 8765, "http")
+    assert resources_for(default_settings)["object_store"].endpoint_url is None
+
+
+def test_snowflake_ddl_is_idempotent_sql():
+    from tickforge.assets.warehouse import bar_id, ddl_statements
+
+    statements = ddl_statements("TICKFORGE")
+    assert statements[:2] == ["CREATE DATABASE IF NOT EXISTS TICKFORGE", "USE DATABASE TICKFORGE"]
+    assert all("IF NOT EXISTS" in s for s in statements if s.startswith("CREATE"))
+    created = {s.split("EXISTS", 1)[1].split("(")[0].strip() for s in statements if "TABLE" in s}
+    assert created == {"CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL"}
+    assert bar_id("BAC", 1381219200000, 60) == "BAC-1381219200000-60"
+    with pytest.raises(ValueError):
+        ddl_statements("X; DROP")
+
+
+def test_dagster_storage_scheme():
+    from tickforge.resources.dagster_storage import psycopg2_url
+
+    assert psycopg2_url("postgresql://u@h:1/db") == "postgresql+psycopg2://u@h:1/db"
+    assert psycopg2_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"

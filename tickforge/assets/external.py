@@ -1,0 +1,87 @@
+"""The streaming side as external assets: produced outside Dagster, observed for lineage.
+
+ticks topic -> bar topics (one per timeframe) -> golden bar tables in PostgreSQL; the raw trade
+landing in object storage also comes from the ticks topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dagster import AssetKey, AssetSpec
+
+from tickforge.platform.io.postgres import bar_table
+from tickforge.platform.topics import TICKS, bar_topic
+
+STREAMING_OWNERS = ["team:market-data"]
+STREAMING_GROUP = "streaming"
+
+
+def ticks_key() -> AssetKey:
+    return AssetKey(["kafka", TICKS])
+
+
+def bar_topic_key(timeframe: str) -> AssetKey:
+    return AssetKey(["kafka", bar_topic(timeframe).replace(".", "_")])
+
+
+def golden_bars_key(timeframe: str) -> AssetKey:
+    return AssetKey(["postgres", bar_table(timeframe)])
+
+
+def raw_trades_key() -> AssetKey:
+    return AssetKey(["s3", "raw_trades"])
+
+
+def bar_timeframes(timeframes: Sequence[str]) -> list[str]:
+    """Timeframes with a bar topic and a golden table (10 ms bins are internal)."""
+    return [tf for tf in timeframes if tf != "10ms"]
+
+
+def streaming_specs(timeframes: Sequence[str], topic_prefix: str, schema: str) -> list[AssetSpec]:
+    specs = [
+        AssetSpec(
+            ticks_key(),
+            description=f"Trade and quote ticks on Kafka topic `{topic_prefix}{TICKS}`.",
+            kinds={"kafka"},
+            owners=STREAMING_OWNERS,
+            group_name=STREAMING_GROUP,
+            metadata={"topic": f"{topic_prefix}{TICKS}"},
+        ),
+        AssetSpec(
+            raw_trades_key(),
+            description="Raw trades landed per UTC day: `trades/date=YYYY-MM-DD/*.parquet` "
+            "(ts_ms, symbol, price, size, trade_id) in the raw bucket.",
+            deps=[ticks_key()],
+            kinds={"s3", "parquet"},
+            owners=STREAMING_OWNERS,
+            group_name=STREAMING_GROUP,
+        ),
+    ]
+    for tf in bar_timeframes(timeframes):
+        topic = f"{topic_prefix}{bar_topic(tf)}"
+        specs.append(
+            AssetSpec(
+                bar_topic_key(tf),
+                description=f"Closed {tf} bars and watermark markers on Kafka topic `{topic}`, "
+                "built by the bar worker from the ticks.",
+                deps=[ticks_key()],
+                kinds={"kafka"},
+                owners=STREAMING_OWNERS,
+                group_name=STREAMING_GROUP,
+                metadata={"topic": topic, "timeframe": tf},
+            )
+        )
+        specs.append(
+            AssetSpec(
+                golden_bars_key(tf),
+                description=f"Golden {tf} bars in PostgreSQL `{schema}.{bar_table(tf)}`, "
+                "keyed by (symbol, window_start), upserted whole from the bar topic.",
+                deps=[bar_topic_key(tf)],
+                kinds={"postgres"},
+                owners=STREAMING_OWNERS,
+                group_name=STREAMING_GROUP,
+                metadata={"table": f"{schema}.{bar_table(tf)}", "timeframe": tf},
+            )
+        )
+    return specs
