@@ -64,3 +64,7 @@ def config() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -42,8 +42,14 @@ def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: floa
     return proc.returncode
 
 
-def read_topic(settings: Settings, name: str, idle_s: float = 3.0, max_s: float = 120.0) -> tuple[list, list[int]]:
-    """Every committed data message value of a topic and the marker watermarks seen."""
+def read_topic(
+    settings: Settings, name: str, idle_s: float = 3.0, max_s: float = 180.0, expect: int = 1
+) -> tuple[list, list[int]]:
+    """Every committed data message value of a topic and the marker watermarks seen.
+
+    Waits (up to ``max_s``) for at least ``expect`` data messages, then until the topic has been
+    quiet for ``idle_s``: extra or duplicate output would show up in that time.
+    """
     consumer = Consumer({
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "group.id": f"reader-{time.time_ns()}",
@@ -56,7 +62,7 @@ def read_topic(settings: Settings, name: str, idle_s: float = 3.0, max_s: float 
     values, markers = [], []
     started = last = time.monotonic()
     try:
-        while time.monotonic() - last < idle_s and time.monotonic() - started < max_s:
+        while time.monotonic() - started < max_s and (len(values) < expect or time.monotonic() - last < idle_s):
             msgs = consumer.consume(10_000, timeout=0.5)
             for msg in msgs:
                 if msg.error() is not None:
@@ -76,7 +82,7 @@ def read_topic(settings: Settings, name: str, idle_s: float = 3.0, max_s: float 
 
 def bars_frame(values: list[bytes]) -> pl.DataFrame:
     bars = [msgspec.json.decode(v, type=Bar) for v in values]
-    return pl.DataFrame([msgspec.structs.asdict(b) for b in bars]) if bars else pl.DataFrame()
+    return pl.DataFrame([msgspec.structs.asdict(b) for b in bars], infer_schema_length=None) if bars else pl.DataFrame()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition") -> None:

@@ -60,7 +60,7 @@ def _golden(settings, timeframe: str) -> pl.DataFrame:
             f"trade_count, spread_bps, imbalance FROM {settings.postgres.schema_name}.bars_{timeframe}"
         )
         cols = [d.name for d in cur.description]
-        return pl.DataFrame(cur.fetchall(), schema=cols, orient="row")
+        return pl.DataFrame(cur.fetchall(), schema=cols, orient="row", infer_schema_length=None)
 
 
 def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, crypto, tmp_path):
@@ -78,7 +78,7 @@ def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, cry
         for tf in TIMEFRAMES:
             expected = pl.concat([expected_equity.bars[tf].select(expected_crypto.bars[tf].columns),
                                   expected_crypto.bars[tf]])
-            values, markers = read_topic(settings, bar_topic(tf), idle_s=4)
+            values, markers = read_topic(settings, bar_topic(tf), idle_s=4, expect=expected.height)
             live = bars_frame(values)
             assert markers, f"no watermark markers on {tf}"
             assert_bars_equal(live, expected)
@@ -93,26 +93,42 @@ def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, cry
             stop_worker(w)
 
 
+def _committed_ticks(settings) -> int:
+    """Sum of the bar worker group's committed offsets on the tick topic (its progress)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                      "group.id": f"{settings.kafka.topic_prefix}bar-worker"})
+    try:
+        topic = topic_name(settings, TICKS)
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        return sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+    finally:
+        probe.close()
+
+
 def test_bar_worker_killed_mid_stream_emits_each_bar_exactly_once(settings, crypto, tmp_path):
+    import threading
+
     expected = build_bars(crypto, TIMEFRAMES, partitions=settings.kafka.partitions)
     bar_worker = start_worker("bar-worker", log_dir=tmp_path)
     timeframe_worker = start_worker("timeframe-worker", log_dir=tmp_path)
-    # Small paced batches so the kills land mid-stream, between and inside transactions.
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5})
-    kills = 0
+    done = threading.Event()
+
+    def publish():
+        # Small paced batches: the kills land mid-stream, with windows open and commits behind.
+        replay(settings, crypto, speed=40.0, chunk_rows=300)
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    kills, progress = 0, 0
     try:
-        import threading
-
-        done = threading.Event()
-
-        def publish():
-            replay(settings, crypto, speed=120.0, chunk_rows=400, producer=producer)
-            done.set()
-
-        thread = threading.Thread(target=publish)
-        thread.start()
         while not done.is_set() and kills < 4:
-            time.sleep(1.2)
+            # Kill only after the worker has committed more work since its last start.
+            wait_until(lambda: _committed_ticks(settings) > progress or done.is_set(), 60, 0.2, "progress")
+            progress = _committed_ticks(settings)
+            time.sleep(0.3)
             bar_worker.send_signal(signal.SIGKILL)
             bar_worker.wait(10)
             kills += 1
@@ -120,9 +136,10 @@ def test_bar_worker_killed_mid_stream_emits_each_bar_exactly_once(settings, cryp
         thread.join(120)
         assert kills >= 3, "the replay ended before the worker was killed three times"
         for tf in ("1s", "1m"):
-            values, _ = read_topic(settings, bar_topic(tf), idle_s=6)
+            values, _ = read_topic(settings, bar_topic(tf), idle_s=6, expect=expected.bars[tf].height)
             assert_bars_equal(bars_frame(values), expected.bars[tf])
     finally:
+        done.wait(120)
         stop_worker(bar_worker)
         stop_worker(timeframe_worker)
 
@@ -159,13 +176,13 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
     producer.flush(10)
     worker = start_worker("bar-worker", "--exit-when-idle", "8", log_dir=tmp_path)
     try:
-        values, _ = read_topic(settings, DEAD_LETTER, idle_s=8)
+        values, _ = read_topic(settings, DEAD_LETTER, idle_s=3, expect=len(bad) + 1)
         letters = [msgspec.json.decode(v, type=DeadLetter) for v in values]
         reasons = sorted(letter.reason for letter in letters)
         assert reasons == sorted([*bad.values(), "late"])
         late_letter = next(l for l in letters if l.reason == "late")
         assert late_letter.ts_ms == 1200 and late_letter.symbol == "BTC" and "999" in late_letter.payload
-        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=5)
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=3, expect=2)
         frame = bars_frame(bars).sort("window_start")
         assert frame["window_start"].to_list() == [1000, 2000]
         first = frame.row(0, named=True)

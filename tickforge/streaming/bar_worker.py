@@ -56,6 +56,10 @@ class BarTask:
         self.source = topic_name(settings, TICKS)
         self._marked = start_watermark
         self._moved_at = wall_ms()
+        # Idle advance stops once the longest configured timeframe has closed downstream.
+        self._downstream_horizon_ms = max(timeframe_ms(tf) for tf in streaming.timeframes) + self.lateness_ms
+        self._idle_limit = start_watermark + self._downstream_horizon_ms if start_watermark > NO_WATERMARK else NO_WATERMARK
+        self._idle_marked_at = 0
 
     @property
     def watermark(self) -> int:
@@ -106,6 +110,7 @@ class BarTask:
         if self.builder.watermark > before:
             self.clock.observe(self.builder.watermark)
             self._moved_at = wall_ms()
+            self._idle_limit = self.builder.watermark + self._downstream_horizon_ms
         rejected = np.flatnonzero(codes)
         for row in rejected.tolist():
             reason = _REASONS[Reject(int(codes[row]))]
@@ -139,9 +144,14 @@ class BarTask:
             self._moved_at = wall_ms()
 
     def idle(self, out: Output) -> None:
-        wm = self.clock.idle_advance()
+        """Advance with the wall clock, at most once a second, until every window any timeframe
+        downstream may still hold open has closed (then a quiet stream costs nothing)."""
+        if self.builder.watermark >= self._idle_limit or wall_ms() - self._idle_marked_at < 1_000:
+            return
+        wm = min(self.clock.idle_advance(), self._idle_limit)
         if wm > self.builder.watermark:
             self.builder.advance_to(wm)
+            self._idle_marked_at = wall_ms()
             self.close(out, measure=False)
 
     def close(self, out: Output, measure: bool = True) -> None:

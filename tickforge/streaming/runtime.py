@@ -123,8 +123,16 @@ class TransactionalWorker:
         self.batch_size = batch_size
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
+        # Static membership: a restarted instance (same id) takes its partitions back at once
+        # instead of waiting for the dead member's session to time out.
         self.consumer: Consumer = make_consumer(
-            settings, self.group_id, **{"partition.assignment.strategy": "range"}
+            settings,
+            self.group_id,
+            **{
+                "partition.assignment.strategy": "range",
+                "group.instance.id": f"{self.group_id}-{instance_id}",
+                "session.timeout.ms": 10_000,
+            },
         )
         self.producer: Producer = make_producer(
             settings,
