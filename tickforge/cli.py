@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tickforge.platform.bars.cli import bars_app
+from tickforge.platform.signals.cli import signals_app
 from tickforge.platform.stack.cli import stack_app
 from tickforge.streaming.cli import stream_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(bars_app, name="bars")
 app.add_typer(stream_app, name="stream")
+app.add_typer(signals_app, name="signals")
 
 topics_app = typer.Typer(help="The Kafka topic registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
@@ -60,6 +62,20 @@ def config() -> None:
     from tickforge.platform.settings import load_settings
 
     typer.echo(json.dumps(load_settings().redacted(), indent=2))
+
+
+@app.command("demo")
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="Leave the workers and dagster dev running.")] = True,
+) -> None:
+    """Run the platform on one real trading day on the local stack and print where to look."""
+    from tickforge.demo import run_demo
+
+    summary = run_demo(keep_running)
+    typer.echo(json.dumps(summary, indent=2, default=str))
+    if summary["urls"]:
+        typer.echo("\n".join(f"{name}: {url}" for name, url in summary["urls"].items()))
+        typer.echo("stop everything with: tickforge stream stop && tickforge stack down")
 
 
 def main() -> None:

@@ -89,4 +89,28 @@ def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
     BarStore(settings).run(exit_when_idle)
 
 
+@stream_app.command("start")
+def start_cmd() -> None:
+    """Start every worker detached (pids in the state folder, logs in <state>/logs)."""
+    from tickforge.streaming import supervisor
+
+    typer.echo(json.dumps(supervisor.start()))
+
+
+@stream_app.command("stop")
+def stop_cmd() -> None:
+    """Stop the workers started by `stream start` (or the demo)."""
+    from tickforge.streaming import supervisor
+
+    typer.echo(json.dumps({"stopped": supervisor.stop()}))
+
+
+@stream_app.command("status")
+def status_cmd() -> None:
+    """Which workers run."""
+    from tickforge.streaming import supervisor
+
+    typer.echo(json.dumps(supervisor.status(), indent=2))
+
+
 logging.getLogger("confluent_kafka").setLevel(logging.WARNING)

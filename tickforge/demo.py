@@ -1,0 +1,168 @@
+"""``tickforge demo``: the whole platform on one real trading day, on the local stack.
+
+Starts the stack and the workers, replays 2013-10-08 (SPY, BAC, AIG trades and BAC quotes from the
+shared data) through Kafka, waits for the golden bars, checks them against the independent
+reference, runs the nightly Dagster job for that day, and leaves ``dagster dev`` running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import typer
+
+DEMO_DAY = "2013-10-08"
+TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+QUOTES = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _say(step: str, started: float) -> None:
+    typer.echo(f"[{time.monotonic() - started:6.1f}s] {step}", err=True)
+
+
+def _day_bounds(day: str) -> tuple[int, int]:
+    start = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return start, start + 86_400_000
+
+
+def demo_sample(state_dir: Path, day: str = DEMO_DAY) -> tuple[Path, Path]:
+    """One day of the shared data as Parquet files in the state folder (made once)."""
+    from tickforge.platform.io.files import read_quotes, read_trades
+
+    folder = state_dir / "demo"
+    trades_path, quotes_path = folder / f"trades_{day}.parquet", folder / f"quotes_{day}.parquet"
+    if not (trades_path.exists() and quotes_path.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        start, end = _day_bounds(day)
+        in_day = pl.col("ts_ms").is_between(start, end, closed="left")
+        source = shared_data_dir()
+        read_trades(source / TRADES).data.filter(in_day).drop("row").write_parquet(trades_path)
+        read_quotes(source / QUOTES).data.filter(in_day).drop("row").write_parquet(quotes_path)
+    return trades_path, quotes_path
+
+
+def run_demo(keep_running: bool = True) -> dict:
+    from tickforge.platform.bars.validate import validate_bars
+    from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.platform.io.kafka import apply_topics
+    from tickforge.platform.settings import load_settings, state_dir_from_env
+    from tickforge.platform.stack.launcher import LocalStack, endpoints_env
+    from tickforge.streaming import supervisor
+    from tickforge.streaming.replay import replay
+
+    started = time.monotonic()
+    state_dir = state_dir_from_env()
+    status = LocalStack(state_dir=state_dir).up()
+    env = endpoints_env(status)
+    os.environ.update(env)
+    settings = load_settings()
+    _say("local stack up: " + ", ".join(status), started)
+    apply_topics(settings)
+    supervisor.start(env=env, state_dir=state_dir)
+    _say("workers started: " + ", ".join(supervisor.WORKERS), started)
+    trades_path, quotes_path = demo_sample(state_dir)
+    trades, quotes = read_trades(trades_path), read_quotes(quotes_path)
+    stats = replay(settings, trades, quotes)
+    _say(f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
+         f"({stats.ticks_per_s:,.0f} ticks/s)", started)
+    _wait_for_golden(settings, stats.end_watermark, started)
+    report = validate_bars(trades_path, "postgres", "1s,1m,3m,5m,15m", settings.streaming.allowed_lateness_ms,
+                           quotes_path)
+    counts = {tf: r["rows_actual"] for tf, r in report["timeframes"].items()}
+    _say(f"golden bars in PostgreSQL {counts}; equal to the independent reference: {report['ok']}", started)
+    nightly = _run_nightly(trades, env)
+    _say(f"nightly Dagster job for {DEMO_DAY}: {nightly}", started)
+    urls = {}
+    if keep_running:
+        urls["dagster"] = _start_dagster(state_dir, env)
+    summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
+               "reference_ok": report["ok"], "nightly": nightly, "urls": urls}
+    if not keep_running:
+        supervisor.stop(state_dir)
+    return summary
+
+
+def _wait_for_golden(settings, end_watermark: int | None, started: float, timeout: float = 300.0) -> None:
+    import psycopg
+
+    from tickforge.platform.io.postgres import golden_watermark
+
+    deadline = time.monotonic() + timeout
+    dsn = settings.postgres.dsn.get_secret_value()
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn) as conn:
+            # Each bar topic is consumed on its own: every timeframe must have reached the end.
+            reached = [golden_watermark(conn, settings.postgres.schema_name, tf)
+                       for tf in settings.streaming.timeframes]
+        if end_watermark is not None and all(r is not None and r >= end_watermark for r in reached):
+            _say("golden bars complete (every timeframe's watermark reached the end of the day)", started)
+            return
+        time.sleep(1)
+    raise RuntimeError("golden bars did not complete in time: see .tickforge/logs/*.log")
+
+
+def _run_nightly(trades, env: dict[str, str]) -> dict:
+    """Land the day's raw trades, then materialize the nightly job's partition in-process."""
+    from dagster import DagsterInstance
+
+    from tickforge.assets.raw import land_trades_parquet
+    from tickforge.definitions import defs
+    from tickforge.platform.settings import load_settings
+
+    land_trades_parquet(load_settings(), trades.data)
+    os.environ.setdefault("DAGSTER_HOME", str(REPO))
+    result = defs.get_job_def("nightly").execute_in_process(
+        partition_key=DEMO_DAY, instance=DagsterInstance.get(), raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    checks = [
+        (e.asset_check_evaluation_data.check_name, e.asset_check_evaluation_data.passed)
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    return {"success": result.success, "checks": dict(checks)}
+
+
+def _start_dagster(state_dir: Path, env: dict[str, str]) -> str:
+    port = os.environ.get("TICKFORGE_DAGSTER_PORT", "3000")
+    log = open(state_dir / "logs" / "dagster.log", "ab")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **env, "DAGSTER_HOME": str(REPO)}, start_new_session=True,
+    )
+    pids_path = state_dir / "workers.json"
+    pids = json.loads(pids_path.read_text()) if pids_path.exists() else {}
+    pids["dagster-dev"] = proc.pid
+    pids_path.write_text(json.dumps(pids, indent=2))
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/server_info", timeout=180)
+    return url
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s: see .tickforge/logs/")
