@@ -55,7 +55,10 @@ class BarTask:
         self.bars_topic = topic_name(settings, bar_topic("1s"))
         self.source = topic_name(settings, TICKS)
         self._marked = start_watermark
-        self._moved_at = wall_ms()
+        # (watermark, wall ms) each time the watermark moved since the last close: the moment a
+        # window's end + lateness was passed, for the emit-latency metric.
+        self._steps_wm: list[int] = []
+        self._steps_at: list[int] = []
         # Idle advance stops once the longest configured timeframe has closed downstream.
         self._downstream_horizon_ms = max(timeframe_ms(tf) for tf in streaming.timeframes) + self.lateness_ms
         self._idle_limit = start_watermark + self._downstream_horizon_ms if start_watermark > NO_WATERMARK else NO_WATERMARK
@@ -109,7 +112,7 @@ class BarTask:
         codes = self.builder.add_trade_columns(sym, ts, price, size, ids)
         if self.builder.watermark > before:
             self.clock.observe(self.builder.watermark)
-            self._moved_at = wall_ms()
+            self._moved(self.builder.watermark)
             self._idle_limit = self.builder.watermark + self._downstream_horizon_ms
         rejected = np.flatnonzero(codes)
         for row in rejected.tolist():
@@ -141,7 +144,7 @@ class BarTask:
         if watermark > self.builder.watermark:
             self.builder.advance_to(watermark)
             self.clock.advance_to(watermark)
-            self._moved_at = wall_ms()
+            self._moved(watermark)
 
     def idle(self, out: Output) -> None:
         """Advance with the wall clock, at most once a second, until every window any timeframe
@@ -153,6 +156,21 @@ class BarTask:
             self.builder.advance_to(wm)
             self._idle_marked_at = wall_ms()
             self.close(out, measure=False)
+
+    def _moved(self, watermark: int) -> None:
+        self._steps_wm.append(watermark)
+        self._steps_at.append(wall_ms())
+
+    def _observe_latency(self, out: Output, timeframe: str, bars) -> None:
+        """Per closed bar: when did the watermark first pass its window_end + lateness?"""
+        if not self._steps_wm:
+            return
+        due = bars.start + timeframe_ms(timeframe) + self.lateness_ms
+        step = np.searchsorted(np.asarray(self._steps_wm), due, side="left")
+        step = step[step < len(self._steps_wm)]
+        at = np.asarray(self._steps_at)[step]
+        for passed_at, count in zip(*np.unique(at, return_counts=True)):
+            out.latencies.append((NAME, timeframe, int(passed_at), int(count)))
 
     def close(self, out: Output, measure: bool = True) -> None:
         now = wall_ms()
@@ -171,9 +189,9 @@ class BarTask:
             if not out.replaying:
                 metrics.BARS_OUT.labels(worker=NAME, timeframe=closed.timeframe).inc(count)
                 if measure:
-                    metrics.EMIT_LATENCY.labels(worker=NAME, timeframe=closed.timeframe).observe(
-                        now - self._moved_at
-                    )
+                    self._observe_latency(out, closed.timeframe, closed.bars)
+        self._steps_wm.clear()
+        self._steps_at.clear()
         wm = self.builder.watermark
         if wm > self._marked and wm != NO_WATERMARK:
             out.marker(self.bars_topic, wm)

@@ -16,7 +16,7 @@ EMIT_LATENCY = Histogram(
     "tickforge_emit_latency_ms",
     "From the watermark passing window_end + lateness (wall clock) to the bar being emitted",
     ["worker", "timeframe"],
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+    buckets=(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000),
 )
 
 

@@ -48,6 +48,8 @@ class Output:
     replaying: bool = False
     produced: int = 0
     dead_letter_topic: str = ""
+    # (worker, timeframe, wall ms when the watermark passed, bars): observed once committed
+    latencies: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     def send(self, topic: str, key: bytes | str | None, value: bytes, headers=None) -> None:
         if self.replaying:
@@ -115,12 +117,17 @@ class TransactionalWorker:
         instance_id: str = "0",
         batch_size: int = 2_000,
         idle_check_ms: int = 200,
+        transaction_budget_ms: int = 15,
     ) -> None:
         self.settings = settings
         self.name = name
         self.input_topic = topic_name(settings, input_topic)
         self.task_factory = task_factory
         self.batch_size = batch_size
+        # Work per transaction is bounded in time, not messages: a column batch holds thousands
+        # of ticks, and a bar's emit latency includes the rest of its transaction.
+        self.transaction_budget_ms = transaction_budget_ms
+        self._backlog: deque[Message] = deque()
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
         # Static membership: a restarted instance (same id) takes its partitions back at once
@@ -137,7 +144,8 @@ class TransactionalWorker:
         self.producer: Producer = make_producer(
             settings,
             transactional_id=f"{self.group_id}-{instance_id}",
-            **{"transaction.timeout.ms": 10_000},
+            # The commit flushes anyway: lingering would only add to every bar's latency.
+            **{"transaction.timeout.ms": 10_000, "linger.ms": 1},
         )
         self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
         self.tracks: dict[int, _Track] = {}
@@ -161,8 +169,11 @@ class TransactionalWorker:
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.tracks.pop(tp.partition, None)
+        revoked = {tp.partition for tp in partitions}
+        for partition in revoked:
+            self.tracks.pop(partition, None)
+        # Consumed but unprocessed messages of those partitions: the next owner reads them again.
+        self._backlog = deque(m for m in self._backlog if m.partition() not in revoked)
 
     # -- loop -------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -177,44 +188,57 @@ class TransactionalWorker:
         last_input = time.monotonic()
         try:
             while not self._stop:
-                msgs = self.consumer.consume(self.batch_size, timeout=0.05)
-                if msgs:
-                    last_input = time.monotonic()
-                self.step(msgs)
+                if not self._backlog:
+                    msgs = self.consumer.consume(self.batch_size, timeout=0.05)
+                    if msgs:
+                        last_input = time.monotonic()
+                    self._backlog.extend(msgs)
+                self.step()
                 if max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
                     break
         finally:
             self.consumer.close()
             self.producer.flush(10)
 
-    def step(self, msgs: list[Message]) -> None:
-        by_partition: dict[int, list[Message]] = {}
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", extra={"worker": self.name, "error": str(err)})
-                continue
-            by_partition.setdefault(msg.partition(), []).append(msg)
+    def step(self) -> None:
+        """One transaction: backlog messages until the time budget is spent, plus idle work."""
         now = wall_ms()
         check_idle = now - self._last_idle_check >= self.idle_check_ms
-        if not by_partition and not check_idle:
+        if not self._backlog and not check_idle:
             return
         self.producer.begin_transaction()
-        outputs: list[Output] = []
-        for partition, track in self.tracks.items():
-            out = Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
-            batch = by_partition.get(partition)
-            if batch:
-                self._process(track, batch, out)
-                track.last_input_ms = now
-            elif check_idle and now - track.last_input_ms >= self.settings.streaming.idle_timeout_ms:
+        deadline = time.monotonic() + self.transaction_budget_ms / 1000
+        outputs: dict[int, Output] = {}
+        taken = 0
+        while self._backlog and (taken < 4 or time.monotonic() < deadline):
+            msg = self._backlog.popleft()
+            taken += 1
+            track = self.tracks.get(msg.partition())
+            err = msg.error()
+            if track is None or err is not None:
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", extra={"worker": self.name, "error": str(err)})
+                continue
+            out = outputs.get(msg.partition())
+            if out is None:
+                out = outputs[msg.partition()] = self._output(msg.partition())
+            self._process_one(track, msg, out)
+        now = wall_ms()
+        for partition, out in outputs.items():
+            track = self.tracks[partition]
+            track.task.close(out)
+            out.replaying = False
+            track.dirty = True
+            track.last_input_ms = now
+        if check_idle:
+            self._last_idle_check = now
+            for partition, track in self.tracks.items():
+                if partition in outputs or now - track.last_input_ms < self.settings.streaming.idle_timeout_ms:
+                    continue
+                out = outputs[partition] = self._output(partition)
                 wm = track.task.watermark
                 track.task.idle(out)
                 track.dirty |= track.task.watermark != wm
-            outputs.append(out)
-        if check_idle:
-            self._last_idle_check = now
         offsets = []
         for partition, track in self.tracks.items():
             if not track.dirty or track.position < 0:
@@ -224,7 +248,7 @@ class TransactionalWorker:
                 TopicPartition(self.input_topic, partition, offset, metadata=msgspec.json.encode(point).decode())
             )
             track.dirty = False
-        if not offsets and not any(o.produced for o in outputs):
+        if not offsets and not any(o.produced for o in outputs.values()):
             self.producer.abort_transaction()
             return
         try:
@@ -236,23 +260,27 @@ class TransactionalWorker:
             # us; the committed checkpoint makes the restart exact.
             log.error("transaction failed", extra={"worker": self.name, "error": str(exc)})
             raise
-        for out in outputs:
+        committed_at = wall_ms()
+        for out in outputs.values():
             metrics.MESSAGES_OUT.labels(worker=self.name).inc(out.produced)
+            for worker, timeframe, passed_at, bars in out.latencies:
+                histogram = metrics.EMIT_LATENCY.labels(worker=worker, timeframe=timeframe)
+                for _ in range(bars):
+                    histogram.observe(committed_at - passed_at)
 
-    def _process(self, track: _Track, batch: list[Message], out: Output) -> None:
+    def _output(self, partition: int) -> Output:
+        return Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
+
+    def _process_one(self, track: _Track, msg: Message, out: Output) -> None:
         task = track.task
-        for msg in batch:
-            offset = msg.offset()
-            replaying = offset < track.replay_until
-            if out.replaying and not replaying:
-                # Leaving the replay region: what the watermark closed by now was committed before.
-                task.close(out)
-            out.replaying = replaying
-            wm_before = task.watermark
-            needed_until = task.process(msg, out)
-            if needed_until > task.watermark:
-                track.pending.append((offset, wm_before, needed_until))
-            track.position = offset + 1
-        task.close(out)
-        out.replaying = False
-        track.dirty = True
+        offset = msg.offset()
+        replaying = offset < track.replay_until
+        if out.replaying and not replaying:
+            # Leaving the replay region: what the watermark closed by now was committed before.
+            task.close(out)
+        out.replaying = replaying
+        wm_before = task.watermark
+        needed_until = task.process(msg, out)
+        if needed_until > task.watermark:
+            track.pending.append((offset, wm_before, needed_until))
+        track.position = offset + 1
