@@ -55,6 +55,34 @@ def replay_cmd(
     typer.echo(json.dumps({**stats.__dict__, "ticks_per_s": round(stats.ticks_per_s)}))
 
 
+@stream_app.command("http-source")
+def http_source_cmd(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8090,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Accept pushed NDJSON ticks on POST /ticks and publish them to the tick topic."""
+    from tickforge.streaming.http_source import serve
+
+    settings = _settings()
+    _setup(settings)
+    server = serve(settings, host, port)
+    typer.echo(f"POST NDJSON ticks to http://{host}:{server.server_port}/ticks", err=True)
+    server.serve_forever()
+
+
+@stream_app.command("push")
+def push_cmd(
+    trades: Annotated[Path, typer.Option(help="Trades file to replay as NDJSON.")],
+    url: Annotated[str, typer.Option(help="The NDJSON endpoint.")] = "http://127.0.0.1:8090/ticks",
+    speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up; none: as fast as possible.")] = None,
+) -> None:
+    """Replay a trades file into an HTTP NDJSON tick source."""
+    from tickforge.platform.io.files import read_trades
+    from tickforge.streaming.http_source import push_file
+
+    typer.echo(json.dumps(push_file(url, read_trades(trades), speed)))
+
+
 @stream_app.command("bar-worker")
 def bar_worker_cmd(
     instance_id: InstanceOpt = "0",
@@ -73,6 +101,26 @@ def bar_worker_cmd(
 def timeframe_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
     """1 s bars -> 1 m -> 3 m / 5 m / 15 m bars (exactly once)."""
     from tickforge.streaming.timeframe_worker import make_worker
+
+    settings = _settings()
+    _setup(settings)
+    make_worker(settings, instance_id).run(exit_when_idle)
+
+
+@stream_app.command("signal-worker")
+def signal_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
+    """1 s bars -> one indicator signal per bar on signals.1s (exactly once)."""
+    from tickforge.streaming.signal_worker import make_worker
+
+    settings = _settings()
+    _setup(settings)
+    make_worker(settings, instance_id).run(exit_when_idle)
+
+
+@stream_app.command("pair-worker")
+def pair_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
+    """1 m bars -> statistics of the candidate pairs on pairs.1m each minute (exactly once; one instance)."""
+    from tickforge.streaming.pair_worker import make_worker
 
     settings = _settings()
     _setup(settings)

@@ -264,9 +264,7 @@ class TransactionalWorker:
         for out in outputs.values():
             metrics.MESSAGES_OUT.labels(worker=self.name).inc(out.produced)
             for worker, timeframe, passed_at, bars in out.latencies:
-                histogram = metrics.EMIT_LATENCY.labels(worker=worker, timeframe=timeframe)
-                for _ in range(bars):
-                    histogram.observe(committed_at - passed_at)
+                metrics.EMIT_LATENCY.observe((worker, timeframe), committed_at - passed_at, bars)
 
     def _output(self, partition: int) -> Output:
         return Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
