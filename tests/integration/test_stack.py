@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,26 +42,21 @@ CLI = "from tickforge.platform.stack.cli import stack_app; stack_app()"
 TAG = uuid.uuid4().hex[:8]
 
 
-def _let_postgres_user_in(path: Path, stop_at: Path) -> None:
-    """PostgreSQL runs as ``postgres`` when we are root, and pytest makes its temp folders 0700:
-    grant search permission (x only, no listing) from ``stop_at`` down to ``path``."""
-    for folder in [path, *path.parents]:
-        folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
-        if folder == stop_at:
-            break
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    state_dir = tmp_path_factory.mktemp("stack")
-    if os.geteuid() == 0:
-        _let_postgres_user_in(state_dir, tmp_path_factory.getbasetemp().parent)
+def stack() -> Iterator[LocalStack]:
+    # Not under pytest's base temp: PostgreSQL runs as ``postgres`` when we are root, and every
+    # pytest session resets /tmp/pytest-of-<user> to 0700 (a concurrent session would lock it out).
+    state_dir = Path(tempfile.mkdtemp(prefix="tickforge-stack-test-"))
+    state_dir.chmod(state_dir.stat().st_mode | stat.S_IXOTH)
     ports: dict[str, int] = {}
     for key in DEFAULT_PORTS:
         ports[key] = any_free_port(set(ports.values()))
     local = LocalStack(state_dir=state_dir, ports=ports, kafka_lib_dir=LIB_CACHE)
-    yield local
-    local.down()  # no-op when a test already stopped it
+    try:
+        yield local
+    finally:
+        local.down()  # no-op when a test already stopped it
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _pids(status: Status) -> dict[str, int]:

@@ -80,7 +80,16 @@ def fold_ticks(
             order = np.argsort(ts, kind="stable")
     else:
         sym_col = np.asarray(sym, np.int32)
-        order = np.lexsort((ts, sym_col))  # lexsort is stable: ties keep input order
+        if sym_col.max() < 2**15 and sym_col.min() >= 0:
+            # Group by symbol with numpy's radix sort (stable, O(n) for 16-bit keys); in-order
+            # input then needs no sort by time.
+            order = np.argsort(sym_col.astype(np.int16), kind="stable")
+            ts_grouped, sym_grouped = ts[order], sym_col[order]
+            same = sym_grouped[1:] == sym_grouped[:-1]
+            if np.any(same & (ts_grouped[1:] < ts_grouped[:-1])):
+                order = np.lexsort((ts, sym_col))
+        else:
+            order = np.lexsort((ts, sym_col))  # lexsort is stable: ties keep input order
         if np.all(order[1:] > order[:-1]):
             order = None
     if order is not None:
@@ -109,6 +118,16 @@ def fold_ticks(
     )
 
 
+_KEY_SHIFT = 42  # epoch ms below 2**42 (year 2109): (symbol, window) packs into one int64 key
+
+
+def _key_order(sym: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Stable order by (symbol, window_start); one int64 sort where the values allow it."""
+    if len(start) and start.min() >= 0 and start.max() < 2**_KEY_SHIFT:
+        return np.argsort((sym.astype(I8) << _KEY_SHIFT) | start, kind="stable")
+    return np.lexsort((start, sym))
+
+
 def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColumns:
     """Merge partials (rows in input order) of the same (symbol, window) into one row each.
 
@@ -119,7 +138,7 @@ def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColu
     if n == 0:
         return parts
     start = parts.start if timeframe_ms is None else parts.start - parts.start % timeframe_ms
-    by_key = np.lexsort((start, parts.sym))
+    by_key = _key_order(parts.sym, start)
     sym, start_sorted = parts.sym[by_key], start[by_key]
     change = (start_sorted[1:] != start_sorted[:-1]) | (sym[1:] != sym[:-1])
     if n > 1 and change.all():
@@ -128,21 +147,27 @@ def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColu
             sym, start_sorted, *(getattr(parts, f.name)[by_key] for f in fields(BarColumns)[2:])
         )
     starts = np.concatenate(([0], np.flatnonzero(change) + 1))
-    # Open: within each group the row with the smallest first_ts, ties to the earliest input row.
-    by_first = np.lexsort((np.arange(n), parts.first_ts, start, parts.sym))
-    # Close: the row with the largest last_ts, ties to the latest input row (last after sort).
-    by_last = np.lexsort((np.arange(n), parts.last_ts, start, parts.sym))
-    ends = np.append(starts[1:], n) - 1
+    counts = np.diff(np.append(starts, n))
+    group = np.repeat(np.arange(len(starts)), counts)
+    # The sort is stable, so rows of a group are in input order. Open: the first row holding the
+    # group's smallest first_ts; close: the last row holding its largest last_ts.
+    first_ts, last_ts = parts.first_ts[by_key], parts.last_ts[by_key]
+    is_open = first_ts == np.repeat(np.minimum.reduceat(first_ts, starts), counts)
+    open_rows = np.flatnonzero(is_open)
+    open_rows = open_rows[np.concatenate(([True], group[open_rows][1:] != group[open_rows][:-1]))]
+    is_close = last_ts == np.repeat(np.maximum.reduceat(last_ts, starts), counts)
+    close_rows = np.flatnonzero(is_close)
+    close_rows = close_rows[np.concatenate((group[close_rows][1:] != group[close_rows][:-1], [True]))]
     return BarColumns(
         sym=sym[starts],
         start=start_sorted[starts],
-        open=parts.open[by_first[starts]],
+        open=parts.open[by_key[open_rows]],
         high=np.maximum.reduceat(parts.high[by_key], starts),
         low=np.minimum.reduceat(parts.low[by_key], starts),
-        close=parts.close[by_last[ends]],
+        close=parts.close[by_key[close_rows]],
         volume=np.add.reduceat(parts.volume[by_key], starts),
         notional=np.add.reduceat(parts.notional[by_key], starts),
         count=np.add.reduceat(parts.count[by_key], starts),
-        first_ts=parts.first_ts[by_first[starts]],
-        last_ts=parts.last_ts[by_last[ends]],
+        first_ts=first_ts[open_rows],
+        last_ts=last_ts[close_rows],
     )
