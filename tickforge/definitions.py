@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from tickforge.assets.archive import build_bar_archive
+from tickforge.assets.compaction import raw_trades_daily
 from tickforge.assets.external import streaming_specs
+from tickforge.assets.marts import build_marts, dbt_resource, fact_table_specs
 from tickforge.assets.reconciliation import build_bar_reconciliation
-from tickforge.assets.warehouse import facts_match_golden_counts, snowflake_bar_facts
+from tickforge.assets.warehouse import snowflake_bar_facts, snowflake_window_facts
 from tickforge.jobs import nightly_job, nightly_schedule
+from tickforge.jobs.intraday import snowflake_window_job
 from tickforge.platform.settings import Settings, load_settings
 from tickforge.resources import resources_for
+from tickforge.sensors.dead_letters import build_dead_letter_sensor
+from tickforge.sensors.run_failure import run_failure_alerts
+from tickforge.sensors.snowflake_window import snowflake_window_sensor
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -22,16 +29,23 @@ def build_definitions(settings: Settings) -> Definitions:
     bar_reconciliation, reconciliation_check = build_bar_reconciliation(
         timeframes, settings.streaming.allowed_lateness_ms
     )
+    bar_archive, archive_check = build_bar_archive(timeframes)
     return Definitions(
         assets=[
             *streaming_specs(timeframes, settings.kafka.topic_prefix, settings.postgres.schema_name),
+            raw_trades_daily,
             bar_reconciliation,
             snowflake_bar_facts,
+            snowflake_window_facts,
+            bar_archive,
+            *fact_table_specs(),
+            build_marts(settings.state_dir),
         ],
-        asset_checks=[reconciliation_check, facts_match_golden_counts],
-        jobs=[nightly_job],
+        asset_checks=[reconciliation_check, archive_check],
+        jobs=[nightly_job, snowflake_window_job],
         schedules=[nightly_schedule],
-        resources=resources_for(settings),
+        sensors=[build_dead_letter_sensor(settings), run_failure_alerts, snowflake_window_sensor],
+        resources={**resources_for(settings), "dbt": dbt_resource()},
     )
 
 

@@ -2,8 +2,11 @@
 
 One UTC day of real trades (BAC and AIG, 2013-10-08) is landed in S3, golden bars are built by
 the streaming kernel offline and stored in PostgreSQL, and the job runs in-process for that day:
-reconciliation passes, the Snowflake facts match the golden bars, a rerun changes nothing, and a
-corrupted golden bar fails the blocking reconciliation check and keeps the warehouse untouched.
+the landing is compacted, reconciliation passes, the Snowflake facts match the golden bars, the
+dbt marts build (local dbt-duckdb target) on those facts, a rerun changes nothing, and a
+corrupted golden bar fails the blocking reconciliation check, keeps the warehouse untouched and
+is recorded as an alert by the run-failure sensor. Finally, with the default 100-day retention,
+the day is archived to S3 and leaves PostgreSQL; archiving again is a no-op.
 """
 
 from __future__ import annotations
@@ -107,9 +110,29 @@ def _materialized(result) -> set[str]:
     return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
 
 
-def test_nightly_job_on_local_stack(nightly_settings, shared_data):
+KEEP = {"ops": {"bar_archive": {"config": {"retention_days": 100_000}}}}  # archive nothing
+NO_MARTS = ["raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive"]
+MARTS = {"mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
+
+
+def _keys(names):
+    from dagster import AssetKey
+
+    return [AssetKey(n) for n in names]
+
+
+def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, tmp_path):
+    import duckdb
     import psycopg
-    from dagster import DagsterInstance
+    from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
+
+    from tickforge.resources import resources_for
+    from tickforge.sensors.alerts import list_alerts
+    from tickforge.sensors.run_failure import run_failure_alerts
+
+    marts_db = tmp_path / "marts.duckdb"
+    monkeypatch.setenv("TICKFORGE_DBT_DUCKDB_PATH", str(marts_db))
+    monkeypatch.setenv("TICKFORGE_DBT_TARGET", "local")
 
     from tickforge.assets.raw import land_trades_parquet
     from tickforge.definitions import build_definitions
@@ -128,11 +151,35 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data):
     instance = DagsterInstance.ephemeral()
 
     t1 = time.monotonic()
-    first = job.execute_in_process(partition_key=DAY, instance=instance)
+    first = job.execute_in_process(partition_key=DAY, instance=instance, run_config=KEEP)
     print(f"first run {time.monotonic() - t1:.1f}s")
     assert first.success
-    assert _materialized(first) == {"bar_reconciliation", "snowflake_bar_facts"}
-    assert _checks(first) == {"golden_bars_match_reference": True, "facts_match_golden_counts": True}
+    assert _materialized(first) == {
+        "raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
+        *(f"marts/{m}" for m in MARTS),
+    }
+    checks = _checks(first)
+    assert checks.pop("golden_bars_match_reference") and checks.pop("facts_match_golden_counts")
+    assert checks.pop("archive_verified")
+    assert len(checks) == 10 and all(checks.values()), checks  # the dbt tests
+    compacted = first.asset_materializations_for_node("raw_trades_daily")[0].metadata
+    assert compacted["rows"].value == trades.data.height and compacted["source_objects"].value == 1
+    assert first.asset_materializations_for_node("bar_archive")[0].metadata["within_retention"].value is True
+    with duckdb.connect(str(marts_db), read_only=True) as db:
+        movers = db.execute(
+            "SELECT count(*), count(DISTINCT bucket_start), min(move_rank) FROM analytics_marts.mart_top_movers_15m"
+        ).fetchone()
+        hourly = db.execute("SELECT sum(bars_5m), sum(volume) FROM analytics_marts.mart_price_1h").fetchone()
+        session = db.execute(
+            "SELECT max_by(session_vwap, window_start) FROM analytics_marts.mart_session_vwap WHERE symbol = 'BAC'"
+        ).fetchone()[0]
+        rolling = db.execute("SELECT count(rolling_vwap_30m) FROM analytics_marts.mart_rolling_vwap").fetchone()[0]
+    assert movers[0] > 0 and movers[2] == 1
+    assert hourly[0] == golden["5m"]
+    bac = trades.data.filter(pl.col("symbol") == "BAC")
+    assert hourly[1] == pytest.approx(trades.data["size"].sum())
+    assert session == pytest.approx((bac["price"] * bac["size"]).sum() / bac["size"].sum())
+    assert rolling > 0
     facts = _fact_rows(s)
     assert facts["CORE.FACT_TICKS_60S"] == golden["1m"]
     assert facts["CORE.FACT_TICKS_300S"] == golden["5m"]
@@ -142,7 +189,9 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data):
     assert recon["total_differing"].value == 0
 
     t2 = time.monotonic()
-    second = job.execute_in_process(partition_key=DAY, instance=instance)
+    second = job.execute_in_process(
+        partition_key=DAY, instance=instance, run_config=KEEP, asset_selection=_keys(NO_MARTS)
+    )
     print(f"second run {time.monotonic() - t2:.1f}s")
     assert second.success and all(_checks(second).values())
     assert _fact_rows(s) == facts  # same counts, nothing reloaded (LOADED_AT unchanged)
@@ -157,11 +206,58 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data):
             f"FROM {s.postgres.schema_name}.bars_1m ORDER BY symbol, window_start LIMIT 1)"
         )
     t3 = time.monotonic()
-    third = job.execute_in_process(partition_key=DAY, instance=instance, raise_on_error=False)
+    third = job.execute_in_process(
+        partition_key=DAY, instance=instance, raise_on_error=False, run_config=KEEP, asset_selection=_keys(NO_MARTS)
+    )
     print(f"corrupted run {time.monotonic() - t3:.1f}s")
     assert not third.success
     assert _checks(third) == {"golden_bars_match_reference": False}
-    assert _materialized(third) == {"bar_reconciliation"}
+    assert _materialized(third) == {"raw_trades_daily", "bar_reconciliation"}
     evaluation = third.get_asset_check_evaluations()[0]
     assert evaluation.metadata["differing"].value == 1
     assert _fact_rows(s) == facts
+
+    # The run-failure sensor records the failed run as an alert (once).
+    postgres = resources_for(s, env_secrets=False)["postgres"]
+    failure = next(e for e in third.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    for _ in range(2):
+        ctx = build_run_status_sensor_context(
+            sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=third.dagster_run,
+            dagster_event=failure, resources={"postgres": postgres},
+        ).for_run_failure()
+        run_failure_alerts(ctx)
+    alerts = list_alerts(postgres, "run_failure")
+    assert len(alerts) == 1 and alerts[0]["details"]["run_id"] == third.run_id
+    assert alerts[0]["details"]["job"] == "nightly"
+
+    # Repaired, and past the default retention (the data is from 2013): the day is archived.
+    with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
+        conn.execute(
+            f"UPDATE {s.postgres.schema_name}.bars_1m SET high = high - 1 "
+            "WHERE (symbol, window_start) = (SELECT symbol, window_start "
+            f"FROM {s.postgres.schema_name}.bars_1m ORDER BY symbol, window_start LIMIT 1)"
+        )
+    t4 = time.monotonic()
+    fourth = job.execute_in_process(partition_key=DAY, instance=instance, asset_selection=_keys(NO_MARTS))
+    print(f"archiving run {time.monotonic() - t4:.1f}s")
+    assert fourth.success and all(_checks(fourth).values()), _checks(fourth)
+    archived = fourth.asset_materializations_for_node("bar_archive")[0].metadata
+    assert archived["within_retention"].value is False
+    assert archived["archived"].value == archived["deleted"].value == sum(golden.values())
+    objects = archived["objects"].value
+    assert {tf: objects[tf]["rows"] for tf in golden} == golden
+    with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
+        for tf in golden:
+            assert conn.execute(f"SELECT count(*) FROM {s.postgres.schema_name}.bars_{tf}").fetchone()[0] == 0
+    store = resources_for(s, env_secrets=False)["object_store"]
+    bars_1m = store.read_parquet(store.archive_bucket, objects["1m"]["object"])
+    assert bars_1m.height == golden["1m"] and set(bars_1m["symbol"]) == set(SYMBOLS)
+    assert _fact_rows(s) == facts  # the warehouse keeps the day
+
+    # Archiving again: nothing left to move, the objects verify as they are.
+    from tickforge.assets.archive import archive_timeframe
+
+    again = archive_timeframe(
+        resources_for(s, env_secrets=False)["postgres"], store, "1m", DAY
+    )
+    assert again["archived"] == 0 and again["rows"] == golden["1m"] and again["sha256"] == objects["1m"]["sha256"]

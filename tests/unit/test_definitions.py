@@ -53,18 +53,43 @@ def test_definitions_snapshot(default_settings):
     }
     sensors = sorted(s.name for s in defs.sensors or [])
     tfs = ["1s", "1m", "3m", "5m", "15m"]
+    marts = ["mart_price_1h", "mart_rolling_vwap", "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
     assert asset_keys == sorted(
-        ["kafka/ticks", "s3/raw_trades", "bar_reconciliation", "snowflake_bar_facts"]
+        ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "bar_reconciliation",
+         "snowflake_bar_facts", "snowflake_window_facts", "bar_archive",
+         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s"]
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
+        + [f"marts/{m}" for m in marts]
     )
-    assert checks == [
-        "bar_reconciliation:golden_bars_match_reference",
-        "snowflake_bar_facts:facts_match_golden_counts",
+    dbt_tests = [
+        "marts/mart_price_1h:not_null_mart_price_1h_symbol",
+        "marts/mart_price_1h:not_null_mart_price_1h_volume",
+        "marts/mart_rolling_vwap:not_null_mart_rolling_vwap_bar_id",
+        "marts/mart_rolling_vwap:unique_mart_rolling_vwap_bar_id",
+        "marts/mart_session_vwap:not_null_mart_session_vwap_session_vwap",
+        "marts/mart_top_movers_15m:not_null_mart_top_movers_15m_bucket_start",
+        "marts/mart_top_movers_15m:not_null_mart_top_movers_15m_move_rank",
+        "marts/mart_top_movers_15m:not_null_mart_top_movers_15m_symbol",
+        "marts/mart_volatility_bands:not_null_mart_volatility_bands_bar_id",
+        "marts/mart_volatility_bands:unique_mart_volatility_bands_bar_id",
     ]
-    assert jobs == ["nightly"]
+    assert checks == sorted(
+        [
+            "bar_archive:archive_verified",
+            "bar_reconciliation:golden_bars_match_reference",
+            "snowflake_bar_facts:facts_match_golden_counts",
+            "snowflake_window_facts:window_facts_match_golden_counts",
+            *dbt_tests,
+        ]
+    )
+    assert jobs == ["nightly", "snowflake_window_facts_job"]
     assert schedules == {"nightly_schedule": ("0 2 * * *", "America/New_York", "nightly")}
-    assert sensors == []
+    assert sensors == ["dead_letter_sensor", "run_failure_alerts", "snowflake_window_sensor"]
+    nightly = defs.resolve_job_def("nightly")
+    assert {n.name for n in nightly.nodes} >= {
+        "raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive", "dbt_marts"
+    }
 
 
 def test_lineage_ticks_to_golden_tables(default_settings):
@@ -81,8 +106,12 @@ def test_lineage_ticks_to_golden_tables(default_settings):
     assert parents("kafka/bars_1m") == {"kafka/ticks"}
     assert parents("postgres/bars_1m") == {"kafka/bars_1m"}
     assert parents("s3/raw_trades") == {"kafka/ticks"}
-    assert {"s3/raw_trades", "postgres/bars_1m"} <= parents("bar_reconciliation")
+    assert parents("raw_trades_daily") == {"s3/raw_trades"}
+    assert {"raw_trades_daily", "postgres/bars_1m"} <= parents("bar_reconciliation")
     assert parents("snowflake_bar_facts") == {"bar_reconciliation", "postgres/bars_1m", "postgres/bars_5m"}
+    assert {"snowflake_bar_facts", "bar_reconciliation"} <= parents("bar_archive")
+    assert parents("marts/mart_price_1h") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_300s"}
+    assert parents("marts/mart_top_movers_15m") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_60s"}
     assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
     assert graph.get(AssetKey(["postgres", "bars_5m"])).kinds == {"postgres"}
 

@@ -33,6 +33,10 @@ def raw_trades_key() -> AssetKey:
     return AssetKey(["s3", "raw_trades"])
 
 
+def dead_letter_key() -> AssetKey:
+    return AssetKey(["kafka", "dead_letter"])
+
+
 def bar_timeframes(timeframes: Sequence[str]) -> list[str]:
     """Timeframes with a bar topic and a golden table (10 ms bins are internal)."""
     return [tf for tf in timeframes if tf != "10ms"]
@@ -49,9 +53,20 @@ def streaming_specs(timeframes: Sequence[str], topic_prefix: str, schema: str) -
             metadata={"topic": f"{topic_prefix}{TICKS}"},
         ),
         AssetSpec(
+            dead_letter_key(),
+            description=f"Rejected input with a reason on Kafka topic `{topic_prefix}dead-letter` "
+            "(observed by `dead_letter_sensor`).",
+            deps=[ticks_key()],
+            kinds={"kafka"},
+            owners=STREAMING_OWNERS,
+            group_name=STREAMING_GROUP,
+            metadata={"topic": f"{topic_prefix}dead-letter"},
+        ),
+        AssetSpec(
             raw_trades_key(),
-            description="Raw trades landed per UTC day: `trades/date=YYYY-MM-DD/*.parquet` "
-            "(ts_ms, symbol, price, size, trade_id) in the raw bucket.",
+            description="Raw ticks landed by the raw sink (`tickforge.streaming.raw_sink`): "
+            "`trades/date=YYYY-MM-DD/hour=HH/<partition>-<first offset>-<last offset>.parquet` "
+            "(and `quotes/...`) in the raw bucket, canonical columns, row = Kafka offset.",
             deps=[ticks_key()],
             kinds={"s3", "parquet"},
             owners=STREAMING_OWNERS,

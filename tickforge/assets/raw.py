@@ -2,7 +2,17 @@
 
 One UTC day of trades lives under ``s3://<raw_bucket>/trades/date=YYYY-MM-DD/`` as Parquet
 objects with the canonical columns ``ts_ms, symbol, price, size, trade_id``, rows in arrival
-(file) order, which the lateness rule depends on.
+(file) order, which the lateness rule depends on. Two producers write there:
+
+* the raw landing sink (:mod:`tickforge.streaming.raw_sink`): ``hour=HH/<partition>-<first
+  offset>-<last offset>.parquet`` with ``row`` = the Kafka offset; arrival order is per Kafka
+  partition (offset order, then order within a message);
+* :func:`land_trades` (files landed in batch): ``<part>.parquet`` directly under the day, rows in
+  file order, read as partition 0.
+
+:func:`read_landed_trades` merges both into one frame with ``partition`` and ``row`` columns,
+sorted by (partition, arrival); ``raw_trades_daily`` compacts that into one object per day
+(:func:`compacted_key`), which is what reconciliation reads.
 """
 
 from __future__ import annotations
@@ -53,13 +63,59 @@ def land_trades_parquet(settings: Settings, trades_df: pl.DataFrame, part: str =
     return land_trades(resources_for(settings, env_secrets=False)["object_store"], trades_df, part)
 
 
-def read_day_trades(store: ObjectStoreResource, day: str) -> pl.DataFrame:
-    """All trades landed for one UTC day, objects in key order, rows in their order."""
+LANDED_TRADES_SCHEMA = pl.Schema({**RAW_TRADES_SCHEMA, "partition": pl.Int32, "row": pl.Int64})
+
+
+def compacted_key(day: str) -> str:
+    """The day's compacted trades (``raw_trades_daily``), in the raw bucket."""
+    return f"compacted/trades/date={day}/trades.parquet"
+
+
+def _object_order(key: str) -> tuple[int, int, str]:
+    from tickforge.streaming.raw_sink import parse_object_key  # noqa: PLC0415
+
+    parsed = parse_object_key(key)
+    return (0, 0, key) if parsed is None else (parsed[0], parsed[1], key)
+
+
+def landed_trade_keys(store: ObjectStoreResource, day: str) -> list[str]:
+    """The day's landed trade objects (sink hours and batch parts), in arrival order per partition."""
     keys = [k for k in store.list_keys(store.raw_bucket, trades_prefix(day)) if k.endswith(".parquet")]
-    frames = [_canonical(store.read_parquet(store.raw_bucket, key)) for key in keys]
+    return sorted(keys, key=_object_order)
+
+
+def read_landed_trades(store: ObjectStoreResource, day: str, keys: list[str] | None = None) -> pl.DataFrame:
+    """All trades landed for one UTC day with ``partition`` and ``row`` (arrival order within a
+    partition), sorted by partition then arrival. Batch-landed parts are partition 0 with ``row``
+    their position in key order."""
+    from tickforge.streaming.raw_sink import parse_object_key  # noqa: PLC0415
+
+    frames = []
+    position = 0
+    for key in landed_trade_keys(store, day) if keys is None else keys:
+        raw = store.read_parquet(store.raw_bucket, key)
+        parsed = parse_object_key(key)
+        frame = _canonical(raw)
+        if parsed is not None and "row" in raw.columns:
+            frame = frame.with_columns(partition=pl.lit(parsed[0], pl.Int32), row=raw["row"].cast(pl.Int64))
+        else:
+            frame = frame.with_columns(
+                partition=pl.lit(0, pl.Int32), row=pl.int_range(position, position + raw.height, dtype=pl.Int64)
+            )
+            position += raw.height
+        frames.append(frame)
     if not frames:
-        return pl.DataFrame(schema=RAW_TRADES_SCHEMA)
-    return pl.concat(frames)
+        return pl.DataFrame(schema=LANDED_TRADES_SCHEMA)
+    # Stable: rows of one message (same offset) keep their order.
+    return pl.concat(frames).sort(["partition", "row"], maintain_order=True)
+
+
+def read_day_trades(store: ObjectStoreResource, day: str) -> pl.DataFrame:
+    """The day's trades for reconciliation: the compacted object when ``raw_trades_daily`` wrote
+    it, else the landed objects; columns of :data:`LANDED_TRADES_SCHEMA`."""
+    if store.list_keys(store.raw_bucket, compacted_key(day)):
+        return store.read_parquet(store.raw_bucket, compacted_key(day)).cast(dict(LANDED_TRADES_SCHEMA))
+    return read_landed_trades(store, day)
 
 
 def utc_day(ts_ms: int) -> str:

@@ -21,15 +21,16 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    Config,
     MaterializeResult,
     asset,
-    asset_check,
 )
+from pydantic import Field
 from dagster_snowflake import SnowflakeResource
 
 from tickforge.assets.external import golden_bars_key
@@ -132,24 +133,13 @@ def fact_day_stats(cur: Any, fact: str, start_ms: int, end_ms: int) -> tuple[int
     return int(rows), int(dups)
 
 
-@asset(
-    partitions_def=daily_partitions,
-    deps=[AssetKey("bar_reconciliation"), *(golden_bars_key(tf) for tf in FACT_TABLES)],
-    kinds={"snowflake", "python"},
-    owners=["team:analytics-platform"],
-    group_name="warehouse",
-    description="The day's golden 1 m and 5 m bars in CORE.FACT_TICKS_60S / CORE.FACT_TICKS_300S "
-    "(keyed by BAR_ID = <symbol>-<window_start>-<window seconds>) and CORE.DIM_SYMBOL.",
-    metadata={"fact_tables": dict(FACT_TABLES)},
-)
-def snowflake_bar_facts(
-    context: AssetExecutionContext, postgres: PostgresResource, snowflake: SnowflakeResource
-) -> MaterializeResult:
-    day = context.partition_key
-    start_ms, end_ms = day_bounds_ms(day)
+def load_fact_window(
+    log: Any, postgres: PostgresResource, snowflake: SnowflakeResource, start_ms: int, end_ms: int, tag: str
+) -> dict[str, int]:
+    """Make the facts' slice ``[start_ms, end_ms)`` equal to the golden 1 m / 5 m bars (one
+    transaction over both tables); ``tag`` names the per-run staging tables. Returns counts."""
     golden = {tf: read_golden_bars(postgres, tf, start_ms, end_ms) for tf in FACT_TABLES}
-    suffix = f"{day.replace('-', '')}_{context.run.run_id[:8].upper()}"
-    stages = {tf: f"RAW.STG_BAR_FACTS_{suffix}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
+    stages = {tf: f"RAW.STG_BAR_FACTS_{tag}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
     counts: dict[str, int] = {}
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
@@ -186,28 +176,20 @@ def snowflake_bar_facts(
             for stage in stages.values():
                 cur.execute(f"DROP TABLE IF EXISTS {stage}")
         stats = {tf: fact_day_stats(cur, fact, start_ms, end_ms) for tf, fact in FACT_TABLES.items()}
-    context.log.info("%s: %s", day, counts)
-    return MaterializeResult(
-        metadata={
-            **{f"golden_{tf}": len(golden[tf]) for tf in FACT_TABLES},
-            **counts,
-            **{f"rows_{FACT_TABLES[tf]}": rows for tf, (rows, _) in stats.items()},
-            "changed": sum(counts.values()),
-        }
-    )
+    log.info("[%s, %s): %s", start_ms, end_ms, counts)
+    return {
+        **{f"golden_{tf}": len(golden[tf]) for tf in FACT_TABLES},
+        **counts,
+        **{f"rows_{FACT_TABLES[tf]}": rows for tf, (rows, _) in stats.items()},
+        "changed": sum(counts.values()),
+    }
 
 
-@asset_check(
-    asset=snowflake_bar_facts,
-    name="facts_match_golden_counts",
-    description="The day's fact rows equal the golden bar count per timeframe; no BAR_ID repeats.",
-)
-def facts_match_golden_counts(
-    context: AssetCheckExecutionContext, postgres: PostgresResource, snowflake: SnowflakeResource
+def facts_match_golden(
+    postgres: PostgresResource, snowflake: SnowflakeResource, start_ms: int, end_ms: int, check_name: str
 ) -> AssetCheckResult:
-    day = context.partition_key
-    start_ms, end_ms = day_bounds_ms(day)
-    metadata: dict[str, Any] = {"day": day}
+    """The slice's fact rows equal the golden bar count per timeframe; no BAR_ID repeats."""
+    metadata: dict[str, Any] = {"start_ms": start_ms, "end_ms": end_ms}
     passed = True
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
@@ -217,4 +199,82 @@ def facts_match_golden_counts(
             rows, dups = fact_day_stats(cur, fact, start_ms, end_ms)
             metadata |= {f"{tf}_golden": golden, f"{tf}_facts": rows, f"{tf}_duplicate_bar_ids": dups}
             passed = passed and rows == golden and dups == 0
-    return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+    return AssetCheckResult(
+        check_name=check_name, passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata
+    )
+
+
+FACTS_CHECK = "facts_match_golden_counts"
+
+
+@asset(
+    partitions_def=daily_partitions,
+    deps=[AssetKey("bar_reconciliation"), *(golden_bars_key(tf) for tf in FACT_TABLES)],
+    kinds={"snowflake", "python"},
+    owners=["team:analytics-platform"],
+    group_name="warehouse",
+    description="The day's golden 1 m and 5 m bars in CORE.FACT_TICKS_60S / CORE.FACT_TICKS_300S "
+    "(keyed by BAR_ID = <symbol>-<window_start>-<window seconds>) and CORE.DIM_SYMBOL.",
+    metadata={"fact_tables": dict(FACT_TABLES)},
+    # Checked in the same step, against the golden bars as they are right after the load (the
+    # archive downstream may move an old day's golden bars out of PostgreSQL afterwards).
+    check_specs=[
+        AssetCheckSpec(
+            FACTS_CHECK,
+            asset="snowflake_bar_facts",
+            description="The day's fact rows equal the golden bar count per timeframe; no BAR_ID repeats.",
+        )
+    ],
+)
+def snowflake_bar_facts(
+    context: AssetExecutionContext, postgres: PostgresResource, snowflake: SnowflakeResource
+) -> MaterializeResult:
+    day = context.partition_key
+    start_ms, end_ms = day_bounds_ms(day)
+    tag = f"{day.replace('-', '')}_{context.run.run_id[:8].upper()}"
+    metadata = load_fact_window(context.log, postgres, snowflake, start_ms, end_ms, tag)
+    check = facts_match_golden(postgres, snowflake, start_ms, end_ms, FACTS_CHECK)
+    return MaterializeResult(metadata={"day": day, **metadata}, check_results=[check])
+
+
+class FactWindowConfig(Config):
+    window_start_ms: int = Field(description="Start of the window (epoch ms, a multiple of window_ms)")
+    window_ms: int = Field(default=300_000, description="Window length (default 5 minutes)")
+
+
+WINDOW_CHECK = "window_facts_match_golden_counts"
+
+
+@asset(
+    deps=[*(golden_bars_key(tf) for tf in FACT_TABLES)],
+    kinds={"snowflake", "python"},
+    owners=["team:analytics-platform"],
+    group_name="warehouse",
+    description="Intraday load of one window (default 5 minutes) of golden 1 m / 5 m bars into the "
+    "same fact tables as `snowflake_bar_facts`, launched by `snowflake_window_sensor` once the "
+    "golden watermark has passed the window. Same upsert: the nightly load of the day agrees.",
+    metadata={"fact_tables": dict(FACT_TABLES)},
+    check_specs=[
+        AssetCheckSpec(
+            WINDOW_CHECK,
+            asset="snowflake_window_facts",
+            description="The window's fact rows equal the golden bar count per timeframe.",
+        )
+    ],
+)
+def snowflake_window_facts(
+    context: AssetExecutionContext,
+    config: FactWindowConfig,
+    postgres: PostgresResource,
+    snowflake: SnowflakeResource,
+) -> MaterializeResult:
+    start_ms = config.window_start_ms
+    if start_ms % config.window_ms:
+        raise ValueError(f"window_start_ms {start_ms} is not aligned to {config.window_ms} ms")
+    end_ms = start_ms + config.window_ms
+    tag = f"W{start_ms}_{context.run.run_id[:8].upper()}"
+    metadata = load_fact_window(context.log, postgres, snowflake, start_ms, end_ms, tag)
+    check = facts_match_golden(postgres, snowflake, start_ms, end_ms, WINDOW_CHECK)
+    return MaterializeResult(
+        metadata={"window_start_ms": start_ms, "window_end_ms": end_ms, **metadata}, check_results=[check]
+    )

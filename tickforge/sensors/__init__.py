@@ -1,0 +1,1 @@
+"""Dagster sensors: dead-letter rate, run failures, intraday Snowflake window loads."""

@@ -1,0 +1,131 @@
+"""``dead_letter_sensor``: the rate of rejected ticks on the dead-letter topic since the last tick.
+
+Each evaluation reads the dead-letter messages between the offsets in its cursor and the
+partitions' current ends (``read_committed``: the workers write dead letters inside their
+transactions), counts them by reason, and divides the late and bad ones by the time since the
+previous evaluation (at least a minute, so a short interval does not inflate the rate). Over
+``max_per_minute`` it records an alert in PostgreSQL (``pipeline_alerts``); every evaluation is
+recorded as an observation of the dead-letter topic asset (counts, rate, alert flag). The first
+evaluation only places the cursor at the topic's end: history is not an alert.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, TopicPartition
+from dagster import AssetObservation, MetadataValue, SensorEvaluationContext, SensorResult, sensor
+
+from tickforge.assets.external import dead_letter_key
+from tickforge.platform.contracts import DeadLetter
+from tickforge.platform.io.kafka import client_config, topic_name
+from tickforge.platform.settings import Settings
+from tickforge.platform.topics import DEAD_LETTER
+from tickforge.resources import PostgresResource
+from tickforge.sensors.alerts import record_alert
+
+# Reasons that are a tick arriving too late or malformed (duplicates are expected redeliveries).
+BAD_REASONS = frozenset(
+    {"late", "bad_timestamp", "missing_symbol", "bad_price", "bad_size", "bad_trade_id",
+     "malformed_row", "undecodable", "schema_violation"}
+)
+DEFAULT_MAX_PER_MINUTE = 100.0
+_DECODER = msgspec.json.Decoder(DeadLetter)
+
+
+def read_dead_letters(
+    settings: Settings, start: dict[int, int] | None, deadline_s: float = 20.0
+) -> tuple[Counter[str], dict[int, int]]:
+    """Reasons counted from ``start`` offsets (None: from the end, counting nothing) to the
+    current end of every partition; returns the counts and the new offsets."""
+    topic = topic_name(settings, DEAD_LETTER)
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{"group.id": f"{settings.kafka.topic_prefix}dead-letter-sensor", "enable.auto.commit": False,
+               "isolation.level": "read_committed", "enable.partition.eof": False},
+        )
+    )
+    counts: Counter[str] = Counter()
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        if start is None:
+            return counts, ends
+        todo = {p: start.get(p, 0) for p in partitions}
+        pending = {p for p in partitions if todo[p] < ends[p]}
+        if not pending:
+            return counts, ends
+        consumer.assign([TopicPartition(topic, p, todo[p]) for p in pending])
+        stop_at = time.monotonic() + deadline_s
+        while pending and time.monotonic() < stop_at:
+            for msg in consumer.consume(2_000, timeout=0.5):
+                if msg.error() is not None or msg.offset() >= ends[msg.partition()]:
+                    continue
+                try:
+                    counts[_DECODER.decode(msg.value()).reason] += 1
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    counts["unreadable_dead_letter"] += 1
+            positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            pending = {tp.partition for tp in positions if tp.offset < ends[tp.partition]}
+        if pending:
+            # Out of time: carry on next evaluation from where this one got to.
+            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+                ends[tp.partition] = max(tp.offset, todo[tp.partition])
+        return counts, ends
+    finally:
+        consumer.close()
+
+
+def evaluate(
+    settings: Settings, postgres: PostgresResource, cursor: str | None, max_per_minute: float, now_ms: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """One evaluation: ``(summary, new cursor)``; records an alert when over the rate."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    state = json.loads(cursor) if cursor else None
+    start = {int(p): o for p, o in state["offsets"].items()} if state else None
+    counts, ends = read_dead_letters(settings, start)
+    bad = sum(n for reason, n in counts.items() if reason in BAD_REASONS)
+    elapsed_ms = max(now_ms - state["at_ms"], 60_000) if state else 60_000
+    rate = bad * 60_000 / elapsed_ms
+    alert = state is not None and rate > max_per_minute
+    summary = {
+        "first_evaluation": state is None,
+        "dead_letters": sum(counts.values()),
+        "late_or_bad": bad,
+        "by_reason": dict(counts),
+        "per_minute": round(rate, 3),
+        "max_per_minute": max_per_minute,
+        "alert": alert,
+    }
+    if alert:
+        record_alert(
+            postgres, "dead_letter_sensor", "error",
+            f"{bad} late or bad ticks in {elapsed_ms / 60_000:.1f} min ({rate:.1f}/min > {max_per_minute}/min)",
+            summary, dedup_key=f"dead_letter:{json.dumps(start, sort_keys=True)}",
+        )
+    new_cursor = json.dumps({"offsets": {str(p): o for p, o in ends.items()}, "at_ms": now_ms})
+    return summary, new_cursor
+
+
+def build_dead_letter_sensor(settings: Settings, max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
+    @sensor(
+        name="dead_letter_sensor",
+        minimum_interval_seconds=60,
+        description=f"Late or bad ticks on the dead-letter topic: alert over {max_per_minute}/min.",
+    )
+    def dead_letter_sensor(context: SensorEvaluationContext, postgres: PostgresResource) -> SensorResult:
+        summary, cursor = evaluate(settings, postgres, context.cursor, max_per_minute)
+        if summary["alert"]:
+            context.log.error("dead-letter rate alert: %s", summary)
+        metadata = {k: v for k, v in summary.items() if k != "by_reason"}
+        metadata["by_reason"] = MetadataValue.json(summary["by_reason"])
+        return SensorResult(
+            cursor=cursor, asset_events=[AssetObservation(asset_key=dead_letter_key(), metadata=metadata)]
+        )
+
+    return dead_letter_sensor

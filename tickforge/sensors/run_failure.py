@@ -1,0 +1,31 @@
+"""``run_failure_alerts``: every failed run of this code location becomes an alert in PostgreSQL."""
+
+from __future__ import annotations
+
+from dagster import RunFailureSensorContext, run_failure_sensor
+
+from tickforge.resources import PostgresResource
+from tickforge.sensors.alerts import record_alert
+
+
+@run_failure_sensor(
+    name="run_failure_alerts",
+    description="Records an alert (pipeline_alerts in PostgreSQL) for each failed run.",
+    minimum_interval_seconds=30,
+)
+def run_failure_alerts(context: RunFailureSensorContext, postgres: PostgresResource) -> None:
+    run = context.dagster_run
+    error = context.failure_event.message or ""
+    step_errors = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        for e in context.get_step_failure_events()
+        if e.event_specific_data is not None and getattr(e.event_specific_data, "error", None) is not None
+    ]
+    record_alert(
+        postgres,
+        "run_failure",
+        "error",
+        f"run {run.run_id[:8]} of job {run.job_name} failed",
+        {"run_id": run.run_id, "job": run.job_name, "tags": dict(run.tags), "error": error, "steps": step_errors},
+        dedup_key=f"run_failure:{run.run_id}",
+    )
