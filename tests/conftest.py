@@ -34,10 +34,29 @@ def stack_env() -> dict[str, str]:
     stack = LocalStack(state_dir=state_dir)
     before = stack.status()
     already_running = all(svc.get("running") for svc in before.values()) if before else False
+    # Concurrent test sessions share the stack: each registers itself, and the last one out
+    # stops a stack that a test session started (a developer's running stack is left alone).
+    users = state_dir / "test-sessions"
+    users.mkdir(parents=True, exist_ok=True)
+    me = users / str(os.getpid())
+    me.touch()
     status = stack.up()
+    if not already_running and not (state_dir / "started-by-tests").exists():
+        (state_dir / "started-by-tests").touch()
     yield endpoints_env(status)
-    if not already_running:
+    me.unlink(missing_ok=True)
+    others = [p for p in users.iterdir() if _pid_alive(int(p.name))]
+    if not others and (state_dir / "started-by-tests").exists():
         stack.down()
+        (state_dir / "started-by-tests").unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture()

@@ -82,6 +82,7 @@ def run_demo(keep_running: bool = True) -> dict:
                            quotes_path)
     counts = {tf: r["rows_actual"] for tf, r in report["timeframes"].items()}
     _say(f"golden bars in PostgreSQL {counts}; equal to the independent reference: {report['ok']}", started)
+    _wait_for_raw_sink(settings, started)
     nightly = _run_nightly(trades, env)
     _say(f"nightly Dagster job for {DEMO_DAY}: {nightly}", started)
     urls = {}
@@ -113,15 +114,38 @@ def _wait_for_golden(settings, end_watermark: int | None, started: float, timeou
     raise RuntimeError("golden bars did not complete in time: see .tickforge/logs/*.log")
 
 
+def _wait_for_raw_sink(settings, started: float, timeout: float = 300.0) -> None:
+    """The raw sink has landed every tick once its committed offsets reach the topic's end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tickforge.platform.io.kafka import client_config, topic_name
+    from tickforge.platform.topics import TICKS
+    from tickforge.streaming.raw_sink import NAME
+
+    topic = topic_name(settings, TICKS)
+    probe = Consumer(client_config(settings, **{"group.id": f"{settings.kafka.topic_prefix}{NAME}"}))
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        ends = [probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            committed = [tp.offset for tp in probe.committed(parts, timeout=10)]
+            # The end-of-day markers are the last messages; the sink commits past them too.
+            if all(c >= e for c, e in zip(committed, ends)):
+                _say("raw ticks landed in S3 as hourly Parquet", started)
+                return
+            time.sleep(1)
+    finally:
+        probe.close()
+    raise RuntimeError("the raw sink did not catch up in time: see .tickforge/logs/raw-sink.log")
+
+
 def _run_nightly(trades, env: dict[str, str]) -> dict:
-    """Land the day's raw trades, then materialize the nightly job's partition in-process."""
+    """Materialize the nightly job's partition in-process (it shows in the UI's runs)."""
     from dagster import DagsterInstance
 
-    from tickforge.assets.raw import land_trades_parquet
     from tickforge.definitions import defs
-    from tickforge.platform.settings import load_settings
 
-    land_trades_parquet(load_settings(), trades.data)
     os.environ.setdefault("DAGSTER_HOME", str(REPO))
     result = defs.get_job_def("nightly").execute_in_process(
         partition_key=DEMO_DAY, instance=DagsterInstance.get(), raise_on_error=False,

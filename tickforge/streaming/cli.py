@@ -137,6 +137,18 @@ def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
     BarStore(settings).run(exit_when_idle)
 
 
+@stream_app.command("raw-sink")
+def raw_sink_cmd(
+    exit_when_idle: IdleExitOpt = None,
+    flush_rows: Annotated[int, typer.Option(help="Write the buffered ticks after this many rows.")] = 500_000,
+    flush_interval_s: Annotated[float, typer.Option(help="... or after this many seconds.")] = 30.0,
+) -> None:
+    """Ticks -> hourly Parquet objects in the raw bucket (exactly once per offset range)."""
+    from tickforge.streaming.raw_sink import run_raw_sink
+
+    run_raw_sink(exit_when_idle, flush_rows, flush_interval_s)
+
+
 @stream_app.command("start")
 def start_cmd() -> None:
     """Start every worker detached (pids in the state folder, logs in <state>/logs)."""
