@@ -69,10 +69,10 @@ def read_topic(
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(str(msg.error()))
                     continue
-                last = time.monotonic()
                 wm = marker_watermark(msg)
                 if wm is None:
                     values.append(msg.value())
+                    last = time.monotonic()  # quiet means no new data (markers go on when idle)
                 else:
                     markers.append(wm)
     finally:
