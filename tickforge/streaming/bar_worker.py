@@ -103,7 +103,19 @@ class BarTask:
         self.builder.add_quotes(symbol, ts, bid, ask, bid_size, ask_size)
         return int(ts.max()) + QUOTE_HORIZON_MS if len(ts) else NO_WATERMARK
 
-    def _trades(self, msg, out, names, index, ts, price, size, ids, batch: bool) -> int:
+    def _trades(
+        self,
+        msg: Message,
+        out: Output,
+        names: list[str],
+        index: np.ndarray | None,
+        ts: np.ndarray,
+        price: np.ndarray,
+        size: np.ndarray,
+        ids: np.ndarray | None,
+        batch: bool,
+    ) -> int:
+        """Fold one message's trades; dead-letter the rejected rows; return how long it is needed."""
         metrics.TICKS_IN.labels(worker=NAME).inc(len(ts))
         before = self.builder.watermark
         table = self.builder.symbols
@@ -202,8 +214,11 @@ class BarTask:
             metrics.WATERMARK_LAG.labels(worker=NAME, partition=str(self.partition)).set(now - wm)
 
 
-def _tick_json(symbol: str, ts, price, size, ids, row: int) -> str:
-    tid = None if ids is None else int(ids[row])
+def _tick_json(
+    symbol: str, ts: np.ndarray, price: np.ndarray, size: np.ndarray, ids: np.ndarray | None, row: int
+) -> str:
+    """One row of a column batch as the edge JSON, for its dead letter."""
+    tid = None if ids is None or ids[row] < 0 else int(ids[row])
     trade = Trade(ts_ms=int(ts[row]), symbol=symbol, price=float(price[row]), size=float(size[row]), trade_id=tid)
     return JSON_ENCODER.encode(trade).decode()
 

@@ -79,7 +79,14 @@ def payload_text(value: bytes | None, limit: int = 4_096) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def dead_letter_for(msg: Message, reason: str, source: str, detail: str | None = None, **kw) -> DeadLetter:
+def dead_letter_for(
+    msg: Message,
+    reason: str,
+    source: str,
+    detail: str | None = None,
+    symbol: str | None = None,
+    ts_ms: int | None = None,
+) -> DeadLetter:
     return DeadLetter(
         reason=reason,
         source=source,
@@ -87,7 +94,8 @@ def dead_letter_for(msg: Message, reason: str, source: str, detail: str | None =
         partition=msg.partition(),
         offset=msg.offset(),
         detail=detail,
-        **kw,
+        symbol=symbol,
+        ts_ms=ts_ms,
     )
 
 

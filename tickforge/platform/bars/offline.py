@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -47,7 +48,7 @@ def build_bars(
     partition_of = {s: partition_for(s, partitions) for s in symbol_names}
     builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
     if quotes is not None:
-        _feed_quotes(builders, quotes.data, partition_of, partitions)
+        _feed_quotes(builders, quotes.data, partitions)
     collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
     rejected_rows: list[np.ndarray] = []
     rejected_codes: list[np.ndarray] = []
@@ -83,7 +84,7 @@ def build_bars(
     return OfflineBars(bars, _dead_letters(trades, rejected_rows, rejected_codes))
 
 
-def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partition_of: dict, partitions: int) -> None:
+def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partitions: int) -> None:
     for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
         p = partition_for(symbol, partitions)
         builders[p].add_quotes(
@@ -156,10 +157,8 @@ def _dead_letters(trades: TickFile, rows: list[np.ndarray], codes: list[np.ndarr
     return pl.concat([trades.dead_letters.cast(DEAD_LETTER_SCHEMA), rejected]).sort("row")
 
 
-def write_bars(result: OfflineBars, out_dir) -> list:
+def write_bars(result: OfflineBars, out_dir: str | Path) -> list[Path]:
     """``DIR/bars_<tf>.parquet`` per timeframe and ``DIR/dead_letter.parquet``."""
-    from pathlib import Path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
