@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_bars.py [--symbols SPY,BAC,AIG] [--repeat 3]
 
-Kernel: ticks (decoded columns, one symbol per batch as on the wire) -> 10 ms bins -> 1 s bars
-with the streaming BarBuilder, against a plain per-tick Python loop over tuples building the same
+Kernel: ticks (decoded columns, batches of one partition as on the wire) -> 1 s bars (and with 10 ms bins,
+the bar worker's path) with the streaming BarBuilder, against a plain per-tick Python loop over tuples building the same
 1 s bars (the usual consumer code). Wire: column-batch messages decoded and built, against one
 ``json.loads`` per tick message plus the loop. Prints one JSON object.
 """
@@ -47,8 +47,9 @@ def loop_bars(ticks: list[tuple[str, int, float, float]]) -> dict:
     return bars
 
 
-def kernel_bars(batches: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> int:
-    builder = BarBuilder(["10ms", "1s"])
+def kernel_bars(batches: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                timeframes: tuple[str, ...] = ("1s",)) -> int:
+    builder = BarBuilder(list(timeframes))
     n = 0
     for names, index, ts, price, size in batches:
         codes = np.array([builder.symbols.code(s) for s in names], np.int32)
@@ -58,7 +59,7 @@ def kernel_bars(batches: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarra
 
 
 def wire_bars(messages: list[bytes]) -> int:
-    builder = BarBuilder(["10ms", "1s"])
+    builder = BarBuilder(["1s"])
     n = 0
     for raw in messages:
         batch = BATCH_DECODER.decode(raw)
@@ -91,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", default="SPY,BAC,AIG")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=BATCH, help="ticks per batch (20k: the replay's wire batches)")
     args = parser.parse_args()
     data = read_trades(DATA / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz").data
     data = data.filter(data["symbol"].is_in(args.symbols.split(",")))
@@ -99,9 +101,9 @@ def main() -> None:
     batches = []
     names = data["symbol"].unique(maintain_order=True).to_list()
     index_all = data["symbol"].replace_strict(names, list(range(len(names))), return_dtype=pl.Int32).to_numpy()
-    for start in range(0, n, BATCH):
-        part = data.slice(start, BATCH)
-        batches.append((names, index_all[start:start + BATCH], part["ts_ms"].to_numpy(),
+    for start in range(0, n, args.batch):
+        part = data.slice(start, args.batch)
+        batches.append((names, index_all[start:start + args.batch], part["ts_ms"].to_numpy(),
                         part["price"].to_numpy(), part["size"].to_numpy()))
     tuples = list(zip(data["symbol"].to_list(), data["ts_ms"].to_list(), data["price"].to_list(), data["size"].to_list()))
     messages = [BATCH_ENCODER.encode(TradeBatch.from_rows(s, i, t, p, z)) for s, i, t, p, z in batches]
@@ -109,13 +111,17 @@ def main() -> None:
         json.dumps({"ts_ms": t, "symbol": s, "price": p, "size": z}).encode() for s, t, p, z in tuples
     ]
     kernel_s, kernel_n = best(kernel_bars, batches, args.repeat)
+    bins_s, bins_n = best(lambda b: kernel_bars(b, ("10ms", "1s")), batches, args.repeat)
     loop_s, loop_n = best(loop_bars, tuples, args.repeat)
     wire_s, wire_n = best(wire_bars, messages, args.repeat)
     json_s, _ = best(json_loop, json_messages, max(1, args.repeat - 1))
     print(json.dumps({
         "ticks": n,
-        "bars_1s_and_bins": kernel_n,
+        "batch": args.batch,
+        "bars_1s": kernel_n,
         "kernel_ticks_per_s": round(n / kernel_s),
+        "kernel_with_10ms_bins_ticks_per_s": round(n / bins_s),
+        "bins_and_bars_1s": bins_n,
         "loop_ticks_per_s": round(n / loop_s),
         "kernel_vs_loop": round(loop_s / kernel_s, 1),
         "wire_ticks_per_s": round(n / wire_s),

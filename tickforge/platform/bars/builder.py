@@ -15,7 +15,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from tickforge.platform.bars.kernel import BarColumns, fold_partials, fold_ticks
+from tickforge.platform.bars.kernel import BarColumns, emit_order, fold_partials, fold_ticks
 from tickforge.platform.bars.timeframes import BIN_TIMEFRAME, rollup_parent, timeframe_ms
 from tickforge.platform.bars.watermark import NO_WATERMARK
 
@@ -169,7 +169,7 @@ class _Stage:
         closed = self.open.take(done)
         self.open = self.open.take(~done)
         # Emit in window order across symbols: downstream relies on it (see RollupChain).
-        return closed.take(np.lexsort((closed.sym, closed.start)))
+        return closed.take(emit_order(closed.start, closed.sym))
 
 
 class _Chain:
@@ -219,8 +219,14 @@ class BarBuilder:
         self.dedup = TradeIdDedup(dedup_horizon_ms)
         self.quotes = QuoteBook()
         self.has_quotes = False
-        outputs = [tf for tf in self.timeframes if tf != BIN_TIMEFRAME]
-        self._chain = _Chain(BIN_TIMEFRAME, outputs, lateness_ms)
+        # Ticks fold into the finest requested timeframe. Lateness is always judged on the 10 ms
+        # bin of a tick (arithmetic on its timestamp), so bins are built only when asked for.
+        source = min(self.timeframes, key=timeframe_ms)
+        if timeframe_ms(source) < timeframe_ms(BIN_TIMEFRAME):
+            raise ValueError(f"timeframes finer than {BIN_TIMEFRAME} are not supported")
+        outputs = [tf for tf in self.timeframes if tf != source]
+        self._chain = _Chain(source, outputs, lateness_ms)
+        self._source_ms = timeframe_ms(source)
         self._bin_ms = timeframe_ms(BIN_TIMEFRAME)
         self.watermark = NO_WATERMARK
 
@@ -273,10 +279,10 @@ class BarBuilder:
         accepted = candidates & ~late
         if accepted.all():
             one = sym[0] if (sym[0] == sym).all() else sym
-            self._chain.feed(fold_ticks(one, ts, price, size, self._bin_ms))
+            self._chain.feed(fold_ticks(one, ts, price, size, self._source_ms))
         elif accepted.any():
             self._chain.feed(
-                fold_ticks(sym[accepted], ts[accepted], price[accepted], size[accepted], self._bin_ms)
+                fold_ticks(sym[accepted], ts[accepted], price[accepted], size[accepted], self._source_ms)
             )
         if accepted.any():
             self.watermark = max(self.watermark, int(running[-1]))

@@ -128,6 +128,13 @@ def _key_order(sym: np.ndarray, start: np.ndarray) -> np.ndarray:
     return np.lexsort((start, sym))
 
 
+def emit_order(start: np.ndarray, sym: np.ndarray) -> np.ndarray:
+    """Order by (window_start, symbol): the order closed bars are emitted in."""
+    if len(start) and start.min() >= 0 and start.max() < 2**_KEY_SHIFT and sym.max() < 2**20:
+        return np.argsort((start << 20) | sym.astype(I8), kind="stable")
+    return np.lexsort((sym, start))
+
+
 def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColumns:
     """Merge partials (rows in input order) of the same (symbol, window) into one row each.
 
