@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of replay passes")
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--quix", action="store_true", help="also run the Quix Streams baseline")
+    parser.add_argument("--chunk-rows", type=int, default=20_000, help="replay batch size (ticks per message)")
+    parser.add_argument("--no-bins", action="store_true", help="the bar worker publishes 1 s bars only")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="replay at this event-time speed-up instead of flat out (latency at a steady rate)")
     args = parser.parse_args()
 
     status = LocalStack().up(["kafka"])
@@ -126,7 +130,7 @@ def main() -> None:
 
     metrics_port = free_port()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tickforge.cli", "stream", "bar-worker"],
+        [sys.executable, "-m", "tickforge.cli", "stream", "bar-worker", *(["--no-emit-bins"] if args.no_bins else [])],
         env={**os.environ, "TICKFORGE_STREAMING__METRICS_PORT": str(metrics_port)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -140,7 +144,8 @@ def main() -> None:
         k = 0
         while time.monotonic() - started < args.duration or k == 0:
             t0 = time.monotonic()
-            stats = replay(settings, shifted(trades, k * WEEK_MS), shifted(quotes, k * WEEK_MS))
+            stats = replay(settings, shifted(trades, k * WEEK_MS), shifted(quotes, k * WEEK_MS), speed=args.speed,
+                           chunk_rows=args.chunk_rows)
             produced = time.monotonic() - t0
             while min(reader.watermarks) < stats.end_watermark:
                 rss.append(rss_mb(worker.pid))
@@ -159,6 +164,9 @@ def main() -> None:
     steady = passes[1:] or passes
     result = {
         "partitions": args.partitions,
+        "bins_published": not args.no_bins,
+        "replay_speed": args.speed or "max",
+        "replay_chunk_rows": args.chunk_rows,
         "passes": len(passes),
         "ticks_total": ticks_per_pass * len(passes),
         "bars_1s_committed": reader.bars,

@@ -226,7 +226,7 @@ class TransactionalWorker:
         now = wall_ms()
         for partition, out in outputs.items():
             track = self.tracks[partition]
-            track.task.close(out)
+            track.task.close(out)  # suppressed when the last message was a replayed one
             out.replaying = False
             track.dirty = True
             track.last_input_ms = now
@@ -270,15 +270,16 @@ class TransactionalWorker:
         return Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
 
     def _process_one(self, track: _Track, msg: Message, out: Output) -> None:
+        """Apply one message; when it moved the watermark, emit what closed at once, so a bar's
+        latency is the rest of its transaction (bounded by the time budget)."""
         task = track.task
         offset = msg.offset()
-        replaying = offset < track.replay_until
-        if out.replaying and not replaying:
-            # Leaving the replay region: what the watermark closed by now was committed before.
-            task.close(out)
-        out.replaying = replaying
+        # Inside [lo, hi) everything was committed before: rebuild state, emit nothing.
+        out.replaying = offset < track.replay_until
         wm_before = task.watermark
         needed_until = task.process(msg, out)
+        if task.watermark > wm_before:
+            task.close(out)
         if needed_until > task.watermark:
             track.pending.append((offset, wm_before, needed_until))
         track.position = offset + 1
