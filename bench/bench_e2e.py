@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of replay passes")
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--quix", action="store_true", help="also run the Quix Streams baseline")
+    parser.add_argument("--rate", type=float, default=None, help="offered load in ticks/s (default: flat out)")
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="replay batch size (ticks per message)")
     parser.add_argument("--no-bins", action="store_true", help="the bar worker publishes 1 s bars only")
     parser.add_argument("--speed", type=float, default=None,
@@ -145,7 +146,7 @@ def main() -> None:
         while time.monotonic() - started < args.duration or k == 0:
             t0 = time.monotonic()
             stats = replay(settings, shifted(trades, k * WEEK_MS), shifted(quotes, k * WEEK_MS), speed=args.speed,
-                           chunk_rows=args.chunk_rows)
+                           chunk_rows=args.chunk_rows, rate=args.rate)
             produced = time.monotonic() - t0
             while min(reader.watermarks) < stats.end_watermark:
                 rss.append(rss_mb(worker.pid))
@@ -167,6 +168,7 @@ def main() -> None:
         "bins_published": not args.no_bins,
         "replay_speed": args.speed or "max",
         "replay_chunk_rows": args.chunk_rows,
+        "offered_ticks_per_s": args.rate or "max",
         "passes": len(passes),
         "ticks_total": ticks_per_pass * len(passes),
         "bars_1s_committed": reader.bars,

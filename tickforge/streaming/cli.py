@@ -36,6 +36,7 @@ def replay_cmd(
     speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up (1 = real time).")] = None,
     max_speed: Annotated[bool, typer.Option("--max", help="As fast as possible (the default without --speed).")] = False,
     encoding: Annotated[str, typer.Option(help="batch (column batches) or json (one edge message per tick).")] = "batch",
+    rate: Annotated[Optional[float], typer.Option(help="Cap the pace at this many ticks per second.")] = None,
     end_marker: Annotated[bool, typer.Option(help="Send the end-of-day watermark when done.")] = True,
 ) -> None:
     """Publish ticks to the tick topic keyed by symbol."""
@@ -51,7 +52,7 @@ def replay_cmd(
     total = trade_file.data.height + (quote_file.data.height if quote_file else 0)
     with progress_bar("replaying", total) as update:
         stats = replay(settings, trade_file, quote_file, None if max_speed else speed, encoding,
-                       end_marker=end_marker, progress=update)
+                       end_marker=end_marker, progress=update, rate=rate)
     typer.echo(json.dumps({**stats.__dict__, "ticks_per_s": round(stats.ticks_per_s)}))
 
 

@@ -127,8 +127,12 @@ def replay(
     end_marker: bool = True,
     progress: Callable[[int], None] | None = None,
     producer: Producer | None = None,
+    rate: float | None = None,
 ) -> ReplayStats:
-    """Publish the files; ``speed`` None replays as fast as possible, else event time x speed."""
+    """Publish the files; ``speed`` None replays as fast as possible, else event time x speed.
+
+    ``rate`` caps the pace at that many ticks per second (a steady offered load).
+    """
     producer = producer or make_producer(settings)
     topic = topic_name(settings, TICKS)
     partitions = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -151,11 +155,14 @@ def replay(
     first_ts = ticks["ts_ms"][0] if ticks.height else 0
     for offset in range(0, ticks.height, chunk_rows):
         chunk = ticks.slice(offset, chunk_rows)
+        due = 0.0
         if speed:
             due = (chunk["ts_ms"][0] - first_ts) / speed / 1000.0
-            wait = due - (time.perf_counter() - started)
-            if wait > 0:
-                time.sleep(wait)
+        if rate:
+            due = max(due, offset / rate)
+        wait = due - (time.perf_counter() - started)
+        if wait > 0:
+            time.sleep(wait)
         for key, p, value in encode(chunk, partition_of):
             while True:
                 try:
