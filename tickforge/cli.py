@@ -78,6 +78,24 @@ def demo(
         typer.echo("stop everything with: tickforge stream stop && tickforge stack down")
 
 
+@app.command("dashboard")
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind (local by default).")] = "127.0.0.1",
+) -> None:
+    """Serve the Streamlit live view (bars, signals, pair watch, pipeline health)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    app_path = Path(__file__).resolve().parent / "dashboard" / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_path),
+            "--server.headless", "true", "--server.address", host, "--server.port", str(port),
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    typer.echo(f"tickforge dashboard: http://{host}:{port}", err=True)
+    os.execv(sys.executable, argv)  # the server takes this process (signals reach it directly)
+
+
 def main() -> None:
     app()
 

@@ -87,6 +87,44 @@ class StreamingSettings(BaseModel):
     metrics_port: int = 0  # 0: no Prometheus endpoint
 
 
+class SignalSettings(BaseModel):
+    """Live signals, pair watch and the live view (``TICKFORGE_SIGNALS__...``)."""
+
+    # A session is a calendar day in the zone of the symbol's class; symbols of no class use UTC.
+    symbol_classes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "us_equity": ["SPY", "BAC", "AIG"],
+            "crypto": ["BTCUSDT-SPOT", "BTCUSDT-PERP", "BTCUSD_PERP", "ETHUSDT-SPOT", "ETHUSDT-PERP", "ETHUSD_PERP"],
+            "fx": ["EURUSD", "NZDUSD"],
+        }
+    )
+    class_session_tz: dict[str, str] = Field(
+        default_factory=lambda: {"us_equity": "America/New_York", "crypto": "UTC", "fx": "UTC"}
+    )
+    # Candidate pairs "A/B" (A regressed on B) on 1 m bars.
+    pairs: list[str] = Field(default_factory=lambda: ["BTCUSDT-SPOT/BTCUSDT-PERP", "SPY/BAC"])
+    pair_lookback_minutes: int = 240  # the statistics use the aligned bars of the last N minutes
+    pair_min_history: int = 30  # aligned bars needed before anything is published
+    dashboard_cache_bars: int = 3_600  # live view: latest N bars (and signals) per symbol and timeframe
+
+    def session_tz(self) -> dict[str, str]:
+        """Symbol -> IANA zone (the ``session_tz`` mapping of the signal kernels)."""
+        return {
+            symbol: self.class_session_tz.get(cls, "UTC")
+            for cls, symbols in self.symbol_classes.items()
+            for symbol in symbols
+        }
+
+    def pair_list(self) -> list[tuple[str, str]]:
+        out = []
+        for pair in self.pairs:
+            a, sep, b = pair.partition("/")
+            if not sep or not a or not b or a == b:
+                raise ValueError(f"a candidate pair is 'A/B' with two symbols, not {pair!r}")
+            out.append((a, b))
+        return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TICKFORGE_",
@@ -100,6 +138,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    signals: SignalSettings = Field(default_factory=SignalSettings)
 
     def redacted(self) -> dict[str, Any]:
         """A printable view: secrets masked, DSN passwords hidden."""

@@ -21,6 +21,10 @@ WORKERS: dict[str, list[str]] = {
     "bar-worker": ["stream", "bar-worker"],
     "timeframe-worker": ["stream", "timeframe-worker"],
     "bar-store": ["stream", "bar-store"],
+    "raw-sink": ["stream", "raw-sink"],
+    "signal-worker": ["stream", "signal-worker"],
+    "pair-worker": ["stream", "pair-worker"],
+    "dashboard": ["dashboard"],  # the Streamlit live view on 127.0.0.1:8501
 }
 
 

@@ -1,0 +1,132 @@
+"""The live view's logic on real data: the bounded cache, merging, indicators, badges, and the
+Streamlit page itself through ``streamlit.testing`` (the cache fed with bars, signals and pair
+statistics computed from the shared Binance trades; the Kafka feed is covered by the integration
+test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tickforge.dashboard import data, view
+from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.contracts import Bar, Signal
+from tickforge.platform.io.files import read_trades
+from tickforge.platform.signals.batch import compute_signals
+from tickforge.platform.signals.pairs import PairConfig, pair_stats_from_bars
+from tickforge.platform.signals.spec import INDICATOR_FIELDS
+
+APP = Path(data.__file__).with_name("app.py")
+TZ = {"BTCUSDT-SPOT": "UTC", "ETHUSDT-SPOT": "UTC"}
+
+
+@pytest.fixture(scope="module")
+def records(shared_data):
+    """Bars (1 s, 1 m, 5 m), signals and pair statistics of the Binance sample, as messages."""
+    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    built = build_bars(trades, ["1s", "1m", "5m"])
+    out: list = []
+    for tf, length in (("1s", 1_000), ("1m", 60_000), ("5m", 300_000)):
+        span = trades.data.group_by("symbol", window_start=pl.col("ts_ms") // length * length).agg(
+            first_ts=pl.col("ts_ms").min(), last_ts=pl.col("ts_ms").max()
+        )
+        frame = built.bars[tf].join(span, on=["symbol", "window_start"]).sort("symbol", "window_start")
+        out += [Bar(timeframe=tf, **row) for row in frame.iter_rows(named=True)]
+    signals = compute_signals(built.bars["1s"], TZ)
+    out += [Signal(seq=i + 1, is_final=True, **row) for i, row in enumerate(signals.iter_rows(named=True))]
+    stats = pair_stats_from_bars(built.bars["1m"], "BTCUSDT-SPOT", "BTCUSD_PERP", PairConfig(min_history=4))
+    assert stats is not None
+    out.append(stats)
+    return out, built.bars
+
+
+def _cache(records, max_bars: int = 3_600) -> data.LiveCache:
+    cache = data.LiveCache(max_bars)
+    data.feed_cache(cache, records, received_ms=data.wall_ms())
+    return cache
+
+
+def test_cache_is_bounded_and_keeps_the_latest(records):
+    messages, bars = records
+    cache = _cache(messages, max_bars=100)
+    spot = bars["1s"].filter(pl.col("symbol") == "BTCUSDT-SPOT")
+    assert spot.height > 600
+    held = cache.bars("BTCUSDT-SPOT", "1s")
+    assert held.height == 100
+    assert held["window_start"].to_list() == spot["window_start"].tail(100).to_list()
+    assert cache.signals("BTCUSDT-SPOT").height == 100
+    # An older bar is ignored; a repeat of the latest replaces it (never two rows for one window).
+    oldest = next(m for m in messages if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
+    latest = next(m for m in reversed(messages) if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
+    cache.add_bar(oldest)
+    cache.add_bar(Bar(**{**{f: getattr(latest, f) for f in latest.__struct_fields__}, "close": 1.0}))
+    again = cache.bars("BTCUSDT-SPOT", "1s")
+    assert again.height == 100 and again["close"][-1] == 1.0 and again["window_start"][0] == held["window_start"][0]
+    assert cache.symbols() == sorted(bars["1s"]["symbol"].unique().to_list())
+
+
+def test_merge_prefers_live_and_indicators_follow_the_definition(records):
+    _, bars = records
+    minutes = bars["1m"].filter(pl.col("symbol") == "BTCUSDT-SPOT").sort("window_start")
+    history, live = minutes.head(8), minutes.tail(6).with_columns(close=pl.col("close") + 1)
+    merged = view.merge_bars(history, live, limit=100)
+    assert merged["window_start"].to_list() == minutes["window_start"].to_list()
+    assert merged.tail(6)["close"].to_list() == live["close"].to_list()
+    framed = view.with_indicators(merged, "1m", "BTCUSDT-SPOT", TZ)
+    expected = compute_signals(merged, TZ)
+    for name in INDICATOR_FIELDS:
+        assert framed[name].to_list() == expected[name].to_list(), name
+    # The sample crosses midnight UTC: the session VWAP restarts at the first bar of 2024-08-09.
+    first_of_day = framed.filter(pl.col("window_start") == 1723161600000).row(0, named=True)
+    assert first_of_day["vwap_session"] == pytest.approx(first_of_day["notional"] / first_of_day["volume"])
+
+
+def test_badges_grade_latency_lag_freshness_and_dead_letters():
+    now = 1_000_000
+    fresh = data.Health(latency_ms=[40, 60, 50], last_received_ms=now - 500, lag={"bar-worker": 3}, dead_letters={})
+    assert [b.color for b in view.badges(fresh, now)] == ["green", "green", "green", "green"]
+    stale = data.Health(latency_ms=[9_000], last_received_ms=now - 120_000, lag={"signal-worker": 80_000},
+                        dead_letters={"late": 2, "bad_price": 1})
+    graded = view.badges(stale, now)
+    assert [b.color for b in graded] == ["red", "red", "red", "orange"]
+    assert graded[3].value == "3" and "late: 2" in graded[3].help
+    assert view.badges(data.Health(), now)[2].value == "no data"
+
+
+@pytest.fixture()
+def app(records):
+    messages, _ = records
+    data.use_source(data.DashboardSource(_cache(messages), None, TZ))
+    yield AppTest.from_file(str(APP), default_timeout=60)
+    data.use_source(None)
+
+
+def test_page_shows_chart_details_badges_and_pairs_and_keeps_the_selection(app):
+    app.query_params["symbol"] = "ETHUSDT-SPOT"
+    app.run()
+    assert not app.exception
+    assert app.selectbox(key="symbol").value == "ETHUSDT-SPOT"
+    assert "BTCUSDT-SPOT" in app.selectbox(key="symbol").options
+    assert app.radio(key="timeframe").value == "1s" and app.toggle(key="auto").value is True
+    assert len(app.get("vega_lite_chart")) == 1
+    assert [c.value for c in app.caption][:4] == ["latency", "consumer lag", "freshness", "dead letters"]
+    badges = [m.value for m in app.markdown if "-badge[" in m.value]
+    assert len(badges) == 4 and badges[3].startswith(":green-badge[0"), badges
+    latest, pairs = (t.value for t in app.table)
+    assert pairs.index.tolist() == ["BTCUSDT-SPOT/BTCUSD_PERP"] and pairs["n_obs"].tolist() == [12]
+
+    details = dict(zip(latest["field"], latest["value"], strict=True))
+    assert details["rsi14"] != "–" and details["ema26"] != "–" and details["boll_upper"] != "–"
+
+    app.radio(key="timeframe").set_value("5m").run()
+    assert not app.exception
+    assert app.selectbox(key="symbol").value == "ETHUSDT-SPOT"
+    assert app.subheader[0].value == "ETHUSDT-SPOT · 5m"
+
+    app.toggle(key="auto").set_value(False).run()
+    app.selectbox(key="symbol").set_value("BTCUSDT-SPOT").run()
+    assert not app.exception
+    assert app.subheader[0].value == "BTCUSDT-SPOT · 5m" and app.toggle(key="auto").value is False

@@ -1,0 +1,118 @@
+"""Tickforge live view (Streamlit): ``tickforge dashboard`` serves it on 127.0.0.1.
+
+For a chosen symbol and timeframe: candlesticks with volume and indicator overlays, a MACD and an
+RSI pane, the latest bar, pipeline health badges and the pair watch table. The live part is a
+fragment re-run every refresh interval while auto-refresh is on; the sidebar widgets are keyed, so
+a refresh keeps the selection. ``?symbol=...&timeframe=...`` preselects (deep links).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tickforge.dashboard import data, view
+
+TIMEFRAMES = list(data.TIMEFRAMES)
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_source() -> data.DashboardSource:
+    """One cache and one Kafka feed thread per server process, shared by every browser session."""
+    from tickforge.platform.settings import load_settings
+
+    return data.build_source(load_settings())
+
+
+def source() -> data.DashboardSource:
+    return data.overridden_source() or _shared_source()
+
+
+st.set_page_config(page_title="Tickforge live", layout="wide")
+src = source()
+symbols = src.symbols()
+st.session_state["_symbols"] = symbols
+
+params = st.query_params
+if "symbol" not in st.session_state and params.get("symbol") in symbols:
+    st.session_state["symbol"] = params["symbol"]
+if "timeframe" not in st.session_state and params.get("timeframe") in TIMEFRAMES:
+    st.session_state["timeframe"] = params["timeframe"]
+
+with st.sidebar:
+    st.header("Tickforge live")
+    if symbols:
+        st.selectbox("Symbol", symbols, key="symbol")
+    else:
+        st.info("Waiting for data: no bars on Kafka or in PostgreSQL yet.")
+    st.radio("Timeframe", TIMEFRAMES, key="timeframe", horizontal=True)
+    st.toggle("Auto-refresh", value=True, key="auto")
+    st.number_input("Refresh every (s)", min_value=0.5, max_value=60.0, value=1.0, step=0.5, key="interval")
+    st.slider("Bars shown", min_value=30, max_value=1_000, value=240, step=10, key="window")
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"  # not ready
+    if isinstance(value, float):
+        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
+    return str(value)
+
+
+run_every = st.session_state["interval"] if st.session_state["auto"] else None
+
+
+@st.fragment(run_every=run_every)
+def live_view() -> None:
+    if src.symbols() != st.session_state.get("_symbols"):
+        st.rerun(scope="app")  # new symbols: the sidebar (outside this fragment) lists them
+    symbol = st.session_state.get("symbol")
+    timeframe = st.session_state["timeframe"]
+    now = data.wall_ms()
+    error = src.feed_error()
+    if error:
+        st.error(f"Kafka feed stopped: {error}")
+
+    cols = st.columns(4)
+    for col, badge in zip(cols, view.badges(src.cache.health(), now), strict=True):
+        with col:
+            st.caption(badge.label)
+            st.badge(badge.value, color=badge.color, help=badge.help)
+
+    if not symbol:
+        return
+    limit = st.session_state["window"]
+    live = src.cache.bars(symbol, timeframe)
+    history = None
+    if src.history is not None:
+        try:
+            # 1 m / 5 m: enough history for the session's indicators; 1 s: what the window shows.
+            history = src.history.bars(symbol, timeframe, max(limit, 1_500) if timeframe != "1s" else limit)
+        except Exception as exc:  # PostgreSQL down: the live data still shows
+            st.warning(f"history unavailable: {exc}")
+    bars = view.merge_bars(history if history is not None else live.head(0), live, max(limit, 1_500))
+    signals = src.cache.signals(symbol) if timeframe == "1s" else None
+    frame = view.with_indicators(bars, timeframe, symbol, src.session_tz, signals).tail(limit)
+
+    st.subheader(f"{symbol} · {timeframe}")
+    if frame.is_empty():
+        st.info(f"No {timeframe} bars for {symbol} yet.")
+    else:
+        st.altair_chart(view.price_chart(frame), key="price_chart")
+        st.caption(f"{frame.height} bars · live cache {live.height} · "
+                   f"history {0 if history is None else history.height}")
+
+    left, right = st.columns([1, 2])
+    with left:
+        st.markdown("**Latest bar**")
+        details = view.latest_details(frame)
+        if details:
+            st.table({"field": list(details), "value": [_fmt(v) for v in details.values()]}, border="horizontal")
+    with right:
+        st.markdown("**Pair watch** (1 m bars)")
+        table = view.pairs_table(src.cache.pairs())
+        if table.is_empty():
+            st.caption("No pair statistics yet (minimum history not met).")
+        else:
+            st.table(table.to_pandas().set_index("pair"), border="horizontal")
+
+
+live_view()

@@ -1,0 +1,177 @@
+"""What the live view shows, as plain functions of data: frames, indicator overlays, charts, badges.
+
+Indicators follow the one definition of :mod:`tickforge.platform.signals`: on 1 s bars they are
+the signal worker's records from ``signals.1s``; on 1 m and 5 m bars the same kernels
+(:func:`~tickforge.platform.signals.batch.compute_signals`) run over the bars shown, with the same
+per-session resets and readiness (null until ready).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import altair as alt
+import polars as pl
+
+from tickforge.platform.signals.batch import compute_signals
+from tickforge.platform.signals.spec import INDICATOR_FIELDS
+
+if TYPE_CHECKING:
+    from tickforge.platform.signals.pairs import PairStats
+
+UP = "#26a69a"
+DOWN = "#ef5350"
+OVERLAYS = {"ema12": "#1f77b4", "ema26": "#ff7f0e", "vwap_session": "#9467bd", "boll_mid": "#7f7f7f"}
+
+
+def merge_bars(history: pl.DataFrame, live: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """History then live bars, one row per window_start (live wins), the latest ``limit``."""
+    frames = [f for f in (history, live) if f.height]
+    if not frames:
+        return live
+    merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    return merged.unique("window_start", keep="last", maintain_order=True).sort("window_start").tail(limit)
+
+
+def with_indicators(
+    bars: pl.DataFrame, timeframe: str, symbol: str, session_tz: dict[str, str], signals: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The bars with every indicator column (null where not ready or not known)."""
+    if bars.is_empty():
+        return bars.with_columns([pl.lit(None, pl.Float64).alias(c) for c in INDICATOR_FIELDS])
+    if timeframe == "1s":
+        if signals is None or signals.is_empty():
+            values = pl.DataFrame(schema={"window_start": pl.Int64, **{c: pl.Float64 for c in INDICATOR_FIELDS}})
+        else:
+            values = signals.select("window_start", *INDICATOR_FIELDS)
+    else:
+        zone = {symbol: session_tz.get(symbol, "UTC")}
+        values = compute_signals(bars.with_columns(pl.lit(symbol).alias("symbol")), zone).select(
+            "window_start", *INDICATOR_FIELDS
+        )
+    return bars.join(values, on="window_start", how="left")
+
+
+def chart_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        time=pl.from_epoch("window_start", time_unit="ms").dt.replace_time_zone("UTC"),
+        up=pl.col("close") >= pl.col("open"),
+    )
+
+
+def price_chart(frame: pl.DataFrame, width: int = 900) -> alt.VConcatChart:
+    """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane."""
+    data = chart_frame(frame).to_pandas()
+    x = alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True))
+    base = alt.Chart(data).encode(x=x)
+    color = alt.condition("datum.up", alt.value(UP), alt.value(DOWN))
+    price_scale = alt.Scale(zero=False)
+    band = base.mark_area(opacity=0.15, color="#7f7f7f").encode(
+        y=alt.Y("boll_lower:Q", scale=price_scale, title="price"), y2="boll_upper:Q"
+    )
+    wick = base.mark_rule().encode(y=alt.Y("low:Q", scale=price_scale), y2="high:Q", color=color)
+    body = base.mark_bar().encode(y=alt.Y("open:Q", scale=price_scale), y2="close:Q", color=color)
+    lines = (
+        base.transform_fold(list(OVERLAYS), as_=["indicator", "value"])
+        .mark_line(strokeWidth=1.2)
+        .encode(
+            y=alt.Y("value:Q", scale=price_scale),
+            color=alt.Color("indicator:N", scale=alt.Scale(domain=list(OVERLAYS), range=list(OVERLAYS.values())),
+                            legend=alt.Legend(orient="top", title=None)),
+        )
+    )
+    tooltip = base.mark_rule(opacity=0).encode(
+        tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "open:Q", "high:Q", "low:Q", "close:Q",
+                 "volume:Q", "ema12:Q", "ema26:Q", "vwap_session:Q", "rsi14:Q"],
+    )
+    price = alt.layer(band, wick, body, lines, tooltip).properties(height=320, width=width)
+    volume = base.mark_bar().encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(height=70, width=width)
+    macd = alt.layer(
+        base.mark_bar(opacity=0.5).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
+            "datum.macd_hist >= 0", alt.value(UP), alt.value(DOWN))),
+        base.mark_line(color="#1f77b4").encode(y="macd:Q"),
+        base.mark_line(color="#ff7f0e").encode(y="macd_signal:Q"),
+    ).properties(height=90, width=width)
+    rsi = alt.layer(
+        base.mark_line(color="#9467bd").encode(y=alt.Y("rsi14:Q", title="RSI 14", scale=alt.Scale(domain=[0, 100]))),
+        alt.Chart(data).mark_rule(strokeDash=[4, 4], color="#999").encode(y="level:Q").transform_calculate(level="30"),
+        alt.Chart(data).mark_rule(strokeDash=[4, 4], color="#999").encode(y="level:Q").transform_calculate(level="70"),
+    ).properties(height=90, width=width)
+    return alt.vconcat(price, volume, macd, rsi, spacing=6).resolve_scale(x="shared", color="independent")
+
+
+@dataclass(frozen=True)
+class Badge:
+    label: str
+    value: str
+    color: str  # green / orange / red / gray
+    help: str
+
+
+def _grade(value: float | None, ok: float, warn: float) -> str:
+    if value is None:
+        return "gray"
+    return "green" if value <= ok else "orange" if value <= warn else "red"
+
+
+def badges(health, now_ms: int) -> list[Badge]:
+    """End-to-end latency, consumer lag, data freshness and dead letters, graded."""
+    latency = sorted(health.latency_ms)
+    p50 = latency[len(latency) // 2] if latency else None
+    p99 = latency[min(len(latency) - 1, math.ceil(len(latency) * 0.99) - 1)] if latency else None
+    lag_total = sum(health.lag.values()) if health.lag else None
+    fresh = (now_ms - health.last_received_ms) / 1000 if health.last_received_ms is not None else None
+    dead = sum(health.dead_letters.values())
+    return [
+        Badge("latency", "n/a" if p50 is None else f"{p50} ms p50 / {p99} ms p99", _grade(p50, 1_000, 5_000),
+              "1 s bar emitted by the bar worker -> received by this view (wall clock)"),
+        Badge("consumer lag", "n/a" if lag_total is None else f"{lag_total:,} msgs",
+              _grade(lag_total, 1_000, 50_000),
+              "Messages the workers still have to read: " + ", ".join(f"{k} {v:,}" for k, v in health.lag.items())),
+        Badge("freshness", "no data" if fresh is None else f"{fresh:.1f} s ago", _grade(fresh, 5, 60),
+              "Wall clock since the last live message"),
+        Badge("dead letters", f"{dead:,}", "green" if dead == 0 else "orange",
+              ", ".join(f"{k}: {v:,}" for k, v in sorted(health.dead_letters.items())) or "none"),
+    ]
+
+
+def latest_details(frame: pl.DataFrame) -> dict[str, object]:
+    """The last bar's fields (and indicators) for display; empty without bars."""
+    if frame.is_empty():
+        return {}
+    row = frame.row(-1, named=True)
+    keys = ["window_start", "window_end", "open", "high", "low", "close", "volume", "vwap", "trade_count",
+            "spread_bps", "imbalance", "ema12", "ema26", "macd", "macd_signal", "rsi14", "boll_upper",
+            "boll_lower", "vwap_session"]
+    out: dict[str, object] = {}
+    for key in keys:
+        if key not in row:
+            continue
+        value = row[key]
+        if key in ("window_start", "window_end") and value is not None:
+            value = pl.from_epoch(pl.Series([value]), time_unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S").item() + " UTC"
+        out[key] = value
+    return out
+
+
+def pairs_table(stats: list[PairStats]) -> pl.DataFrame:
+    rows = [
+        {
+            "pair": f"{s.symbol_a}/{s.symbol_b}",
+            "as_of": s.as_of,
+            "n_obs": s.n_obs,
+            "return_corr": s.return_correlation,
+            "hedge_ratio": s.hedge_ratio,
+            "coint_p": s.coint_pvalue,
+            "spread_z": s.spread_zscore,
+            "half_life_min": s.half_life,
+        }
+        for s in stats
+    ]
+    if not rows:
+        return pl.DataFrame(schema={"pair": pl.String, "as_of": pl.Int64, "n_obs": pl.Int64})
+    return pl.DataFrame(rows).with_columns(
+        as_of=pl.from_epoch("as_of", time_unit="ms").dt.strftime("%Y-%m-%d %H:%M UTC")
+    )
