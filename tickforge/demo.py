@@ -88,6 +88,8 @@ def run_demo(keep_running: bool = True) -> dict:
     urls = {}
     if keep_running:
         urls["dagster"] = _start_dagster(state_dir, env)
+        urls["live view"] = "http://127.0.0.1:8501"
+        _wait_http(urls["live view"], timeout=120)
     summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
                "reference_ok": report["ok"], "nightly": nightly, "urls": urls}
     if not keep_running:
