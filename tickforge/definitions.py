@@ -12,6 +12,7 @@ from dagster import Definitions
 from tickforge.assets.archive import build_bar_archive
 from tickforge.assets.compaction import raw_trades_daily
 from tickforge.assets.external import streaming_specs
+from tickforge.assets.fact_expectations import facts_pass_expectations
 from tickforge.assets.marts import build_marts, dbt_resource, fact_table_specs
 from tickforge.assets.reconciliation import build_bar_reconciliation
 from tickforge.assets.warehouse import snowflake_bar_facts, snowflake_window_facts
@@ -22,6 +23,11 @@ from tickforge.resources import resources_for
 from tickforge.sensors.dead_letters import build_dead_letter_sensor
 from tickforge.sensors.run_failure import run_failure_alerts
 from tickforge.sensors.snowflake_window import snowflake_window_sensor
+from tickforge.sensors.streaming_watermarks import (
+    build_streaming_freshness_sensor,
+    build_streaming_watermark_sensor,
+    streaming_freshness_checks,
+)
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -30,6 +36,7 @@ def build_definitions(settings: Settings) -> Definitions:
         timeframes, settings.streaming.allowed_lateness_ms
     )
     bar_archive, archive_check = build_bar_archive(timeframes)
+    freshness_checks = streaming_freshness_checks(timeframes)
     return Definitions(
         assets=[
             *streaming_specs(timeframes, settings.kafka.topic_prefix, settings.postgres.schema_name),
@@ -41,10 +48,16 @@ def build_definitions(settings: Settings) -> Definitions:
             *fact_table_specs(),
             build_marts(settings.state_dir),
         ],
-        asset_checks=[reconciliation_check, archive_check],
+        asset_checks=[reconciliation_check, archive_check, facts_pass_expectations, *freshness_checks],
         jobs=[nightly_job, snowflake_window_job],
         schedules=[nightly_schedule],
-        sensors=[build_dead_letter_sensor(settings), run_failure_alerts, snowflake_window_sensor],
+        sensors=[
+            build_dead_letter_sensor(settings),
+            run_failure_alerts,
+            snowflake_window_sensor,
+            build_streaming_watermark_sensor(timeframes),
+            build_streaming_freshness_sensor(freshness_checks),
+        ],
         resources={**resources_for(settings), "dbt": dbt_resource()},
     )
 

@@ -160,6 +160,7 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     }
     checks = _checks(first)
     assert checks.pop("golden_bars_match_reference") and checks.pop("facts_match_golden_counts")
+    assert checks.pop("facts_pass_expectations")
     assert checks.pop("archive_verified")
     assert len(checks) == 10 and all(checks.values()), checks  # the dbt tests
     compacted = first.asset_materializations_for_node("raw_trades_daily")[0].metadata

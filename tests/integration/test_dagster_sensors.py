@@ -65,13 +65,13 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
 
     fresh = snowflake_window_sensor(build_sensor_context(resources={"postgres": postgres}))
     assert [r.run_key for r in fresh.run_requests] == [f"window-{T1330 + 35 * MIN}"]  # 14:05-14:10
-    assert fresh.cursor == str(T1330 + 40 * MIN)
+    assert json.loads(fresh.cursor)["end"] == T1330 + 40 * MIN
 
     behind = snowflake_window_sensor(build_sensor_context(cursor=str(T1330 + 20 * MIN), resources={"postgres": postgres}))
     starts = [r.run_config["ops"]["snowflake_window_facts"]["config"]["window_start_ms"] for r in behind.run_requests]
     assert starts == [T1330 + m * MIN for m in (20, 25, 30, 35)]
     caught_up = snowflake_window_sensor(build_sensor_context(cursor=behind.cursor, resources={"postgres": postgres}))
-    assert "no new closed window" in str(caught_up.skip_message)
+    assert not caught_up.run_requests and "no new or corrected window" in str(caught_up.skip_reason)
 
     job = build_definitions(s).resolve_job_def("snowflake_window_facts_job")
     instance = DagsterInstance.ephemeral()

@@ -79,13 +79,18 @@ def test_definitions_snapshot(default_settings):
             "bar_archive:archive_verified",
             "bar_reconciliation:golden_bars_match_reference",
             "snowflake_bar_facts:facts_match_golden_counts",
+            "snowflake_bar_facts:facts_pass_expectations",
             "snowflake_window_facts:window_facts_match_golden_counts",
+            *(f"{p}/bars_{tf}:freshness_check" for tf in tfs for p in ("kafka", "postgres")),
             *dbt_tests,
         ]
     )
     assert jobs == ["nightly", "snowflake_window_facts_job"]
     assert schedules == {"nightly_schedule": ("0 2 * * *", "America/New_York", "nightly")}
-    assert sensors == ["dead_letter_sensor", "run_failure_alerts", "snowflake_window_sensor"]
+    assert sensors == [
+        "dead_letter_sensor", "run_failure_alerts", "snowflake_window_sensor",
+        "streaming_freshness_checks_sensor", "streaming_watermark_sensor",
+    ]
     nightly = defs.resolve_job_def("nightly")
     assert {n.name for n in nightly.nodes} >= {
         "raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive", "dbt_marts"

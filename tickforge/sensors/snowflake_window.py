@@ -1,24 +1,41 @@
-"""``snowflake_window_sensor``: every 5 minutes, load each 5-minute window the golden bars have closed.
+"""``snowflake_window_sensor``: every few seconds, load each 5-minute window the golden bars have
+closed, and re-load a closed window whose golden bars were corrected.
 
 The golden watermark (:func:`tickforge.platform.io.postgres.golden_watermark`, the minimum over
 partitions, for both fact timeframes 1 m and 5 m) says up to where the golden bars are complete.
 Each whole window ``[s, s + 5 min)`` with ``s + 5 min <= watermark`` after the cursor gets one run
-of ``snowflake_window_facts`` (run key ``window-<s>``: a window is requested once). The cursor is
-the end of the last window requested; without one the sensor starts at the latest closed window
-(older days are the nightly load's business). At most ``MAX_WINDOWS`` per evaluation.
+of ``snowflake_window_facts`` (run key ``window-<s>``: a window is requested once). Without a
+cursor the sensor starts at the latest closed window (older days are the nightly load's
+business). At most ``MAX_WINDOWS`` new windows per evaluation.
+
+Late corrections: for the windows of the last ``CORRECTION_HORIZON_MS`` the cursor keeps a
+signature of their golden 1 m / 5 m rows (count, latest ``stored_at``, sum of the rows' ``xmin``:
+every committed upsert of a row changes it, even one whose transaction started before a row
+already seen). A window whose signature changed is requested again (run key
+``window-<s>-<signature digest>``, so one correction is loaded once); the load is an idempotent
+upsert of the whole window, so the facts end equal to the corrected golden bars.
+
+Cursor: JSON ``{"end": <end of the last window requested>, "seen": {"<s>": "<signature>"}}``
+(a bare integer, the previous format, is read as ``end``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from psycopg import sql
 
 from tickforge.assets.warehouse import FACT_TABLES
 from tickforge.jobs.intraday import snowflake_window_job
-from tickforge.platform.io.postgres import golden_watermark
+from tickforge.platform.io.postgres import bar_table, golden_watermark
 from tickforge.resources import PostgresResource
 
 WINDOW_MS = 300_000
 MAX_WINDOWS = 24
+CORRECTION_HORIZON_MS = 6 * 3_600_000
+INTERVAL_S = 2
 
 
 def golden_facts_watermark(postgres: PostgresResource) -> int | None:
@@ -35,27 +52,79 @@ def window_requests(watermark: int, cursor: int | None) -> tuple[list[int], int 
     return starts, (starts[-1] + WINDOW_MS if starts else cursor)
 
 
+def window_signatures(postgres: PostgresResource, start_ms: int, end_ms: int) -> dict[int, str]:
+    """``{window start: signature}`` of the golden 1 m / 5 m rows per 5-minute window in range."""
+    parts = [
+        sql.SQL(
+            "SELECT {tf} AS tf, window_start - mod(window_start, {w}) AS w, count(*) AS n, "
+            "(extract(epoch FROM max(stored_at)) * 1000000)::bigint AS at_us, "
+            "sum((xmin::text)::bigint) AS xs FROM {table} "
+            "WHERE window_start >= %s AND window_start < %s GROUP BY 2"
+        ).format(tf=sql.Literal(tf), w=sql.Literal(WINDOW_MS), table=sql.Identifier(postgres.schema_name, bar_table(tf)))
+        for tf in FACT_TABLES
+    ]
+    query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY 2, 1")
+    out: dict[int, list[str]] = {}
+    with postgres.connect() as conn:
+        rows = conn.execute(query, [start_ms, end_ms] * len(parts)).fetchall()
+    for tf, w, n, at_us, xs in rows:
+        out.setdefault(int(w), []).append(f"{tf}:{n}:{at_us}:{xs}")
+    return {w: "|".join(sigs) for w, sigs in out.items()}
+
+
+def parse_cursor(cursor: str | None) -> tuple[int | None, dict[int, str]]:
+    if not cursor:
+        return None, {}
+    state = json.loads(cursor)
+    if isinstance(state, int):
+        return state, {}
+    return state["end"], {int(k): v for k, v in state["seen"].items()}
+
+
+def _request(start: int, run_key: str, reason: str) -> RunRequest:
+    return RunRequest(
+        run_key=run_key,
+        run_config={"ops": {"snowflake_window_facts": {"config": {"window_start_ms": start, "window_ms": WINDOW_MS}}}},
+        tags={"tickforge/window_start_ms": str(start), "tickforge/reason": reason},
+    )
+
+
+def evaluate_windows(postgres: PostgresResource, cursor: str | None) -> tuple[list[RunRequest], str | None, str]:
+    """Run requests (new windows, then corrected ones), the new cursor and a summary."""
+    watermark = golden_facts_watermark(postgres)
+    if watermark is None:
+        return [], cursor, "no golden watermark yet"
+    end, seen = parse_cursor(cursor)
+    starts, new_end = window_requests(watermark, end)
+    if new_end is None:
+        return [], cursor, f"no closed window yet (watermark {watermark})"
+    horizon = new_end - CORRECTION_HORIZON_MS
+    signatures = window_signatures(postgres, max(horizon, min([*seen, *starts, new_end])), new_end)
+    requests = [_request(s, f"window-{s}", "closed") for s in starts]
+    corrected = []
+    for s, sig in sorted(signatures.items()):
+        if s in starts or s < horizon:
+            continue
+        if s in seen and seen[s] != sig:
+            digest = hashlib.sha256(sig.encode()).hexdigest()[:12]
+            requests.append(_request(s, f"window-{s}-{digest}", "correction"))
+            corrected.append(s)
+    new_seen = {s: sig for s, sig in signatures.items() if s >= horizon and (s in seen or s in starts)}
+    state = json.dumps({"end": new_end, "seen": {str(s): v for s, v in sorted(new_seen.items())}})
+    summary = f"watermark {watermark}: {len(starts)} closed window(s), {len(corrected)} corrected {corrected}"
+    return requests, state, summary
+
+
 @sensor(
     name="snowflake_window_sensor",
     job=snowflake_window_job,
-    minimum_interval_seconds=300,
-    description="Every 5 minutes: a facts load per 5-minute window the golden watermark has passed.",
+    minimum_interval_seconds=INTERVAL_S,
+    description="Every few seconds: a facts load per 5-minute window the golden watermark has "
+    "passed, and a re-load of a closed window whose golden bars were corrected.",
 )
 def snowflake_window_sensor(context: SensorEvaluationContext, postgres: PostgresResource) -> SensorResult | SkipReason:
-    watermark = golden_facts_watermark(postgres)
-    if watermark is None:
-        return SkipReason("no golden watermark yet")
-    starts, cursor = window_requests(watermark, int(context.cursor) if context.cursor else None)
-    if not starts:
-        return SkipReason(f"no new closed window (watermark {watermark})")
-    return SensorResult(
-        run_requests=[
-            RunRequest(
-                run_key=f"window-{s}",
-                run_config={"ops": {"snowflake_window_facts": {"config": {"window_start_ms": s, "window_ms": WINDOW_MS}}}},
-                tags={"tickforge/window_start_ms": str(s)},
-            )
-            for s in starts
-        ],
-        cursor=str(cursor),
-    )
+    requests, cursor, summary = evaluate_windows(postgres, context.cursor)
+    if not requests:
+        return SensorResult(skip_reason=SkipReason(f"no new or corrected window ({summary})"), cursor=cursor)
+    context.log.info(summary)
+    return SensorResult(run_requests=requests, cursor=cursor)
