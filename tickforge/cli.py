@@ -75,7 +75,8 @@ def demo(
     typer.echo(json.dumps(summary, indent=2, default=str))
     if summary["urls"]:
         typer.echo("\n".join(f"{name}: {url}" for name, url in summary["urls"].items()))
-        typer.echo("stop everything with: tickforge stream stop && tickforge stack down")
+        typer.echo("stop everything with: TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stream stop && "
+                   "TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stack down")
 
 
 @app.command("dashboard")

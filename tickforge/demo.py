@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -37,11 +37,11 @@ def _day_bounds(day: str) -> tuple[int, int]:
     return start, start + 86_400_000
 
 
-def demo_sample(state_dir: Path, day: str = DEMO_DAY) -> tuple[Path, Path]:
-    """One day of the shared data as Parquet files in the state folder (made once)."""
+def demo_sample(cache_dir: Path, day: str = DEMO_DAY) -> tuple[Path, Path]:
+    """One day of the shared data as Parquet files (made once, kept across demo runs)."""
     from tickforge.platform.io.files import read_quotes, read_trades
 
-    folder = state_dir / "demo"
+    folder = cache_dir / "demo-sample"
     trades_path, quotes_path = folder / f"trades_{day}.parquet", folder / f"quotes_{day}.parquet"
     if not (trades_path.exists() and quotes_path.exists()):
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,16 +63,24 @@ def run_demo(keep_running: bool = True) -> dict:
     from tickforge.streaming.replay import replay
 
     started = time.monotonic()
-    state_dir = state_dir_from_env()
-    status = LocalStack(state_dir=state_dir).up()
+    # The demo runs on a stack of its own, started clean each time, so a second `make demo`
+    # shows the same thing as the first (a developer's `tickforge stack` in .tickforge is
+    # untouched).
+    base = state_dir_from_env()
+    state_dir = Path(os.environ.get("TICKFORGE_DEMO_STATE_DIR", base / "demo-stack"))
+    os.environ["TICKFORGE_STATE_DIR"] = str(state_dir)
+    supervisor.stop(state_dir)
+    stack = LocalStack(state_dir=state_dir)
+    stack.down(wipe=True)
+    status = stack.up()
     env = endpoints_env(status)
     os.environ.update(env)
     settings = load_settings()
     _say("local stack up: " + ", ".join(status), started)
     apply_topics(settings)
-    supervisor.start(env=env, state_dir=state_dir)
+    supervisor.start(env={**env, "TICKFORGE_STATE_DIR": str(state_dir)}, state_dir=state_dir)
     _say("workers started: " + ", ".join(supervisor.WORKERS), started)
-    trades_path, quotes_path = demo_sample(state_dir)
+    trades_path, quotes_path = demo_sample(base)
     trades, quotes = read_trades(trades_path), read_quotes(quotes_path)
     stats = replay(settings, trades, quotes)
     _say(f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
@@ -87,7 +95,7 @@ def run_demo(keep_running: bool = True) -> dict:
     _say(f"nightly Dagster job for {DEMO_DAY}: {nightly}", started)
     urls = {}
     if keep_running:
-        urls["dagster"] = _start_dagster(state_dir, env)
+        urls["dagster"] = _start_dagster(state_dir, {**env, "TICKFORGE_STATE_DIR": str(state_dir)})
         urls["live view"] = "http://127.0.0.1:8501"
         _wait_http(urls["live view"], timeout=120)
     summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
@@ -100,16 +108,20 @@ def run_demo(keep_running: bool = True) -> dict:
 def _wait_for_golden(settings, end_watermark: int | None, started: float, timeout: float = 300.0) -> None:
     import psycopg
 
-    from tickforge.platform.io.postgres import golden_watermark
+    from tickforge.platform.io.postgres import partition_watermarks
 
     deadline = time.monotonic() + timeout
     dsn = settings.postgres.dsn.get_secret_value()
+    partitions = range(settings.kafka.partitions)
     while time.monotonic() < deadline:
         with psycopg.connect(dsn) as conn:
-            # Each bar topic is consumed on its own: every timeframe must have reached the end.
-            reached = [golden_watermark(conn, settings.postgres.schema_name, tf)
+            # Each bar topic partition is consumed on its own: every timeframe of every partition
+            # must have reached the end (a partition with no row yet has not).
+            reached = [partition_watermarks(conn, settings.postgres.schema_name, tf)
                        for tf in settings.streaming.timeframes]
-        if end_watermark is not None and all(r is not None and r >= end_watermark for r in reached):
+        if end_watermark is not None and all(
+            marks.get(p, -1) >= end_watermark for marks in reached for p in partitions
+        ):
             _say("golden bars complete (every timeframe's watermark reached the end of the day)", started)
             return
         time.sleep(1)
@@ -149,16 +161,22 @@ def _run_nightly(trades, env: dict[str, str]) -> dict:
     from tickforge.definitions import defs
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO))
+    # Run as the night after the demo day would: the day is inside the archive's retention.
+    next_day = (datetime.strptime(DEMO_DAY, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
     result = defs.get_job_def("nightly").execute_in_process(
         partition_key=DEMO_DAY, instance=DagsterInstance.get(), raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+            "ops": {"bar_archive": {"config": {"as_of": next_day}}},
+        },
     )
     checks = [
         (e.asset_check_evaluation_data.check_name, e.asset_check_evaluation_data.passed)
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    return {"success": result.success, "checks": dict(checks)}
+    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return {"success": result.success, "checks": dict(checks), "failed_steps": failed}
 
 
 def _start_dagster(state_dir: Path, env: dict[str, str]) -> str:

@@ -45,7 +45,8 @@ def dbt_target() -> str:
 
 
 def duckdb_path(state_dir: Path) -> Path:
-    return Path(os.environ.get("TICKFORGE_DBT_DUCKDB_PATH", state_dir / "dbt" / "marts.duckdb"))
+    # Absolute: dbt runs inside dbt_marts/, where a relative state folder would point elsewhere.
+    return Path(os.environ.get("TICKFORGE_DBT_DUCKDB_PATH", state_dir / "dbt" / "marts.duckdb")).resolve()
 
 
 def dbt_project() -> DbtProject:

@@ -2,8 +2,9 @@
 
 Two encodings: ``batch`` (column batches, one symbol per message: what the throughput targets
 need) and ``json`` (one edge message per tick, exactly in file order per partition). At the end a
-watermark marker at the end of the last tick's UTC day goes to every partition, like a bounded
-source's final watermark, so the workers close the session's last windows without waiting.
+watermark marker at the end of the last tick's UTC day (plus the allowed lateness) goes to every
+partition, like a bounded source's final watermark, so the workers close the session's last
+windows without waiting.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def replay(
             progress(offset + chunk.height)
     if end_marker and ticks.height:
         last = int(ticks["ts_ms"].max())
-        stats.end_watermark = last - last % DAY_MS + DAY_MS
+        # Past the day's end by the allowed lateness: that closes every window ending by then.
+        stats.end_watermark = last - last % DAY_MS + DAY_MS + settings.streaming.allowed_lateness_ms
         for p in range(partitions):
             producer.produce(topic, encode_marker(stats.end_watermark), None, partition=p, headers=marker_headers())
     remaining = producer.flush(60)

@@ -179,6 +179,17 @@ def record_watermark(
     )
 
 
+def partition_watermarks(conn: psycopg.Connection, schema: str, timeframe: str) -> dict[int, int]:
+    """Stored watermark per source partition of one timeframe."""
+    rows = conn.execute(
+        sql.SQL("SELECT partition, watermark_ms FROM {}.bar_watermarks WHERE timeframe = %s").format(
+            sql.Identifier(schema)
+        ),
+        (timeframe,),
+    ).fetchall()
+    return dict(rows)
+
+
 def golden_watermark(conn: psycopg.Connection, schema: str, timeframe: str) -> int | None:
     """How far the golden bars of a timeframe are complete: min over partitions (None if unknown)."""
     row = conn.execute(
