@@ -118,6 +118,7 @@ class TransactionalWorker:
         batch_size: int = 2_000,
         idle_check_ms: int = 200,
         transaction_budget_ms: int = 15,
+        latency_budget_ms: int = 3,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -127,6 +128,7 @@ class TransactionalWorker:
         # Work per transaction is bounded in time, not messages: a column batch holds thousands
         # of ticks, and a bar's emit latency includes the rest of its transaction.
         self.transaction_budget_ms = transaction_budget_ms
+        self.latency_budget_ms = latency_budget_ms
         self._backlog: deque[Message] = deque()
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
@@ -210,7 +212,8 @@ class TransactionalWorker:
         deadline = time.monotonic() + self.transaction_budget_ms / 1000
         outputs: dict[int, Output] = {}
         taken = 0
-        while self._backlog and (taken < 4 or time.monotonic() < deadline):
+        latency_due = False
+        while self._backlog and ((taken < 4 and not latency_due) or time.monotonic() < deadline):
             msg = self._backlog.popleft()
             taken += 1
             track = self.tracks.get(msg.partition())
@@ -223,6 +226,10 @@ class TransactionalWorker:
             if out is None:
                 out = outputs[msg.partition()] = self._output(msg.partition())
             self._process_one(track, msg, out)
+            if out.latencies and not latency_due:
+                # Bars are waiting in this transaction: commit soon rather than fill the budget.
+                latency_due = True
+                deadline = min(deadline, time.monotonic() + self.latency_budget_ms / 1000)
         now = wall_ms()
         for partition, out in outputs.items():
             track = self.tracks[partition]
