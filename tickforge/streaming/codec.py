@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -204,3 +205,16 @@ def bars_from_messages(bars: list[Bar], symbols: SymbolTable) -> BarColumns:
 
 def decode_bar(value: bytes) -> Bar:
     return BAR_DECODER.decode(value)
+
+
+class DeadLetterSink(Protocol):
+    def dead_letter(self, letter: DeadLetter) -> None: ...
+
+
+def bar_or_dead_letter(msg: Message, out: DeadLetterSink, source: str) -> Bar | None:
+    """A bar message decoded, or None after sending it to the dead letter as undecodable."""
+    try:
+        return BAR_DECODER.decode(msg.value())
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        out.dead_letter(dead_letter_for(msg, "undecodable", source, str(exc)))
+        return None

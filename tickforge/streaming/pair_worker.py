@@ -37,7 +37,7 @@ from tickforge.platform.settings import Settings
 from tickforge.platform.signals.pairs import PairConfig, PairStats, pair_stats
 from tickforge.platform.topics import PAIRS, bar_topic, partition_for
 from tickforge.streaming import metrics
-from tickforge.streaming.codec import dead_letter_for, decode_bar
+from tickforge.streaming.codec import bar_or_dead_letter
 from tickforge.streaming.runtime import Output, TransactionalWorker
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,8 @@ class PairTask:
         if marker is not None:
             self.book.advance(self.partition, marker)
             return NO_WATERMARK
-        try:
-            bar = decode_bar(msg.value())
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.dead_letter(dead_letter_for(msg, "undecodable", self.source, str(exc)))
+        bar = bar_or_dead_letter(msg, out, self.source)
+        if bar is None:
             return NO_WATERMARK
         return self.book.add_bar(bar.symbol, bar.window_start, bar.close)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-import msgspec
 import numpy as np
 from confluent_kafka import Message
 
@@ -43,7 +42,7 @@ from tickforge.platform.signals.sessions import session_bounds, zone_for
 from tickforge.platform.signals.streaming import SignalState
 from tickforge.platform.topics import SIGNALS, bar_topic
 from tickforge.streaming import metrics
-from tickforge.streaming.codec import dead_letter_for, decode_bar
+from tickforge.streaming.codec import bar_or_dead_letter
 from tickforge.streaming.runtime import Output, TransactionalWorker
 
 log = logging.getLogger(__name__)
@@ -89,10 +88,8 @@ class SignalTask:
             if marker > self._watermark:
                 self._watermark = marker
             return NO_WATERMARK
-        try:
-            bar = decode_bar(msg.value())
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.dead_letter(dead_letter_for(msg, "undecodable", self.source, str(exc)))
+        bar = bar_or_dead_letter(msg, out, self.source)
+        if bar is None:
             return NO_WATERMARK
         if self._pending and out.replaying != self._pending_replaying:
             # Leaving the replay region: the buffered bars' signals were committed before the

@@ -6,7 +6,6 @@ close at the same event time as offline and the last bars of a session close wit
 
 from __future__ import annotations
 
-import msgspec
 from confluent_kafka import Message
 
 from tickforge.platform.bars.builder import RollupChain, SymbolTable
@@ -16,7 +15,7 @@ from tickforge.platform.io.kafka import marker_watermark, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import bar_topic
 from tickforge.streaming import metrics
-from tickforge.streaming.codec import bars_from_messages, bars_to_messages, dead_letter_for, decode_bar, encode_bar
+from tickforge.streaming.codec import bar_or_dead_letter, bars_from_messages, bars_to_messages, encode_bar
 from tickforge.streaming.runtime import Output, TransactionalWorker
 
 NAME = "timeframe-worker"
@@ -46,10 +45,8 @@ class TimeframeTask:
             self._flush_pending()
             self.chain.advance_to(marker)
             return NO_WATERMARK
-        try:
-            bar = decode_bar(msg.value())
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.dead_letter(dead_letter_for(msg, "undecodable", self.source, str(exc)))
+        bar = bar_or_dead_letter(msg, out, self.source)
+        if bar is None:
             return NO_WATERMARK
         self._pending.append(bar)
         return bar.window_start - bar.window_start % self.top_ms + self.top_ms + self.lateness_ms
