@@ -10,10 +10,12 @@ from __future__ import annotations
 from dagster import Definitions
 
 from tickforge.assets.archive import build_bar_archive
+from tickforge.assets.calendar import snowflake_dim_calendar
 from tickforge.assets.compaction import raw_trades_daily
 from tickforge.assets.external import streaming_specs
 from tickforge.assets.fact_expectations import facts_pass_expectations
 from tickforge.assets.marts import build_marts, dbt_resource, fact_table_specs
+from tickforge.assets.raw_ticks import snowflake_raw_ticks
 from tickforge.assets.reconciliation import build_bar_reconciliation
 from tickforge.assets.warehouse import snowflake_bar_facts, snowflake_window_facts
 from tickforge.jobs import nightly_job, nightly_schedule
@@ -41,8 +43,10 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=[
             *streaming_specs(timeframes, settings.kafka.topic_prefix, settings.postgres.schema_name),
             raw_trades_daily,
+            snowflake_raw_ticks,
             bar_reconciliation,
             snowflake_bar_facts,
+            snowflake_dim_calendar,
             snowflake_window_facts,
             bar_archive,
             *fact_table_specs(),

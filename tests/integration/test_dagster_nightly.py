@@ -99,6 +99,14 @@ def _fact_rows(s) -> dict[str, tuple]:
         out["max_loaded_at"] = cur.execute(
             "SELECT MAX(LOADED_AT) FROM CORE.FACT_TICKS_60S"
         ).fetchone()[0]
+        out["RAW.TICKS"] = cur.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT SOURCE_CHECKSUM), MIN(SOURCE_OBJECT_KEY), MIN(LOADED_AT), MAX(LOADED_AT) "
+            "FROM RAW.TICKS"
+        ).fetchone()
+        out["CORE.DIM_CALENDAR"] = cur.execute(
+            "SELECT CALENDAR_DATE::VARCHAR, WEEKDAY, WEEKDAY_NAME, IS_WEEKEND, MONTH, QUARTER, YEAR "
+            "FROM CORE.DIM_CALENDAR ORDER BY CALENDAR_DATE"
+        ).fetchall()
         return out
 
 
@@ -111,8 +119,11 @@ def _materialized(result) -> set[str]:
 
 
 KEEP = {"ops": {"bar_archive": {"config": {"retention_days": 100_000}}}}  # archive nothing
-NO_MARTS = ["raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive"]
-MARTS = {"mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
+NO_MARTS = [
+    "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "snowflake_dim_calendar",
+    "bar_archive",
+]
+MARTS = {"mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
 
 
 def _keys(names):
@@ -145,6 +156,11 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert keys == [f"trades/date={DAY}/part-00000.parquet"]
     golden = _store_golden_bars(s, trades)
     assert golden["1m"] > 500 and golden["5m"] > 100
+    # As the streaming workers record it: BAC's 1 m bars emitted 1.5 s after their window ended.
+    with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
+        conn.execute(
+            f"UPDATE {s.postgres.schema_name}.bars_1m SET closed_at_ms = window_end + 1500 WHERE symbol = 'BAC'"
+        )
     print(f"setup {time.monotonic() - t0:.1f}s: {trades.data.height} trades, golden {golden}")
 
     job = build_definitions(s).resolve_job_def("nightly")
@@ -155,14 +171,16 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     print(f"first run {time.monotonic() - t1:.1f}s")
     assert first.success
     assert _materialized(first) == {
-        "raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
-        *(f"marts/{m}" for m in MARTS),
+        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
+        "snowflake_dim_calendar", *(f"marts/{m}" for m in MARTS),
     }
     checks = _checks(first)
     assert checks.pop("golden_bars_match_reference") and checks.pop("facts_match_golden_counts")
     assert checks.pop("facts_pass_expectations")
     assert checks.pop("archive_verified")
-    assert len(checks) == 10 and all(checks.values()), checks  # the dbt tests
+    assert checks.pop("raw_ticks_match_compacted")
+    assert checks.pop("calendar_covers_loaded_days")
+    assert len(checks) == 12 and all(checks.values()), checks  # the dbt tests
     compacted = first.asset_materializations_for_node("raw_trades_daily")[0].metadata
     assert compacted["rows"].value == trades.data.height and compacted["source_objects"].value == 1
     assert first.asset_materializations_for_node("bar_archive")[0].metadata["within_retention"].value is True
@@ -174,6 +192,11 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
         session = db.execute(
             "SELECT max_by(session_vwap, window_start) FROM analytics_marts.mart_session_vwap WHERE symbol = 'BAC'"
         ).fetchone()[0]
+        minute = db.execute(
+            "SELECT timeframe, symbol, sum(bars), sum(bars_with_latency), min(emit_latency_p50_ms), "
+            "max(emit_latency_max_ms) FROM analytics_marts.mart_pipeline_minute_metrics "
+            "GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
         rolling = db.execute("SELECT count(rolling_vwap_30m) FROM analytics_marts.mart_rolling_vwap").fetchone()[0]
     assert movers[0] > 0 and movers[2] == 1
     assert hourly[0] == golden["5m"]
@@ -181,10 +204,22 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert hourly[1] == pytest.approx(trades.data["size"].sum())
     assert session == pytest.approx((bac["price"] * bac["size"]).sum() / bac["size"].sum())
     assert rolling > 0
+    assert sum(r[2] for r in minute if r[0] == "1m") == golden["1m"]
+    assert sum(r[2] for r in minute if r[0] == "5m") == golden["5m"]
+    latency = {(r[0], r[1]): r[3:] for r in minute}
+    assert latency[("1m", "BAC")][1:] == (1500, 1500) and latency[("1m", "BAC")][0] > 0
+    assert latency[("1m", "AIG")] == (0, None, None) and latency[("5m", "BAC")] == (0, None, None)
     facts = _fact_rows(s)
     assert facts["CORE.FACT_TICKS_60S"] == golden["1m"]
     assert facts["CORE.FACT_TICKS_300S"] == golden["5m"]
     assert facts["CORE.DIM_SYMBOL"] == len(SYMBOLS)
+    raw_load = first.asset_materializations_for_node("snowflake_raw_ticks")[0].metadata
+    assert facts["RAW.TICKS"][:3] == (
+        compacted["rows"].value, 1, f"compacted/trades/date={DAY}/trades.parquet"
+    )
+    assert [tuple(r) for r in facts["CORE.DIM_CALENDAR"]] == [(DAY, 2, "Tue", False, 10, 4, 2013)]
+    assert raw_load["sha256"].value == compacted["sha256"].value
+    assert raw_load["inserted"].value == trades.data.height and facts["RAW.TICKS"][3] == facts["RAW.TICKS"][4]
     recon = first.asset_materializations_for_node("bar_reconciliation")[0].metadata
     assert recon["total_expected"].value == sum(golden.values())
     assert recon["total_differing"].value == 0
@@ -198,6 +233,8 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert _fact_rows(s) == facts  # same counts, nothing reloaded (LOADED_AT unchanged)
     load = second.asset_materializations_for_node("snowflake_bar_facts")[0].metadata
     assert load["changed"].value == 0
+    assert second.asset_materializations_for_node("snowflake_raw_ticks")[0].metadata["changed"].value == 0
+    assert second.asset_materializations_for_node("snowflake_dim_calendar")[0].metadata["inserted"].value == 0
 
     # A golden 1 m bar goes wrong: the blocking check fails and the warehouse is not touched.
     with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
@@ -212,9 +249,9 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     )
     print(f"corrupted run {time.monotonic() - t3:.1f}s")
     assert not third.success
-    assert _checks(third) == {"golden_bars_match_reference": False}
-    assert _materialized(third) == {"raw_trades_daily", "bar_reconciliation"}
-    evaluation = third.get_asset_check_evaluations()[0]
+    assert _checks(third) == {"golden_bars_match_reference": False, "raw_ticks_match_compacted": True}
+    assert _materialized(third) == {"raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation"}
+    evaluation = next(e for e in third.get_asset_check_evaluations() if not e.passed)
     assert evaluation.metadata["differing"].value == 1
     assert _fact_rows(s) == facts
 

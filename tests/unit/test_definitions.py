@@ -53,16 +53,20 @@ def test_definitions_snapshot(default_settings):
     }
     sensors = sorted(s.name for s in defs.sensors or [])
     tfs = ["1s", "1m", "3m", "5m", "15m"]
-    marts = ["mart_price_1h", "mart_rolling_vwap", "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
+    marts = ["mart_pipeline_minute_metrics", "mart_price_1h", "mart_rolling_vwap",
+             "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
     assert asset_keys == sorted(
-        ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "bar_reconciliation",
-         "snowflake_bar_facts", "snowflake_window_facts", "bar_archive",
+        ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "snowflake_raw_ticks",
+         "bar_reconciliation",
+         "snowflake_bar_facts", "snowflake_dim_calendar", "snowflake_window_facts", "bar_archive",
          "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s"]
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
     )
     dbt_tests = [
+        "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_bars",
+        "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_minute_start",
         "marts/mart_price_1h:not_null_mart_price_1h_symbol",
         "marts/mart_price_1h:not_null_mart_price_1h_volume",
         "marts/mart_rolling_vwap:not_null_mart_rolling_vwap_bar_id",
@@ -81,6 +85,8 @@ def test_definitions_snapshot(default_settings):
             "snowflake_bar_facts:facts_match_golden_counts",
             "snowflake_bar_facts:facts_pass_expectations",
             "snowflake_window_facts:window_facts_match_golden_counts",
+            "snowflake_raw_ticks:raw_ticks_match_compacted",
+            "snowflake_dim_calendar:calendar_covers_loaded_days",
             *(f"{p}/bars_{tf}:freshness_check" for tf in tfs for p in ("kafka", "postgres")),
             *dbt_tests,
         ]
@@ -93,7 +99,8 @@ def test_definitions_snapshot(default_settings):
     ]
     nightly = defs.resolve_job_def("nightly")
     assert {n.name for n in nightly.nodes} >= {
-        "raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive", "dbt_marts"
+        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
+        "snowflake_dim_calendar", "dbt_marts",
     }
 
 
@@ -112,10 +119,15 @@ def test_lineage_ticks_to_golden_tables(default_settings):
     assert parents("postgres/bars_1m") == {"kafka/bars_1m"}
     assert parents("s3/raw_trades") == {"kafka/ticks"}
     assert parents("raw_trades_daily") == {"s3/raw_trades"}
+    assert parents("snowflake_raw_ticks") == {"raw_trades_daily"}
+    assert parents("snowflake_dim_calendar") == {"snowflake_bar_facts", "snowflake_raw_ticks"}
     assert {"raw_trades_daily", "postgres/bars_1m"} <= parents("bar_reconciliation")
     assert parents("snowflake_bar_facts") == {"bar_reconciliation", "postgres/bars_1m", "postgres/bars_5m"}
     assert {"snowflake_bar_facts", "bar_reconciliation"} <= parents("bar_archive")
     assert parents("marts/mart_price_1h") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_300s"}
+    assert parents("marts/mart_pipeline_minute_metrics") == {
+        "snowflake_bar_facts", "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s"
+    }
     assert parents("marts/mart_top_movers_15m") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_60s"}
     assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
     assert graph.get(AssetKey(["postgres", "bars_5m"])).kinds == {"postgres"}
@@ -161,8 +173,10 @@ def test_snowflake_ddl_is_idempotent_sql():
     statements = ddl_statements("TICKFORGE")
     assert statements[:2] == ["CREATE DATABASE IF NOT EXISTS TICKFORGE", "USE DATABASE TICKFORGE"]
     assert all("IF NOT EXISTS" in s for s in statements if s.startswith("CREATE"))
-    created = {s.split("EXISTS", 1)[1].split("(")[0].strip() for s in statements if "TABLE" in s}
-    assert created == {"CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL"}
+    created = {s.split("EXISTS", 1)[1].split("(")[0].strip() for s in statements if s.startswith("CREATE TABLE")}
+    altered = [s for s in statements if s.startswith("ALTER")]
+    assert altered and all("ADD COLUMN IF NOT EXISTS" in s for s in altered)
+    assert created == {"CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL", "RAW.TICKS", "CORE.DIM_CALENDAR"}
     assert bar_id("BAC", 1381219200000, 60) == "BAC-1381219200000-60"
     with pytest.raises(ValueError):
         ddl_statements("X; DROP")

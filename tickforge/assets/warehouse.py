@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from psycopg import sql
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -36,13 +37,14 @@ from dagster_snowflake import SnowflakeResource
 from tickforge.assets.external import golden_bars_key
 from tickforge.assets.partitions import daily_partitions, day_bounds_ms
 from tickforge.assets.reconciliation import read_golden_bars
+from tickforge.platform.io.postgres import bar_table
 from tickforge.platform.bars.reference import timeframe_ms
 from tickforge.resources import PostgresResource
 
 DDL_DIR = Path(__file__).resolve().parents[2] / "snowflake" / "ddl"
 # Golden timeframe -> fact table.
 FACT_TABLES: dict[str, str] = {"1m": "CORE.FACT_TICKS_60S", "5m": "CORE.FACT_TICKS_300S"}
-VALUE_COLUMNS = ("OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "NOTIONAL", "VWAP", "TRADE_COUNT")
+VALUE_COLUMNS = ("OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "NOTIONAL", "VWAP", "TRADE_COUNT", "CLOSED_AT_MS")
 STAGE_COLUMNS = ("BAR_ID", "SYMBOL", "WINDOW_START", "WINDOW_END", *VALUE_COLUMNS)
 INSERT_CHUNK = 5_000
 
@@ -67,7 +69,8 @@ def bar_id(symbol: str, window_start: int, window_seconds: int) -> str:
 def staging_rows(bars: pd.DataFrame, timeframe: str) -> list[tuple[Any, ...]]:
     seconds = timeframe_ms(timeframe) // 1000
     ids = [bar_id(s, w, seconds) for s, w in zip(bars["symbol"].tolist(), bars["window_start"].tolist())]
-    columns = [ids] + [bars[c.lower()].tolist() for c in STAGE_COLUMNS[1:]]
+    columns = [ids] + [bars[c.lower()].tolist() for c in STAGE_COLUMNS[1:-1]]
+    columns.append([None if pd.isna(v) else int(v) for v in bars["closed_at_ms"].tolist()])
     return list(zip(*columns))
 
 
@@ -123,6 +126,20 @@ def dim_symbol_statements(stages: Sequence[str]) -> list[tuple[str, str]]:
     ]
 
 
+def with_closed_at(postgres: PostgresResource, timeframe: str, bars: pd.DataFrame) -> pd.DataFrame:
+    """``bars`` with the golden table's ``closed_at_ms`` (emit wall clock; null when unknown)."""
+    if bars.empty:
+        return bars.assign(closed_at_ms=pd.Series(dtype="object"))
+    query = sql.SQL(
+        "SELECT symbol, window_start, closed_at_ms FROM {table} WHERE window_start >= %s AND window_start <= %s"
+    ).format(table=sql.Identifier(postgres.schema_name, bar_table(timeframe)))
+    with postgres.connect() as conn:
+        rows = conn.execute(query, (int(bars["window_start"].min()), int(bars["window_start"].max()))).fetchall()
+    closed = pd.DataFrame(rows, columns=["symbol", "window_start", "closed_at_ms"], dtype="object")
+    closed["window_start"] = closed["window_start"].astype("int64")
+    return bars.merge(closed, on=["symbol", "window_start"], how="left", validate="one_to_one")
+
+
 def fact_day_stats(cur: Any, fact: str, start_ms: int, end_ms: int) -> tuple[int, int]:
     """(rows, BAR_IDs occurring more than once) of the day's slice of a fact table."""
     where = f"WHERE WINDOW_START >= {int(start_ms)} AND WINDOW_START < {int(end_ms)}"
@@ -138,7 +155,7 @@ def load_fact_window(
 ) -> dict[str, int]:
     """Make the facts' slice ``[start_ms, end_ms)`` equal to the golden 1 m / 5 m bars (one
     transaction over both tables); ``tag`` names the per-run staging tables. Returns counts."""
-    golden = {tf: read_golden_bars(postgres, tf, start_ms, end_ms) for tf in FACT_TABLES}
+    golden = {tf: with_closed_at(postgres, tf, read_golden_bars(postgres, tf, start_ms, end_ms)) for tf in FACT_TABLES}
     stages = {tf: f"RAW.STG_BAR_FACTS_{tag}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
     counts: dict[str, int] = {}
     with snowflake.get_connection() as conn:
@@ -151,7 +168,7 @@ def load_fact_window(
                     f"CREATE OR REPLACE TABLE {stage} (BAR_ID VARCHAR, SYMBOL VARCHAR, "
                     "WINDOW_START NUMBER(38, 0), WINDOW_END NUMBER(38, 0), OPEN FLOAT, HIGH FLOAT, "
                     "LOW FLOAT, CLOSE FLOAT, VOLUME FLOAT, NOTIONAL FLOAT, VWAP FLOAT, "
-                    "TRADE_COUNT NUMBER(38, 0))"
+                    "TRADE_COUNT NUMBER(38, 0), CLOSED_AT_MS NUMBER(38, 0))"
                 )
                 placeholders = ", ".join(["%s"] * len(STAGE_COLUMNS))
                 for chunk in _chunks(staging_rows(golden[tf], tf), INSERT_CHUNK):

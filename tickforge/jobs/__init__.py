@@ -16,16 +16,20 @@ from dagster import (
 
 from tickforge.assets.partitions import daily_partitions
 
-NIGHTLY_ASSETS = ("raw_trades_daily", "bar_reconciliation", "snowflake_bar_facts", "bar_archive")
+NIGHTLY_ASSETS = (
+    "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
+    "snowflake_dim_calendar", "bar_archive",
+)
 
 # Small steps on a 2-core box: one process beats a subprocess per step (LOCAL_STACK.md).
 nightly_job = define_asset_job(
     "nightly",
     selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts"),
     executor_def=in_process_executor,
-    description="Compact the previous UTC day's raw trades, reconcile its golden bars with the "
-    "reference oracle, load its 1 m / 5 m bars into the Snowflake facts (skipped when "
-    "reconciliation fails), rebuild the dbt marts, and archive the day if past retention.",
+    description="Compact the previous UTC day's raw trades and load them into RAW.TICKS, reconcile "
+    "its golden bars with the reference oracle, load its 1 m / 5 m bars into the Snowflake facts "
+    "(skipped when reconciliation fails), extend CORE.DIM_CALENDAR, rebuild the dbt marts, and "
+    "archive the day if past retention.",
 )
 
 
