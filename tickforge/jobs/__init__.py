@@ -14,7 +14,6 @@ from dagster import (
     schedule,
 )
 
-from tickforge.assets.partitions import daily_partitions
 
 NIGHTLY_ASSETS = (
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
