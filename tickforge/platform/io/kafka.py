@@ -9,6 +9,7 @@ close without new data).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -132,4 +133,18 @@ def apply_topics(
             future.result()
         except KafkaException as exc:
             raise RuntimeError(f"topic {name}: {exc}") from exc
+    _wait_until_listed(admin, [t.topic for t in to_create], timeout)
     return actions
+
+
+def _wait_until_listed(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic reaches the brokers' metadata a moment after the controller accepts it:
+    wait, so a client started right after ``apply_topics`` finds every topic."""
+    deadline = time.monotonic() + timeout
+    while names:
+        listed = admin.list_topics(timeout=timeout).topics
+        names = [n for n in names if n not in listed or listed[n].error is not None]
+        if names and time.monotonic() > deadline:
+            raise RuntimeError(f"topics not visible after {timeout:.0f}s: {names}")
+        if names:
+            time.sleep(0.1)
