@@ -159,7 +159,7 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, shared_data
             f"document.body.innerText.includes('{SYMBOL} · 1s') && "
             "document.body.innerText.includes('BTCUSDT-SPOT/BTCUSD_PERP') && "
             "document.body.innerText.includes('history 240') && "
-            "/rsi14\\s+[0-9]/.test(document.body.innerText)", 90)  # signals and golden bars arrived
+            "/rsi14\\s+[0-9]/.test(document.body.innerText)", 180)  # signals and golden bars arrived (2 busy cores)
         time.sleep(1.0)  # let the chart's last frame paint
         dom = browser.evaluate("document.documentElement.outerHTML")
         text = browser.evaluate("document.body.innerText")
