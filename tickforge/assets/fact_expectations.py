@@ -23,7 +23,7 @@ from dagster_snowflake import SnowflakeResource
 
 from tickforge.assets.partitions import day_bounds_ms
 from tickforge.assets.warehouse import FACT_TABLES, snowflake_bar_facts
-from tickforge.platform.bars.reference import timeframe_ms
+from tickforge.platform.bars.timeframes import timeframe_ms
 
 CHECK_NAME = "facts_pass_expectations"
 FACT_COLUMNS = ("BAR_ID", "SYMBOL", "WINDOW_START", "WINDOW_END", "OPEN", "HIGH", "LOW", "CLOSE",

@@ -38,7 +38,7 @@ from tickforge.assets.external import golden_bars_key
 from tickforge.assets.partitions import daily_partitions, day_bounds_ms
 from tickforge.assets.reconciliation import read_golden_bars
 from tickforge.platform.io.postgres import bar_table
-from tickforge.platform.bars.reference import timeframe_ms
+from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.resources import PostgresResource
 
 DDL_DIR = Path(__file__).resolve().parents[2] / "snowflake" / "ddl"
@@ -74,7 +74,7 @@ def staging_rows(bars: pd.DataFrame, timeframe: str) -> list[tuple[Any, ...]]:
     return list(zip(*columns))
 
 
-def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+def chunks(rows: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
 
@@ -171,7 +171,7 @@ def load_fact_window(
                     "TRADE_COUNT NUMBER(38, 0), CLOSED_AT_MS NUMBER(38, 0))"
                 )
                 placeholders = ", ".join(["%s"] * len(STAGE_COLUMNS))
-                for chunk in _chunks(staging_rows(golden[tf], tf), INSERT_CHUNK):
+                for chunk in chunks(staging_rows(golden[tf], tf), INSERT_CHUNK):
                     cur.executemany(
                         f"INSERT INTO {stage} ({', '.join(STAGE_COLUMNS)}) VALUES ({placeholders})",
                         chunk,
