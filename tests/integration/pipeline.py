@@ -98,7 +98,13 @@ def assert_bars_equal(actual: pl.DataFrame, expected: pl.DataFrame, rel: float =
     """Same bar keys exactly once each, fields equal (floats to ``rel``)."""
     keys = ["symbol", "window_start"]
     assert actual.select(keys).is_duplicated().sum() == 0, "a bar appears more than once"
-    assert actual.height == expected.height, f"{actual.height} bars, expected {expected.height}"
+    if actual.height != expected.height:
+        missing = expected.join(actual, on=keys, how="anti").select(keys)
+        extra = actual.join(expected, on=keys, how="anti").select(keys) if actual.height else actual
+        raise AssertionError(
+            f"{actual.height} bars, expected {expected.height}; missing {missing.head(5).rows()} "
+            f"({missing.height}), extra {extra.head(5).rows() if extra.height else []} ({extra.height})"
+        )
     joined = expected.join(actual, on=keys, how="left", suffix="_got")
     for col in BAR_FIELDS:
         if col in keys:

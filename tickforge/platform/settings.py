@@ -81,6 +81,9 @@ class SnowflakeSettings(BaseModel):
 
 class StreamingSettings(BaseModel):
     allowed_lateness_ms: int = 500
+    # A caught-up partition with no input for this long advances its watermark with the wall
+    # clock. Keep it above the source's worst stall: ticks that arrive after an idle advance
+    # passed their window are late, as they would be if the feed were live.
     idle_timeout_ms: int = 2_000
     timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
     dedup_horizon_ms: int = 60_000

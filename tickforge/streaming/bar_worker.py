@@ -165,6 +165,10 @@ class BarTask:
             return
         wm = min(self.clock.idle_advance(), self._idle_limit)
         if wm > self.builder.watermark:
+            log.info(
+                "idle advance",
+                extra={"partition": self.partition, "from": self.builder.watermark, "to": wm},
+            )
             self.builder.advance_to(wm)
             self._idle_marked_at = wall_ms()
             self.close(out, measure=False)

@@ -94,6 +94,18 @@ class _Track:
     pending: deque[tuple[int, int, int]] = field(default_factory=deque)  # offset, wm before, needed until
     last_input_ms: int = field(default_factory=wall_ms)
     dirty: bool = False
+    # The consumer has read everything the partition holds (a partition-EOF event came after the
+    # last message). Idleness counts only from there: a partition whose input is still on its way
+    # (a slow first fetch after a restart, a backlog) is behind, not idle, and advancing its
+    # watermark with the wall clock would turn that input into late ticks.
+    at_end: bool = False
+
+    def idle_due(self, now_ms: int, idle_timeout_ms: int) -> bool:
+        return (
+            self.at_end
+            and self.position >= self.replay_until
+            and now_ms - self.last_input_ms >= idle_timeout_ms
+        )
 
     def checkpoint(self) -> tuple[int, Checkpoint]:
         wm = self.task.watermark
@@ -130,6 +142,9 @@ class TransactionalWorker:
         self.transaction_budget_ms = transaction_budget_ms
         self.latency_budget_ms = latency_budget_ms
         self._backlog: deque[Message] = deque()
+        # The last consume() returned less than a full batch: the client's queue was drained, so
+        # nothing that has arrived is waiting outside the backlog.
+        self._drained = False
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
         # Static membership: a restarted instance (same id) takes its partitions back at once
@@ -141,6 +156,8 @@ class TransactionalWorker:
                 "partition.assignment.strategy": "range",
                 "group.instance.id": f"{self.group_id}-{instance_id}",
                 "session.timeout.ms": 10_000,
+                # End-of-partition events tell a caught-up partition (may idle) from a lagging one.
+                "enable.partition.eof": True,
             },
         )
         self.producer: Producer = make_producer(
@@ -167,7 +184,10 @@ class TransactionalWorker:
             self.tracks[tp.partition] = track
             log.info(
                 "assigned",
-                extra={"worker": self.name, "partition": tp.partition, "offset": tp.offset, "replay_until": hi},
+                extra={
+                    "worker": self.name, "partition": tp.partition, "offset": tp.offset,
+                    "replay_until": hi, "watermark": lo_wm,
+                },
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -192,6 +212,7 @@ class TransactionalWorker:
             while not self._stop:
                 if not self._backlog:
                     msgs = self.consumer.consume(self.batch_size, timeout=0.05)
+                    self._drained = len(msgs) < self.batch_size
                     if msgs:
                         last_input = time.monotonic()
                     self._backlog.extend(msgs)
@@ -219,9 +240,15 @@ class TransactionalWorker:
             track = self.tracks.get(msg.partition())
             err = msg.error()
             if track is None or err is not None:
-                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                if err is None:
+                    continue
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if track is not None:
+                        track.at_end = True
+                else:
                     log.warning("consume error", extra={"worker": self.name, "error": str(err)})
                 continue
+            track.at_end = False
             out = outputs.get(msg.partition())
             if out is None:
                 out = outputs[msg.partition()] = self._output(msg.partition())
@@ -237,10 +264,11 @@ class TransactionalWorker:
             out.replaying = False
             track.dirty = True
             track.last_input_ms = now
-        if check_idle:
+        # Idle means caught up with nothing left to read: never while input waits to be processed.
+        if check_idle and not self._backlog and self._drained:
             self._last_idle_check = now
             for partition, track in self.tracks.items():
-                if partition in outputs or now - track.last_input_ms < self.settings.streaming.idle_timeout_ms:
+                if partition in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
                     continue
                 out = outputs[partition] = self._output(partition)
                 wm = track.task.watermark
