@@ -134,3 +134,29 @@ def test_spread_and_imbalance_come_from_the_last_quote_before_window_end():
     assert closed.spread_bps[0] == pytest.approx((10.02 - 9.98) / 10.0 * 10_000)
     assert closed.imbalance[0] == pytest.approx(0.5)
     assert np.isnan(closed.spread_bps[1]) and np.isnan(closed.imbalance[1])
+
+
+@pytest.mark.parametrize("symbols", [1, 3, 6])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_fold_ticks_grouping_paths_agree_with_one_symbol_at_a_time(shared_data, symbols, shuffled):
+    """One code, a handful (per-code passes), many (radix sort), out of order (lexsort): every
+    grouping path gives each symbol's fold of its own ticks in input order."""
+    import polars as pl
+
+    from tickforge.platform.io.files import read_trades
+
+    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz").data
+    names = trades["symbol"].unique(maintain_order=True).to_list()[:symbols]
+    frame = trades.filter(pl.col("symbol").is_in(names)).head(30_000)
+    if shuffled:
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=7)
+    sym = frame["symbol"].replace_strict(names, [c + 10 for c in range(len(names))], return_dtype=pl.Int32).to_numpy()
+    ts, price, size = frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy()
+    got = fold_ticks(sym, ts, price, size, 1_000)
+    for code in np.unique(sym):
+        rows = sym == code
+        want = fold_ticks(int(code), ts[rows], price[rows], size[rows], 1_000)
+        mine = got.take(got.sym == code)
+        for field in ("start", "open", "high", "low", "close", "volume", "count", "first_ts", "last_ts"):
+            np.testing.assert_array_equal(getattr(mine, field), getattr(want, field), err_msg=field)
+        np.testing.assert_allclose(mine.notional, want.notional, rtol=1e-12)
