@@ -59,10 +59,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def histogram_percentiles(text: str, worker: str, timeframe: str) -> dict[str, float]:
+def histogram_percentiles(text: str, worker: str, timeframe: str, metric: str = "emit_latency_ms",
+                          label: str = "timeframe") -> dict[str, float]:
     """p50/p95/p99 from a Prometheus histogram (linear inside a bucket)."""
     pattern = re.compile(
-        r'tickforge_emit_latency_ms_bucket\{le="([^"]+)",timeframe="%s",worker="%s"\} ([0-9.e+]+)' % (timeframe, worker)
+        r'tickforge_%s_bucket\{le="([^"]+)",%s="%s",worker="%s"\} ([0-9.e+]+)' % (metric, label, timeframe, worker)
     )
     buckets = sorted(((float("inf") if le == "+Inf" else float(le)), float(n)) for le, n in pattern.findall(text))
     if not buckets or buckets[-1][1] == 0:
@@ -175,6 +176,9 @@ def main() -> None:
         "sustained_ticks_per_s": round(sum(p["ticks"] for p in steady) / sum(p["to_last_bar_s"] for p in steady)),
         "first_pass": passes[0],
         "emit_latency_ms_1s": histogram_percentiles(metrics, "bar-worker", "1s"),
+        # Per transaction (not bar-weighted): where a bar's latency goes.
+        "transaction_process_ms": histogram_percentiles(metrics, "bar-worker", "process", "transaction_ms", "part"),
+        "transaction_commit_ms": histogram_percentiles(metrics, "bar-worker", "commit", "transaction_ms", "part"),
         "worker_rss_mb": {"first": round(rss[0], 1), "max": round(max(rss), 1), "last": round(rss[-1], 1),
                           "after_first_pass": round(rss[len(rss) // max(len(passes), 1)], 1)},
         "duration_s": round(time.monotonic() - started, 1),

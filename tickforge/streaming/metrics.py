@@ -57,6 +57,13 @@ EMIT_LATENCY = WeightedHistogram(
     LATENCY_BUCKETS_MS,
 )
 
+TRANSACTION_MS = WeightedHistogram(
+    "tickforge_transaction_ms",
+    "Wall time of a worker transaction's parts: processing input, and committing (flush + EndTxn)",
+    ("worker", "part"),
+    LATENCY_BUCKETS_MS,
+)
+
 
 def serve(port: int) -> None:
     if port:
