@@ -197,3 +197,38 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
         assert (first["open"], first["close"], first["volume"], first["trade_count"]) == (100.0, 101.0, 3.0, 2)
     finally:
         assert stop_worker(worker) in (0, -15)
+
+
+def test_a_repeat_of_a_trade_seen_before_a_restart_is_still_a_duplicate(settings, tmp_path, monkeypatch):
+    """The restart replays the input whose trade ids are still within the dedup horizon, not
+    only the input of open windows: a repeat after a SIGKILL is a duplicate, as without one."""
+    monkeypatch.setenv("TICKFORGE_STREAMING__IDLE_TIMEOUT_MS", "60000")
+    topic = topic_name(settings, TICKS)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+    def send(ts: int, trade_id: int, price: float = 100.0) -> None:
+        value = f'{{"ts_ms": {ts}, "symbol": "BTC", "price": {price}, "size": 1.0, "trade_id": {trade_id}}}'
+        producer.produce(topic, value.encode(), "BTC", partition=partition_for("BTC", settings.kafka.partitions))
+        producer.flush(10)
+
+    worker = start_worker("bar-worker", log_dir=tmp_path)
+    try:
+        send(1_000, 1)
+        send(5_000, 2)  # closes [1000, 2000)
+        send(20_000, 3)  # closes [5000, 6000): only [20000, 21000) is open now
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=1, expect=2)
+        assert sorted(bars_frame(bars)["window_start"].to_list()) == [1_000, 5_000]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        worker = start_worker("bar-worker", log_dir=tmp_path)
+        send(1_000, 1, price=999.0)  # a redelivery of trade 1, after its window closed
+        send(21_500, 4)  # closes [20000, 21000)
+        letters, _ = read_topic(settings, DEAD_LETTER, idle_s=2, expect=1)
+        reasons = [msgspec.json.decode(v, type=DeadLetter).reason for v in letters]
+        assert reasons == ["duplicate"]
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=2, expect=3)
+        frame = bars_frame(bars)
+        assert sorted(frame["window_start"].to_list()) == [1_000, 5_000, 20_000]  # each once
+        assert frame.filter(pl.col("window_start") == 1_000)["high"].to_list() == [100.0]
+    finally:
+        stop_worker(worker)

@@ -44,6 +44,7 @@ class BarTask:
     def __init__(self, settings: Settings, partition: int, start_watermark: int, emit_bins: bool = True) -> None:
         streaming = settings.streaming
         self.lateness_ms = streaming.allowed_lateness_ms
+        self.dedup_horizon_ms = streaming.dedup_horizon_ms
         self.builder = BarBuilder(
             [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms
         )
@@ -146,11 +147,18 @@ class BarTask:
             )
             out.dead_letter(letter)
         accepted = codes == 0
-        if not accepted.any():
-            return NO_WATERMARK
-        # Needed until its last 1 s window closes.
-        last_window_end = int(ts[accepted].max()) // 1_000 * 1_000 + 1_000
-        return last_window_end + self.lateness_ms
+        needed = NO_WATERMARK
+        if accepted.any():
+            # Needed until its last 1 s window closes.
+            needed = int(ts[accepted].max()) // 1_000 * 1_000 + 1_000 + self.lateness_ms
+        if ids is not None:
+            # And while its trade ids are remembered for duplicate detection (the builder keeps an
+            # id until the watermark passes its time + the horizon): a restart replays them too,
+            # so a repeat of an id seen before the restart is still a duplicate, not late.
+            remembered = (accepted | (codes == Reject.LATE)) & (ids >= 0)
+            if remembered.any():
+                needed = max(needed, int(ts[remembered].max()) + self.dedup_horizon_ms + 1)
+        return needed
 
     def _advance(self, watermark: int) -> None:
         if watermark > self.builder.watermark:

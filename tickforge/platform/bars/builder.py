@@ -65,8 +65,11 @@ class TradeIdDedup:
         self._ids: dict[int, np.ndarray] = {}  # sorted ids
         self._ts: dict[int, np.ndarray] = {}  # event time per id, same order
 
-    def repeated(self, sym: int, ids: np.ndarray) -> np.ndarray:
-        """True where an id was seen before (earlier in this batch or in the horizon)."""
+    def repeated(self, sym: int, ids: np.ndarray, watermark: int) -> np.ndarray:
+        """True where an id was seen before: earlier in this batch, or at an event time within
+        the horizon of ``watermark``. Older ids count as unseen even before they are pruned, so
+        the answer depends on the stream alone, not on when pruning happened (a restarted
+        worker rebuilds exactly the ids within the horizon)."""
         dup = np.zeros(len(ids), bool)
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
@@ -74,7 +77,7 @@ class TradeIdDedup:
         known = self._ids.get(sym)
         if known is not None and len(known):
             pos = np.searchsorted(known, ids).clip(max=len(known) - 1)
-            dup |= known[pos] == ids
+            dup |= (known[pos] == ids) & (self._ts[sym][pos] >= watermark - self.horizon_ms)
         return dup
 
     def remember(self, sym: int, ids: np.ndarray, ts: np.ndarray, watermark: int) -> None:
@@ -316,7 +319,7 @@ class BarBuilder:
         has_id = (codes == 0) & (trade_id >= 0)
         for code in np.unique(sym[has_id]):
             rows = np.flatnonzero(has_id & (sym == code))
-            dup = self.dedup.repeated(int(code), trade_id[rows])
+            dup = self.dedup.repeated(int(code), trade_id[rows], self.watermark)
             codes[rows[dup]] = Reject.DUPLICATE
             fresh = rows[~dup]
             self.dedup.remember(int(code), trade_id[fresh], ts[fresh], self.watermark)
