@@ -1,8 +1,9 @@
 """The sensors on the real local stack.
 
 * ``snowflake_window_sensor``: golden 1 m / 5 m bars of real BAC trades with a golden watermark
-  at 14:12 UTC: the sensor requests exactly the closed 5-minute windows after its cursor, and a
-  requested run loads that window into the Snowflake facts (its check passes).
+  at 14:12 UTC: the sensor loads the window that just closed itself (check passing), requests a
+  catch-up of the closed 5-minute windows after an old cursor as runs, and a run loads its window
+  into the Snowflake facts (its check passes).
 * ``dead_letter_sensor``: the first evaluation only places the cursor; late and bad ticks on the
   dead-letter topic above the configured rate record one alert; a quiet interval records none.
 """
@@ -61,16 +62,25 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
     s = Settings()
     golden = _golden(s, shared_data)
     assert golden["1m"] >= 55
-    postgres = resources_for(s, env_secrets=False)["postgres"]
+    resources = resources_for(s, env_secrets=False)
+    postgres = resources["postgres"]
+    context = {"postgres": postgres, "snowflake": resources["snowflake"]}
 
-    fresh = snowflake_window_sensor(build_sensor_context(resources={"postgres": postgres}))
-    assert [r.run_key for r in fresh.run_requests] == [f"window-{T1330 + 35 * MIN}"]  # 14:05-14:10
+    # The window just closed (14:05-14:10) is loaded by the sensor itself, with its check.
+    fresh = snowflake_window_sensor(build_sensor_context(resources=context))
+    assert not fresh.run_requests
+    materialized = [e for e in fresh.asset_events if e.__class__.__name__ == "AssetMaterialization"]
+    checks = [e for e in fresh.asset_events if e.__class__.__name__ == "AssetCheckEvaluation"]
+    assert [m.metadata["window_start_ms"].value for m in materialized] == [T1330 + 35 * MIN]
+    assert [c.passed for c in checks] == [True]
     assert json.loads(fresh.cursor)["end"] == T1330 + 40 * MIN
 
-    behind = snowflake_window_sensor(build_sensor_context(cursor=str(T1330 + 20 * MIN), resources={"postgres": postgres}))
+    # Behind by four windows: a catch-up, launched as runs.
+    behind = snowflake_window_sensor(build_sensor_context(cursor=str(T1330 + 20 * MIN), resources=context))
     starts = [r.run_config["ops"]["snowflake_window_facts"]["config"]["window_start_ms"] for r in behind.run_requests]
     assert starts == [T1330 + m * MIN for m in (20, 25, 30, 35)]
-    caught_up = snowflake_window_sensor(build_sensor_context(cursor=behind.cursor, resources={"postgres": postgres}))
+    assert not behind.asset_events
+    caught_up = snowflake_window_sensor(build_sensor_context(cursor=behind.cursor, resources=context))
     assert not caught_up.run_requests and "no new or corrected window" in str(caught_up.skip_reason)
 
     job = build_definitions(s).resolve_job_def("snowflake_window_facts_job")
@@ -83,8 +93,8 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
         cur = conn.cursor()
         rows_1m = cur.execute("SELECT COUNT(*), MIN(WINDOW_START), MAX(WINDOW_START) FROM CORE.FACT_TICKS_60S").fetchone()
         rows_5m = cur.execute("SELECT COUNT(*) FROM CORE.FACT_TICKS_300S").fetchone()[0]
-    assert rows_1m == (10, T1330 + 20 * MIN, T1330 + 29 * MIN)
-    assert rows_5m == 2
+    assert rows_1m == (15, T1330 + 20 * MIN, T1330 + 39 * MIN)  # 20-30 by the runs, 35-40 inline
+    assert rows_5m == 3
 
 
 def test_dead_letter_sensor_alerts_over_rate(settings):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, shared_data):
     import psycopg
     import snowflake.connector
-    from dagster import DagsterInstance, build_sensor_context
+    from dagster import DagsterInstance, RunRequest, build_sensor_context
 
     from tickforge.definitions import build_definitions
     from tickforge.platform.contracts import Bar
@@ -29,12 +29,13 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, shared_
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
     _golden(s, shared_data)  # golden watermark 14:12
-    postgres = resources_for(s, env_secrets=False)["postgres"]
+    resources = resources_for(s, env_secrets=False)
+    postgres = resources["postgres"]
     job = build_definitions(s).resolve_job_def("snowflake_window_facts_job")
     instance = DagsterInstance.ephemeral()
 
     def evaluate(cursor):
-        return snowflake_window_sensor(build_sensor_context(cursor=cursor, resources={"postgres": postgres}))
+        return snowflake_window_sensor(build_sensor_context(cursor=cursor, resources={"postgres": postgres, "snowflake": resources["snowflake"]}))
 
     def launch(request):
         result = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
@@ -48,12 +49,16 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, shared_
             ).fetchone()
 
     w = T1330 + 35 * MIN  # 14:05-14:10, the latest closed window
-    first = evaluate(None)
-    assert [r.run_key for r in first.run_requests] == [f"window-{w}"]
-    loaded = launch(first.run_requests[0])
+    first = evaluate(None)  # the sensor loads the window that just closed itself
+    assert not first.run_requests
+    loaded = next(e for e in first.asset_events if e.__class__.__name__ == "AssetMaterialization").metadata
     assert loaded["1m_inserted"].value == 5 and loaded["5m_inserted"].value == 1
     before = fact(w + 2 * MIN)
-    assert launch(first.run_requests[0])["changed"].value == 0  # a rerun changes nothing
+    rerun = RunRequest(
+        run_config={"ops": {"snowflake_window_facts": {"config": {"window_start_ms": w, "window_ms": 5 * MIN}}}},
+        tags={"tickforge/window_start_ms": str(w)},
+    )
+    assert launch(rerun)["changed"].value == 0  # a run of the same window changes nothing
     assert fact(w + 2 * MIN) == before
 
     quiet = evaluate(first.cursor)

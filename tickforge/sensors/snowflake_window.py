@@ -15,6 +15,19 @@ already seen). A window whose signature changed is requested again (run key
 ``window-<s>-<signature digest>``, so one correction is loaded once); the load is an idempotent
 upsert of the whole window, so the facts end equal to the corrected golden bars.
 
+Fresh windows load in the sensor itself: a launched run starts a new process that imports the
+code location (dagster, dagster-snowflake, dagster-dbt: 7 s or more on two cores), which alone
+breaks "facts visible within 5 s of the window closing". The sensor runs in the warm code server,
+so it loads up to ``INLINE_WINDOWS`` newly closed windows directly (the same
+:func:`~tickforge.assets.warehouse.load_fact_window` as the job) and records the materialization
+of ``snowflake_window_facts`` and its check as asset events. A catch-up of more windows, a
+correction, or an inline load that fails goes through runs of the job as before.
+
+Dagster's sensor daemon evaluates a sensor at most every 5 seconds (its loop's minimum), so a
+window closing just after an evaluation would wait that long. When nothing is due, an evaluation
+therefore watches the golden watermark for up to ``WATCH_S`` (one cheap query every
+``WATCH_POLL_S``) and loads a window the moment it closes.
+
 Cursor: JSON ``{"end": <end of the last window requested>, "seen": {"<s>": "<signature>"}}``
 (a bare integer, the previous format, is read as ``end``).
 """
@@ -23,25 +36,56 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster_snowflake import SnowflakeResource
 from psycopg import sql
 
-from tickforge.assets.warehouse import FACT_TABLES
+from tickforge.assets.warehouse import FACT_TABLES, WINDOW_CHECK, facts_match_golden, load_fact_window
 from tickforge.jobs.intraday import snowflake_window_job
 from tickforge.platform.io.postgres import bar_table, golden_watermark
 from tickforge.resources import PostgresResource
 
 WINDOW_MS = 300_000
 MAX_WINDOWS = 24
+INLINE_WINDOWS = 2  # more newly closed windows at once is a catch-up: runs, not the sensor
 CORRECTION_HORIZON_MS = 6 * 3_600_000
-INTERVAL_S = 2
+INTERVAL_S = 1
+WATCH_S = 4.0
+WATCH_POLL_S = 0.1
+WINDOW_FACTS = AssetKey("snowflake_window_facts")
 
 
 def golden_facts_watermark(postgres: PostgresResource) -> int | None:
     with postgres.connect() as conn:
         marks = [golden_watermark(conn, postgres.schema_name, tf) for tf in FACT_TABLES]
     return None if any(m is None for m in marks) else min(marks)  # type: ignore[type-var]
+
+
+def watch_for_close(postgres: PostgresResource, end: int, budget_s: float = WATCH_S) -> bool:
+    """Poll the golden watermark until a window after ``end`` closes (True) or time is up."""
+    deadline = time.monotonic() + budget_s
+    with postgres.connect() as conn:
+        while True:
+            marks = [golden_watermark(conn, postgres.schema_name, tf) for tf in FACT_TABLES]
+            conn.commit()  # a fresh snapshot for the next poll
+            if all(m is not None for m in marks) and min(marks) // WINDOW_MS * WINDOW_MS > end:  # type: ignore[type-var]
+                return True
+            if time.monotonic() + WATCH_POLL_S > deadline:
+                return False
+            time.sleep(WATCH_POLL_S)
 
 
 def window_requests(watermark: int, cursor: int | None) -> tuple[list[int], int | None]:
@@ -115,16 +159,60 @@ def evaluate_windows(postgres: PostgresResource, cursor: str | None) -> tuple[li
     return requests, state, summary
 
 
+def load_window_events(
+    log, postgres: PostgresResource, snowflake: SnowflakeResource, start_ms: int
+) -> list[AssetMaterialization | AssetCheckEvaluation]:
+    """Load one window now; the materialization and check evaluation a run would have recorded."""
+    end_ms = start_ms + WINDOW_MS
+    tag = f"W{start_ms}_S{uuid.uuid4().hex[:8].upper()}"
+    metadata = load_fact_window(log, postgres, snowflake, start_ms, end_ms, tag)
+    check = facts_match_golden(postgres, snowflake, start_ms, end_ms, WINDOW_CHECK)
+    return [
+        AssetMaterialization(
+            asset_key=WINDOW_FACTS,
+            description="Loaded by snowflake_window_sensor as the window closed",
+            metadata={"window_start_ms": start_ms, "window_end_ms": end_ms, **metadata},
+        ),
+        AssetCheckEvaluation(
+            asset_key=WINDOW_FACTS,
+            check_name=WINDOW_CHECK,
+            passed=check.passed,
+            metadata=dict(check.metadata or {}),
+            severity=check.severity,
+        ),
+    ]
+
+
 @sensor(
     name="snowflake_window_sensor",
     job=snowflake_window_job,
     minimum_interval_seconds=INTERVAL_S,
-    description="Every few seconds: a facts load per 5-minute window the golden watermark has "
-    "passed, and a re-load of a closed window whose golden bars were corrected.",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches the golden watermark and loads each 5-minute window as it closes (in "
+    "the sensor, so the facts land within seconds); launches a re-load run for a closed window "
+    "whose golden bars were corrected, and runs for a catch-up of many windows.",
 )
-def snowflake_window_sensor(context: SensorEvaluationContext, postgres: PostgresResource) -> SensorResult | SkipReason:
+def snowflake_window_sensor(
+    context: SensorEvaluationContext, postgres: PostgresResource, snowflake: SnowflakeResource
+) -> SensorResult | SkipReason:
     requests, cursor, summary = evaluate_windows(postgres, context.cursor)
+    end = parse_cursor(cursor)[0]
+    if not requests and end is not None and watch_for_close(postgres, end):
+        requests, cursor, summary = evaluate_windows(postgres, cursor)
     if not requests:
         return SensorResult(skip_reason=SkipReason(f"no new or corrected window ({summary})"), cursor=cursor)
     context.log.info(summary)
-    return SensorResult(run_requests=requests, cursor=cursor)
+    fresh = [r for r in requests if r.tags.get("tickforge/reason") == "closed"]
+    runs = [r for r in requests if r not in fresh]
+    events: list[AssetMaterialization | AssetCheckEvaluation] = []
+    if len(fresh) > INLINE_WINDOWS:
+        runs = fresh + runs
+        fresh = []
+    for request in fresh:
+        start = int(request.tags["tickforge/window_start_ms"])
+        try:
+            events += load_window_events(context.log, postgres, snowflake, start)
+        except Exception:  # noqa: BLE001 - the run retries it visibly, with its own logs
+            context.log.exception("inline load of window %s failed: launching a run", start)
+            runs.append(request)
+    return SensorResult(run_requests=runs, asset_events=events, cursor=cursor)
