@@ -12,6 +12,7 @@ from dagster import Definitions
 from tickforge.assets.archive import build_bar_archive
 from tickforge.assets.calendar import snowflake_dim_calendar
 from tickforge.assets.compaction import raw_trades_daily
+from tickforge.assets.dead_letter_facts import build_dead_letter_facts
 from tickforge.assets.external import streaming_specs
 from tickforge.assets.fact_expectations import facts_pass_expectations
 from tickforge.assets.marts import build_marts, dbt_resource, fact_table_specs
@@ -46,6 +47,7 @@ def build_definitions(settings: Settings) -> Definitions:
             snowflake_raw_ticks,
             bar_reconciliation,
             snowflake_bar_facts,
+            build_dead_letter_facts(settings),
             snowflake_dim_calendar,
             snowflake_window_facts,
             bar_archive,

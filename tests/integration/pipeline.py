@@ -13,9 +13,10 @@ import msgspec
 import polars as pl
 from confluent_kafka import Consumer, KafkaError
 
-from tickforge.platform.contracts import Bar
-from tickforge.platform.io.kafka import marker_watermark, topic_name
+from tickforge.platform.contracts import JSON_ENCODER, Bar, DeadLetter
+from tickforge.platform.io.kafka import make_producer, marker_watermark, topic_name
 from tickforge.platform.settings import Settings
+from tickforge.platform.topics import DEAD_LETTER
 
 BAR_FIELDS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume",
               "notional", "vwap", "trade_count"]
@@ -116,3 +117,27 @@ def assert_bars_equal(actual: pl.DataFrame, expected: pl.DataFrame, rel: float =
         else:
             bad = (got != want).sum()
         assert bad == 0, f"{bad} bars differ in {col}"
+
+
+def produce_dead_letters(
+    settings: Settings, letters: list[tuple[DeadLetter | bytes, int]], transaction: str | None = None
+) -> None:
+    """``(DeadLetter or raw bytes, Kafka timestamp ms)`` pairs on the dead-letter topic, keyed by
+    source as the producers key them. ``transaction``: "commit" or "abort" sends them in one
+    transaction, as the workers write dead letters; None sends them plainly, as the replay does."""
+    topic = topic_name(settings, DEAD_LETTER)
+    producer = make_producer(settings, transactional_id=f"test-dead-letters-{time.time_ns()}" if transaction else None)
+    if transaction:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    for letter, kafka_ts_ms in letters:
+        if isinstance(letter, DeadLetter):
+            producer.produce(topic, JSON_ENCODER.encode(letter), letter.source, timestamp=kafka_ts_ms)
+        else:
+            producer.produce(topic, letter, b"unknown", timestamp=kafka_ts_ms)
+    if transaction == "commit":
+        producer.commit_transaction(30)
+    elif transaction == "abort":
+        producer.flush(30)  # the aborted messages take offsets in the log, as a failed worker's do
+        producer.abort_transaction(30)
+    assert producer.flush(30) == 0

@@ -3,7 +3,9 @@
 One UTC day of real trades (BAC and AIG, 2013-10-08) is landed in S3, golden bars are built by
 the streaming kernel offline and stored in PostgreSQL, and the job runs in-process for that day:
 the landing is compacted, reconciliation passes, the Snowflake facts match the golden bars, the
-dbt marts build (local dbt-duckdb target) on those facts, a rerun changes nothing, and a
+day's dead letters on the topic (as the bar worker writes them) are counted per minute into
+CORE.FACT_DEAD_LETTERS_1M, the dbt marts build (local dbt-duckdb target) on those facts and
+show the dead letters per minute and symbol, a rerun changes nothing, and a
 corrupted golden bar fails the blocking reconciliation check, keeps the warehouse untouched and
 is recorded as an alert by the run-failure sensor. Finally, with the default 100-day retention,
 the day is archived to S3 and leaves PostgreSQL; archiving again is a no-op.
@@ -17,11 +19,17 @@ import uuid
 import polars as pl
 import pytest
 
+from tests.integration.pipeline import produce_dead_letters
+
 pytestmark = pytest.mark.integration
 
 DAY = "2013-10-08"
 SYMBOLS = ("BAC", "AIG")
 TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+DAY_MS = 1_381_190_400_000
+MIN = 60_000
+T1430 = DAY_MS + (14 * 60 + 30) * MIN  # 10:30 New York: both symbols trade
+T0300 = DAY_MS + 3 * 60 * MIN  # before the open: no bars
 
 
 @pytest.fixture()
@@ -103,6 +111,10 @@ def _fact_rows(s) -> dict[str, tuple]:
             "SELECT COUNT(*), COUNT(DISTINCT SOURCE_CHECKSUM), MIN(SOURCE_OBJECT_KEY), MIN(LOADED_AT), MAX(LOADED_AT) "
             "FROM RAW.TICKS"
         ).fetchone()
+        out["CORE.FACT_DEAD_LETTERS_1M"] = cur.execute(
+            "SELECT MINUTE_START, REASON, SYMBOL, SOURCE, DEAD_LETTER_COUNT, LOADED_AT "
+            "FROM CORE.FACT_DEAD_LETTERS_1M ORDER BY MINUTE_START, REASON, SYMBOL, SOURCE"
+        ).fetchall()
         out["CORE.DIM_CALENDAR"] = cur.execute(
             "SELECT CALENDAR_DATE::VARCHAR, WEEKDAY, WEEKDAY_NAME, IS_WEEKEND, MONTH, QUARTER, YEAR "
             "FROM CORE.DIM_CALENDAR ORDER BY CALENDAR_DATE"
@@ -118,10 +130,29 @@ def _materialized(result) -> set[str]:
     return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
 
 
+def _produce_day_dead_letters(s) -> None:
+    """The day's dead letters as the bar worker writes them: in a transaction, with event time
+    (published now, as a replay of the day would), plus one of the day before, which the day's
+    load leaves out. Dead letters without event time count at their Kafka time, which for 2013
+    is past the topic's retention: test_dagster_dead_letters covers them on a recent day."""
+    from tickforge.platform.contracts import DeadLetter
+
+    def letter(reason: str, source: str, symbol: str | None = None, ts_ms: int | None = None) -> DeadLetter:
+        return DeadLetter(reason=reason, source=source, payload="{}", symbol=symbol, ts_ms=ts_ms)
+
+    now_ms = int(time.time() * 1000)
+    produce_dead_letters(s, [
+        *((letter("late", "t.ticks", "BAC", T1430 + 1_000 * i), now_ms) for i in range(3)),
+        (letter("bad_price", "t.ticks", "AIG", T1430 + 30_000), now_ms),
+        *((letter("missing_symbol", "t.ticks", None, T0300 + i), now_ms) for i in range(2)),
+        (letter("late", "t.ticks", "BAC", DAY_MS - 1), now_ms),
+    ], transaction="commit")
+
+
 KEEP = {"ops": {"bar_archive": {"config": {"retention_days": 100_000}}}}  # archive nothing
 NO_MARTS = [
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "snowflake_dim_calendar",
-    "bar_archive",
+    "bar_archive", "snowflake_dead_letter_facts",
 ]
 MARTS = {"mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
 
@@ -161,6 +192,7 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
         conn.execute(
             f"UPDATE {s.postgres.schema_name}.bars_1m SET closed_at_ms = window_end + 1500 WHERE symbol = 'BAC'"
         )
+    _produce_day_dead_letters(s)
     print(f"setup {time.monotonic() - t0:.1f}s: {trades.data.height} trades, golden {golden}")
 
     job = build_definitions(s).resolve_job_def("nightly")
@@ -172,7 +204,7 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert first.success
     assert _materialized(first) == {
         "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
-        "snowflake_dim_calendar", *(f"marts/{m}" for m in MARTS),
+        "snowflake_dim_calendar", "snowflake_dead_letter_facts", *(f"marts/{m}" for m in MARTS),
     }
     checks = _checks(first)
     assert checks.pop("golden_bars_match_reference") and checks.pop("facts_match_golden_counts")
@@ -180,7 +212,8 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert checks.pop("archive_verified")
     assert checks.pop("raw_ticks_match_compacted")
     assert checks.pop("calendar_covers_loaded_days")
-    assert len(checks) == 12 and all(checks.values()), checks  # the dbt tests
+    assert checks.pop("dead_letter_facts_match_topic")
+    assert len(checks) == 15 and all(checks.values()), checks  # the dbt tests
     compacted = first.asset_materializations_for_node("raw_trades_daily")[0].metadata
     assert compacted["rows"].value == trades.data.height and compacted["source_objects"].value == 1
     assert first.asset_materializations_for_node("bar_archive")[0].metadata["within_retention"].value is True
@@ -198,6 +231,10 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
             "GROUP BY ALL ORDER BY ALL"
         ).fetchall()
         rolling = db.execute("SELECT count(rolling_vwap_30m) FROM analytics_marts.mart_rolling_vwap").fetchone()[0]
+        dead = db.execute(
+            "SELECT minute_start, timeframe, symbol, bars, dead_letters, late_ticks "
+            "FROM analytics_marts.mart_pipeline_minute_metrics WHERE dead_letters > 0 ORDER BY ALL"
+        ).fetchall()
     assert movers[0] > 0 and movers[2] == 1
     assert hourly[0] == golden["5m"]
     bac = trades.data.filter(pl.col("symbol") == "BAC")
@@ -207,12 +244,26 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert sum(r[2] for r in minute if r[0] == "1m") == golden["1m"]
     assert sum(r[2] for r in minute if r[0] == "5m") == golden["5m"]
     latency = {(r[0], r[1]): r[3:] for r in minute}
+    # Dead letters per minute and symbol, on every timeframe's row (bars = 0 where none closed):
+    # the pre-open minute has only dead letters (naming no symbol); no 5 m bar closes at 14:30.
+    assert dead == [
+        (T0300, "1m", "", 0, 2, 0), (T0300, "5m", "", 0, 2, 0),
+        (T1430, "1m", "AIG", 1, 1, 0), (T1430, "1m", "BAC", 1, 3, 3),
+        (T1430, "5m", "AIG", 0, 1, 0), (T1430, "5m", "BAC", 0, 3, 3),
+    ]
     assert latency[("1m", "BAC")][1:] == (1500, 1500) and latency[("1m", "BAC")][0] > 0
     assert latency[("1m", "AIG")] == (0, None, None) and latency[("5m", "BAC")] == (0, None, None)
     facts = _fact_rows(s)
     assert facts["CORE.FACT_TICKS_60S"] == golden["1m"]
     assert facts["CORE.FACT_TICKS_300S"] == golden["5m"]
     assert facts["CORE.DIM_SYMBOL"] == len(SYMBOLS)
+    assert [r[:5] for r in facts["CORE.FACT_DEAD_LETTERS_1M"]] == [
+        (T0300, "missing_symbol", "", "t.ticks", 2),
+        (T1430, "bad_price", "AIG", "t.ticks", 1),
+        (T1430, "late", "BAC", "t.ticks", 3),
+    ]
+    dead_load = first.asset_materializations_for_node("snowflake_dead_letter_facts")[0].metadata
+    assert dead_load["dead_letters"].value == 6 and dead_load["inserted"].value == 3
     raw_load = first.asset_materializations_for_node("snowflake_raw_ticks")[0].metadata
     assert facts["RAW.TICKS"][:3] == (
         compacted["rows"].value, 1, f"compacted/trades/date={DAY}/trades.parquet"
@@ -235,6 +286,7 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     assert load["changed"].value == 0
     assert second.asset_materializations_for_node("snowflake_raw_ticks")[0].metadata["changed"].value == 0
     assert second.asset_materializations_for_node("snowflake_dim_calendar")[0].metadata["inserted"].value == 0
+    assert second.asset_materializations_for_node("snowflake_dead_letter_facts")[0].metadata["changed"].value == 0
 
     # A golden 1 m bar goes wrong: the blocking check fails and the warehouse is not touched.
     with psycopg.connect(s.postgres.dsn.get_secret_value()) as conn:
@@ -249,8 +301,12 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
     )
     print(f"corrupted run {time.monotonic() - t3:.1f}s")
     assert not third.success
-    assert _checks(third) == {"golden_bars_match_reference": False, "raw_ticks_match_compacted": True}
-    assert _materialized(third) == {"raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation"}
+    assert _checks(third) == {
+        "golden_bars_match_reference": False, "raw_ticks_match_compacted": True, "dead_letter_facts_match_topic": True
+    }
+    assert _materialized(third) == {
+        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_dead_letter_facts"
+    }
     evaluation = next(e for e in third.get_asset_check_evaluations() if not e.passed)
     assert evaluation.metadata["differing"].value == 1
     assert _fact_rows(s) == facts

@@ -59,14 +59,18 @@ def test_definitions_snapshot(default_settings):
         ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "snowflake_raw_ticks",
          "bar_reconciliation",
          "snowflake_bar_facts", "snowflake_dim_calendar", "snowflake_window_facts", "bar_archive",
-         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s"]
+         "snowflake_dead_letter_facts",
+         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s", "snowflake/core/fact_dead_letters_1m"]
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
     )
     dbt_tests = [
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_bars",
+        "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_dead_letters",
+        "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_late_ticks",
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_minute_start",
+        "marts/mart_pipeline_minute_metrics:unique_mart_pipeline_minute_metrics_minute_timeframe_symbol",
         "marts/mart_price_1h:not_null_mart_price_1h_symbol",
         "marts/mart_price_1h:not_null_mart_price_1h_volume",
         "marts/mart_rolling_vwap:not_null_mart_rolling_vwap_bar_id",
@@ -87,6 +91,7 @@ def test_definitions_snapshot(default_settings):
             "snowflake_window_facts:window_facts_match_golden_counts",
             "snowflake_raw_ticks:raw_ticks_match_compacted",
             "snowflake_dim_calendar:calendar_covers_loaded_days",
+            "snowflake_dead_letter_facts:dead_letter_facts_match_topic",
             *(f"{p}/bars_{tf}:freshness_check" for tf in tfs for p in ("kafka", "postgres")),
             *dbt_tests,
         ]
@@ -100,7 +105,7 @@ def test_definitions_snapshot(default_settings):
     nightly = defs.resolve_job_def("nightly")
     assert {n.name for n in nightly.nodes} >= {
         "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
-        "snowflake_dim_calendar", "dbt_marts",
+        "snowflake_dead_letter_facts", "snowflake_dim_calendar", "dbt_marts",
     }
 
 
@@ -125,8 +130,11 @@ def test_lineage_ticks_to_golden_tables(default_settings):
     assert parents("snowflake_bar_facts") == {"bar_reconciliation", "postgres/bars_1m", "postgres/bars_5m"}
     assert {"snowflake_bar_facts", "bar_reconciliation"} <= parents("bar_archive")
     assert parents("marts/mart_price_1h") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_300s"}
+    assert parents("snowflake_dead_letter_facts") == {"kafka/dead_letter"}
+    assert parents("snowflake/core/fact_dead_letters_1m") == {"snowflake_dead_letter_facts"}
     assert parents("marts/mart_pipeline_minute_metrics") == {
-        "snowflake_bar_facts", "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s"
+        "snowflake_bar_facts", "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s",
+        "snowflake_dead_letter_facts", "snowflake/core/fact_dead_letters_1m",
     }
     assert parents("marts/mart_top_movers_15m") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_60s"}
     assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
@@ -176,7 +184,10 @@ def test_snowflake_ddl_is_idempotent_sql():
     created = {s.split("EXISTS", 1)[1].split("(")[0].strip() for s in statements if s.startswith("CREATE TABLE")}
     altered = [s for s in statements if s.startswith("ALTER")]
     assert altered and all("ADD COLUMN IF NOT EXISTS" in s for s in altered)
-    assert created == {"CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL", "RAW.TICKS", "CORE.DIM_CALENDAR"}
+    assert created == {
+        "CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL", "RAW.TICKS", "CORE.DIM_CALENDAR",
+        "CORE.FACT_DEAD_LETTERS_1M",
+    }
     assert bar_id("BAC", 1381219200000, 60) == "BAC-1381219200000-60"
     with pytest.raises(ValueError):
         ddl_statements("X; DROP")

@@ -3,15 +3,17 @@
 Targets (``dbt_marts/profiles.yml``, chosen with ``TICKFORGE_DBT_TARGET``):
 
 * ``prod``: Snowflake itself (credentials from the ``TICKFORGE_SNOWFLAKE__*`` variables); the
-  models read ``CORE.FACT_TICKS_60S`` / ``CORE.FACT_TICKS_300S`` where the loaders wrote them.
+  models read ``CORE.FACT_TICKS_60S`` / ``CORE.FACT_TICKS_300S`` / ``CORE.FACT_DEAD_LETTERS_1M``
+  where the loaders wrote them.
 * ``local`` (default): dbt-duckdb. The local Snowflake stand-in (fakesnow) keeps its DuckDB files
   open in the server process and DuckDB allows one writer process per file, so dbt cannot attach
-  them. Instead the step copies the two fact tables out of the stand-in, through the Snowflake
-  connector, into ``CORE`` of a DuckDB file (``TICKFORGE_DBT_DUCKDB_PATH``, default
-  ``<state_dir>/dbt/marts.duckdb``) and runs the same model SQL there.
+  them. Instead the step copies the tables the models read (:data:`MART_SOURCES`) out of the
+  stand-in, through the Snowflake connector, into ``CORE`` of a DuckDB file
+  (``TICKFORGE_DBT_DUCKDB_PATH``, default ``<state_dir>/dbt/marts.duckdb``) and runs the same
+  model SQL there.
 
-The dbt manifest is produced by ``dbt parse`` when it is missing (first load of the code
-location); ``DBT_SEND_ANONYMOUS_USAGE_STATS`` is forced off.
+The dbt manifest is produced by ``dbt parse`` when it is missing or older than the project's
+models (the asset graph is read from it); ``DBT_SEND_ANONYMOUS_USAGE_STATS`` is forced off.
 """
 
 import os
@@ -26,11 +28,14 @@ from dagster import AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_snowflake import SnowflakeResource
 
+from tickforge.assets.dead_letter_facts import FACT_DEAD_LETTERS
 from tickforge.assets.partitions import daily_partitions
 from tickforge.assets.warehouse import FACT_TABLES
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_marts"
 MARTS_GROUP = "marts"
+# The Snowflake tables the dbt sources name (dbt_marts/models/marts/sources.yml).
+MART_SOURCES = (*FACT_TABLES.values(), FACT_DEAD_LETTERS)
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
 
@@ -49,9 +54,19 @@ def duckdb_path(state_dir: Path) -> Path:
     return Path(os.environ.get("TICKFORGE_DBT_DUCKDB_PATH", state_dir / "dbt" / "marts.duckdb")).resolve()
 
 
+def manifest_is_stale(manifest: Path, project_dir: Path = DBT_PROJECT_DIR) -> bool:
+    """Missing, or older than a file it is parsed from: an edited model or source would
+    otherwise keep its old lineage and tests in Dagster until someone deleted ``target/``."""
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    inputs = [project_dir / "dbt_project.yml", *(project_dir / "models").rglob("*")]
+    return any(p.is_file() and p.stat().st_mtime > built for p in inputs)
+
+
 def dbt_project() -> DbtProject:
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    if not project.manifest_path.exists():
+    if manifest_is_stale(project.manifest_path):
         env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
         subprocess.run(
             [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
@@ -67,19 +82,38 @@ def fact_table_key(fact: str) -> AssetKey:
     return AssetKey(["snowflake", schema, table])
 
 
+# The daily loader of each source table. A model depends on its tables' loaders directly: the
+# tables in between are specs, which order nothing, and in the nightly job dbt must run after
+# the loads.
+DAILY_LOADERS: dict[AssetKey, AssetKey] = {
+    **{fact_table_key(fact): AssetKey("snowflake_bar_facts") for fact in FACT_TABLES.values()},
+    fact_table_key(FACT_DEAD_LETTERS): AssetKey("snowflake_dead_letter_facts"),
+}
+
+
 def fact_table_specs() -> list[AssetSpec]:
-    """The fact tables the dbt sources name, written by the two Snowflake loaders."""
+    """The tables the dbt sources name, written by the Snowflake loaders."""
+    common: dict[str, Any] = {
+        "kinds": {"snowflake"}, "owners": ["team:analytics-platform"], "group_name": "warehouse"
+    }
     return [
+        *(
+            AssetSpec(
+                fact_table_key(fact),
+                description=f"`{fact}`: golden {tf} bars, upserted by `snowflake_bar_facts` (daily) and "
+                "`snowflake_window_facts` (5-minute windows).",
+                deps=[AssetKey("snowflake_bar_facts"), AssetKey("snowflake_window_facts")],
+                **common,
+            )
+            for tf, fact in FACT_TABLES.items()
+        ),
         AssetSpec(
-            fact_table_key(fact),
-            description=f"`{fact}`: golden {tf} bars, upserted by `snowflake_bar_facts` (daily) and "
-            "`snowflake_window_facts` (5-minute windows).",
-            deps=[AssetKey("snowflake_bar_facts"), AssetKey("snowflake_window_facts")],
-            kinds={"snowflake"},
-            owners=["team:analytics-platform"],
-            group_name="warehouse",
-        )
-        for tf, fact in FACT_TABLES.items()
+            fact_table_key(FACT_DEAD_LETTERS),
+            description=f"`{FACT_DEAD_LETTERS}`: dead letters per minute, reason, symbol and source, "
+            "replaced a UTC day at a time by `snowflake_dead_letter_facts`.",
+            deps=[AssetKey("snowflake_dead_letter_facts")],
+            **common,
+        ),
     ]
 
 
@@ -97,13 +131,13 @@ class MartsTranslator(DagsterDbtTranslator):
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: Any) -> AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("model."):
-            # Directly downstream of the daily facts load: in the nightly job dbt runs after it.
-            spec = spec.merge_attributes(deps=[AssetKey("snowflake_bar_facts")])
+            loaders = {DAILY_LOADERS[d.asset_key] for d in spec.deps if d.asset_key in DAILY_LOADERS}
+            spec = spec.merge_attributes(deps=sorted(loaders, key=lambda k: k.to_user_string()))
         return spec
 
 
 def copy_facts_to_duckdb(snowflake: SnowflakeResource, path: Path) -> dict[str, int]:
-    """The local target's input: the fact tables copied from the Snowflake stand-in."""
+    """The local target's input: the tables the models read, copied from the Snowflake stand-in."""
     import duckdb  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +145,7 @@ def copy_facts_to_duckdb(snowflake: SnowflakeResource, path: Path) -> dict[str, 
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
         frames = {}
-        for fact in FACT_TABLES.values():
+        for fact in MART_SOURCES:
             frames[fact] = cur.execute(f"SELECT * FROM {snowflake.database}.{fact}").fetch_pandas_all()
     db = duckdb.connect(str(path))
     try:

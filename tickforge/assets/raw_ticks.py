@@ -5,13 +5,11 @@ Every row carries its load metadata (``SOURCE_OBJECT_KEY``, ``SOURCE_CHECKSUM`` 
 checksum :func:`~tickforge.assets.compaction.content_checksum` of the object as read,
 ``LOADED_AT``). The load is idempotent: if the day's rows already carry this checksum and the
 object's row count, nothing is written; otherwise one transaction deletes the day's rows and
-inserts the object's (``executemany`` binds: ``write_pandas`` does not work against the local
-stand-in, and DELETE + INSERT avoids MERGE, see :mod:`tickforge.assets.warehouse`). The asset
+inserts the object's (:func:`~tickforge.assets.day_replace.replace_slice`). The asset
 check compares the day's rows and checksums in ``RAW.TICKS`` with the object's.
 """
 
 
-import json
 from typing import Any
 
 import polars as pl
@@ -27,16 +25,16 @@ from dagster import (
 from dagster_snowflake import SnowflakeResource
 
 from tickforge.assets.compaction import content_checksum
+from tickforge.assets.day_replace import replace_slice
 from tickforge.assets.partitions import daily_partitions
 from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key
-from tickforge.assets.warehouse import chunks, ddl_statements
+from tickforge.assets.warehouse import ddl_statements
 from tickforge.resources import ObjectStoreResource
 
 RAW_TICKS = "RAW.TICKS"
 TICK_COLUMNS = ("TRADE_DATE", "TS_MS", "SYMBOL", "PRICE", "SIZE", "TRADE_ID", "KAFKA_PARTITION", "KAFKA_OFFSET",
                 "SOURCE_OBJECT_KEY", "SOURCE_CHECKSUM")
 RAW_TICKS_CHECK = "raw_ticks_match_compacted"
-JSON_CHUNK = 50_000
 
 
 def read_compacted(object_store: ObjectStoreResource, day: str) -> tuple[str, pl.DataFrame, str]:
@@ -81,28 +79,11 @@ def load_raw_ticks(log: Any, snowflake: SnowflakeResource, day: str, key: str, t
         if is_loaded(loaded_day(cur, day), trades.height, key, checksum) and trades.height:
             log.info("%s: RAW.TICKS already holds %s (%d rows, %s)", day, key, trades.height, checksum[:12])
             return {"deleted": 0, "inserted": 0, "changed": 0}
-        cols = ", ".join(TICK_COLUMNS)
         types = ("DATE", "NUMBER(38, 0)", "VARCHAR", "FLOAT", "FLOAT", "NUMBER(38, 0)", "NUMBER(38, 0)",
                  "NUMBER(38, 0)", "VARCHAR", "VARCHAR")
-        values = ", ".join(f"value[{i}]::{t}" for i, t in enumerate(types))
-        # LOADED_AT: one value for the whole load (a column default would differ per statement).
-        loaded_at = cur.execute("SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ").fetchone()[0]
-        cur.execute("BEGIN")
-        try:
-            cur.execute(f"DELETE FROM {RAW_TICKS} WHERE TRADE_DATE = '{day}'")
-            deleted = max(cur.rowcount or 0, 0)
-            # Rows travel as one JSON array per chunk, unnested by FLATTEN: one bound literal
-            # instead of 10 binds per row (executemany took minutes for 170 k rows locally).
-            for chunk in chunks(tick_rows(day, key, checksum, trades), JSON_CHUNK):
-                cur.execute(
-                    f"INSERT INTO {RAW_TICKS} ({cols}, LOADED_AT) SELECT {values}, %s::TIMESTAMP_NTZ "
-                    "FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%s)))",
-                    (loaded_at, json.dumps(chunk)),
-                )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        deleted = replace_slice(
+            cur, RAW_TICKS, f"TRADE_DATE = '{day}'", TICK_COLUMNS, types, tick_rows(day, key, checksum, trades)
+        )
     log.info("%s: RAW.TICKS replaced %d rows with %d from %s", day, deleted, trades.height, key)
     return {"deleted": deleted, "inserted": trades.height, "changed": deleted + trades.height}
 

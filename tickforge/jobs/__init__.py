@@ -17,7 +17,7 @@ from dagster import (
 
 NIGHTLY_ASSETS = (
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
-    "snowflake_dim_calendar", "bar_archive",
+    "snowflake_dead_letter_facts", "snowflake_dim_calendar", "bar_archive",
 )
 
 # Small steps on a 2-core box: one process beats a subprocess per step (LOCAL_STACK.md).
@@ -27,8 +27,9 @@ nightly_job = define_asset_job(
     executor_def=in_process_executor,
     description="Compact the previous UTC day's raw trades and load them into RAW.TICKS, reconcile "
     "its golden bars with the reference oracle, load its 1 m / 5 m bars into the Snowflake facts "
-    "(skipped when reconciliation fails), extend CORE.DIM_CALENDAR, rebuild the dbt marts, and "
-    "archive the day if past retention.",
+    "(skipped when reconciliation fails), count its dead letters per minute into "
+    "CORE.FACT_DEAD_LETTERS_1M, extend CORE.DIM_CALENDAR, rebuild the dbt marts, and archive the "
+    "day if past retention.",
 )
 
 

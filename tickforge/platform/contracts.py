@@ -105,6 +105,10 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+# The reason readers of the dead-letter topic count a message under when it is not a DeadLetter.
+UNREADABLE_DEAD_LETTER: Final = "unreadable_dead_letter"
+
+
 class TradeBatch(msgspec.Struct, frozen=True, kw_only=True, tag="trades"):
     """Trades in stream order, as column buffers (see module doc).
 

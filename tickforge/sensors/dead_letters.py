@@ -17,12 +17,12 @@ from collections import Counter
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message
 from dagster import AssetObservation, MetadataValue, SensorEvaluationContext, SensorResult, sensor
 
 from tickforge.assets.external import dead_letter_key
-from tickforge.platform.contracts import DeadLetter
-from tickforge.platform.io.kafka import client_config, topic_name
+from tickforge.platform.contracts import DEAD_LETTER_DECODER, UNREADABLE_DEAD_LETTER
+from tickforge.platform.io.kafka import client_config, consume_range, topic_name, topic_offsets
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER
 from tickforge.resources import PostgresResource
@@ -34,14 +34,14 @@ BAD_REASONS = frozenset(
      "malformed_row", "undecodable", "schema_violation"}
 )
 DEFAULT_MAX_PER_MINUTE = 100.0
-_DECODER = msgspec.json.Decoder(DeadLetter)
 
 
 def read_dead_letters(
     settings: Settings, start: dict[int, int] | None, deadline_s: float = 20.0
 ) -> tuple[Counter[str], dict[int, int]]:
     """Reasons counted from ``start`` offsets (None: from the end, counting nothing) to the
-    current end of every partition; returns the counts and the new offsets."""
+    current end of every partition; returns the counts and the new offsets (where time ran
+    out, the offsets reached: the next evaluation carries on from there)."""
     topic = topic_name(settings, DEAD_LETTER)
     consumer = Consumer(
         client_config(
@@ -51,32 +51,19 @@ def read_dead_letters(
         )
     )
     counts: Counter[str] = Counter()
+
+    def count(batch: list[Message]) -> None:
+        for msg in batch:
+            try:
+                counts[DEAD_LETTER_DECODER.decode(msg.value()).reason] += 1
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                counts[UNREADABLE_DEAD_LETTER] += 1
+
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {p: high for p, (_, high) in topic_offsets(consumer, topic).items()}
         if start is None:
             return counts, ends
-        todo = {p: start.get(p, 0) for p in partitions}
-        pending = {p for p in partitions if todo[p] < ends[p]}
-        if not pending:
-            return counts, ends
-        consumer.assign([TopicPartition(topic, p, todo[p]) for p in pending])
-        stop_at = time.monotonic() + deadline_s
-        while pending and time.monotonic() < stop_at:
-            for msg in consumer.consume(2_000, timeout=0.5):
-                if msg.error() is not None or msg.offset() >= ends[msg.partition()]:
-                    continue
-                try:
-                    counts[_DECODER.decode(msg.value()).reason] += 1
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    counts["unreadable_dead_letter"] += 1
-            positions = consumer.position([TopicPartition(topic, p) for p in pending])
-            pending = {tp.partition for tp in positions if tp.offset < ends[tp.partition]}
-        if pending:
-            # Out of time: carry on next evaluation from where this one got to.
-            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                ends[tp.partition] = max(tp.offset, todo[tp.partition])
-        return counts, ends
+        return counts, consume_range(consumer, topic, start, ends, count, deadline_s)
     finally:
         consumer.close()
 

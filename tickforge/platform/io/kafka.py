@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from tickforge.platform.settings import Settings
@@ -96,6 +96,51 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
         },
     )
     return Consumer(config)
+
+
+def topic_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: (low, high) offsets. For a ``read_committed`` consumer the high
+    offset is the last stable one: messages of a transaction still open are not counted."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in sorted(partitions)}
+
+
+def consume_range(
+    consumer: Consumer,
+    topic: str,
+    start: Mapping[int, int],
+    ends: Mapping[int, int],
+    on_batch: Callable[[list[Message]], None],
+    deadline_s: float,
+) -> dict[int, int]:
+    """Hand ``on_batch`` every message of ``topic`` with ``start[p] <= offset < ends[p]`` (for the
+    partitions in ``ends``), a consume batch at a time, until done or ``deadline_s`` has passed.
+
+    Returns per partition the offset read up to: ``ends[p]`` when done, less where time ran out.
+    Progress is the consumer's position, not a message count: with ``read_committed`` the
+    transaction markers take offsets too and are never handed out.
+    """
+    todo = {p: start.get(p, 0) for p in ends}
+    reached = dict(ends)
+    pending = {p for p in ends if todo[p] < ends[p]}
+    if not pending:
+        return reached
+    consumer.assign([TopicPartition(topic, p, todo[p]) for p in pending])
+    stop_at = time.monotonic() + deadline_s
+    while pending and time.monotonic() < stop_at:
+        batch = [
+            msg for msg in consumer.consume(2_000, timeout=0.5)
+            if msg.error() is None and msg.offset() < ends[msg.partition()]
+        ]
+        if batch:
+            on_batch(batch)
+        positions = consumer.position([TopicPartition(topic, p) for p in pending])
+        pending = {tp.partition for tp in positions if tp.offset < ends[tp.partition]}
+    if pending:
+        # Out of time: a position not known yet (no fetch) counts as the start.
+        for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+            reached[tp.partition] = max(tp.offset, todo[tp.partition])
+    return reached
 
 
 def apply_topics(

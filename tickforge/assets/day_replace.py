@@ -1,0 +1,43 @@
+"""Replace a slice of a Snowflake table in one transaction: DELETE the slice, INSERT its rows.
+
+Shared by the loaders that own whole slices of a table (``RAW.TICKS`` per trade date, the dead
+letters per UTC day). Rows travel as one JSON array per chunk, unnested by FLATTEN: one bound
+literal instead of a bind per value (``executemany`` took minutes for 170 k rows locally, and
+``write_pandas`` does not work against the local stand-in). DELETE + INSERT rather than MERGE:
+fakesnow emulates MERGE in a second DuckDB catalog, which fails inside an explicit transaction
+(see :mod:`tickforge.assets.warehouse`).
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tickforge.assets.warehouse import chunks
+
+JSON_CHUNK = 50_000
+
+
+def replace_slice(
+    cur: Any, table: str, where: str, columns: Sequence[str], types: Sequence[str], rows: list[Any]
+) -> int:
+    """Delete the rows of ``table`` matching ``where`` and insert ``rows`` (values in ``columns``
+    order, cast to ``types``) with one LOADED_AT, in one transaction. Returns the rows deleted."""
+    cols = ", ".join(columns)
+    values = ", ".join(f"value[{i}]::{t}" for i, t in enumerate(types))
+    # One value for the whole load (a column default would differ per statement).
+    loaded_at = cur.execute("SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ").fetchone()[0]
+    cur.execute("BEGIN")
+    try:
+        cur.execute(f"DELETE FROM {table} WHERE {where}")
+        deleted = max(cur.rowcount or 0, 0)
+        for chunk in chunks(rows, JSON_CHUNK):
+            cur.execute(
+                f"INSERT INTO {table} ({cols}, LOADED_AT) SELECT {values}, %s::TIMESTAMP_NTZ "
+                "FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%s)))",
+                (loaded_at, json.dumps(chunk)),
+            )
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return deleted
