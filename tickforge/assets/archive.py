@@ -39,6 +39,7 @@ from psycopg import sql
 from pydantic import Field
 
 from tickforge.assets.external import bar_timeframes, golden_bars_key
+from tickforge.assets.frames import StoredBars
 from tickforge.assets.partitions import daily_partitions, day_bounds_ms
 from tickforge.platform.io.postgres import BAR_COLUMNS, bar_table
 from tickforge.resources import ObjectStoreResource, PostgresResource
@@ -106,7 +107,7 @@ def archive_timeframe(
         merged = fresh if existing is None else pl.concat([fresh, existing]).unique(
             ["symbol", "window_start"], keep="first", maintain_order=True
         )
-        merged = merged.sort(["symbol", "window_start"])
+        merged = StoredBars.validate(merged.sort(["symbol", "window_start"]))
         checksum = bars_checksum(merged)
         store.write_parquet(store.archive_bucket, key, merged)
         back = store.read_parquet(store.archive_bucket, key).cast(dict(ARCHIVE_SCHEMA))

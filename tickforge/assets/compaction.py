@@ -18,6 +18,7 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from tickforge.assets.external import raw_trades_key
+from tickforge.assets.frames import LandedTrades
 from tickforge.assets.partitions import daily_partitions
 from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key, landed_trade_keys, read_landed_trades
 from tickforge.resources import ObjectStoreResource
@@ -45,7 +46,7 @@ def content_checksum(frame: pl.DataFrame) -> str:
 def raw_trades_daily(context: AssetExecutionContext, object_store: ObjectStoreResource) -> MaterializeResult:
     day = context.partition_key
     keys = landed_trade_keys(object_store, day)
-    trades = read_landed_trades(object_store, day, keys).select(list(LANDED_TRADES_SCHEMA))
+    trades = LandedTrades.validate(read_landed_trades(object_store, day, keys).select(list(LANDED_TRADES_SCHEMA)))
     key = compacted_key(day)
     size = object_store.write_parquet(object_store.raw_bucket, key, trades)
     back = object_store.read_parquet(object_store.raw_bucket, key).cast(dict(LANDED_TRADES_SCHEMA))

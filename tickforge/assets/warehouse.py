@@ -35,6 +35,7 @@ from pydantic import Field
 from dagster_snowflake import SnowflakeResource
 
 from tickforge.assets.external import golden_bars_key
+from tickforge.assets.frames import validated_bars
 from tickforge.assets.partitions import daily_partitions, day_bounds_ms
 from tickforge.assets.reconciliation import read_golden_bars
 from tickforge.platform.io.postgres import bar_table
@@ -155,7 +156,10 @@ def load_fact_window(
 ) -> dict[str, int]:
     """Make the facts' slice ``[start_ms, end_ms)`` equal to the golden 1 m / 5 m bars (one
     transaction over both tables); ``tag`` names the per-run staging tables. Returns counts."""
-    golden = {tf: with_closed_at(postgres, tf, read_golden_bars(postgres, tf, start_ms, end_ms)) for tf in FACT_TABLES}
+    golden = {
+        tf: validated_bars(with_closed_at(postgres, tf, read_golden_bars(postgres, tf, start_ms, end_ms)))
+        for tf in FACT_TABLES
+    }
     stages = {tf: f"RAW.STG_BAR_FACTS_{tag}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
     counts: dict[str, int] = {}
     with snowflake.get_connection() as conn:
