@@ -232,3 +232,33 @@ def test_a_repeat_of_a_trade_seen_before_a_restart_is_still_a_duplicate(settings
         assert frame.filter(pl.col("window_start") == 1_000)["high"].to_list() == [100.0]
     finally:
         stop_worker(worker)
+
+
+def test_a_restart_after_an_idle_advance_does_not_emit_its_bars_again(settings, tmp_path):
+    """The idle advance is not in the input: the checkpoint carries the watermark it reached, so
+    the replay after a SIGKILL ends there and the bars it closed are not emitted a second time."""
+    topic = topic_name(settings, TICKS)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+    def send(ts: int, trade_id: int) -> None:
+        value = f'{{"ts_ms": {ts}, "symbol": "ETH", "price": 10.0, "size": 1.0, "trade_id": {trade_id}}}'
+        producer.produce(topic, value.encode(), "ETH", partition=partition_for("ETH", settings.kafka.partitions))
+        producer.flush(10)
+
+    worker = start_worker("bar-worker", log_dir=tmp_path)
+    try:
+        send(1_000, 1)
+        send(3_000, 2)  # closes [1000, 2000); [3000, 4000) closes only by the idle advance (1.5 s)
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=1, expect=2)
+        assert sorted(bars_frame(bars)["window_start"].to_list()) == [1_000, 3_000]
+        worker.send_signal(signal.SIGKILL)  # trade ids keep both inputs in the replay span
+        worker.wait(10)
+        worker = start_worker("bar-worker", log_dir=tmp_path)
+        send(3_500, 3)  # late: [3000, 4000) was emitted, as it would be without the restart
+        letters, _ = read_topic(settings, DEAD_LETTER, idle_s=1, expect=1)
+        assert [msgspec.json.decode(v, type=DeadLetter).reason for v in letters] == ["late"]
+        time.sleep(4)  # a second idle advance would re-emit [3000, 4000) if the replay reopened it
+        bars, _ = read_topic(settings, bar_topic("1s"), idle_s=2, expect=2)
+        assert sorted(bars_frame(bars)["window_start"].to_list()) == [1_000, 3_000]
+    finally:
+        stop_worker(worker)

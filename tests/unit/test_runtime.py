@@ -14,11 +14,11 @@ class _Task:
 def test_checkpoint_is_the_oldest_message_still_needed():
     track = _Track(_Task(1_000), replay_until=-1, position=13)
     track.pending.extend([(10, 900, 1_500), (11, 1_000, 3_000), (12, 1_000, 2_000)])
-    assert track.checkpoint() == (10, Checkpoint(lo_wm=900, hi=13))
+    assert track.checkpoint() == (10, Checkpoint(lo_wm=900, hi=13, hi_wm=1_000))
     track.task.watermark = 2_000  # offset 10's window closed; 11 still holds one open
-    assert track.checkpoint() == (11, Checkpoint(lo_wm=1_000, hi=13))
+    assert track.checkpoint() == (11, Checkpoint(lo_wm=1_000, hi=13, hi_wm=2_000))
     track.task.watermark = 3_000
-    assert track.checkpoint() == (13, Checkpoint(lo_wm=3_000, hi=13))
+    assert track.checkpoint() == (13, Checkpoint(lo_wm=3_000, hi=13, hi_wm=3_000))
 
 
 def test_a_partition_is_idle_only_when_caught_up_and_quiet():

@@ -26,6 +26,7 @@ from dagster_snowflake import SnowflakeResource
 
 from tickforge.assets.compaction import content_checksum
 from tickforge.assets.day_replace import replace_slice
+from tickforge.assets.frames import LandedTrades
 from tickforge.assets.partitions import daily_partitions
 from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key
 from tickforge.assets.warehouse import ddl_statements
@@ -40,7 +41,7 @@ RAW_TICKS_CHECK = "raw_ticks_match_compacted"
 def read_compacted(object_store: ObjectStoreResource, day: str) -> tuple[str, pl.DataFrame, str]:
     """(key, trades, content checksum) of the day's compacted object."""
     key = compacted_key(day)
-    trades = object_store.read_parquet(object_store.raw_bucket, key).cast(dict(LANDED_TRADES_SCHEMA))
+    trades = LandedTrades.validate(object_store.read_parquet(object_store.raw_bucket, key).cast(dict(LANDED_TRADES_SCHEMA)))
     return key, trades, content_checksum(trades)
 
 

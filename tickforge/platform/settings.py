@@ -80,7 +80,7 @@ class SnowflakeSettings(BaseModel):
 
 
 class StreamingSettings(BaseModel):
-    allowed_lateness_ms: int = 500
+    allowed_lateness_ms: int = Field(default=500, ge=0)
     # A caught-up partition with no input for this long advances its watermark with the wall
     # clock. Keep it above the source's worst stall: ticks that arrive after an idle advance
     # passed their window are late, as they would be if the feed were live.

@@ -166,6 +166,13 @@ class BarTask:
             self.clock.advance_to(watermark)
             self._moved(watermark)
 
+    def restore(self, watermark: int, out: Output) -> None:
+        """After a restart's replay: the idle-advanced watermark the checkpoint recorded (its
+        windows were emitted then; ``out`` is replaying, so closing them now emits nothing)."""
+        self._advance(watermark)
+        self.close(out, measure=False)
+        self._marked = max(self._marked, watermark)
+
     def idle(self, out: Output) -> None:
         """Advance with the wall clock, at most once a second, until every window any timeframe
         downstream may still hold open has closed (then a quiet stream costs nothing)."""

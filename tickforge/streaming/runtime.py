@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 class Checkpoint(msgspec.Struct, frozen=True):
     lo_wm: int  # watermark before the message at the committed offset
     hi: int  # consumer position when committed: [lo, hi) is replayed silently
+    # Watermark at hi. Replaying [lo, hi) from lo_wm rebuilds it from the input, except where it
+    # moved without input (an idle advance): the replay ends by moving there, silently.
+    hi_wm: int | None = None
 
 
 _CHECKPOINT_DECODER = msgspec.json.Decoder(Checkpoint)
@@ -85,6 +88,9 @@ class PartitionTask(Protocol):
         """Called when the partition had no input for a while (idle advance)."""
         ...
 
+    # A task whose watermark can move without input (idle advance) also implements
+    # ``restore(watermark, out)``: move there after a replay, closing windows without output.
+
 
 @dataclass
 class _Track:
@@ -99,6 +105,7 @@ class _Track:
     # (a slow first fetch after a restart, a backlog) is behind, not idle, and advancing its
     # watermark with the wall clock would turn that input into late ticks.
     at_end: bool = False
+    restore_wm: int | None = None  # the checkpoint's hi_wm, until the replay has reached it
 
     def idle_due(self, now_ms: int, idle_timeout_ms: int) -> bool:
         return (
@@ -113,8 +120,8 @@ class _Track:
             self.pending.popleft()
         if self.pending:
             offset, wm_before, _ = self.pending[0]
-            return offset, Checkpoint(wm_before, self.position)
-        return self.position, Checkpoint(wm, self.position)
+            return offset, Checkpoint(wm_before, self.position, wm)
+        return self.position, Checkpoint(wm, self.position, wm)
 
 
 class TransactionalWorker:
@@ -145,6 +152,7 @@ class TransactionalWorker:
         # The last consume() returned less than a full batch: the client's queue was drained, so
         # nothing that has arrived is waiting outside the backlog.
         self._drained = False
+        self._drained_at = 0.0
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
         # Static membership: a restarted instance (same id) takes its partitions back at once
@@ -178,11 +186,12 @@ class TransactionalWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
         for tp in committed:
-            lo_wm, hi = NO_WATERMARK, -1
+            lo_wm, hi, hi_wm = NO_WATERMARK, -1, None
             if tp.metadata:
                 point = _CHECKPOINT_DECODER.decode(tp.metadata)
-                lo_wm, hi = point.lo_wm, point.hi
+                lo_wm, hi, hi_wm = point.lo_wm, point.hi, point.hi_wm
             track = _Track(self.task_factory(tp.partition, lo_wm), replay_until=hi)
+            track.restore_wm = hi_wm if hi_wm is not None and hi_wm > lo_wm else None
             track.position = tp.offset if tp.offset >= 0 else -1
             self.tracks[tp.partition] = track
             log.info(
@@ -216,6 +225,7 @@ class TransactionalWorker:
                 if not self._backlog:
                     msgs = self.consumer.consume(self.batch_size, timeout=0.05)
                     self._drained = len(msgs) < self.batch_size
+                    self._drained_at = time.monotonic()
                     if msgs:
                         last_input = time.monotonic()
                     self._backlog.extend(msgs)
@@ -269,7 +279,9 @@ class TransactionalWorker:
             track.dirty = True
             track.last_input_ms = now
         # Idle means caught up with nothing left to read: never while input waits to be processed.
-        if check_idle and not self._backlog and self._drained:
+        # The drain must be recent: a backlog that took seconds let new input queue up meanwhile.
+        drained = self._drained and time.monotonic() - self._drained_at < self.idle_check_ms / 1000
+        if check_idle and not self._backlog and drained:
             self._last_idle_check = now
             for partition, track in self.tracks.items():
                 if partition in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
@@ -317,6 +329,8 @@ class TransactionalWorker:
         latency is the rest of its transaction (bounded by the time budget)."""
         task = track.task
         offset = msg.offset()
+        if track.restore_wm is not None and offset >= track.replay_until:
+            self._restore(track, out)  # offset hi - 1 was not delivered (a control record)
         # Inside [lo, hi) everything was committed before: rebuild state, emit nothing.
         out.replaying = offset < track.replay_until
         wm_before = task.watermark
@@ -326,3 +340,16 @@ class TransactionalWorker:
         if needed_until > task.watermark:
             track.pending.append((offset, wm_before, needed_until))
         track.position = offset + 1
+        if track.restore_wm is not None and track.position >= track.replay_until:
+            self._restore(track, out)
+
+    @staticmethod
+    def _restore(track: _Track, out: Output) -> None:
+        """End of the replay: the watermark the partition had reached, without output."""
+        watermark, track.restore_wm = track.restore_wm, None
+        restore = getattr(track.task, "restore", None)
+        if restore is None or watermark is None or watermark <= track.task.watermark:
+            return
+        replaying, out.replaying = out.replaying, True
+        restore(watermark, out)
+        out.replaying = replaying
