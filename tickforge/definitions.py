@@ -23,7 +23,7 @@ from tickforge.jobs import nightly_job, nightly_schedule
 from tickforge.jobs.intraday import snowflake_window_job
 from tickforge.platform.settings import Settings, load_settings
 from tickforge.resources import resources_for
-from tickforge.sensors.dead_letters import build_dead_letter_sensor
+from tickforge.sensors.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor
 from tickforge.sensors.run_failure import run_failure_alerts
 from tickforge.sensors.snowflake_window import snowflake_window_sensor
 from tickforge.sensors.streaming_watermarks import (
@@ -54,7 +54,10 @@ def build_definitions(settings: Settings) -> Definitions:
             *fact_table_specs(),
             build_marts(settings.state_dir),
         ],
-        asset_checks=[reconciliation_check, archive_check, facts_pass_expectations, *freshness_checks],
+        asset_checks=[
+            reconciliation_check, archive_check, facts_pass_expectations, *freshness_checks,
+            build_dead_letter_rate_check(settings),
+        ],
         jobs=[nightly_job, snowflake_window_job],
         schedules=[nightly_schedule],
         sensors=[

@@ -5,12 +5,14 @@
   catch-up of the closed 5-minute windows after an old cursor as runs, and a run loads its window
   into the Snowflake facts (its check passes).
 * ``dead_letter_sensor``: the first evaluation only places the cursor; late and bad ticks on the
-  dead-letter topic above the configured rate record one alert; a quiet interval records none.
+  dead-letter topic above the configured rate record one alert and fail the rate check; a quiet
+  interval records none and passes it; run by hand, the check measures the last minutes.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import polars as pl
@@ -105,7 +107,7 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
     from tickforge.platform.topics import DEAD_LETTER
     from tickforge.resources import resources_for
     from tickforge.sensors.alerts import list_alerts
-    from tickforge.sensors.dead_letters import build_dead_letter_sensor, evaluate
+    from tickforge.sensors.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor, evaluate
 
     postgres = resources_for(settings, env_secrets=False)["postgres"]
     producer = make_producer(settings)
@@ -137,3 +139,15 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
     meta = quiet.asset_events[0].metadata
     assert meta["dead_letters"].value == 0 and meta["alert"].value is False
     assert len(list_alerts(postgres, "dead_letter_sensor")) == 1
+    assert [(e.check_name, e.passed) for e in quiet.asset_events[1:]] == [("dead_letter_rate_within_limit", True)]
+
+    # Over the rate through the sensor itself: the check on the dead-letter topic fails.
+    send("late", 30)
+    minute_ago = json.dumps({**json.loads(quiet.cursor), "at_ms": int(time.time() * 1000) - MIN})
+    loud = sensor(build_sensor_context(cursor=minute_ago, resources={"postgres": postgres}))
+    assert [(e.check_name, e.passed) for e in loud.asset_events[1:]] == [("dead_letter_rate_within_limit", False)]
+    assert len(list_alerts(postgres, "dead_letter_sensor")) == 2
+
+    # Run by hand, the check measures the last minutes by Kafka time: 67 late or bad in 5 min.
+    assert not build_dead_letter_rate_check(settings, max_per_minute=10)().passed
+    assert build_dead_letter_rate_check(settings, max_per_minute=100)().passed

@@ -199,18 +199,25 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
         assert stop_worker(worker) in (0, -15)
 
 
+def _trade_sender(settings, symbol: str, price: float):
+    """``send(ts, trade_id, price=...)``: one edge JSON trade of ``symbol``, delivered at once."""
+    topic = topic_name(settings, TICKS)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    partition = partition_for(symbol, settings.kafka.partitions)
+
+    def send(ts: int, trade_id: int, price: float = price) -> None:
+        value = f'{{"ts_ms": {ts}, "symbol": "{symbol}", "price": {price}, "size": 1.0, "trade_id": {trade_id}}}'
+        producer.produce(topic, value.encode(), symbol, partition=partition)
+        producer.flush(10)
+
+    return send
+
+
 def test_a_repeat_of_a_trade_seen_before_a_restart_is_still_a_duplicate(settings, tmp_path, monkeypatch):
     """The restart replays the input whose trade ids are still within the dedup horizon, not
     only the input of open windows: a repeat after a SIGKILL is a duplicate, as without one."""
     monkeypatch.setenv("TICKFORGE_STREAMING__IDLE_TIMEOUT_MS", "60000")
-    topic = topic_name(settings, TICKS)
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
-
-    def send(ts: int, trade_id: int, price: float = 100.0) -> None:
-        value = f'{{"ts_ms": {ts}, "symbol": "BTC", "price": {price}, "size": 1.0, "trade_id": {trade_id}}}'
-        producer.produce(topic, value.encode(), "BTC", partition=partition_for("BTC", settings.kafka.partitions))
-        producer.flush(10)
-
+    send = _trade_sender(settings, "BTC", price=100.0)
     worker = start_worker("bar-worker", log_dir=tmp_path)
     try:
         send(1_000, 1)
@@ -237,14 +244,7 @@ def test_a_repeat_of_a_trade_seen_before_a_restart_is_still_a_duplicate(settings
 def test_a_restart_after_an_idle_advance_does_not_emit_its_bars_again(settings, tmp_path):
     """The idle advance is not in the input: the checkpoint carries the watermark it reached, so
     the replay after a SIGKILL ends there and the bars it closed are not emitted a second time."""
-    topic = topic_name(settings, TICKS)
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
-
-    def send(ts: int, trade_id: int) -> None:
-        value = f'{{"ts_ms": {ts}, "symbol": "ETH", "price": 10.0, "size": 1.0, "trade_id": {trade_id}}}'
-        producer.produce(topic, value.encode(), "ETH", partition=partition_for("ETH", settings.kafka.partitions))
-        producer.flush(10)
-
+    send = _trade_sender(settings, "ETH", price=10.0)
     worker = start_worker("bar-worker", log_dir=tmp_path)
     try:
         send(1_000, 1)

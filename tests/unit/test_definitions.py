@@ -92,6 +92,7 @@ def test_definitions_snapshot(default_settings):
             "snowflake_raw_ticks:raw_ticks_match_compacted",
             "snowflake_dim_calendar:calendar_covers_loaded_days",
             "snowflake_dead_letter_facts:dead_letter_facts_match_topic",
+            "kafka/dead_letter:dead_letter_rate_within_limit",
             *(f"{p}/bars_{tf}:freshness_check" for tf in tfs for p in ("kafka", "postgres")),
             *dbt_tests,
         ]

@@ -7,6 +7,10 @@ previous evaluation (at least a minute, so a short interval does not inflate the
 ``max_per_minute`` it records an alert in PostgreSQL (``pipeline_alerts``); every evaluation is
 recorded as an observation of the dead-letter topic asset (counts, rate, alert flag). The first
 evaluation only places the cursor at the topic's end: history is not an alert.
+
+The asset check ``dead_letter_rate_within_limit`` on the dead-letter topic is what a user sees
+fail: the sensor reports its evaluation with every observation after the first, and running the
+check by hand measures the last ``RECENT_MINUTES`` by the messages' Kafka timestamps.
 """
 
 from __future__ import annotations
@@ -17,8 +21,18 @@ from collections import Counter
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, Message
-from dagster import AssetObservation, MetadataValue, SensorEvaluationContext, SensorResult, sensor
+from confluent_kafka import Consumer, Message, TopicPartition
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetObservation,
+    MetadataValue,
+    SensorEvaluationContext,
+    SensorResult,
+    asset_check,
+    sensor,
+)
 
 from tickforge.assets.external import dead_letter_key
 from tickforge.platform.contracts import DEAD_LETTER_DECODER, UNREADABLE_DEAD_LETTER
@@ -34,6 +48,8 @@ BAD_REASONS = frozenset(
      "malformed_row", "undecodable", "schema_violation"}
 )
 DEFAULT_MAX_PER_MINUTE = 100.0
+RATE_CHECK = "dead_letter_rate_within_limit"
+RECENT_MINUTES = 5
 
 
 def read_dead_letters(
@@ -99,6 +115,46 @@ def evaluate(
     return summary, new_cursor
 
 
+def recent_offsets(settings: Settings, since_ms: int) -> dict[int, int]:
+    """Per partition, the first dead-letter offset with a Kafka timestamp at or after ``since_ms``."""
+    topic = topic_name(settings, DEAD_LETTER)
+    consumer = Consumer(client_config(settings, **{"group.id": f"{settings.kafka.topic_prefix}dead-letter-check"}))
+    try:
+        ends = {p: high for p, (_, high) in topic_offsets(consumer, topic).items()}
+        found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in ends], timeout=10)
+        return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+    finally:
+        consumer.close()
+
+
+def rate_check_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    metadata = {k: v for k, v in summary.items() if k != "by_reason"}
+    metadata["by_reason"] = MetadataValue.json(summary["by_reason"])
+    return metadata
+
+
+def build_dead_letter_rate_check(settings: Settings, max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
+    @asset_check(
+        asset=dead_letter_key(),
+        name=RATE_CHECK,
+        description=f"Late or bad ticks on the dead-letter topic at most {max_per_minute}/min (the "
+        f"sensor reports it every minute; run by hand it measures the last {RECENT_MINUTES} minutes).",
+    )
+    def dead_letter_rate_within_limit() -> AssetCheckResult:
+        now_ms = int(time.time() * 1000)
+        since_ms = now_ms - RECENT_MINUTES * 60_000
+        counts, _ = read_dead_letters(settings, recent_offsets(settings, since_ms))
+        bad = sum(n for reason, n in counts.items() if reason in BAD_REASONS)
+        rate = bad / RECENT_MINUTES
+        summary = {"late_or_bad": bad, "per_minute": round(rate, 3), "max_per_minute": max_per_minute,
+                   "minutes": RECENT_MINUTES, "by_reason": dict(counts)}
+        return AssetCheckResult(
+            passed=rate <= max_per_minute, severity=AssetCheckSeverity.ERROR, metadata=rate_check_metadata(summary)
+        )
+
+    return dead_letter_rate_within_limit
+
+
 def build_dead_letter_sensor(settings: Settings, max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
     @sensor(
         name="dead_letter_sensor",
@@ -109,10 +165,17 @@ def build_dead_letter_sensor(settings: Settings, max_per_minute: float = DEFAULT
         summary, cursor = evaluate(settings, postgres, context.cursor, max_per_minute)
         if summary["alert"]:
             context.log.error("dead-letter rate alert: %s", summary)
-        metadata = {k: v for k, v in summary.items() if k != "by_reason"}
-        metadata["by_reason"] = MetadataValue.json(summary["by_reason"])
-        return SensorResult(
-            cursor=cursor, asset_events=[AssetObservation(asset_key=dead_letter_key(), metadata=metadata)]
-        )
+        metadata = rate_check_metadata(summary)
+        events: list[AssetObservation | AssetCheckEvaluation] = [
+            AssetObservation(asset_key=dead_letter_key(), metadata=metadata)
+        ]
+        if not summary["first_evaluation"]:
+            events.append(
+                AssetCheckEvaluation(
+                    asset_key=dead_letter_key(), check_name=RATE_CHECK, passed=not summary["alert"],
+                    metadata=metadata, severity=AssetCheckSeverity.ERROR,
+                )
+            )
+        return SensorResult(cursor=cursor, asset_events=events)
 
     return dead_letter_sensor
