@@ -98,7 +98,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "co
 def assert_bars_equal(actual: pl.DataFrame, expected: pl.DataFrame, rel: float = 1e-9) -> None:
     """Same bar keys exactly once each, fields equal (floats to ``rel``)."""
     keys = ["symbol", "window_start"]
-    assert actual.select(keys).is_duplicated().sum() == 0, "a bar appears more than once"
+    repeated = actual.filter(actual.select(keys).is_duplicated()).select(keys).unique().sort(keys)
+    assert repeated.is_empty(), f"{repeated.height} bars appear more than once: {repeated.head(8).rows()}"
     if actual.height != expected.height:
         missing = expected.join(actual, on=keys, how="anti").select(keys)
         extra = actual.join(expected, on=keys, how="anti").select(keys) if actual.height else actual

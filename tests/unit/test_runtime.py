@@ -29,3 +29,13 @@ def test_a_partition_is_idle_only_when_caught_up_and_quiet():
     assert not track.idle_due(1_000, 1_500), "quiet for less than the timeout"
     track.position = 40
     assert not track.idle_due(10_000, 1_500), "still replaying what was committed before"
+
+
+def test_a_checkpoint_taken_while_replaying_keeps_the_replay_end():
+    """Killed again mid-replay, the next instance must still suppress everything emitted before."""
+    track = _Track(_Task(1_500), replay_until=40, position=25)
+    track.restore_wm = 9_000  # the idle-advanced watermark the first instance reached at 40
+    track.pending.append((20, 1_000, 2_000))
+    assert track.checkpoint() == (20, Checkpoint(lo_wm=1_000, hi=40, hi_wm=9_000))
+    track.pending.clear()
+    assert track.checkpoint() == (25, Checkpoint(lo_wm=1_500, hi=40, hi_wm=9_000))

@@ -118,10 +118,14 @@ class _Track:
         wm = self.task.watermark
         while self.pending and self.pending[0][2] <= wm:
             self.pending.popleft()
+        # Still replaying what an earlier instance emitted: the next one must suppress up to the
+        # same point, and end at the watermark that instance reached there.
+        hi = max(self.position, self.replay_until)
+        hi_wm = wm if self.restore_wm is None else max(wm, self.restore_wm)
         if self.pending:
             offset, wm_before, _ = self.pending[0]
-            return offset, Checkpoint(wm_before, self.position, wm)
-        return self.position, Checkpoint(wm, self.position, wm)
+            return offset, Checkpoint(wm_before, hi, hi_wm)
+        return self.position, Checkpoint(wm, hi, hi_wm)
 
 
 class TransactionalWorker:
