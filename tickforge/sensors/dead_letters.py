@@ -52,6 +52,10 @@ RATE_CHECK = "dead_letter_rate_within_limit"
 RECENT_MINUTES = 5
 
 
+def late_or_bad(counts: Counter[str]) -> int:
+    return sum(n for reason, n in counts.items() if reason in BAD_REASONS)
+
+
 def read_dead_letters(
     settings: Settings, start: dict[int, int] | None, deadline_s: float = 20.0
 ) -> tuple[Counter[str], dict[int, int]]:
@@ -92,7 +96,7 @@ def evaluate(
     state = json.loads(cursor) if cursor else None
     start = {int(p): o for p, o in state["offsets"].items()} if state else None
     counts, ends = read_dead_letters(settings, start)
-    bad = sum(n for reason, n in counts.items() if reason in BAD_REASONS)
+    bad = late_or_bad(counts)
     elapsed_ms = max(now_ms - state["at_ms"], 60_000) if state else 60_000
     rate = bad * 60_000 / elapsed_ms
     alert = state is not None and rate > max_per_minute
@@ -144,7 +148,7 @@ def build_dead_letter_rate_check(settings: Settings, max_per_minute: float = DEF
         now_ms = int(time.time() * 1000)
         since_ms = now_ms - RECENT_MINUTES * 60_000
         counts, _ = read_dead_letters(settings, recent_offsets(settings, since_ms))
-        bad = sum(n for reason, n in counts.items() if reason in BAD_REASONS)
+        bad = late_or_bad(counts)
         rate = bad / RECENT_MINUTES
         summary = {"late_or_bad": bad, "per_minute": round(rate, 3), "max_per_minute": max_per_minute,
                    "minutes": RECENT_MINUTES, "by_reason": dict(counts)}

@@ -69,10 +69,15 @@ WATCH_POLL_S = 0.1
 WINDOW_FACTS = AssetKey("snowflake_window_facts")
 
 
+def _facts_watermark(conn, schema: str) -> int | None:
+    """Up to where the golden bars of every fact timeframe are complete (None: not known)."""
+    marks = [golden_watermark(conn, schema, tf) for tf in FACT_TABLES]
+    return None if any(m is None for m in marks) else min(marks)  # type: ignore[type-var]
+
+
 def golden_facts_watermark(postgres: PostgresResource) -> int | None:
     with postgres.connect() as conn:
-        marks = [golden_watermark(conn, postgres.schema_name, tf) for tf in FACT_TABLES]
-    return None if any(m is None for m in marks) else min(marks)  # type: ignore[type-var]
+        return _facts_watermark(conn, postgres.schema_name)
 
 
 def watch_for_close(postgres: PostgresResource, end: int, budget_s: float = WATCH_S) -> bool:
@@ -80,9 +85,9 @@ def watch_for_close(postgres: PostgresResource, end: int, budget_s: float = WATC
     deadline = time.monotonic() + budget_s
     with postgres.connect() as conn:
         while True:
-            marks = [golden_watermark(conn, postgres.schema_name, tf) for tf in FACT_TABLES]
+            watermark = _facts_watermark(conn, postgres.schema_name)
             conn.commit()  # a fresh snapshot for the next poll
-            if all(m is not None for m in marks) and min(marks) // WINDOW_MS * WINDOW_MS > end:  # type: ignore[type-var]
+            if watermark is not None and watermark // WINDOW_MS * WINDOW_MS > end:
                 return True
             if time.monotonic() + WATCH_POLL_S > deadline:
                 return False
