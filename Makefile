@@ -50,7 +50,9 @@ stack-up: install
 stack-down: install
 	$(TF) stack down
 
+# The benchmarks' peers (vectorbt) are kept out of the runtime install.
 bench: install
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev,bench]'
 	$(PY) bench/bench_bars.py
 
 clean:
