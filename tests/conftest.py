@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+SAMPLES = REPO / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The compact real samples the repository ships (data/samples, cut by its script)."""
+    return SAMPLES
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
