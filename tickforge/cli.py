@@ -10,6 +10,7 @@ import typer
 from tickforge.platform.bars.cli import bars_app
 from tickforge.platform.signals.cli import signals_app
 from tickforge.platform.stack.cli import stack_app
+from tickforge.research.cli import backtest_app
 from tickforge.streaming.cli import stream_app
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(bars_app, name="bars")
 app.add_typer(stream_app, name="stream")
 app.add_typer(signals_app, name="signals")
+app.add_typer(backtest_app, name="backtest")
 
 topics_app = typer.Typer(help="The Kafka topic registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
