@@ -19,8 +19,8 @@ from tickforge.streaming.http_source import push_file, serve
 pytestmark = pytest.mark.integration
 
 
-def test_pushed_ticks_become_the_same_bars_as_offline(settings, shared_data, tmp_path):
-    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+def test_pushed_ticks_become_the_same_bars_as_offline(settings, samples, tmp_path):
+    trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     sample = TickFile("trades", trades.source, trades.data.filter(pl.col("symbol").is_in(["ETHUSD_PERP", "BTCUSD_PERP"])),
                       trades.dead_letters)
     server = serve(settings, port=0)

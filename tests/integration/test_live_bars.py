@@ -36,9 +36,9 @@ def _slice(tick_file: TickFile, expr) -> TickFile:
 
 
 @pytest.fixture(scope="module")
-def bac_day(shared_data):
-    trades = read_trades(shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
-    quotes = read_quotes(shared_data / "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz")
+def bac_day(samples):
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz")
     in_day = pl.col("ts_ms").is_between(DAY[0], DAY[1], closed="left")
     # One symbol with quotes plus a second symbol, a few hours, to keep the test short.
     window = in_day & pl.col("ts_ms").is_between(DAY[0] + 13 * 3_600_000, DAY[0] + 15 * 3_600_000)
@@ -49,8 +49,8 @@ def bac_day(shared_data):
 
 
 @pytest.fixture(scope="module")
-def crypto(shared_data):
-    return read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+def crypto(samples):
+    return read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
 
 
 def _golden(settings, timeframe: str) -> pl.DataFrame:

@@ -11,9 +11,9 @@ from tickforge.cli import app
 runner = CliRunner()
 
 
-def test_build_then_validate_against_the_reference_and_catch_a_corrupted_bar(shared_data, tmp_path):
-    trades = shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
-    quotes = shared_data / "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+def test_build_then_validate_against_the_reference_and_catch_a_corrupted_bar(samples, tmp_path):
+    trades = samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+    quotes = samples / "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
     out = tmp_path / "bars"
     built = runner.invoke(app, ["bars", "build", "--trades", str(trades), "--quotes", str(quotes),
                                 "--timeframes", "1s,1m,5m", "--out", str(out)])
@@ -38,8 +38,8 @@ def test_build_then_validate_against_the_reference_and_catch_a_corrupted_bar(sha
     assert report["timeframes"]["1m"]["differing_rows"] == 1 and report["timeframes"]["1s"]["ok"]
 
 
-def test_malformed_rows_are_dead_letters_not_a_failed_run(shared_data, tmp_path):
-    source = shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+def test_malformed_rows_are_dead_letters_not_a_failed_run(samples, tmp_path):
+    source = samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
     with gzip.open(source, "rt") as f:
         lines = [next(f) for _ in range(2_001)]
     lines[10] = "1381132800464,BAC,abc,100,N,1,0\n"  # unparseable price

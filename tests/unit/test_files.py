@@ -14,22 +14,22 @@ from tickforge.platform.bars.validation import trade_reject_reasons
 from tickforge.platform.io import files
 from tickforge.platform.io.files import TickFile, read_quotes, read_trades
 
-# The shared data sets (the ``shared_data`` fixture of tests/conftest.py locates them).
-EQUITY_TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
-EQUITY_NBBO = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"
-FX_QUOTES = "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-15.csv.gz"
+# The samples the repository ships (the ``samples`` fixture of tests/conftest.py locates them).
+EQUITY_TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
+EQUITY_NBBO = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"  # full file: its first row is the quirk
+FX_QUOTES = "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-02.csv.gz"
 BINANCE_TRADES = "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 BINANCE_BBO = "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 
-# Row counts as documented in /work/shared/data/README.md.
+# Row counts as documented in data/samples/README.md (the demo day of the vendor's per-day table).
 EQUITY_TRADES_PER_DAY = {
-    "SPY": [250_601, 451_545, 439_677, 460_032, 285_605],
-    "BAC": [88_172, 125_872, 122_832, 124_567, 112_177],
-    "AIG": [25_351, 43_342, 52_008, 54_318, 31_318],
+    "SPY": [451_545],
+    "BAC": [125_872],
+    "AIG": [43_342],
 }
-EQUITY_DAYS = [dt.date(2013, 10, d) for d in range(7, 12)]
+EQUITY_DAYS = [dt.date(2013, 10, 8)]
 NBBO_PER_DAY = [238_428, 288_048, 322_440, 285_890, 240_768]
-FX_PER_SYMBOL = {"EURUSD": 532_903, "NZDUSD": 457_699}
+FX_PER_SYMBOL = {"EURUSD": 73_520, "NZDUSD": 71_464}
 BINANCE_TRADES_PER_SYMBOL = {
     "BTCUSDT-SPOT": 19_904,
     "ETHUSDT-SPOT": 14_515,
@@ -68,10 +68,10 @@ def write_gz(path: Path, text: str) -> Path:
 # ----------------------------------------------------------------------------- shared data sets
 
 
-def test_equity_trades_rows_per_symbol_and_new_york_day(shared_data: Path) -> None:
-    trades = read_trades(shared_data / EQUITY_TRADES)
+def test_equity_trades_rows_per_symbol_and_new_york_day(samples: Path) -> None:
+    trades = read_trades(samples / EQUITY_TRADES)
     assert_clean(trades, files.TRADE_SCHEMA)
-    assert trades.data.height == 2_667_417
+    assert trades.data.height == 620_759
     day = pl.from_epoch("ts_ms", "ms").dt.convert_time_zone("America/New_York").dt.date()
     counts = trades.data.group_by("symbol", day.alias("day")).len()
     got = {(s, d): n for s, d, n in counts.iter_rows()}
@@ -81,11 +81,12 @@ def test_equity_trades_rows_per_symbol_and_new_york_day(shared_data: Path) -> No
         for day, n in zip(EQUITY_DAYS, per_day, strict=True)
     }
     assert got == expected
-    # No trade id in this layout: the 444,102 identical prints must all survive as trades.
+    # No trade id in this layout: the 100,309 identical prints must all survive as trades.
     assert trades.data["trade_id"].null_count() == trades.data.height
-    assert trades.data["price"].min() == 13.56 and trades.data["price"].max() == 170.57
+    assert trades.data["price"].min() == 13.67 and trades.data["price"].max() == 167.72
 
 
+@pytest.mark.full_data
 def test_equity_nbbo_keeps_the_one_sided_first_row(shared_data: Path) -> None:
     quotes = read_quotes(shared_data / EQUITY_NBBO)
     assert_clean(quotes, files.QUOTE_SCHEMA)
@@ -98,29 +99,29 @@ def test_equity_nbbo_keeps_the_one_sided_first_row(shared_data: Path) -> None:
     assert quotes.data.slice(1)["bid"].null_count() == 0
 
 
-def test_fx_quotes_have_no_sizes(shared_data: Path) -> None:
-    quotes = read_quotes(shared_data / FX_QUOTES)
+def test_fx_quotes_have_no_sizes(samples: Path) -> None:
+    quotes = read_quotes(samples / FX_QUOTES)
     assert_clean(quotes, files.QUOTE_SCHEMA)
     assert per_symbol(quotes) == FX_PER_SYMBOL
     assert quotes.data["bid_size"].null_count() == quotes.data.height
     assert quotes.data["ask_size"].null_count() == quotes.data.height
 
 
-def test_binance_trades_use_trade_time_and_trade_id(shared_data: Path) -> None:
-    trades = read_trades(shared_data / BINANCE_TRADES)
+def test_binance_trades_use_trade_time_and_trade_id(samples: Path) -> None:
+    trades = read_trades(samples / BINANCE_TRADES)
     assert_clean(trades, files.TRADE_SCHEMA)
     assert per_symbol(trades) == BINANCE_TRADES_PER_SYMBOL
-    source = pl.read_csv(shared_data / BINANCE_TRADES, columns=["ts_trade_ms", "trade_id"])
+    source = pl.read_csv(samples / BINANCE_TRADES, columns=["ts_trade_ms", "trade_id"])
     assert trades.data["ts_ms"].to_list() == source["ts_trade_ms"].to_list()
     assert trades.data["trade_id"].to_list() == source["trade_id"].to_list()
 
 
-def test_binance_bbo_spot_falls_back_to_capture_clock(shared_data: Path) -> None:
-    quotes = read_quotes(shared_data / BINANCE_BBO)
+def test_binance_bbo_spot_falls_back_to_capture_clock(samples: Path) -> None:
+    quotes = read_quotes(samples / BINANCE_BBO)
     assert_clean(quotes, files.QUOTE_SCHEMA)
     assert per_symbol(quotes) == BINANCE_BBO_PER_SYMBOL
     source = pl.read_csv(
-        shared_data / BINANCE_BBO,
+        samples / BINANCE_BBO,
         columns=["ts_recv_ns", "ts_event_ms", "symbol"],
         schema_overrides={"ts_event_ms": pl.Int64},  # spot rows come first and are empty
     )
