@@ -16,6 +16,11 @@ DEAD_LETTERS = Counter("tickforge_dead_letters_total", "Rejected input", ["reaso
 WATERMARK_LAG = Gauge(
     "tickforge_watermark_lag_ms", "Wall clock minus event-time watermark", ["worker", "partition"]
 )
+# Unix time of a worker's last loop iteration: the supervisor's health signal (a loop that stops
+# making progress ages it, even while the process stays alive).
+WORKER_LIVENESS = Gauge(
+    "tickforge_worker_liveness_seconds", "Unix time of the worker loop's last iteration", ["worker"]
+)
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
 
