@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 DAY = "2013-10-08"
 
 
-def test_fact_expectations_pass_then_fail_on_corrupted_row(settings, monkeypatch, shared_data):
+def test_fact_expectations_pass_then_fail_on_corrupted_row(settings, monkeypatch, samples):
     import snowflake.connector
     from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
@@ -26,7 +26,7 @@ def test_fact_expectations_pass_then_fail_on_corrupted_row(settings, monkeypatch
 
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
-    golden = _golden(s, shared_data)
+    golden = _golden(s, samples)
     nightly = build_definitions(s).resolve_job_def("nightly")
     instance = DagsterInstance.ephemeral()
     check_key = AssetCheckKey(AssetKey("snowflake_bar_facts"), "facts_pass_expectations")

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 DAY = "2013-10-08"
 SYMBOLS = ("BAC", "AIG")
-TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
 DAY_MS = 1_381_190_400_000
 MIN = 60_000
 T1430 = DAY_MS + (14 * 60 + 30) * MIN  # 10:30 New York: both symbols trade
@@ -56,11 +56,11 @@ def nightly_settings(settings, monkeypatch):
     return s
 
 
-def _day_trades(shared_data):
+def _day_trades(samples):
     from tickforge.assets.partitions import day_bounds_ms
     from tickforge.platform.io.files import TickFile, read_trades
 
-    ticks = read_trades(shared_data / TRADES_FILE)
+    ticks = read_trades(samples / TRADES_FILE)
     start, end = day_bounds_ms(DAY)
     data = ticks.data.filter(
         pl.col("symbol").is_in(SYMBOLS) & (pl.col("ts_ms") >= start) & (pl.col("ts_ms") < end)
@@ -163,7 +163,7 @@ def _keys(names):
     return [AssetKey(n) for n in names]
 
 
-def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, tmp_path):
+def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_path):
     import duckdb
     import psycopg
     from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
@@ -181,7 +181,7 @@ def test_nightly_job_on_local_stack(nightly_settings, shared_data, monkeypatch, 
 
     s = nightly_settings
     t0 = time.monotonic()
-    trades = _day_trades(shared_data)
+    trades = _day_trades(samples)
     assert trades.data.height > 10_000
     keys = land_trades_parquet(s, trades.data)
     assert keys == [f"trades/date={DAY}/part-00000.parquet"]

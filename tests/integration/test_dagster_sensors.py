@@ -20,12 +20,12 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
+TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
 T1330 = 1381239000000  # 2013-10-08 13:30 UTC
 MIN = 60_000
 
 
-def _golden(s, shared_data) -> dict[str, int]:
+def _golden(s, samples) -> dict[str, int]:
     import psycopg
 
     from tickforge.platform.bars.offline import build_bars
@@ -33,7 +33,7 @@ def _golden(s, shared_data) -> dict[str, int]:
     from tickforge.platform.io.files import TickFile, read_trades
     from tickforge.platform.io.postgres import apply_migrations, record_watermark, upsert_bars
 
-    ticks = read_trades(shared_data / TRADES_FILE)
+    ticks = read_trades(samples / TRADES_FILE)
     data = ticks.data.filter(
         (pl.col("symbol") == "BAC") & (pl.col("ts_ms") >= T1330) & (pl.col("ts_ms") < T1330 + 60 * MIN)
     )
@@ -51,7 +51,7 @@ def _golden(s, shared_data) -> dict[str, int]:
     return counts
 
 
-def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, shared_data):
+def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, samples):
     import snowflake.connector
     from dagster import DagsterInstance, build_sensor_context
 
@@ -62,7 +62,7 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
 
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
-    golden = _golden(s, shared_data)
+    golden = _golden(s, samples)
     assert golden["1m"] >= 55
     resources = resources_for(s, env_secrets=False)
     postgres = resources["postgres"]

@@ -13,7 +13,7 @@ from tests.integration.test_dagster_sensors import MIN, T1330, _golden
 pytestmark = pytest.mark.integration
 
 
-def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, shared_data):
+def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples):
     import psycopg
     import snowflake.connector
     from dagster import DagsterInstance, RunRequest, build_sensor_context
@@ -28,7 +28,7 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, shared_
     assert INTERVAL_S <= 3  # the facts are due within 5 s of a window closing
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
-    _golden(s, shared_data)  # golden watermark 14:12
+    _golden(s, samples)  # golden watermark 14:12
     resources = resources_for(s, env_secrets=False)
     postgres = resources["postgres"]
     job = build_definitions(s).resolve_job_def("snowflake_window_facts_job")

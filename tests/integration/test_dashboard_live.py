@@ -122,12 +122,12 @@ def _golden_rows(settings) -> int:
             return 0
 
 
-def test_dashboard_renders_live_chart_in_headless_chromium(settings, shared_data, tmp_path, monkeypatch):
+def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tmp_path, monkeypatch):
     # `make test` installs Debian's chromium where it is missing: its absence is a failure.
     assert CHROMIUM is not None, "needs Debian's chromium: apt-get install -y chromium"
     monkeypatch.setenv("TICKFORGE_SIGNALS__PAIR_MIN_HISTORY", "4")
     monkeypatch.setenv("TICKFORGE_SIGNALS__PAIRS", '["BTCUSDT-SPOT/BTCUSD_PERP"]')
-    crypto = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    crypto = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     started = time.monotonic()
     workers = [start_worker(name, log_dir=tmp_path) for name in
                ("bar-worker", "timeframe-worker", "signal-worker", "pair-worker", "bar-store")]

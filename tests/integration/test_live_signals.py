@@ -1,6 +1,6 @@
 """Live signals and pair watch on the real broker: records equal the offline definitions.
 
-Real shared data is replayed through bar-worker -> signal-worker (and timeframe-worker ->
+Real sample data is replayed through bar-worker -> signal-worker (and timeframe-worker ->
 pair-worker); the signal records must equal ``compute_signals`` over the offline 1 s bars of the
 same ticks (values bit for bit, readiness nulls included), once each, with ``seq`` dense and
 increasing per symbol within a session, also across a SIGKILL of the signal worker mid-stream;
@@ -44,17 +44,17 @@ def _slice(tick_file: TickFile, expr) -> TickFile:
 
 
 @pytest.fixture(scope="module")
-def crypto(shared_data):
+def crypto(samples):
     """Six instruments, 23:54 to 00:05 UTC: every symbol crosses a session boundary."""
-    return read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    return read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
 
 
 @pytest.fixture(scope="module")
-def bac(shared_data):
+def bac(samples):
     """BAC trades and quotes, 25 minutes after the New York open (spread and imbalance carried)."""
     window = pl.col("ts_ms").is_between(DAY + 13 * 3_600_000 + 30 * 60_000, DAY + 13 * 3_600_000 + 55 * 60_000)
-    trades = read_trades(shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
-    quotes = read_quotes(shared_data / "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz")
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz")
     return _slice(trades, window & (pl.col("symbol") == "BAC")), _slice(quotes, window)
 
 

@@ -17,8 +17,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
-QUOTES_FILE = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"
+TRADES_FILE = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
+QUOTES_FILE = "us_equity_nbbo_BAC_2013-10-08.csv.gz"
 START_MS = 1381240200000  # 2013-10-08 13:50 UTC
 END_MS = START_MS + 20 * 60_000
 
@@ -64,15 +64,15 @@ def _read_all(client, bucket, kind) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def test_raw_sink_lands_hourly_objects_exactly_once(settings, monkeypatch, shared_data):
+def test_raw_sink_lands_hourly_objects_exactly_once(settings, monkeypatch, samples):
     from tickforge.platform.io.files import QUOTE_SCHEMA, TRADE_SCHEMA, read_quotes, read_trades
     from tickforge.streaming.raw_sink import RawSink, parse_object_key
     from tickforge.streaming.replay import replay
 
     s, client = _sink_settings(settings, monkeypatch)
     t0 = time.monotonic()
-    trades = _slice(read_trades(shared_data / TRADES_FILE), ["BAC", "AIG"])
-    quotes = _slice(read_quotes(shared_data / QUOTES_FILE), ["BAC"])
+    trades = _slice(read_trades(samples / TRADES_FILE), ["BAC", "AIG"])
+    quotes = _slice(read_quotes(samples / QUOTES_FILE), ["BAC"])
     stats = replay(s, trades, quotes, chunk_rows=2_000)
     assert stats.trades == trades.data.height > 3_000 and stats.quotes == quotes.data.height > 3_000
     print(f"replay {time.monotonic() - t0:.1f}s: {stats.trades} trades, {stats.quotes} quotes")

@@ -138,14 +138,14 @@ def test_spread_and_imbalance_come_from_the_last_quote_before_window_end():
 
 @pytest.mark.parametrize("symbols", [1, 3, 6])
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_fold_ticks_grouping_paths_agree_with_one_symbol_at_a_time(shared_data, symbols, shuffled):
+def test_fold_ticks_grouping_paths_agree_with_one_symbol_at_a_time(samples, symbols, shuffled):
     """One code, a handful (per-code passes), many (radix sort), out of order (lexsort): every
     grouping path gives each symbol's fold of its own ticks in input order."""
     import polars as pl
 
     from tickforge.platform.io.files import read_trades
 
-    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz").data
+    trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz").data
     names = trades["symbol"].unique(maintain_order=True).to_list()[:symbols]
     frame = trades.filter(pl.col("symbol").is_in(names)).head(30_000)
     if shuffled:

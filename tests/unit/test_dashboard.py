@@ -1,6 +1,6 @@
 """The live view's logic on real data: the bounded cache, merging, indicators, badges, and the
 Streamlit page itself through ``streamlit.testing`` (the cache fed with bars, signals and pair
-statistics computed from the shared Binance trades; the Kafka feed is covered by the integration
+statistics computed from the sample Binance trades; the Kafka feed is covered by the integration
 test)."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ TZ = {"BTCUSDT-SPOT": "UTC", "ETHUSDT-SPOT": "UTC"}
 
 
 @pytest.fixture(scope="module")
-def records(shared_data):
+def records(samples):
     """Bars (1 s, 1 m, 5 m), signals and pair statistics of the Binance sample, as messages."""
-    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     built = build_bars(trades, ["1s", "1m", "5m"])
     out: list = []
     for tf, length in (("1s", 1_000), ("1m", 60_000), ("5m", 300_000)):

@@ -12,8 +12,8 @@ from tickforge.platform.io.files import read_trades
 
 
 @pytest.fixture(scope="module")
-def bars(shared_data) -> pl.DataFrame:
-    trades = read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+def bars(samples) -> pl.DataFrame:
+    trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     return build_bars(trades, ["1m"]).bars["1m"]
 
 

@@ -14,14 +14,14 @@ TIMEFRAMES = ["1s", "1m", "3m", "5m", "15m"]
 
 
 @pytest.fixture(scope="module")
-def crypto(shared_data):
-    return read_trades(shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+def crypto(samples):
+    return read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
 
 
-def test_equity_day_with_quotes_equals_the_reference(shared_data):
+def test_equity_day_with_quotes_equals_the_reference(samples):
     day = pl.col("ts_ms").is_between(1381204800000, 1381291200000, closed="left")
-    trades = read_trades(shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
-    quotes = read_quotes(shared_data / "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz")
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz")
     trades = TickFile("trades", trades.source, trades.data.filter(day), trades.dead_letters)
     quotes = TickFile("quotes", quotes.source, quotes.data.filter(day), quotes.dead_letters)
     built = build_bars(trades, ["10ms", *TIMEFRAMES], quotes)

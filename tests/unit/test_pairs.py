@@ -1,4 +1,4 @@
-"""Pair statistics on aligned closes built from the real shared trades."""
+"""Pair statistics on aligned closes built from the real sample trades (data/samples)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def closing_bars(trades: pl.DataFrame, ts: str, length_ms: int) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def equity_minutes(shared_data: Path) -> pl.DataFrame:
+def equity_minutes(samples: Path) -> pl.DataFrame:
     """1 m closes of SPY, BAC and AIG on 2013-10-08 (New York day)."""
     trades = pl.read_csv(
-        shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz",
+        samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz",
         columns=["ts_ms", "symbol", "price", "suspicious"],
         schema_overrides={"price": pl.Float64},
     )
@@ -46,9 +46,9 @@ def equity_minutes(shared_data: Path) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def crypto_trades(shared_data: Path) -> pl.DataFrame:
+def crypto_trades(samples: Path) -> pl.DataFrame:
     return pl.read_csv(
-        shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
+        samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
         columns=["ts_trade_ms", "symbol", "price"],
         schema_overrides={"price": pl.Float64},
     )
