@@ -16,6 +16,9 @@ from tickforge.platform.bars.reference import (
     timeframe_ms,
 )
 
+# The demo day the repository ships, and the five shared days (2013-10-10 has the flagged prints).
+SAMPLE_TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
+SAMPLE_VENDOR_BARS = "us_equity_minute_bars_SPY_BAC_AIG_2013-10-08.csv.gz"
 EQUITY_TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
 VENDOR_BARS = "us_equity_minute_bars_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
 
@@ -266,33 +269,59 @@ def test_emit_latency_percentiles() -> None:
 # ----------------------------------------------------------------------------- vendor bars
 
 
-def test_agrees_with_vendor_minute_bars(shared_data: Path) -> None:
-    # 2013-10-10 04:00-20:00 ET: the day with the 10 prints the vendor flags as suspicious.
-    start, end = 1_381_392_000_000, 1_381_449_600_000
+def _vendor_day(folder: Path, trades_file: str, bars_file: str, start: int, end: int):
+    """Ticks (with the vendor's flag) and vendor minute bars of ``[start, end)``."""
     ticks = (
-        pl.read_csv(
-            shared_data / EQUITY_TRADES, columns=["ts_ms", "symbol", "price", "size", "suspicious"]
-        )
+        pl.read_csv(folder / trades_file, columns=["ts_ms", "symbol", "price", "size", "suspicious"])
         .with_row_index("row")
         .filter(pl.col("ts_ms").is_between(start, end, closed="left"))
     )
-    suspicious = pl.col("suspicious") == 1
-    assert ticks.filter(suspicious).height == 10
     vendor = (
-        pl.read_csv(shared_data / VENDOR_BARS)
+        pl.read_csv(folder / bars_file)
         .filter(pl.col("ts_ms").is_between(start, end, closed="left"))
         .rename({"ts_ms": "window_start"})
         .to_pandas()
     )
-    # The oracle knows nothing of vendor flags: the test filters. The vendor counts suspicious
-    # prints in volume but leaves them out of prices, so volume is checked over all ticks and
-    # prices over the unflagged ones.
+    return ticks, vendor
+
+
+def _assert_vendor_agreement(ticks: pl.DataFrame, vendor: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The oracle knows nothing of vendor flags: the test filters. The vendor counts suspicious
+    prints in volume but leaves them out of prices, so volume is checked over all ticks and
+    prices over the unflagged ones. Returns the oracle bars over all and over unflagged ticks."""
+    suspicious = pl.col("suspicious") == 1
     every = reference_bars(ticks.drop("suspicious"), ["1m"])["1m"]
     unflagged = reference_bars(ticks.filter(~suspicious).drop("suspicious"), ["1m"])["1m"]
 
     volume = compare_bars(every, vendor[["symbol", "window_start", "volume"]])
     assert volume.missing.empty and volume.extra.empty
     assert 1 - len(volume.differing) / len(vendor) > 0.99
+
+    # Vendor filters drop some prints from prices, so vendor ranges sit inside the tick ranges.
+    both = vendor.merge(unflagged, on=["symbol", "window_start"], suffixes=("_vendor", ""))
+    assert len(both) == len(vendor)
+    assert (both["low_vendor"] >= both["low"]).all()
+    assert (both["high_vendor"] <= both["high"]).mean() > 0.999
+    return every, unflagged
+
+
+def test_agrees_with_vendor_minute_bars_on_the_demo_day(samples: Path) -> None:
+    # 2013-10-08 04:00-20:00 ET, the sample day: no print flagged, 1,830 vendor bars.
+    start, end = 1_381_219_200_000, 1_381_276_800_000
+    ticks, vendor = _vendor_day(samples, SAMPLE_TRADES, SAMPLE_VENDOR_BARS, start, end)
+    assert ticks.height == 620_759 and len(vendor) == 1_830
+    assert ticks.filter(pl.col("suspicious") == 1).is_empty()
+    _assert_vendor_agreement(ticks, vendor)
+
+
+@pytest.mark.full_data
+def test_agrees_with_vendor_minute_bars(shared_data: Path) -> None:
+    # 2013-10-10 04:00-20:00 ET: the day with the 10 prints the vendor flags as suspicious.
+    start, end = 1_381_392_000_000, 1_381_449_600_000
+    ticks, vendor = _vendor_day(shared_data, EQUITY_TRADES, VENDOR_BARS, start, end)
+    suspicious = pl.col("suspicious") == 1
+    assert ticks.filter(suspicious).height == 10
+    every, unflagged = _assert_vendor_agreement(ticks, vendor)
 
     key = ["symbol", "window_start"]
     flagged_minutes = ticks.filter(suspicious).select(
@@ -302,9 +331,3 @@ def test_agrees_with_vendor_minute_bars(shared_data: Path) -> None:
     assert len(at_flags) == 10
     assert compare_bars(every, at_flags[[*key, "volume"]]).differing.empty
     assert compare_bars(unflagged, at_flags[[*key, "low"]]).differing.empty
-
-    # Vendor filters drop some prints from prices, so vendor ranges sit inside the tick ranges.
-    both = vendor.merge(unflagged, on=key, suffixes=("_vendor", ""))
-    assert len(both) == len(vendor)
-    assert (both["low_vendor"] >= both["low"]).all()
-    assert (both["high_vendor"] <= both["high"]).mean() > 0.999

@@ -1,4 +1,4 @@
-"""Signals over 1 s bars built from the real shared trades: TA-Lib agreement, an independent
+"""Signals over 1 s bars built from the real sample trades (data/samples): TA-Lib agreement, an independent
 plain-Python reference, session resets, streaming == batch bit for bit, precision at BTC prices."""
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from tickforge.platform.signals.streaming import SignalBatch, SignalState
 
 NY = "America/New_York"
 EQUITY_TZ = {"BAC": NY, "AIG": NY}
+# Tokyo midnight is 11:00 New York time: a session boundary inside the demo day's trading.
+TOKYO = "Asia/Tokyo"
+EQUITY_TOKYO_TZ = {"BAC": TOKYO, "AIG": TOKYO}
 INDICATORS = [
     "ema12", "ema26", "macd", "macd_signal", "macd_hist", "rsi14", "boll_mid", "boll_upper",
     "boll_lower", "vwap_session", "vwap_rolling", "realized_volatility",
@@ -49,23 +52,22 @@ def bars_1s(trades: pl.DataFrame, ts: str) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def equity_bars(shared_data: Path) -> pl.DataFrame:
-    """BAC and AIG, 2013-10-07 and 2013-10-08 (sessions are New York days)."""
+def equity_bars(samples: Path) -> pl.DataFrame:
+    """BAC and AIG, 2013-10-08 04:00-20:00 New York (the demo day)."""
     trades = pl.read_csv(
-        shared_data / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz",
+        samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz",
         columns=["ts_ms", "symbol", "price", "size", "suspicious"],
         schema_overrides={"price": pl.Float64, "size": pl.Float64},
     )
-    day = pl.from_epoch("ts_ms", "ms").dt.convert_time_zone(NY).dt.date()
-    keep = (pl.col("suspicious") == 0) & pl.col("symbol").is_in(["BAC", "AIG"]) & (day <= pl.date(2013, 10, 8))
+    keep = (pl.col("suspicious") == 0) & pl.col("symbol").is_in(["BAC", "AIG"])
     return bars_1s(trades.filter(keep), "ts_ms")
 
 
 @pytest.fixture(scope="module")
-def crypto_bars(shared_data: Path) -> pl.DataFrame:
+def crypto_bars(samples: Path) -> pl.DataFrame:
     """The six Binance instruments, 23:54 to 00:05 UTC: two UTC sessions."""
     trades = pl.read_csv(
-        shared_data / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
+        samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
         columns=["ts_trade_ms", "symbol", "price", "size"],
         schema_overrides={"price": pl.Float64, "size": pl.Float64},
     )
@@ -103,7 +105,7 @@ def assert_close(actual: pl.Series, expected: np.ndarray, rel: float = 1e-9, flo
 # --- TA-Lib ---------------------------------------------------------------------------------------
 
 TALIB_SESSIONS = [
-    ("equity", "BAC", "2013-10-07"),
+    ("equity", "BAC", "2013-10-08"),
     ("equity", "AIG", "2013-10-08"),
     ("crypto", "BTCUSDT-SPOT", "2024-08-08"),
     ("crypto", "ETHUSDT-SPOT", "2024-08-09"),
@@ -242,7 +244,8 @@ def test_readiness_bars(crypto_signals):
 def test_every_state_resets_at_a_session_boundary(equity_bars, equity_signals, crypto_bars, crypto_signals):
     """A session's signals are those of that session alone: nothing leaks from the day before."""
     cases = [
-        (equity_bars, equity_signals, EQUITY_TZ, "BAC", "2013-10-08"),
+        # Tokyo's 2013-10-09 opens at 11:00 New York time, after a morning of BAC trading.
+        (equity_bars, compute_signals(equity_bars, EQUITY_TOKYO_TZ), EQUITY_TOKYO_TZ, "BAC", "2013-10-09"),
         (crypto_bars, crypto_signals, "UTC", "BTCUSDT-SPOT", "2024-08-09"),
     ]
     for bars, signals, tz, symbol, day in cases:
@@ -260,11 +263,11 @@ def test_every_state_resets_at_a_session_boundary(equity_bars, equity_signals, c
 def test_session_is_the_day_in_the_configured_zone(equity_bars):
     """Tokyo midnight is 15:00 UTC, inside the US trading day: each trading day spans two sessions."""
     bac = equity_bars.filter(pl.col("symbol") == "BAC")
-    assert compute_signals(bac, EQUITY_TZ)["session"].unique().sort().to_list() == ["2013-10-07", "2013-10-08"]
-    tokyo = compute_signals(bac, {"BAC": "Asia/Tokyo"})
-    assert tokyo["session"].unique().sort().to_list() == ["2013-10-07", "2013-10-08", "2013-10-09"]
-    tokyo_midnight = 1381158000000  # 2013-10-08 00:00 JST = 2013-10-07 15:00 UTC
-    day_before, day = (tokyo.filter(pl.col("session") == d) for d in ("2013-10-07", "2013-10-08"))
+    assert compute_signals(bac, EQUITY_TZ)["session"].unique().sort().to_list() == ["2013-10-08"]
+    tokyo = compute_signals(bac, {"BAC": TOKYO})
+    assert tokyo["session"].unique().sort().to_list() == ["2013-10-08", "2013-10-09"]
+    tokyo_midnight = 1381244400000  # 2013-10-09 00:00 JST = 2013-10-08 15:00 UTC
+    day_before, day = (tokyo.filter(pl.col("session") == d) for d in ("2013-10-08", "2013-10-09"))
     assert day_before["window_start"].max() < tokyo_midnight <= day["window_start"].min()
     assert day["ema12"][0] is None and day_before["ema12"][-1] is not None
     with pytest.raises(ValueError, match="unknown session time zone"):
@@ -287,8 +290,8 @@ def test_session_bounds_span_the_local_day_across_dst():
 
 @pytest.fixture(scope="module")
 def mixed_bars(equity_bars, crypto_bars) -> pl.DataFrame:
-    """Crypto across UTC midnight plus BAC and AIG across the New York day boundary."""
-    equity = equity_bars.filter(pl.col("window_start").is_between(1381170000000, 1381240800000))  # 14:20 ET .. 10:00 ET
+    """Crypto across UTC midnight plus BAC and AIG across Tokyo midnight (11:00 New York time)."""
+    equity = equity_bars.filter(pl.col("window_start").is_between(1381240800000, 1381248000000))  # 10:00 .. 12:00 ET
     return pl.concat([crypto_bars, equity], how="vertical_relaxed")
 
 
@@ -325,8 +328,8 @@ def assert_identical(streamed: pl.DataFrame, batch: pl.DataFrame) -> None:
 
 
 def test_streaming_equals_batch_bit_for_bit(mixed_bars):
-    expected = compute_signals(mixed_bars, EQUITY_TZ)
-    streamed = stream(SignalState(EQUITY_TZ), mixed_bars, pl.col("window_end"))
+    expected = compute_signals(mixed_bars, EQUITY_TOKYO_TZ)
+    streamed = stream(SignalState(EQUITY_TOKYO_TZ), mixed_bars, pl.col("window_end"))
     assert_identical(streamed.to_polars(), expected)
     assert streamed.to_polars()["session"].n_unique() == 4
 
@@ -334,9 +337,9 @@ def test_streaming_equals_batch_bit_for_bit(mixed_bars):
 def test_streaming_catch_up_batches_snapshot_and_replay(mixed_bars):
     """Many bars per symbol per update, a snapshot taken mid-way, a restore, and a replay from before
     the snapshot: replayed bars are skipped and the rest equal the batch values."""
-    expected = compute_signals(mixed_bars, EQUITY_TZ)
-    cut = 1381185000000  # 18:30 ET on 2013-10-07
-    state = SignalState(EQUITY_TZ)
+    expected = compute_signals(mixed_bars, EQUITY_TOKYO_TZ)
+    cut = 1381242600000  # 10:30 ET on 2013-10-08, before Tokyo midnight
+    state = SignalState(EQUITY_TOKYO_TZ)
     minute = pl.col("window_start") // 60_000
     first = stream(state, mixed_bars.filter(pl.col("window_start") < cut), minute, newest_first=True)
     restored = SignalState.from_bytes(state.to_bytes())
