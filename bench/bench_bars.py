@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from tickforge.platform.bars.builder import BarBuilder
 from tickforge.platform.contracts import BATCH_DECODER, BATCH_ENCODER, TradeBatch
+from tickforge.platform.data_sets import full_or_sample
 from tickforge.platform.io.files import read_trades
 
-DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BATCH = 20_000
 
 
@@ -94,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=BATCH, help="ticks per batch (20k: the replay's wire batches)")
     args = parser.parse_args()
-    data = read_trades(DATA / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz").data
+    data = read_trades(full_or_sample("us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")).data
     data = data.filter(data["symbol"].is_in(args.symbols.split(",")))
     n = data.height
     # Batches of one partition's stream, as the replay publishes them (all symbols on one partition).

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tickforge.platform.data_sets import full_or_sample  # noqa: E402
 from tickforge.platform.io.files import TickFile, read_quotes, read_trades  # noqa: E402
 from tickforge.platform.io.kafka import apply_topics, marker_watermark, topic_name  # noqa: E402
 from tickforge.platform.settings import Settings  # noqa: E402
@@ -37,7 +38,6 @@ from tickforge.platform.stack.launcher import LocalStack, endpoints_env  # noqa:
 from tickforge.platform.topics import bar_topic  # noqa: E402
 from tickforge.streaming.replay import replay  # noqa: E402
 
-DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 WEEK_MS = 7 * 86_400_000
 
 
@@ -126,8 +126,8 @@ def main() -> None:
     os.environ["TICKFORGE_KAFKA__PARTITIONS"] = str(args.partitions)
     settings = Settings()
     apply_topics(settings)
-    trades = read_trades(DATA / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
-    quotes = read_quotes(DATA / "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz")
+    trades = read_trades(full_or_sample("us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"))
+    quotes = read_quotes(full_or_sample("us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"))
     ticks_per_pass = trades.data.height + quotes.data.height
 
     metrics_port = free_port()

@@ -20,16 +20,15 @@ import platform
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import talib
 
+from tickforge.platform.data_sets import full_or_sample
 from tickforge.platform.signals.batch import compute_signals, indicator_arrays
 from tickforge.platform.signals.streaming import SignalState
 
-DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 NY = "America/New_York"
 
 
@@ -44,7 +43,7 @@ def best_of(repeat: int, fn: Callable[[], object]) -> float:
 
 def day_of_bars() -> pl.DataFrame:
     trades = pl.read_csv(
-        DATA / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz",
+        full_or_sample("us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"),
         columns=["ts_ms", "symbol", "price", "size", "suspicious"],
         schema_overrides={"price": pl.Float64, "size": pl.Float64},
     )

@@ -32,20 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tickforge.platform.bars.offline import build_bars  # noqa: E402
 from tickforge.platform.contracts import Bar  # noqa: E402
+from tickforge.platform.data_sets import full_or_sample  # noqa: E402
 from tickforge.platform.io.files import TickFile, read_trades  # noqa: E402
 from tickforge.platform.io.postgres import apply_migrations, record_watermark, upsert_bars  # noqa: E402
 from tickforge.platform.settings import Settings  # noqa: E402
 from tickforge.platform.stack.launcher import LocalStack, endpoints_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 T1330 = 1381239000000  # 2013-10-08 13:30 UTC
 MIN = 60_000
 WINDOW = 5 * MIN
 
 
 def seed_golden(settings: Settings) -> None:
-    ticks = read_trades(DATA / "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz")
+    ticks = read_trades(full_or_sample("us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"))
     data = ticks.data.filter(
         (pl.col("symbol") == "BAC") & (pl.col("ts_ms") >= T1330) & (pl.col("ts_ms") < T1330 + 60 * MIN)
     )

@@ -1,7 +1,7 @@
 """``tickforge demo``: the whole platform on one real trading day, on the local stack.
 
-Starts the stack and the workers, replays 2013-10-08 (SPY, BAC, AIG trades and BAC quotes from the
-shared data) through Kafka, waits for the golden bars, checks them against the independent
+Starts the stack and the workers, replays 2013-10-08 (SPY, BAC, AIG trades and BAC quotes, the
+samples the repository ships in ``data/samples``) through Kafka, waits for the golden bars, checks them against the independent
 reference, runs the nightly Dagster job for that day, and leaves ``dagster dev`` running.
 """
 
@@ -12,45 +12,29 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
-import polars as pl
 import typer
 
 DEMO_DAY = "2013-10-08"
-TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
-QUOTES = "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def _say(step: str, started: float) -> None:
     typer.echo(f"[{time.monotonic() - started:6.1f}s] {step}", err=True)
 
 
-def _day_bounds(day: str) -> tuple[int, int]:
-    start = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
-    return start, start + 86_400_000
+def demo_sample() -> tuple[Path, Path]:
+    """The demo day's trades and BAC quotes, as the repository ships them (data/samples)."""
+    from tickforge.platform.data_sets import SAMPLES_DIR
 
-
-def demo_sample(cache_dir: Path, day: str = DEMO_DAY) -> tuple[Path, Path]:
-    """One day of the shared data as Parquet files (made once, kept across demo runs)."""
-    from tickforge.platform.io.files import read_quotes, read_trades
-
-    folder = cache_dir / "demo-sample"
-    trades_path, quotes_path = folder / f"trades_{day}.parquet", folder / f"quotes_{day}.parquet"
-    if not (trades_path.exists() and quotes_path.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        start, end = _day_bounds(day)
-        in_day = pl.col("ts_ms").is_between(start, end, closed="left")
-        source = shared_data_dir()
-        read_trades(source / TRADES).data.filter(in_day).drop("row").write_parquet(trades_path)
-        read_quotes(source / QUOTES).data.filter(in_day).drop("row").write_parquet(quotes_path)
-    return trades_path, quotes_path
+    trades = SAMPLES_DIR / f"us_equity_trades_SPY_BAC_AIG_{DEMO_DAY}.csv.gz"
+    quotes = SAMPLES_DIR / f"us_equity_nbbo_BAC_{DEMO_DAY}.csv.gz"
+    for path in (trades, quotes):
+        if not path.is_file():
+            raise FileNotFoundError(f"the demo sample {path} is missing (data/samples/cut_samples.py cuts it)")
+    return trades, quotes
 
 
 def run_demo(keep_running: bool = True) -> dict:
@@ -80,7 +64,7 @@ def run_demo(keep_running: bool = True) -> dict:
     apply_topics(settings)
     supervisor.start(env={**env, "TICKFORGE_STATE_DIR": str(state_dir)}, state_dir=state_dir)
     _say("workers started: " + ", ".join(supervisor.WORKERS), started)
-    trades_path, quotes_path = demo_sample(base)
+    trades_path, quotes_path = demo_sample()
     trades, quotes = read_trades(trades_path), read_quotes(quotes_path)
     stats = replay(settings, trades, quotes)
     _say(f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
