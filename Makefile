@@ -34,15 +34,28 @@ system-deps:
 demo: install system-deps
 	$(TF) demo
 
+# Tests read the samples in data/samples. Those marked full_data read the full five-day files
+# too: they run where TICKFORGE_SHARED_DATA is set or ../shared/data exists (CI), else they are
+# deselected and a line says so (a clone with nothing beside it passes `make test`).
+SHARED_DATA := $(or $(TICKFORGE_SHARED_DATA),$(wildcard $(abspath ../shared/data)))
+PYTEST := $(if $(SHARED_DATA),TICKFORGE_SHARED_DATA=$(SHARED_DATA) )$(PY) -m pytest -q \
+	$(if $(SHARED_DATA),,-m "not full_data")
+FULL_DATA_ON := full_data tests run on the full shared files in $(SHARED_DATA)
+FULL_DATA_OFF := full_data tests deselected: no ../shared/data beside the checkout and TICKFORGE_SHARED_DATA unset
+FULL_DATA_NOTE := $(if $(SHARED_DATA),$(FULL_DATA_ON),$(FULL_DATA_OFF))
+
 test: install system-deps
-	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest tests/integration -q
+	@echo "$(FULL_DATA_NOTE)"
+	$(PYTEST) tests/unit
+	$(PYTEST) tests/integration
 
 test-unit: install
-	$(PY) -m pytest tests/unit -q
+	@echo "$(FULL_DATA_NOTE)"
+	$(PYTEST) tests/unit
 
 test-integration: install system-deps
-	$(PY) -m pytest tests/integration -q
+	@echo "$(FULL_DATA_NOTE)"
+	$(PYTEST) tests/integration
 
 stack-up: install
 	$(TF) stack up

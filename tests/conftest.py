@@ -14,24 +14,28 @@ from pathlib import Path
 
 import pytest
 
+from tickforge.platform.data_sets import SAMPLES_DIR, shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("TICKFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-SAMPLES = REPO / "data" / "samples"
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The compact real samples the repository ships (data/samples, cut by its script)."""
-    return SAMPLES
+    return SAMPLES_DIR
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared market data is missing at {SHARED_DATA} (set TICKFORGE_SHARED_DATA)")
-    return SHARED_DATA
+@pytest.fixture
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """The full five-day shared files, for tests marked ``full_data`` only. `make test` deselects
+    those tests where the files are absent; asked for and absent, they fail rather than skip."""
+    if request.node.get_closest_marker("full_data") is None:
+        pytest.fail(f"{request.node.nodeid} reads the full shared files: mark it full_data or use `samples`")
+    folder = shared_data_dir()
+    if not folder.is_dir():
+        pytest.fail(f"the full shared market data is missing at {folder} (set TICKFORGE_SHARED_DATA, "
+                    f"or deselect these tests with -m 'not full_data' as `make test` does)")
+    return folder
 
 
 @pytest.fixture(scope="session")
