@@ -104,6 +104,27 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     offset: int | None = None
     detail: str | None = None
 
+    def bounded(self) -> DeadLetter:
+        """The letter with its text fields cut to bounded sizes: a dead letter must always fit in
+        a message, however large the input it describes."""
+        fields = {
+            name: cut_text(value, limit)
+            for name, limit in _DEAD_LETTER_LIMITS.items()
+            if (value := getattr(self, name)) is not None and len(value) > limit
+        }
+        return msgspec.structs.replace(self, **fields) if fields else self
+
+
+DEAD_LETTER_PAYLOAD_LIMIT: Final = 4_096
+_DEAD_LETTER_LIMITS: Final = {"payload": DEAD_LETTER_PAYLOAD_LIMIT, "symbol": 64, "detail": 1_024, "source": 256}
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a note of how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
 
 # The reason readers of the dead-letter topic count a message under when it is not a DeadLetter.
 UNREADABLE_DEAD_LETTER: Final = "unreadable_dead_letter"

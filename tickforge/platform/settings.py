@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tickforge.platform.bars.watermark import MAX_EVENT_JUMP_MS
+
 DEFAULT_STATE_DIR = ".tickforge"
 
 
@@ -85,6 +87,15 @@ class StreamingSettings(BaseModel):
     # clock. Keep it above the source's worst stall: ticks that arrive after an idle advance
     # passed their window are late, as they would be if the feed were live.
     idle_timeout_ms: int = 2_000
+    # Only a live feed idles: its event time is within this of the input's arrival (Kafka) time.
+    # A replay or backfill of past data never advances by wall clock, whatever its pacing.
+    live_lag_ms: int = Field(default=10_000, ge=0)
+    # Bounds on event time (dead letter ``future_timestamp``, the watermark does not move): ahead
+    # of the arrival time by more than a clock skew, or ahead of the partition's watermark by more
+    # than a replay can jump (weekends and holidays included).
+    max_future_ms: int = Field(default=30_000, ge=0)
+    max_event_jump_ms: int = Field(default=MAX_EVENT_JUMP_MS, gt=0)
+    max_symbol_length: int = Field(default=48, gt=0)  # longer symbols are ``bad_symbol``
     timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
     dedup_horizon_ms: int = 60_000
     metrics_port: int = 0  # 0: no Prometheus endpoint

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from tickforge.platform.bars.builder import BarBuilder, Reject
+from tickforge.platform.bars.builder import BAD_SYMBOL_CODE, MISSING_SYMBOL_CODE, BarBuilder, Reject
 from tickforge.platform.bars.timeframes import BIN_TIMEFRAME, timeframe_ms
 from tickforge.platform.bars.watermark import NO_WATERMARK, Watermark, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter, Quote, QuoteBatch, Trade, TradeBatch
 from tickforge.platform.io.kafka import marker_watermark, topic_name
+from tickforge.platform.reasons import Reason
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import BINS, TICKS, bar_topic
 from tickforge.streaming import metrics
@@ -46,10 +47,13 @@ class BarTask:
         self.lateness_ms = streaming.allowed_lateness_ms
         self.dedup_horizon_ms = streaming.dedup_horizon_ms
         self.builder = BarBuilder(
-            [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms
+            [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms,
+            max_event_jump_ms=streaming.max_event_jump_ms,
         )
         self.builder.watermark = start_watermark
-        self.clock = Watermark(streaming.idle_timeout_ms, start=start_watermark)
+        self.clock = Watermark(streaming.idle_timeout_ms, start=start_watermark, live_lag_ms=streaming.live_lag_ms)
+        self.max_future_ms = streaming.max_future_ms
+        self.max_symbol_length = streaming.max_symbol_length
         self.partition = partition
         self.emit_bins = emit_bins
         self.bins_topic = topic_name(settings, BINS)
@@ -72,7 +76,10 @@ class BarTask:
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
         if marker is not None:
-            self._advance(marker)
+            if marker > min(_arrival_ms(msg) + self.max_future_ms, self.builder.watermark + self.builder.max_event_jump_ms):
+                out.dead_letter(dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker))
+            else:
+                self._advance(marker)
             return NO_WATERMARK
         try:
             tick = decode_tick_message(msg.value())
@@ -119,12 +126,14 @@ class BarTask:
         """Fold one message's trades; dead-letter the rejected rows; return how long it is needed."""
         metrics.TICKS_IN.labels(worker=NAME).inc(len(ts))
         before = self.builder.watermark
-        table = self.builder.symbols
-        codes_of = np.array([table.code(n) if n else -1 for n in names], np.int32)
+        codes_of = np.array([self._symbol_code(n) for n in names], np.int32)
         sym = np.full(len(ts), codes_of[0], np.int32) if index is None else codes_of[index]
-        codes = self.builder.add_trade_columns(sym, ts, price, size, ids)
+        # The arrival time (the message's Kafka timestamp) bounds event time and tells a live feed
+        # from a replay; being part of the input, a restart's replay decides exactly the same.
+        arrived = _arrival_ms(msg)
+        codes = self.builder.add_trade_columns(sym, ts, price, size, ids, not_after_ms=arrived + self.max_future_ms)
         if self.builder.watermark > before:
-            self.clock.observe(self.builder.watermark)
+            self.clock.observe(self.builder.watermark, arrived)
             self._moved(self.builder.watermark)
             self._idle_limit = self.builder.watermark + self._downstream_horizon_ms
         rejected = np.flatnonzero(codes)
@@ -159,6 +168,13 @@ class BarTask:
             if remembered.any():
                 needed = max(needed, int(ts[remembered].max()) + self.dedup_horizon_ms + 1)
         return needed
+
+    def _symbol_code(self, name: str) -> int:
+        if not name:
+            return MISSING_SYMBOL_CODE
+        if len(name) > self.max_symbol_length:
+            return BAD_SYMBOL_CODE
+        return self.builder.symbols.code(name)
 
     def _advance(self, watermark: int) -> None:
         if watermark > self.builder.watermark:
@@ -231,6 +247,12 @@ class BarTask:
             if not out.replaying:
                 self._marked = wm
             metrics.WATERMARK_LAG.labels(worker=NAME, partition=str(self.partition)).set(now - wm)
+
+
+def _arrival_ms(msg: Message) -> int:
+    """When the message reached Kafka (its timestamp), or now where it carries none."""
+    kind, ts = msg.timestamp()
+    return ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else wall_ms()
 
 
 def _tick_json(

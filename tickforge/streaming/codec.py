@@ -15,6 +15,10 @@ from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import (
     BAR_DECODER,
     BATCH_DECODER,
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    ID_DTYPE,
+    PRICE_DTYPE,
+    TS_DTYPE,
     BATCH_ENCODER,
     JSON_ENCODER,
     TRADE_DECODER,
@@ -26,6 +30,7 @@ from tickforge.platform.contracts import (
     Trade,
     TradeBatch,
 )
+from tickforge.platform.reasons import Reason
 
 _TRADE_FIELDS = ("ts_ms", "symbol", "price", "size")
 
@@ -42,7 +47,7 @@ class Undecodable(Exception):
 def decode_tick_message(value: bytes | None) -> TradeBatch | QuoteBatch | Trade | Quote:
     """A column batch (msgpack) or one JSON edge tick; raises :class:`Undecodable`."""
     if not value:
-        raise Undecodable("undecodable", "empty message")
+        raise Undecodable(Reason.UNDECODABLE, "empty message")
     if value[:1] == b"{":
         try:
             return TRADE_DECODER.decode(value)  # the common edge message, strict and fast
@@ -51,9 +56,9 @@ def decode_tick_message(value: bytes | None) -> TradeBatch | QuoteBatch | Trade 
         try:
             obj = msgspec.json.decode(value)
         except msgspec.DecodeError as exc:
-            raise Undecodable("undecodable", str(exc)) from exc
+            raise Undecodable(Reason.UNDECODABLE, str(exc)) from exc
         if not isinstance(obj, dict):
-            raise Undecodable("schema_violation", "a tick is a JSON object")
+            raise Undecodable(Reason.SCHEMA_VIOLATION, "a tick is a JSON object")
         try:
             if "bid" in obj or "ask" in obj:
                 return msgspec.convert(obj, Quote)
@@ -61,23 +66,65 @@ def decode_tick_message(value: bytes | None) -> TradeBatch | QuoteBatch | Trade 
         except msgspec.ValidationError as exc:
             missing = [f for f in _TRADE_FIELDS if f not in obj]
             if "ts_ms" in str(exc) or "ts_ms" in missing:
-                raise Undecodable("bad_timestamp", str(exc)) from exc
-            raise Undecodable("schema_violation", str(exc)) from exc
+                raise Undecodable(Reason.BAD_TIMESTAMP, str(exc)) from exc
+            raise Undecodable(Reason.SCHEMA_VIOLATION, str(exc)) from exc
     try:
-        return BATCH_DECODER.decode(value)
+        batch = BATCH_DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise Undecodable("undecodable", str(exc)) from exc
+        raise Undecodable(Reason.UNDECODABLE, str(exc)) from exc
+    problem = batch_problem(batch)
+    if problem is not None:
+        raise Undecodable(Reason.MALFORMED_BATCH, problem)
+    return batch
 
 
-def payload_text(value: bytes | None, limit: int = 4_096) -> str:
+def batch_problem(batch: TradeBatch | QuoteBatch) -> str | None:
+    """Why the column buffers of a decoded batch do not fit together (None: they do).
+
+    msgpack checks only that each buffer is bytes; a buffer cut mid-element, columns of different
+    lengths or a symbol index past the symbol list would fail later, inside the worker.
+    """
+    if isinstance(batch, TradeBatch):
+        columns = {"ts_ms": (batch.ts_ms, TS_DTYPE), "price": (batch.price, PRICE_DTYPE), "size": (batch.size, PRICE_DTYPE)}
+        if batch.trade_id is not None:
+            columns["trade_id"] = (batch.trade_id, ID_DTYPE)
+        if (batch.symbols is None) != (batch.symbol_idx is None):
+            return "symbols and symbol_idx come together"
+        if batch.symbol_idx is not None:
+            columns["symbol_idx"] = (batch.symbol_idx, np.dtype("<i4"))
+    else:
+        columns = {
+            name: (getattr(batch, name), TS_DTYPE if name == "ts_ms" else PRICE_DTYPE)
+            for name in ("ts_ms", "bid", "ask", "bid_size", "ask_size")
+        }
+    rows = set()
+    for name, (buffer, dtype) in columns.items():
+        if len(buffer) % dtype.itemsize:
+            return f"{name}: {len(buffer)} bytes is not a whole number of {dtype.itemsize}-byte values"
+        rows.add(len(buffer) // dtype.itemsize)
+    if len(rows) > 1:
+        return f"columns of different lengths: {sorted(rows)} rows"
+    if isinstance(batch, TradeBatch) and batch.symbols is not None and batch.symbol_idx is not None:
+        index = np.frombuffer(batch.symbol_idx, "<i4")
+        if len(index) and (index.min() < 0 or index.max() >= len(batch.symbols)):
+            return f"symbol_idx outside the {len(batch.symbols)} symbols of the batch"
+    return None
+
+
+def payload_text(value: bytes | None, limit: int = DEAD_LETTER_PAYLOAD_LIMIT) -> str:
     """The message as text for a dead letter (binary shown as hex, long ones cut)."""
     if value is None:
         return ""
+    head = value[: limit * 4]  # enough bytes for ``limit`` characters
     try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        text = value.hex()
-    return text if len(text) <= limit else text[:limit] + "..."
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A character split by the cut is still text; anything else is binary.
+        split_char = len(head) < len(value) and exc.start >= len(head) - 3
+        text = head[: exc.start].decode("utf-8") if split_char else head.hex()
+    if len(text) > limit or len(head) < len(value):
+        return f"{text[:limit]}... ({len(value):,} bytes)"
+    return text
 
 
 def dead_letter_for(
@@ -216,5 +263,5 @@ def bar_or_dead_letter(msg: Message, out: DeadLetterSink, source: str) -> Bar | 
     try:
         return BAR_DECODER.decode(msg.value())
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        out.dead_letter(dead_letter_for(msg, "undecodable", source, str(exc)))
+        out.dead_letter(dead_letter_for(msg, Reason.UNDECODABLE, source, str(exc)))
         return None

@@ -25,8 +25,10 @@ from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
 from tickforge.platform.io.kafka import encode_marker, make_consumer, make_producer, marker_headers, topic_name
 from tickforge.platform.settings import Settings
+from tickforge.platform.reasons import Reason
 from tickforge.platform.topics import DEAD_LETTER
 from tickforge.streaming import metrics
+from tickforge.streaming.codec import payload_text
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +53,22 @@ class Output:
     replaying: bool = False
     produced: int = 0
     dead_letter_topic: str = ""
+    _refusal: str = ""
     # (worker, timeframe, wall ms when the watermark passed, bars): observed once committed
     latencies: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     def send(self, topic: str, key: bytes | str | None, value: bytes, headers=None) -> None:
         if self.replaying:
             return
-        self.producer.produce(topic, value, key, partition=self.partition, headers=headers)
-        self.produced += 1
-        if self.produced % 10_000 == 0:
-            self.producer.poll(0)
+        if self._produce(topic, key, value, headers):
+            return
+        # The broker's client refused it before it left (over the message size, say): what the
+        # input produced is kept in the dead letter, and the partition goes on.
+        self.dead_letter(DeadLetter(
+            reason=Reason.UNPRODUCIBLE, source=topic, payload=payload_text(value),
+            symbol=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            partition=self.partition, detail=self._refusal,
+        ))
 
     def marker(self, topic: str, watermark_ms: int) -> None:
         self.send(topic, None, encode_marker(watermark_ms), marker_headers())
@@ -69,8 +77,25 @@ class Output:
         if self.replaying:
             return
         metrics.DEAD_LETTERS.labels(reason=letter.reason).inc()
-        self.producer.produce(self.dead_letter_topic, JSON_ENCODER.encode(letter), letter.source)
-        self.produced += 1
+        letter = letter.bounded()
+        if not self._produce(self.dead_letter_topic, letter.source, JSON_ENCODER.encode(letter), None):
+            log.error("dead letter refused", extra={"reason": letter.reason, "error": self._refusal})
+
+    def _produce(self, topic: str, key: bytes | str | None, value: bytes, headers) -> bool:
+        """Produce, waiting while the client's queue is full; False if the client refuses it."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, partition=self.partition, headers=headers)
+            except BufferError:
+                self.producer.poll(0.05)  # full queue: let deliveries drain, then try again
+                continue
+            except KafkaException as exc:
+                self._refusal = str(exc)
+                return False
+            self.produced += 1
+            if self.produced % 10_000 == 0:
+                self.producer.poll(0)
+            return True
 
 
 class PartitionTask(Protocol):
@@ -224,8 +249,10 @@ class TransactionalWorker:
         self.producer.init_transactions(30)
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_input = time.monotonic()
+        liveness = metrics.WORKER_LIVENESS.labels(worker=self.name)
         try:
             while not self._stop:
+                liveness.set(time.time())
                 if not self._backlog:
                     msgs = self.consumer.consume(self.batch_size, timeout=0.05)
                     self._drained = len(msgs) < self.batch_size
@@ -338,7 +365,17 @@ class TransactionalWorker:
         # Inside [lo, hi) everything was committed before: rebuild state, emit nothing.
         out.replaying = offset < track.replay_until
         wm_before = task.watermark
-        needed_until = task.process(msg, out)
+        try:
+            needed_until = task.process(msg, out)
+        except Exception as exc:
+            # A worker never exits because of what a message holds: the message is dead-lettered
+            # with the error and the partition moves past it (a replay does the same, silently).
+            log.exception("message failed", extra={"worker": self.name, "partition": msg.partition(), "offset": offset})
+            out.dead_letter(DeadLetter(
+                reason=Reason.PROCESSING_ERROR, source=self.input_topic, payload=payload_text(msg.value()),
+                partition=msg.partition(), offset=offset, detail=f"{type(exc).__name__}: {exc}",
+            ))
+            needed_until = NO_WATERMARK
         if task.watermark > wm_before:
             task.close(out)
         if needed_until > task.watermark:

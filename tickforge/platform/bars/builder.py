@@ -17,7 +17,8 @@ import numpy as np
 
 from tickforge.platform.bars.kernel import BarColumns, emit_order, fold_partials, fold_ticks
 from tickforge.platform.bars.timeframes import BIN_TIMEFRAME, rollup_parent, timeframe_ms
-from tickforge.platform.bars.watermark import NO_WATERMARK
+from tickforge.platform.bars.watermark import MAX_EVENT_JUMP_MS, NO_WATERMARK
+from tickforge.platform.reasons import Reason
 
 
 class Reject(IntEnum):
@@ -30,10 +31,18 @@ class Reject(IntEnum):
     BAD_SIZE = 4
     DUPLICATE = 5
     LATE = 6
+    FUTURE_TIMESTAMP = 7
+    BAD_SYMBOL = 8
 
     @property
     def reason(self) -> str:
-        return self.name.lower()
+        """The dead-letter :class:`Reason` (``accepted`` for 0)."""
+        return self.name.lower() if self is Reject.ACCEPTED else Reason(self.name.lower())
+
+
+# Symbol codes below zero are faults the decoder found, not symbols.
+MISSING_SYMBOL_CODE = -1
+BAD_SYMBOL_CODE = -2
 
 
 class SymbolTable:
@@ -215,9 +224,11 @@ class BarBuilder:
         lateness_ms: int = 500,
         dedup_horizon_ms: int = 60_000,
         symbols: SymbolTable | None = None,
+        max_event_jump_ms: int = MAX_EVENT_JUMP_MS,
     ) -> None:
         self.timeframes = list(timeframes)
         self.lateness_ms = lateness_ms
+        self.max_event_jump_ms = max_event_jump_ms
         self.symbols = symbols or SymbolTable()
         self.dedup = TradeIdDedup(dedup_horizon_ms)
         self.quotes = QuoteBook()
@@ -240,11 +251,11 @@ class BarBuilder:
         price: np.ndarray,
         size: np.ndarray,
         trade_id: np.ndarray | None = None,
-        ts_valid: np.ndarray | None = None,
+        not_after_ms: int | None = None,
     ) -> np.ndarray:
         """One symbol's trades in stream order (the wire's unit); see :meth:`add_trade_columns`."""
-        code = self.symbols.code(symbol) if symbol else -1
-        return self.add_trade_columns(np.full(len(ts), code, np.int32), ts, price, size, trade_id, ts_valid)
+        code = self.symbols.code(symbol) if symbol else MISSING_SYMBOL_CODE
+        return self.add_trade_columns(np.full(len(ts), code, np.int32), ts, price, size, trade_id, not_after_ms)
 
     def add_trade_columns(
         self,
@@ -253,27 +264,31 @@ class BarBuilder:
         price: np.ndarray,
         size: np.ndarray,
         trade_id: np.ndarray | None = None,
-        ts_valid: np.ndarray | None = None,
+        not_after_ms: int | None = None,
     ) -> np.ndarray:
         """Fold trades in stream order; returns a :class:`Reject` code per row.
 
-        ``sym`` holds symbol codes (-1: missing symbol). ``ts_valid`` marks rows whose timestamp
-        parsed (decoders pass False for the rest). ``trade_id`` may hold -1 where a row has none.
+        ``sym`` holds symbol codes (``MISSING_SYMBOL_CODE``, ``BAD_SYMBOL_CODE`` for faults).
+        ``trade_id`` may hold -1 where a row has none. A row stamped after ``not_after_ms`` (the
+        caller's bound on event time, e.g. arrival time plus a clock skew) or more than
+        ``max_event_jump_ms`` past the watermark is a ``future_timestamp``: it never moves the
+        watermark.
         """
         n = len(ts)
         codes = np.zeros(n, np.uint8)
         if n == 0:
             return codes
-        if trade_id is None and ts_valid is None and self._in_order_and_valid(sym, ts, price, size):
+        limit = self._future_limit(not_after_ms)
+        if trade_id is None and int(ts[-1]) <= limit and self._in_order_and_valid(sym, ts, price, size):
             # The usual batch: nothing to reject, and no row can be late (see the helper).
             self._chain.feed(fold_ticks(sym, ts, price, size, self._source_ms))
             self.watermark = max(self.watermark, int(ts[-1]))
             return codes
         codes[(size <= 0) | ~np.isfinite(size)] = Reject.BAD_SIZE
         codes[(price <= 0) | ~np.isfinite(price)] = Reject.BAD_PRICE
-        if ts_valid is not None:
-            codes[~ts_valid] = Reject.BAD_TIMESTAMP
-        codes[sym < 0] = Reject.MISSING_SYMBOL
+        codes[sym == BAD_SYMBOL_CODE] = Reject.BAD_SYMBOL
+        codes[sym == MISSING_SYMBOL_CODE] = Reject.MISSING_SYMBOL
+        codes[ts > limit] = Reject.FUTURE_TIMESTAMP  # a timestamp fault comes first, as in the reference
         if trade_id is not None:
             self._reject_duplicates(sym, ts, trade_id, codes)
         candidates = codes == 0
@@ -294,6 +309,13 @@ class BarBuilder:
         if accepted.any():
             self.watermark = max(self.watermark, int(running[-1]))
         return codes
+
+    def _future_limit(self, not_after_ms: int | None) -> int:
+        """The latest event time a row of this call may carry."""
+        limit = 2**62 if not_after_ms is None else not_after_ms
+        if self.watermark > NO_WATERMARK:
+            limit = min(limit, self.watermark + self.max_event_jump_ms)
+        return limit
 
     def _in_order_and_valid(self, sym: np.ndarray, ts: np.ndarray, price: np.ndarray, size: np.ndarray) -> bool:
         """Every row valid, event times non-decreasing, and the first row's bin still open.

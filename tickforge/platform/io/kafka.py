@@ -39,13 +39,20 @@ def encode_marker(watermark_ms: int) -> bytes:
 
 
 def marker_watermark(msg: Message) -> int | None:
-    """The watermark a marker message carries, or None for a data message."""
+    """The watermark a marker message carries, or None for a data message.
+
+    A marker header on a body that is no marker makes the message data: the consumer's decoder
+    then dead-letters it as undecodable, and no watermark moves on it.
+    """
     headers = msg.headers()
     if not headers:
         return None
     for key, value in headers:
         if key == KIND_HEADER and value == KIND_WATERMARK:
-            return _MARKER_DECODER.decode(msg.value()).watermark_ms
+            try:
+                return _MARKER_DECODER.decode(msg.value() or b"").watermark_ms
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return None
     return None
 
 
