@@ -99,6 +99,33 @@ class StreamingSettings(BaseModel):
     timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
     dedup_horizon_ms: int = 60_000
     metrics_port: int = 0  # 0: no Prometheus endpoint
+    # Supervision (`stream start`): a worker whose liveness gauge is older than this is restarted;
+    # restarts of a worker that keeps failing wait 1 s, 2 s, 4 s, ... up to the cap.
+    liveness_timeout_s: float = Field(default=60.0, gt=0)
+    restart_backoff_max_s: float = Field(default=60.0, ge=1)
+
+
+class HttpSourceSettings(BaseModel):
+    """The HTTP NDJSON tick source (``TICKFORGE_HTTP_SOURCE__...``).
+
+    Bound to anything but loopback it refuses to start without both a bearer token and TLS.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    token: SecretStr | None = None  # clients send ``Authorization: Bearer <token>``
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # 413 over it
+    max_line_bytes: int = Field(default=65_536, gt=0)  # a longer line is a dead letter
+    max_connections: int = Field(default=32, gt=0)  # open connections; more get 503
+    header_timeout_s: float = Field(default=10.0, gt=0)  # request line and headers complete
+    body_timeout_s: float = Field(default=30.0, gt=0)  # the whole body read (408 after)
+    keep_alive_s: float = Field(default=5.0, gt=0)  # an idle connection between requests
+    delivery_timeout_s: float = Field(default=15.0, gt=0)  # every line acknowledged (503 after)
+    retry_after_s: int = Field(default=5, ge=1)
+    idempotency_keys: int = Field(default=10_000, ge=0)  # answers kept for retried requests
+    idempotency_ttl_s: float = Field(default=900.0, gt=0)
 
 
 class SignalSettings(BaseModel):
@@ -153,6 +180,7 @@ class Settings(BaseSettings):
     snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     signals: SignalSettings = Field(default_factory=SignalSettings)
+    http_source: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
 
     def redacted(self) -> dict[str, Any]:
         """A printable view: secrets masked, DSN passwords hidden."""
