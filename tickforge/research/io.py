@@ -48,13 +48,14 @@ def split_daily_csv(frame: pl.DataFrame, raw: bool = False) -> tuple[list[BarSer
     factor = pl.lit(1.0) if raw else pl.col("adj_factor").cast(pl.Float64, strict=False)
     parsed = frame.with_columns(day.alias("_day"), *numbers, factor.alias("_factor"))
     bad_day = parsed.filter(pl.col("_day").is_null())
-    bad_factor = parsed.filter(pl.col("_day").is_not_null() & ~(pl.col("_factor") > 0))
+    factor_ok = (pl.col("_factor") > 0).fill_null(False)
+    bad_factor = parsed.filter(pl.col("_day").is_not_null() & ~factor_ok)
     dead = pl.concat([
         bad_day.select(pl.col("symbol"), pl.lit(None, pl.Int64).alias("window_start"),
                        pl.lit("unparseable date").alias("reason")),
         bad_factor.select(pl.col("symbol"), _window_start(), pl.lit("missing or non-positive adj_factor").alias("reason")),
     ]).cast({"symbol": pl.String, "window_start": pl.Int64, "reason": pl.String})
-    good = parsed.filter(pl.col("_day").is_not_null() & (pl.col("_factor") > 0)).with_columns(
+    good = parsed.filter(pl.col("_day").is_not_null() & factor_ok).with_columns(
         *(pl.col(c) * pl.col("_factor") for c in PRICE_COLUMNS), _window_start())
     series, refused = split_bars(good.select("symbol", "window_start", *PRICE_COLUMNS, "volume"), DAILY)
     return series, pl.concat([dead.select(DEAD_LETTER_COLUMNS), refused.select(DEAD_LETTER_COLUMNS)])
