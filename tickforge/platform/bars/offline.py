@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tickforge.platform.bars.builder import BarBuilder, ClosedBars, Reject
+from tickforge.platform.bars.builder import BarBuilder, ClosedBars, Reject, SymbolTable
 from tickforge.platform.bars.kernel import BarColumns
 from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.io.files import DEAD_LETTER_SCHEMA, TickFile
@@ -44,22 +44,22 @@ def build_bars(
     progress: Callable[[int], None] | None = None,
 ) -> OfflineBars:
     data = trades.data
-    symbol_names = data["symbol"].unique(maintain_order=True).to_list()
-    partition_of = {s: partition_for(s, partitions) for s in symbol_names}
     builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
     if quotes is not None:
         _feed_quotes(builders, quotes.data, partitions)
     collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
     rejected_rows: list[np.ndarray] = []
     rejected_codes: list[np.ndarray] = []
-    part_col = data["symbol"].replace_strict(partition_of, return_dtype=pl.Int32) if partitions > 1 else None
+    part_col = None
+    if partitions > 1:
+        names = data["symbol"].unique(maintain_order=True).to_list()
+        partition_of = {s: partition_for(s, partitions) for s in names}
+        part_col = data["symbol"].replace_strict(partition_of, return_dtype=pl.Int32)
     for p, builder in enumerate(builders):
         frame = data if part_col is None else data.filter(part_col == p)
         if frame.is_empty():
             continue
-        names = frame["symbol"].to_numpy()
-        uniques, inverse = np.unique(names, return_inverse=True)
-        sym = np.array([builder.symbols.code(s) for s in uniques], np.int32)[inverse]
+        sym = symbol_codes(frame["symbol"], builder.symbols)
         ts = frame["ts_ms"].to_numpy()
         price = frame["price"].to_numpy()
         size = frame["size"].to_numpy()
@@ -84,6 +84,19 @@ def build_bars(
     return OfflineBars(bars, _dead_letters(trades, rejected_rows, rejected_codes))
 
 
+def symbol_codes(symbols: pl.Series, table: SymbolTable) -> np.ndarray:
+    """Each row's code in ``table`` (new names are added in order of first appearance).
+
+    A dictionary encode: the distinct names are found by hashing and each row's position among
+    them is the physical code of an enum over them. Sorting millions of strings (``np.unique``)
+    to find a handful of symbols cost more than the whole bar kernel.
+    """
+    names = symbols.unique(maintain_order=True)
+    codes = table.codes(names.to_list())
+    position = symbols.cast(pl.Enum(names)).to_physical().to_numpy()
+    return codes[position]
+
+
 def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partitions: int) -> None:
     for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
         p = partition_for(symbol, partitions)
@@ -105,7 +118,7 @@ def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_
         if not len(cols):
             continue
         frame = {
-            "symbol": np.asarray(names, dtype=object)[cols.sym].astype(str),
+            "symbol": pl.Series(names, dtype=pl.String).gather(cols.sym),
             "window_start": cols.start,
             "window_end": cols.start + length,
             "open": cols.open,
@@ -139,12 +152,12 @@ def _dead_letters(trades: TickFile, rows: list[np.ndarray], codes: list[np.ndarr
         return trades.dead_letters
     row = np.concatenate(rows)
     code = np.concatenate(codes)
-    reasons = pl.Series([Reject(int(c)).reason for c in range(len(Reject))])
+    reasons = {int(c): str(c.reason) for c in Reject}
     rejected = (
         pl.DataFrame({"row": row, "code": code.astype(np.int64)})
         .join(trades.data, on="row", how="left")
         .with_columns(
-            reason=pl.col("code").map_elements(lambda c: reasons[c], return_dtype=pl.String),
+            reason=pl.col("code").replace_strict(reasons, return_dtype=pl.String),
             raw=pl.concat_str(
                 [pl.col(c).cast(pl.String).fill_null("") for c in ("ts_ms", "symbol", "price", "size", "trade_id")],
                 separator=",",

@@ -5,12 +5,16 @@ letter (``TickFile.dead_letters``), both carrying ``row``, the 0-based data-row 
 order (blank lines are not data rows). A bad row never fails the read; a file whose header lacks
 a required column does, because then no row can be read.
 
-CSV is parsed line by line in vectorized blocks: each block is split into physical lines by
-polars (with a separator byte that does not occur in the block, so a whole line is one field),
-and the lines are split on ``,``. That keeps the original text of every row for the dead letter
-and finds rows whose field count differs from the header, which a normal CSV reader either
-rejects as a whole file or pads silently. Lines containing a double quote go through Python's
-``csv`` module instead, so quoted fields are honoured; a quoted field may not span lines.
+CSV is read in two steps, both by polars' own CSV reader. First every physical line is read as
+one text field (a separator byte the file does not contain, no quoting, lossy UTF-8), which keeps
+each row's original text for the dead letter and gives its field count (commas; for a line with
+double quotes, commas outside quoted fields). Then the lines of the right shape, and only those,
+are read again as CSV with an all-text schema, so every line is exactly one record and nothing can
+fail to parse; values are cast and validated per row in vectorized form after that. A row is
+``malformed_row`` when its field count differs from the header's, when it holds bytes that are
+not UTF-8, or when a double quote stands anywhere but around a whole field (a quoted field may
+hold commas and doubled quotes but not a line break). Blank and whitespace-only lines are skipped;
+CRLF line ends and a byte-order mark before the header are accepted.
 
 Column layouts accepted (the shared data sets in ``/work/shared/data`` read as they are):
 
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from polars.expr.whenthen import ChainedThen, Then
@@ -80,13 +85,25 @@ ProgressHook = Callable[[int], None]
 
 # One block of text rows in, (parsed rows, dead letters) out.
 _Parser = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
+# A parser with the header fields it reads (the only ones a CSV block needs to split out).
+_Layout = tuple[_Parser, list[str]]
 
 # ~400 k equity rows per block: large enough for polars to be efficient, small enough that
 # progress moves on a multi-million-row file.
 _BLOCK_BYTES: Final = 16 * 1024 * 1024
 _PARQUET_BATCH_ROWS: Final = 500_000
-# Separator bytes tried for the one-field-per-line read; the first one absent from a block wins.
-_LINE_SEPARATORS: Final = (b"\x1f", b"\x1e", b"\x1d", b"\x1c", b"\x00")
+# Separator bytes tried for the one-field-per-line read; the first one absent from the file wins.
+_LINE_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
+# A field in double quotes (a doubled quote inside stands for one), and a line of fields each
+# either quoted whole or free of quotes: anything else is a malformed row, not a guess.
+_QUOTED_FIELD: Final = r'"(?:[^"]|"")*"'
+_QUOTED_LINE: Final = rf'^(?:{_QUOTED_FIELD}|[^",]*)(?:,(?:{_QUOTED_FIELD}|[^",]*))*$'
+# What a lossy UTF-8 decode puts in place of bytes that are not UTF-8.
+_REPLACEMENT_CHARACTER: Final = "\ufffd"
+_NOT_UTF8: Final = "bytes that are not UTF-8"
+# Lines holding either need a closer look than a comma count.
+_SPECIAL: Final = '["\ufffd]'
+_BAD_QUOTING: Final = "a double quote outside a quoted field, or an unclosed quoted field"
 
 # Timestamp columns in order of preference with the divisor to epoch ms. A row uses the first
 # of them that is non-empty, so a layout can mix exchange time with a receive-time fallback.
@@ -136,10 +153,10 @@ def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook 
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: repeated column names in header {header}")
     try:
-        parse = _trade_parser(header) if kind == "trades" else _quote_parser(header)
+        parse, fields = _trade_parser(header) if kind == "trades" else _quote_parser(header)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    blocks = _parquet_blocks(path, header) if parquet else _csv_blocks(path, header)
+    blocks = _parquet_blocks(path, header) if parquet else _csv_blocks(path, header, fields)
     data_parts: list[pl.DataFrame] = []
     dead_parts: list[pl.DataFrame] = []
     rows = 0
@@ -155,7 +172,8 @@ def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook 
         kind=kind,
         source=str(path),
         data=pl.concat(data_parts) if data_parts else pl.DataFrame(schema=schema),
-        dead_letters=pl.concat(dead_parts)
+        # Rows of the wrong shape come after the others within a block: restore file order.
+        dead_letters=pl.concat(dead_parts).sort("row")
         if dead_parts
         else pl.DataFrame(schema=DEAD_LETTER_SCHEMA),
     )
@@ -181,88 +199,152 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
-def _csv_blocks(path: Path, header: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """Blocks of ``row, raw, n_fields`` and one text column per header field."""
-    next_row = 0
-    tail = b""
-    with _open_text(path) as stream:
-        stream.readline()  # the header, read by _csv_header
-        while True:
-            chunk = stream.read(_BLOCK_BYTES)
-            buf = tail + chunk
-            if chunk:
-                # Cut at the last newline; the partial line waits for the next chunk.
-                cut = buf.rfind(b"\n") + 1
-                buf, tail = buf[:cut], buf[cut:]
-            if buf:
-                block = _split_lines(_lines(buf), header, next_row)
-                next_row += block.height
-                yield block
-            if not chunk:
-                return
+def _csv_blocks(path: Path, header: Sequence[str], fields: Sequence[str]) -> Iterator[pl.DataFrame]:
+    """Blocks of ``row, raw, n_fields, malformed`` and the text of each of ``fields``."""
+    lines = _data_lines(path)
+    # Each line's end offset, counting its terminator, to cut blocks of about _BLOCK_BYTES.
+    ends = np.cumsum(lines["raw"].str.len_bytes().to_numpy().astype(np.int64) + 1)
+    start = 0
+    while start < lines.height:
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + _BLOCK_BYTES, side="right")))
+        yield _split_lines(lines.slice(start, stop - start), header, fields, start)
+        start = stop
 
 
-def _lines(buf: bytes) -> pl.Series:
-    """Physical lines of ``buf`` without terminators; blank lines dropped."""
-    separator = next((s for s in _LINE_SEPARATORS if s not in buf), None)
-    if separator is None:  # binary garbage using every candidate: fall back to Python
-        text = buf.decode("utf-8", errors="replace")
-        lines = pl.Series("raw", text.split("\n"), dtype=pl.String)
-    else:
-        lines = pl.read_csv(
-            io.BytesIO(buf),
-            has_header=False,
-            separator=separator.decode(),
-            quote_char=None,
-            schema={"raw": pl.String},
-            encoding="utf8-lossy",  # an undecodable byte spoils one row, not the file
-        ).to_series()
-    lines = lines.str.strip_suffix("\r")
-    return lines.filter(lines.is_not_null() & (lines.str.strip_chars() != ""))
-
-
-def _split_lines(lines: pl.Series, header: Sequence[str], first_row: int) -> pl.DataFrame:
-    n = len(header)
-    frame = pl.DataFrame({"raw": lines}).with_row_index("row", offset=first_row)
-    frame = frame.with_columns(pl.col("row").cast(pl.Int64))
-    quoted = lines.str.contains('"', literal=True)
-    plain = frame.filter(~quoted)
-    fields = (
-        plain["raw"]
-        .str.split_exact(",", n - 1)
-        .struct.rename_fields([_source(h) for h in header])
-        .struct.unnest()
+def _data_lines(path: Path) -> pl.DataFrame:
+    """``raw``: the physical lines after the header, without terminators, blank lines dropped;
+    ``commas``: the number of commas in each."""
+    lines = None
+    for separator in _LINE_SEPARATORS:
+        try:
+            lines = pl.read_csv(
+                path,
+                has_header=False,
+                skip_lines=1,
+                separator=separator,
+                quote_char=None,
+                schema={"raw": pl.String},
+                encoding="utf8-lossy",  # an undecodable byte spoils one row, not the file
+            ).to_series()
+            break
+        except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
+            continue  # the separator byte occurs in the file: a line would split in two
+        except OSError as e:  # e.g. a gzip stream cut short
+            raise ValueError(f"{path}: cannot read the file: {e}") from e
+    if lines is None:  # binary garbage using every candidate byte: decode in Python
+        lines = pl.Series("raw", _python_lines(path), dtype=pl.String)
+    lines = lines.drop_nulls()  # polars reads an empty line (or a lone CR) as null
+    if lines.str.ends_with("\r").any():  # a stray CR before CRLF or LF
+        lines = lines.str.strip_suffix("\r")
+    frame = pl.DataFrame({"raw": lines}).with_columns(
+        pl.col("raw").str.count_matches(",", literal=True).cast(pl.Int32).alias("commas")
     )
-    parts = [
-        pl.concat(
-            [
-                plain,
-                plain.select(
-                    (pl.col("raw").str.count_matches(",", literal=True) + 1)
-                    .cast(pl.Int32)
-                    .alias("n_fields")
-                ),
-                fields,
-            ],
-            how="horizontal",
-        )
-    ]
-    if quoted.any():
-        parts.append(_split_quoted(frame.filter(quoted), header))
-    return pl.concat(parts).sort("row") if len(parts) > 1 else parts[0]
+    # Whitespace-only lines are blank too; only a line without a comma can be one.
+    no_comma = frame.select(pl.arg_where(pl.col("commas") == 0)).to_series()
+    if no_comma.is_empty():
+        return frame
+    blank = no_comma.filter(~frame["raw"].gather(no_comma).str.contains(r"\S"))
+    if blank.is_empty():
+        return frame
+    keep = np.ones(frame.height, dtype=bool)
+    keep[blank.to_numpy()] = False
+    return frame.filter(pl.Series(keep))
 
 
-def _split_quoted(frame: pl.DataFrame, header: Sequence[str]) -> pl.DataFrame:
-    """Rows with quotes, split by the csv module (rare, so per-row Python is fine)."""
-    split = [next(csv.reader([line]), []) for line in frame["raw"]]
-    columns = {
-        _source(name): pl.Series(
-            [f[i] if len(f) == len(header) else None for f in split], dtype=pl.String
-        )
-        for i, name in enumerate(header)
-    }
+def _python_lines(path: Path) -> list[str]:
+    try:
+        with _open_text(path) as stream:
+            text = stream.read().decode("utf-8", errors="replace")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read the file: {e}") from e
+    return text.split("\n")[1:]
+
+
+def _split_lines(
+    lines: pl.DataFrame, header: Sequence[str], fields: Sequence[str], first_row: int
+) -> pl.DataFrame:
+    """A block of ``raw, commas`` to ``row, raw, n_fields, malformed`` plus the text of ``fields``.
+
+    Field counts and quoting are checked here, on the whole line; polars' CSV reader then splits
+    only lines of the right shape, so every line it sees is exactly one record and its output
+    lines up with the block row for row. A shapeless line keeps null fields and its ``raw`` text.
+    """
+    n = len(header)
+    raw = pl.col("raw")
+    frame = lines.select(
+        pl.int_range(first_row, first_row + lines.height, dtype=pl.Int64).alias("row"),
+        raw,
+        (pl.col("commas") + 1).alias("n_fields"),
+        pl.lit(None, pl.String).alias("malformed"),
+    )
+    if lines["raw"].str.contains(_SPECIAL).any():
+        frame = _check_special_lines(frame)
+    shaped = frame.select((pl.col("n_fields") == n) & pl.col("malformed").is_null()).to_series()
+    if shaped.all():
+        return frame.hstack(_split_fields(frame["raw"], header, fields))
+    good = frame.filter(shaped)
+    text = _split_fields(good["raw"], header, fields)
+    misshapen = frame.filter(~shaped).with_columns(
+        pl.lit(None, pl.String).alias(c) for c in text.columns
+    )
+    return pl.concat([good.hstack(text), misshapen])
+
+
+def _check_special_lines(frame: pl.DataFrame) -> pl.DataFrame:
+    """Field counts of lines with double quotes, and the reason a line cannot be a record."""
+    raw = pl.col("raw")
+    quoted = raw.str.contains('"', literal=True)
+    well_quoted = raw.str.contains(_QUOTED_LINE)
+    quoted_count = raw.str.replace_all(_QUOTED_FIELD, "").str.count_matches(",", literal=True) + 1
     return frame.with_columns(
-        pl.Series("n_fields", [len(f) for f in split], dtype=pl.Int32), **columns
+        pl.when(~quoted)
+        .then(pl.col("n_fields"))
+        .when(well_quoted)
+        .then(quoted_count.cast(pl.Int32))
+        .alias("n_fields"),
+        pl.when(raw.str.contains(_REPLACEMENT_CHARACTER, literal=True))
+        .then(pl.lit(_NOT_UTF8))
+        .when(quoted & ~well_quoted)
+        .then(pl.lit(_BAD_QUOTING))
+        .alias("malformed"),
+    )
+
+
+def _split_fields(lines: pl.Series, header: Sequence[str], fields: Sequence[str]) -> pl.DataFrame:
+    """``fields`` of lines that each hold exactly one record of ``header``, as text."""
+    schema = {_source(name): pl.String for name in header}
+    wanted = [list(header).index(name) for name in fields]
+    if lines.is_empty():
+        return pl.DataFrame(schema={_source(name): pl.String for name in fields})
+    buffer = io.BytesIO()
+    # A first record of empty fields, dropped after the read: polars strips a byte-order mark
+    # at the start of its input, which would change the first line's first field.
+    buffer.write(b"," * (len(header) - 1) + b"\n")
+    pl.DataFrame({"raw": lines}).write_csv(buffer, include_header=False, quote_style="never")
+    text = pl.read_csv(
+        buffer.getvalue(),
+        has_header=False,
+        schema=schema,
+        columns=wanted,
+        quote_char='"',
+    ).slice(1)
+    if text.height != len(lines):  # not one record per line after all: split line by line
+        return _split_fields_by_csv_module(lines, header, fields)
+    return text
+
+
+def _split_fields_by_csv_module(
+    lines: pl.Series, header: Sequence[str], fields: Sequence[str]
+) -> pl.DataFrame:
+    """What :func:`_split_fields` returns, from Python's csv module, one line at a time."""
+    at = [list(header).index(name) for name in fields]
+    records = [next(csv.reader([line]), []) for line in lines]
+    return pl.DataFrame(
+        {
+            _source(name): pl.Series([r[i] if i < len(r) and r[i] != "" else None for r in records], dtype=pl.String)
+            for name, i in zip(fields, at, strict=True)
+        }
     )
 
 
@@ -291,6 +373,7 @@ def _parquet_blocks(path: Path, header: Sequence[str]) -> Iterator[pl.DataFrame]
             pl.int_range(next_row, next_row + text.height, dtype=pl.Int64).alias("row"),
             pl.concat_str([pl.col(h).fill_null("") for h in header], separator=",").alias("raw"),
             pl.lit(len(header), dtype=pl.Int32).alias("n_fields"),
+            pl.lit(None, pl.String).alias("malformed"),
             *(pl.col(h).alias(_source(h)) for h in header),
         )
         next_row += block.height
@@ -305,16 +388,60 @@ def _source(name: str) -> str:
     return f"field:{name}"
 
 
-def _field(name: str) -> pl.Expr:
-    """A field's text, trimmed; empty becomes null so that absent and blank mean the same."""
+def _field(name: str, trim: bool = True) -> pl.Expr:
+    """A field's text, trimmed; empty becomes null so that absent and blank mean the same.
+
+    Untrimmed (``trim=False``) it is the text as read, for the first pass of
+    :func:`_parse_values`.
+    """
+    if not trim:
+        return pl.col(_source(name))
     text = pl.col(_source(name)).str.strip_chars()
     return pl.when(text != "").then(text)
 
 
-def _number(name: str) -> pl.Expr:
-    # Accepts what Python's float() does, including "nan" and "inf": those parse, and value
-    # validation rejects them with a reason that names the value rather than the syntax.
-    return _field(name).cast(pl.Float64, strict=False)
+def _number(name: str, trim: bool = True) -> pl.Expr:
+    # Accepts "nan", "inf" and "infinity" (any case) as Python's float() does: those parse, and
+    # value validation rejects them with a reason that names the value rather than the syntax.
+    return _field(name, trim).cast(pl.Float64, strict=False)
+
+
+def _symbol(name: str) -> pl.Expr:
+    """Trimmed; blank stays ``""`` (cheaper than a null, and just as missing to validation)."""
+    return pl.col(_source(name)).str.strip_chars()
+
+
+def _integer(name: str, trim: bool = True) -> pl.Expr:
+    return _field(name, trim).str.to_integer(strict=False)
+
+
+# Value expressions of a parser, untrimmed (first pass) or trimmed (second pass).
+_Values = Callable[[bool], dict[str, pl.Expr]]
+
+
+def _parse_values(
+    block: pl.DataFrame, values: _Values, numbers: Sequence[tuple[str, Sequence[str]]]
+) -> pl.DataFrame:
+    """``block`` plus the columns of ``values``, parsed in two passes.
+
+    Trimming every field of every row costs more than the rest of the parse, and almost no field
+    needs it. So fields are parsed as read first; rows where a number did not parse although its
+    text is there (padded with whitespace, or garbage) are parsed again, trimmed, and put back in
+    place. ``numbers`` pairs each numeric value column with the fields it is read from.
+    """
+    parsed = block.with_columns(**values(False))
+    suspect = pl.any_horizontal(
+        [
+            pl.col(value).is_null()
+            & pl.any_horizontal([pl.col(_source(name)).is_not_null() for name in names])
+            for value, names in numbers
+        ]
+    )
+    rows = parsed.select(pl.arg_where(suspect)).to_series()
+    if rows.is_empty():
+        return parsed
+    exact = block.select(pl.all().gather(rows)).select(**values(True))
+    return parsed.with_columns(parsed[c].clone().scatter(rows, exact[c]) for c in exact.columns)
 
 
 def _unparseable(name: str, parsed: pl.Expr) -> pl.Expr:
@@ -340,20 +467,25 @@ def _first_match(cases: Sequence[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
 
 def _timestamp(
     header: Sequence[str], candidates: Sequence[tuple[str, int]]
-) -> tuple[pl.Expr, list[str]]:
+) -> tuple[Callable[[bool], pl.Expr], list[str]]:
     present = [(name, divisor) for name, divisor in candidates if name in header]
     if not present:
         wanted = " or ".join(name for name, _ in candidates)
         raise ValueError(f"no timestamp column: need {wanted}, header is {list(header)}")
-    # The first non-empty candidate decides; if it does not parse, the row is bad rather than
-    # silently timed by a different clock.
-    ts = _first_match(
-        [
-            (_field(name).is_not_null(), _field(name).str.to_integer(strict=False) // divisor)
-            for name, divisor in present
-        ]
-    )
-    return ts.cast(pl.Int64), [name for name, _ in present]
+
+    def ts(trim: bool) -> pl.Expr:
+        if len(present) == 1 and present[0][1] == 1:
+            return _integer(present[0][0], trim).cast(pl.Int64)
+        # The first non-empty candidate decides; if it does not parse, the row is bad rather
+        # than silently timed by a different clock.
+        return _first_match(
+            [
+                (_field(name, trim).is_not_null(), _integer(name, trim) // divisor)
+                for name, divisor in present
+            ]
+        ).cast(pl.Int64)
+
+    return ts, [name for name, _ in present]
 
 
 def _optional(header: Sequence[str], *names: str) -> str | None:
@@ -369,30 +501,29 @@ def _required(header: Sequence[str], *names: str) -> str:
 
 
 def _malformed(n: int) -> pl.Expr:
-    return pl.col("n_fields") != n
+    """The row is not a record of the header: wrong field count, bad quoting, broken text."""
+    return (pl.col("n_fields") != n).fill_null(True) | pl.col("malformed").is_not_null()
 
 
 def _split(
     parsed: pl.DataFrame, reason: pl.Series, detail: pl.Expr, columns: Sequence[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if reason.null_count() == len(reason):  # the usual block: every row is good
+        return parsed.select(columns), pl.DataFrame(schema=DEAD_LETTER_SCHEMA)
     parsed = parsed.with_columns(reason.alias("reason"))
     dead = parsed.filter(pl.col("reason").is_not_null()).select(
         "row", "reason", "raw", detail.alias("detail")
     )
-    return parsed.filter(pl.col("reason").is_null()).select(columns), dead
+    return parsed.lazy().filter(pl.col("reason").is_null()).select(columns).collect(), dead
 
 
-def _trade_parser(header: Sequence[str]) -> _Parser:
+def _trade_parser(header: Sequence[str]) -> _Layout:
     n = len(header)
     ts, ts_columns = _timestamp(header, _TRADE_TS_COLUMNS)
     symbol = _required(header, "symbol")
     price = _required(header, "price")
     size = _required(header, "size")
     trade_id = _optional(header, "trade_id")
-    trade_id_value = (
-        _field(trade_id).str.to_integer(strict=False) if trade_id else pl.lit(None, pl.Int64)
-    )
-    id_unparseable = _unparseable(trade_id, trade_id_value) if trade_id else pl.lit(False)
     detail_by_reason = {
         BAD_TIMESTAMP: _shown(ts_columns),
         MISSING_SYMBOL: _shown([symbol]),
@@ -402,15 +533,26 @@ def _trade_parser(header: Sequence[str]) -> _Parser:
     if trade_id:
         detail_by_reason[BAD_TRADE_ID] = _shown([trade_id])
 
+    def values(trim: bool) -> dict[str, pl.Expr]:
+        trade_id_value = _integer(trade_id, trim) if trade_id else pl.lit(None, pl.Int64)
+        return {
+            "ts_ms": ts(trim),
+            "symbol": _symbol(symbol),
+            "price": _number(price, trim),
+            "size": _number(size, trim),
+            "trade_id": trade_id_value,
+            # Untrimmed, a present id that does not parse makes the row a second-pass row.
+            "_id_bad": _unparseable(trade_id, trade_id_value)
+            if trade_id and trim
+            else pl.lit(False),
+        }
+
+    numbers = [("ts_ms", ts_columns), ("price", [price]), ("size", [size])]
+    if trade_id:
+        numbers.append(("trade_id", [trade_id]))
+
     def parse(block: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        parsed = block.with_columns(
-            ts.alias("ts_ms"),
-            _field(symbol).alias("symbol"),
-            _number(price).alias("price"),
-            _number(size).alias("size"),
-            trade_id_value.alias("trade_id"),
-            id_unparseable.alias("_id_bad"),
-        )
+        parsed = _parse_values(block, values, numbers)
         value_reason = trade_reject_reasons(parsed)
         reason = parsed.select(
             pl.when(_malformed(n))
@@ -423,10 +565,10 @@ def _trade_parser(header: Sequence[str]) -> _Parser:
         ).to_series()
         return _split(parsed, reason, _detail(n, detail_by_reason), list(TRADE_SCHEMA))
 
-    return parse
+    return parse, _fields_read(header, ts_columns, symbol, price, size, trade_id)
 
 
-def _quote_parser(header: Sequence[str]) -> _Parser:
+def _quote_parser(header: Sequence[str]) -> _Layout:
     n = len(header)
     ts, ts_columns = _timestamp(header, _QUOTE_TS_COLUMNS)
     symbol = _required(header, "symbol")
@@ -436,23 +578,39 @@ def _quote_parser(header: Sequence[str]) -> _Parser:
     ask_size = _optional(header, "ask_size")
     sizes = [s for s in (bid_size, ask_size) if s]
 
-    def number_or_null(name: str | None) -> pl.Expr:
-        return _number(name) if name else pl.lit(None, pl.Float64)
+    def number_or_null(name: str | None, trim: bool) -> pl.Expr:
+        return _number(name, trim) if name else pl.lit(None, pl.Float64)
 
-    def unparseable(names: Sequence[str]) -> pl.Expr:
-        return pl.any_horizontal([_unparseable(c, _number(c)) for c in names] or [pl.lit(False)])
+    def unparseable(names: Sequence[str], trim: bool) -> pl.Expr:
+        # Untrimmed, a present number that does not parse makes the row a second-pass row.
+        if not trim or not names:
+            return pl.lit(False)
+        return pl.any_horizontal([_unparseable(c, _number(c)) for c in names])
 
-    clean_symbol = _field(symbol)
+    def values(trim: bool) -> dict[str, pl.Expr]:
+        return {
+            "ts_ms": ts(trim),
+            "symbol": _symbol(symbol),
+            "bid": number_or_null(bid, trim),
+            "ask": number_or_null(ask, trim),
+            "bid_size": number_or_null(bid_size, trim),
+            "ask_size": number_or_null(ask_size, trim),
+            "_price_bad": unparseable([bid, ask], trim),
+            "_size_bad": unparseable(sizes, trim),
+        }
+
+    numbers = [("ts_ms", ts_columns), ("bid", [bid]), ("ask", [ask])]
+    numbers += [(value, [name]) for value, name in (("bid_size", bid_size), ("ask_size", ask_size)) if name]
     reason = (
         pl.when(_malformed(n))
         .then(pl.lit(MALFORMED_ROW))
         .when(pl.col("ts_ms").is_null())
         .then(pl.lit(BAD_TIMESTAMP))
-        .when(clean_symbol.is_null())
+        .when(pl.col("symbol").is_null() | (pl.col("symbol") == ""))
         .then(pl.lit(MISSING_SYMBOL))
-        .when(unparseable([bid, ask]))
+        .when(pl.col("_price_bad"))
         .then(pl.lit(BAD_PRICE))
-        .when(unparseable(sizes))
+        .when(pl.col("_size_bad"))
         .then(pl.lit(BAD_SIZE))
     )
     detail_by_reason = {
@@ -464,14 +622,7 @@ def _quote_parser(header: Sequence[str]) -> _Parser:
         detail_by_reason[BAD_SIZE] = _shown(sizes)
 
     def parse(block: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        parsed = block.with_columns(
-            ts.alias("ts_ms"),
-            clean_symbol.alias("symbol"),
-            number_or_null(bid).alias("bid"),
-            number_or_null(ask).alias("ask"),
-            number_or_null(bid_size).alias("bid_size"),
-            number_or_null(ask_size).alias("ask_size"),
-        )
+        parsed = _parse_values(block, values, numbers)
         return _split(
             parsed,
             parsed.select(reason).to_series(),
@@ -479,7 +630,13 @@ def _quote_parser(header: Sequence[str]) -> _Parser:
             list(QUOTE_SCHEMA),
         )
 
-    return parse
+    return parse, _fields_read(header, ts_columns, symbol, bid, ask, *sizes)
+
+
+def _fields_read(header: Sequence[str], *names: str | Sequence[str] | None) -> list[str]:
+    """Header fields a parser reads, in header order."""
+    wanted = {name for group in names if group for name in ([group] if isinstance(group, str) else group)}
+    return [name for name in header if name in wanted]
 
 
 def _detail(n: int, by_reason: dict[str, pl.Expr]) -> pl.Expr:
@@ -487,7 +644,9 @@ def _detail(n: int, by_reason: dict[str, pl.Expr]) -> pl.Expr:
         [
             (
                 pl.col("reason") == MALFORMED_ROW,
-                pl.format(f"expected {n} fields, got {{}}", "n_fields"),
+                pl.coalesce(
+                    "malformed", pl.format(f"expected {n} fields, got {{}}", "n_fields")
+                ),
             )
         ]
         + [(pl.col("reason") == reason, text) for reason, text in by_reason.items()]
