@@ -20,6 +20,7 @@ from tests.integration.pipeline import (
     wait_until,
 )
 from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.bars.watermark import wall_ms
 from tickforge.platform.contracts import DeadLetter
 from tickforge.platform.io.files import TickFile, read_quotes, read_trades
 from tickforge.platform.io.kafka import topic_name
@@ -160,27 +161,29 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
     def send(symbol: str, value: bytes) -> None:
         producer.produce(topic, value, symbol, partition=partition_for(symbol, partitions))
 
+    base = _live_base()
     good = [
-        b'{"ts_ms": 1000, "symbol": "BTC", "price": 100.0, "size": 1.0, "trade_id": 1}',
-        b'{"ts_ms": 1500, "symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2}',
-        b'{"ts_ms": 2700, "symbol": "BTC", "price": 102.0, "size": 1.0, "trade_id": 3}',
+        _at(base, 1000, b'"symbol": "BTC", "price": 100.0, "size": 1.0, "trade_id": 1'),
+        _at(base, 1500, b'"symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2'),
+        _at(base, 2700, b'"symbol": "BTC", "price": 102.0, "size": 1.0, "trade_id": 3'),
     ]
     bad = {
         b"\xff\x00not json": "undecodable",
-        b'{"ts_ms": 1600, "symbol": "BTC", "price": "abc", "size": 1}': "schema_violation",
+        _at(base, 1600, b'"symbol": "BTC", "price": "abc", "size": 1'): "schema_violation",
         b'{"ts_ms": "yesterday", "symbol": "BTC", "price": 1.0, "size": 1}': "bad_timestamp",
-        b'{"ts_ms": 1600, "symbol": "BTC", "price": -5.0, "size": 1.0, "trade_id": 10}': "bad_price",
-        b'{"ts_ms": 1600, "symbol": "BTC", "price": 5.0, "size": 0.0, "trade_id": 11}': "bad_size",
-        b'{"ts_ms": 1600, "symbol": "", "price": 5.0, "size": 1.0}': "missing_symbol",
-        b'{"ts_ms": 1700, "symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2}': "duplicate",
+        _at(base, 1600, b'"symbol": "BTC", "price": -5.0, "size": 1.0, "trade_id": 10'): "bad_price",
+        _at(base, 1600, b'"symbol": "BTC", "price": 5.0, "size": 0.0, "trade_id": 11'): "bad_size",
+        _at(base, 1600, b'"symbol": "", "price": 5.0, "size": 1.0'): "missing_symbol",
+        _at(base, 1700, b'"symbol": "BTC", "price": 101.0, "size": 2.0, "trade_id": 2'): "duplicate",
     }
-    late = b'{"ts_ms": 1200, "symbol": "BTC", "price": 999.0, "size": 9.0, "trade_id": 4}'
+    late = _at(base, 1200, b'"symbol": "BTC", "price": 999.0, "size": 9.0, "trade_id": 4')
     for value in good[:2]:
         send("BTC", value)
     for value in bad:
         send("BTC", value)
     send("BTC", good[2])
     send("BTC", late)  # 1 s window [1000, 2000) closed when 2700 arrived (2000 + 500 <= 2700)
+    # [2000, 3000) closes by the idle advance: these are live ticks, stamped now
     producer.flush(10)
     worker = start_worker("bar-worker", "--exit-when-idle", "8", log_dir=tmp_path)
     try:
@@ -189,24 +192,36 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
         reasons = sorted(letter.reason for letter in letters)
         assert reasons == sorted([*bad.values(), "late"])
         late_letter = next(l for l in letters if l.reason == "late")
-        assert late_letter.ts_ms == 1200 and late_letter.symbol == "BTC" and "999" in late_letter.payload
+        assert late_letter.ts_ms == base + 1200 and late_letter.symbol == "BTC" and "999" in late_letter.payload
         bars, _ = read_topic(settings, bar_topic("1s"), idle_s=3, expect=2)
         frame = bars_frame(bars).sort("window_start")
-        assert frame["window_start"].to_list() == [1000, 2000]
+        assert frame["window_start"].to_list() == [base + 1000, base + 2000]
         first = frame.row(0, named=True)
         assert (first["open"], first["close"], first["volume"], first["trade_count"]) == (100.0, 101.0, 3.0, 2)
     finally:
         assert stop_worker(worker) in (0, -15)
 
 
-def _trade_sender(settings, symbol: str, price: float):
-    """``send(ts, trade_id, price=...)``: one edge JSON trade of ``symbol``, delivered at once."""
+def _live_base() -> int:
+    """A whole second just past: tests of the idle advance send live ticks, stamped now (only a
+    feed whose event time tracks the clock may advance by the clock)."""
+    return wall_ms() // 1_000 * 1_000 - 1_000
+
+
+def _at(base: int, ms: int, rest: bytes) -> bytes:
+    """An edge JSON tick at ``base + ms``; ``rest`` holds its other fields."""
+    return b'{"ts_ms": %d, %s}' % (base + ms, rest)
+
+
+def _trade_sender(settings, symbol: str, price: float, base: int = 0):
+    """``send(ts, trade_id, price=...)``: one edge JSON trade of ``symbol`` at ``base + ts``,
+    delivered at once."""
     topic = topic_name(settings, TICKS)
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     partition = partition_for(symbol, settings.kafka.partitions)
 
     def send(ts: int, trade_id: int, price: float = price) -> None:
-        value = f'{{"ts_ms": {ts}, "symbol": "{symbol}", "price": {price}, "size": 1.0, "trade_id": {trade_id}}}'
+        value = f'{{"ts_ms": {base + ts}, "symbol": "{symbol}", "price": {price}, "size": 1.0, "trade_id": {trade_id}}}'
         producer.produce(topic, value.encode(), symbol, partition=partition)
         producer.flush(10)
 
@@ -244,13 +259,14 @@ def test_a_repeat_of_a_trade_seen_before_a_restart_is_still_a_duplicate(settings
 def test_a_restart_after_an_idle_advance_does_not_emit_its_bars_again(settings, tmp_path):
     """The idle advance is not in the input: the checkpoint carries the watermark it reached, so
     the replay after a SIGKILL ends there and the bars it closed are not emitted a second time."""
-    send = _trade_sender(settings, "ETH", price=10.0)
+    base = _live_base()
+    send = _trade_sender(settings, "ETH", price=10.0, base=base)
     worker = start_worker("bar-worker", log_dir=tmp_path)
     try:
         send(1_000, 1)
         send(3_000, 2)  # closes [1000, 2000); [3000, 4000) closes only by the idle advance (1.5 s)
         bars, _ = read_topic(settings, bar_topic("1s"), idle_s=1, expect=2)
-        assert sorted(bars_frame(bars)["window_start"].to_list()) == [1_000, 3_000]
+        assert sorted(bars_frame(bars)["window_start"].to_list()) == [base + 1_000, base + 3_000]
         worker.send_signal(signal.SIGKILL)  # trade ids keep both inputs in the replay span
         worker.wait(10)
         worker = start_worker("bar-worker", log_dir=tmp_path)
@@ -259,6 +275,6 @@ def test_a_restart_after_an_idle_advance_does_not_emit_its_bars_again(settings, 
         assert [msgspec.json.decode(v, type=DeadLetter).reason for v in letters] == ["late"]
         time.sleep(4)  # a second idle advance would re-emit [3000, 4000) if the replay reopened it
         bars, _ = read_topic(settings, bar_topic("1s"), idle_s=2, expect=2)
-        assert sorted(bars_frame(bars)["window_start"].to_list()) == [1_000, 3_000]
+        assert sorted(bars_frame(bars)["window_start"].to_list()) == [base + 1_000, base + 3_000]
     finally:
         stop_worker(worker)

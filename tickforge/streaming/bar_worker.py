@@ -76,7 +76,7 @@ class BarTask:
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
         if marker is not None:
-            if marker > min(_arrival_ms(msg) + self.max_future_ms, self.builder.watermark + self.builder.max_event_jump_ms):
+            if marker > self.builder.future_limit(_arrival_ms(msg) + self.max_future_ms):
                 out.dead_letter(dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker))
             else:
                 self._advance(marker)

@@ -278,7 +278,7 @@ class BarBuilder:
         codes = np.zeros(n, np.uint8)
         if n == 0:
             return codes
-        limit = self._future_limit(not_after_ms)
+        limit = self.future_limit(not_after_ms)
         if trade_id is None and int(ts[-1]) <= limit and self._in_order_and_valid(sym, ts, price, size):
             # The usual batch: nothing to reject, and no row can be late (see the helper).
             self._chain.feed(fold_ticks(sym, ts, price, size, self._source_ms))
@@ -310,7 +310,7 @@ class BarBuilder:
             self.watermark = max(self.watermark, int(running[-1]))
         return codes
 
-    def _future_limit(self, not_after_ms: int | None) -> int:
+    def future_limit(self, not_after_ms: int | None) -> int:
         """The latest event time a row of this call may carry."""
         limit = 2**62 if not_after_ms is None else not_after_ms
         if self.watermark > NO_WATERMARK:
