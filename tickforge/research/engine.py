@@ -87,7 +87,7 @@ def _record(row: np.ndarray, entry_bar: int, exit_bar: int, side: int, entry_fil
 
 @njit(cache=True, nogil=True)
 def run_book(
-    open_: np.ndarray, close: np.ndarray, session_last: np.ndarray, targets: np.ndarray, a: int, b: int,
+    open_: np.ndarray, close: np.ndarray, log_close: np.ndarray, session_last: np.ndarray, targets: np.ndarray, a: int, b: int,
     cash0: float, fee: float, slip: float, bars_per_year: float, metrics: np.ndarray,
     record: bool, equity_out: np.ndarray, position_out: np.ndarray, trades_out: np.ndarray,
 ) -> int:
@@ -106,24 +106,25 @@ def run_book(
     prev_eq = cash0
     peak = cash0
     max_dd = 0.0
-    n_r = 0
-    mean = 0.0
-    m2 = 0.0
-    m3 = 0.0
-    m4 = 0.0
+    trough = cash0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
     down_sq = 0.0
+    y = 0.0
     eq_sum = 0.0
     traded = 0.0
     exposed = 0
     held_total = 0
     n_trades = 0
     wins = 0
-    st = 0.0
-    stt = 0.0
     sy = 0.0
     syy = 0.0
     sty = 0.0
     log_ok = True
+    log_units = 0.0
+    n = b - a
     for i in range(a, b):
         want = 0
         if i > 0 and not session_last[i - 1]:
@@ -151,6 +152,8 @@ def run_book(
                 pos = want
                 entry_bar = i
                 entry_fill = fill
+                if want > 0:
+                    log_units = math.log(units / cash0)
         held = pos
         if held != 0:
             exposed += 1
@@ -170,50 +173,59 @@ def run_book(
         if record:
             equity_out[i - a] = eq
             position_out[i - a] = held
-        r = eq / prev_eq - 1.0 if prev_eq != 0.0 else 0.0
+        # Flat stretches leave equity unchanged: no division, no logarithm for them.
+        moved = eq != prev_eq
+        r = eq / prev_eq - 1.0 if moved and prev_eq != 0.0 else 0.0
         prev_eq = eq
-        # running central moments (Welford / Terriberry): stable at any length
-        n1 = n_r
-        n_r += 1
-        delta_r = r - mean
-        dn = delta_r / n_r
-        dn2 = dn * dn
-        term = delta_r * dn * n1
-        mean += dn
-        m4 += term * dn2 * (n_r * n_r - 3 * n_r + 3) + 6.0 * dn2 * m2 - 4.0 * dn * m3
-        m3 += term * dn * (n_r - 2) - 3.0 * dn * m2
-        m2 += term
+        r2 = r * r
+        s1 += r
+        s2 += r2
+        s3 += r2 * r
+        s4 += r2 * r2
         if r < 0.0:
-            down_sq += r * r
+            down_sq += r2
         eq_sum += eq
         if eq > peak:
             peak = eq
-        dd = 1.0 - eq / peak
-        if dd > max_dd:
-            max_dd = dd
-        if eq > 0.0:
-            y = math.log(eq / cash0)
-            t = float(i - a)
-            st += t
-            stt += t * t
-            sy += y
-            syy += y * y
-            sty += t * y
-        else:
-            log_ok = False
-    n = b - a
+            trough = eq
+        elif eq < trough:
+            trough = eq
+            dd = 1.0 - trough / peak
+            if dd > max_dd:
+                max_dd = dd
+        if moved:
+            held_value = units * close[i]
+            if pos > 0 and abs(cash) <= 1e-8 * held_value:
+                # A long book is units x close plus a rounding residue of cash: log(units / cash0)
+                # (once per entry) + log(close) (once per symbol) + log1p(residue), to first order
+                # (the dropped term is below 1e-16): no logarithm per bar in the sweep.
+                y = log_units + log_close[i] + cash / held_value
+            elif eq > 0.0:
+                y = math.log(eq / cash0)
+            else:
+                log_ok = False
+        t = float(i - a)
+        sy += y
+        syy += y * y
+        sty += t * y
     ann = math.sqrt(bars_per_year)
     metrics[:] = 0.0
     metrics[_N_BARS] = n
     metrics[_FINAL_EQUITY] = prev_eq
     metrics[_TOTAL_RETURN] = prev_eq / cash0 - 1.0
     metrics[_KURTOSIS] = 3.0
-    if n_r > 1 and m2 > 0.0:
-        metrics[_SHARPE] = mean / math.sqrt(m2 / (n_r - 1)) * ann
-        metrics[_SKEW] = math.sqrt(n_r) * m3 / m2**1.5
-        metrics[_KURTOSIS] = n_r * m4 / (m2 * m2)
+    # Central moments from power sums: per-bar returns are small and centred near 0, so the
+    # cancellation costs a few digits of 16 (the tests hold them to 1e-9 of a two-pass reference).
+    mean = s1 / n if n > 0 else 0.0
+    c2 = s2 / n - mean * mean if n > 0 else 0.0
+    if n > 1 and c2 > 0.0:
+        c3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean**3
+        c4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean**4
+        metrics[_SHARPE] = mean / math.sqrt(c2 * n / (n - 1)) * ann
+        metrics[_SKEW] = c3 / c2**1.5
+        metrics[_KURTOSIS] = c4 / (c2 * c2)
     if down_sq > 0.0:
-        metrics[_SORTINO] = mean / math.sqrt(down_sq / n_r) * ann
+        metrics[_SORTINO] = mean / math.sqrt(down_sq / n) * ann
     metrics[_MAX_DD] = max_dd
     metrics[_N_TRADES] = n_trades
     if n_trades > 0:
@@ -224,6 +236,8 @@ def run_book(
         mean_eq = eq_sum / n
         if mean_eq > 0.0:
             metrics[_TURNOVER] = traded / mean_eq / (n / bars_per_year)
+    st = n * (n - 1) / 2.0  # sums of t = 0 .. n-1 and of its squares
+    stt = (n - 1) * n * (2 * n - 1) / 6.0
     if log_ok and n > 1:
         var_t = n * stt - st * st
         var_y = n * syy - sy * sy
@@ -235,7 +249,7 @@ def run_book(
 
 @njit(cache=True, parallel=True)
 def _sweep_kernel(
-    rule: int, open_: np.ndarray, close: np.ndarray, session_last: np.ndarray, series: np.ndarray,
+    rule: int, open_: np.ndarray, close: np.ndarray, log_close: np.ndarray, session_last: np.ndarray, series: np.ndarray,
     rows: np.ndarray, scalars: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     cash0: float, fee: float, slip: float, bars_per_year: float, out: np.ndarray,
 ) -> None:
@@ -248,7 +262,7 @@ def _sweep_kernel(
         targets = np.empty(n, np.int8)
         fill_targets(rule, close, series, rows[p], scalars[p], targets)
         for w in range(starts.shape[0]):
-            run_book(open_, close, session_last, targets, starts[w], ends[w], cash0, fee, slip, bars_per_year,
+            run_book(open_, close, log_close, session_last, targets, starts[w], ends[w], cash0, fee, slip, bars_per_year,
                      out[p, w], False, empty_f, empty_i, empty_t)
 
 
@@ -274,7 +288,7 @@ def backtest(bars: BarSeries, strategy: str | Strategy, params: Mapping[str, Any
     equity = np.empty(n)
     position = np.empty(n, np.int8)
     trades = np.empty((n + 1, _TRADE_FIELDS))
-    count = run_book(bars.open, bars.close, bars.session_last, targets, 0, n, costs.initial_cash, costs.fee,
+    count = run_book(bars.open, bars.close, np.log(bars.close), bars.session_last, targets, 0, n, costs.initial_cash, costs.fee,
                      costs.slippage, bars.bars_per_year, metrics, True, equity, position, trades)
     t = trades[:count]
     entry_bar, exit_bar = t[:, 0].astype(np.int64), t[:, 1].astype(np.int64)
@@ -346,7 +360,7 @@ def sweep(
         keep = np.flatnonzero(ends - starts >= 2)
         if len(keep):
             values = np.zeros((len(points), len(keep), len(METRICS)))
-            _sweep_kernel(strat.rule, bars.open, bars.close, bars.session_last, compute_series(bars, keys), rows,
+            _sweep_kernel(strat.rule, bars.open, bars.close, np.log(bars.close), bars.session_last, compute_series(bars, keys), rows,
                           scalars, starts[keep], ends[keep], costs.initial_cash, costs.fee, costs.slippage,
                           bars.bars_per_year, values)
             frames.append(_results_frame(bars, strat.name, param_text, [windows[k] for k in keep], values))

@@ -186,7 +186,7 @@ def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], cost
             a, b = np.searchsorted(series.window_start, [start, end])
             metrics = np.zeros(len(METRICS))
             if b > a:
-                run_book(series.open, series.close, series.session_last, targets, int(a), int(b), costs.initial_cash,
+                run_book(series.open, series.close, np.log(series.close), series.session_last, targets, int(a), int(b), costs.initial_cash,
                          costs.fee, costs.slippage, series.bars_per_year, metrics, False,
                          np.empty(0), np.empty(0, np.int8), np.empty((0, 7)))
             realized = float(metrics[METRICS.index("total_return")])
