@@ -1,8 +1,9 @@
 """The local stack for real: up -> every service answers -> reuse/restart -> down -> nothing left.
 
 One stack for the module, in its own temporary state folder on free ports (so it never meets a
-developer's stack or the session stack of tests/conftest.py). The Kafka jar cache is shared
-(TICKFORGE_KAFKA_LIB_CACHE, else ~/.cache/tickforge/kafka-4.1.1/lib) so jars resolve only once.
+developer's stack or the session stack of tests/conftest.py). The Kafka and S3Proxy jar caches
+are shared (TICKFORGE_KAFKA_LIB_CACHE, else ~/.cache/tickforge/kafka-4.1.1/lib;
+TICKFORGE_S3_LIB_CACHE, else ~/.cache/tickforge/s3proxy-3.3.0/lib) so jars resolve only once.
 The tests run in file order and share the stack's state on purpose.
 """
 
@@ -24,6 +25,7 @@ import boto3
 import psycopg
 import pytest
 import snowflake.connector
+from botocore.exceptions import ClientError
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -38,7 +40,12 @@ pytestmark = pytest.mark.integration
 LIB_CACHE = Path(
     os.environ.get("TICKFORGE_KAFKA_LIB_CACHE", Path.home() / ".cache/tickforge/kafka-4.1.1/lib")
 )
+S3_LIB_CACHE = Path(
+    os.environ.get("TICKFORGE_S3_LIB_CACHE", Path.home() / ".cache/tickforge/s3proxy-3.3.0/lib")
+)
 CLI = "from tickforge.platform.stack.cli import stack_app; stack_app()"
+# A raw landing object as the raw sink names them: it must outlive `down`.
+RAW_KEY = "trades/date=2013-10-08/hour=13/0-100-199.parquet"
 TAG = uuid.uuid4().hex[:8]
 
 
@@ -51,7 +58,7 @@ def stack() -> Iterator[LocalStack]:
     ports: dict[str, int] = {}
     for key in DEFAULT_PORTS:
         ports[key] = any_free_port(set(ports.values()))
-    local = LocalStack(state_dir=state_dir, ports=ports, kafka_lib_dir=LIB_CACHE)
+    local = LocalStack(state_dir=state_dir, ports=ports, kafka_lib_dir=LIB_CACHE, s3_lib_dir=S3_LIB_CACHE)
     try:
         yield local
     finally:
@@ -104,6 +111,11 @@ def test_up_starts_every_service_and_each_answers(stack: LocalStack) -> None:
     )
     names = {b["Name"] for b in client.list_buckets()["Buckets"]}
     assert {s3["raw_bucket"], s3["archive_bucket"]} <= names
+    stranger = boto3.client("s3", endpoint_url=s3["endpoint_url"], region_name=s3["region"],
+                            aws_access_key_id="someone", aws_secret_access_key="else")
+    with pytest.raises(ClientError) as refused:
+        stranger.list_buckets()
+    assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "AccessDenied")
 
     for query in (
         "CREATE DATABASE IF NOT EXISTS TICKFORGE",
@@ -177,6 +189,9 @@ def test_down_stops_everything_and_data_survives_up(stack: LocalStack) -> None:
     with psycopg.connect(status["postgres"]["dsn"], autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS stack_kept (note text)")
         conn.execute("INSERT INTO stack_kept VALUES ('kept')")
+    raw = Path(__file__).resolve().parents[2] / "data" / "samples" / "us_equity_nbbo_BAC_2013-10-08.csv.gz"
+    body = raw.read_bytes()  # 1.2 MB of real bytes (the sink writes Parquet; any bytes do here)
+    _s3(status).put_object(Bucket=status["s3"]["raw_bucket"], Key=RAW_KEY, Body=body)
 
     pids = _pids(status)
     timings = stack.down()
@@ -187,10 +202,19 @@ def test_down_stops_everything_and_data_survives_up(stack: LocalStack) -> None:
 
     restarted = stack.up()
     assert _rows_kept(restarted) == [("kept",)]
+    bucket = restarted["s3"]["raw_bucket"]
+    assert _s3(restarted).get_object(Bucket=bucket, Key=RAW_KEY)["Body"].read() == body
+    assert (stack.state_dir / "s3" / "data" / bucket / RAW_KEY).stat().st_size == len(body)
     kept = _sf_rows(restarted, "SELECT note FROM TICKFORGE.STACK_TEST.KEPT")
     assert kept == [("survives down/up",)]
     admin = AdminClient({"bootstrap.servers": restarted["kafka"]["bootstrap_servers"]})
     assert topic in admin.list_topics(timeout=10).topics
+
+
+def _s3(status: Status):
+    s3 = status["s3"]
+    return boto3.client("s3", endpoint_url=s3["endpoint_url"], region_name=s3["region"],
+                        aws_access_key_id=s3["access_key_id"], aws_secret_access_key=s3["secret_access_key"])
 
 
 def _rows_kept(status: Status) -> list[tuple[object, ...]]:
@@ -206,3 +230,4 @@ def test_down_wipe_removes_data_and_leaves_no_process(stack: LocalStack) -> None
     assert all(_gone(pid) or process_start_time(pid) != starts[pid] for pid in pids.values())
     assert sorted(p.name for p in stack.state_dir.iterdir()) == ["stack.lock"]
     assert any(LIB_CACHE.glob("kafka_2.13-*.jar")), "the jar cache must survive --wipe"
+    assert any(S3_LIB_CACHE.glob("s3proxy-*.jar")), "the jar cache must survive --wipe"

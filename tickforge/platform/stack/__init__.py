@@ -1,4 +1,4 @@
-"""Local stack of real services (Kafka, PostgreSQL, S3 via moto, Snowflake via fakesnow) started
+"""Local stack of real services (Kafka, PostgreSQL, S3 via S3Proxy, Snowflake via fakesnow) started
 as detached processes by the project's own code. See README.md next to this file."""
 
 import logging

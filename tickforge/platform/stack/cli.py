@@ -15,7 +15,7 @@ from tickforge.platform.stack.base import StackError
 from tickforge.platform.stack.launcher import DEFAULT_PORTS, LocalStack, UpEvent, port_env_var
 
 stack_app = typer.Typer(
-    help="Local stack of real services: Kafka, PostgreSQL, S3 (moto), Snowflake (fakesnow).",
+    help="Local stack of real services: Kafka, PostgreSQL, S3 (S3Proxy), Snowflake (fakesnow).",
     no_args_is_help=True,
 )
 
@@ -126,7 +126,7 @@ def status(
     with _errors_as_exit():
         current = LocalStack().status()
     if as_json:
-        # Local fake credentials only (moto and fakesnow accept anything), so machine-readable
+        # Local fake credentials only (fixed for S3Proxy; fakesnow accepts anything), so machine-readable
         # output carries them: scripts need them to connect.
         typer.echo(json.dumps(current))
         return

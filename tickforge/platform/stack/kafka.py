@@ -8,14 +8,9 @@ once (``--standalone``), so topics and offsets survive ``down``/``up``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
-import os
-import re
 import shutil
 import string
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Mapping
 from importlib import resources
@@ -24,18 +19,16 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from tickforge.platform.stack import maven
 from tickforge.platform.stack.base import Launch, Service, ServiceContext, StackError
+from tickforge.platform.stack.maven import java_major_version  # noqa: F401  (re-exported)
 from tickforge.platform.stack.process import LOCALHOST, port_accepts, run_checked
-from tickforge.platform.stack.state import file_lock
 
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
-MIN_JAVA = 17
 _RESOURCES = resources.files("tickforge.platform.stack") / "resources" / "kafka"
-_COMPLETE_MARKER = ".tickforge-classpath"
-JAVA_HELP = f"Kafka needs Java {MIN_JAVA}+: apt-get install openjdk-17-jre-headless"
-MAVEN_HELP = "Kafka's jars are fetched from Maven Central with Maven: apt-get install maven"
+MAVEN_HELP = maven.maven_help("Kafka")
 
 
 def render_server_properties(*, broker_port: int, controller_port: int, log_dir: Path) -> str:
@@ -51,71 +44,20 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def classpath_fingerprint() -> str:
-    """Identifies the pom the jar cache was resolved from; a changed pom re-resolves."""
-    return hashlib.sha256((_RESOURCES / "pom.xml").read_bytes()).hexdigest()[:16]
+KAFKA_POM = _RESOURCES / "pom.xml"
 
 
 def classpath_ready(lib_dir: Path) -> bool:
-    marker = lib_dir / _COMPLETE_MARKER
-    return marker.exists() and marker.read_text().strip() == classpath_fingerprint()
+    return maven.classpath_ready(lib_dir, KAFKA_POM)
 
 
 def ensure_classpath(lib_dir: Path) -> bool:
-    """Resolve the broker's jars into ``lib_dir`` unless already there; True if it resolved.
-
-    Resolution goes to a temporary folder that replaces ``lib_dir`` only when complete, so an
-    interrupted ``mvn`` never leaves a half classpath behind. Maven keeps ``~/.m2`` as its cache.
-    """
-    if classpath_ready(lib_dir):
-        return False
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(MAVEN_HELP)
-    lib_dir.parent.mkdir(parents=True, exist_ok=True)
-    # The cache may be shared by several state dirs (tests): one resolver at a time.
-    with file_lock(lib_dir.parent / f".{lib_dir.name}.lock"):
-        if classpath_ready(lib_dir):
-            return False
-        with tempfile.TemporaryDirectory(dir=lib_dir.parent, prefix=".resolve-") as tmp:
-            work = Path(tmp)
-            (work / "pom.xml").write_bytes((_RESOURCES / "pom.xml").read_bytes())
-            out = work / "lib"
-            run_checked(
-                [
-                    mvn, "-B", "-q", "-f", str(work / "pom.xml"),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={out}", "-DincludeScope=runtime",
-                ],
-                what="Resolving Kafka's jars with Maven",
-                cwd=work,
-            )
-            (out / _COMPLETE_MARKER).write_text(classpath_fingerprint() + "\n")
-            if lib_dir.exists():
-                shutil.rmtree(lib_dir)
-            os.replace(out, lib_dir)
-    return True
-
-
-def java_major_version(version_output: str) -> int | None:
-    """``openjdk version "17.0.15"`` -> 17; ``java version "1.8.0_392"`` -> 8."""
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
+    """Resolve the broker's jars into ``lib_dir`` unless already there; True if it resolved."""
+    return maven.ensure_classpath(lib_dir, KAFKA_POM, "Kafka")
 
 
 def find_java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if java is None or not Path(java).exists():
-        raise StackError(JAVA_HELP)
-    probe = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    major = java_major_version(probe.stderr + probe.stdout)
-    if major is None or major < MIN_JAVA:
-        raise StackError(f"{JAVA_HELP} (found {java}: Java {major or 'unknown'})")
-    return java
+    return maven.find_java("Kafka")
 
 
 class KafkaService(Service):

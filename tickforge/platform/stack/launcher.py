@@ -52,7 +52,7 @@ SERVICE_CLASSES: dict[str, type[Service]] = {
     "s3": S3Service,
     "snowflake": SnowflakeService,
 }
-# 55432, not 5432: a system PostgreSQL may own the usual port. 9000, not moto's 5000 (often
+# 55432, not 5432: a system PostgreSQL may own the usual port. 9000, not S3Proxy's 8080 (often
 # taken by other dev servers). A taken default falls back to a free port.
 DEFAULT_PORTS: dict[str, int] = {
     "kafka": 9092,
@@ -62,6 +62,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "snowflake": 8765,
 }
 KAFKA_LIB_ENV = "TICKFORGE_KAFKA_LIB_CACHE"
+S3_LIB_ENV = "TICKFORGE_S3_LIB_CACHE"
 REUSE_PROBE_SECONDS = 10.0
 SIGKILL_GRACE_SECONDS = 5.0
 
@@ -116,6 +117,7 @@ class LocalStack:
         ports: Mapping[str, int] | None = None,
         *,
         kafka_lib_dir: Path | None = None,
+        s3_lib_dir: Path | None = None,
         settings: Settings | None = None,
     ) -> None:
         unknown = set(ports or {}) - set(DEFAULT_PORTS)
@@ -123,15 +125,20 @@ class LocalStack:
             raise ValueError(f"unknown port keys {sorted(unknown)}; known: {sorted(DEFAULT_PORTS)}")
         self.state_dir = (state_dir or state_dir_from_env()).resolve()
         self.explicit_ports = {**ports_from_env(), **(ports or {})}
-        lib_env = os.environ.get(KAFKA_LIB_ENV)
-        lib_dir = kafka_lib_dir or (Path(lib_env) if lib_env else self.state_dir / "kafka" / "lib")
+        kafka_lib = kafka_lib_dir or self._lib_dir(KAFKA_LIB_ENV, "kafka")
+        s3_lib = s3_lib_dir or self._lib_dir(S3_LIB_ENV, "s3")
         self.settings = settings or load_settings()
         self.services: dict[str, Service] = {
-            "kafka": KafkaService(lib_dir.resolve()),
+            "kafka": KafkaService(kafka_lib.resolve()),
             "postgres": PostgresService(),
-            "s3": S3Service(),
+            "s3": S3Service(s3_lib.resolve()),
             "snowflake": SnowflakeService(),
         }
+
+    def _lib_dir(self, env_var: str, service: str) -> Path:
+        """A Java service's jar cache: ``env_var`` if set, else ``<state>/<service>/lib``."""
+        cache = os.environ.get(env_var)
+        return Path(cache) if cache else self.state_dir / service / "lib"
 
     @property
     def env_file(self) -> Path:
