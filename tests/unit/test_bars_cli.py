@@ -53,3 +53,52 @@ def test_malformed_rows_are_dead_letters_not_a_failed_run(samples, tmp_path):
     assert sorted(dead["reason"].to_list()) == ["bad_price", "malformed_row", "missing_symbol"]
     bars = pl.read_parquet(tmp_path / "o" / "bars_1s.parquet")
     assert bars["trade_count"].sum() == 2_000 - 3
+
+
+# Twelve malformed rows of the kinds an operator meets, each with the reason it must get.
+MALFORMED = [
+    ("{ts},SPY,-167.42,210,Q,2000,0", "bad_price"),  # negative price
+    ("{ts},SPY,0,210,Q,2000,0", "bad_price"),  # zero price
+    ("{ts},SPY,NaN,210,Q,2000,0", "bad_price"),
+    ("{ts},SPY,inf,210,Q,2000,0", "bad_price"),
+    ("{ts},SPY,abc,210,Q,2000,0", "bad_price"),  # not a number
+    ("{ts},SPY,167.42,-210,Q,2000,0", "bad_size"),  # negative size
+    ("{ts},SPY,167.42,1e400,Q,2000,0", "bad_size"),  # overflows to inf
+    ("{ts},,167.42,210,Q,2000,0", "missing_symbol"),
+    ("13812x9217034,SPY,167.42,210,Q,2000,0", "bad_timestamp"),
+    ("{ts},SPY,167.42", "malformed_row"),  # too few fields
+    ("{ts},SPY,167.42,210,Q,2000,0,extra", "malformed_row"),  # too many fields
+    ("{ts},SPY,,210,Q,2000,0", "bad_price"),  # empty price
+]
+
+
+def test_twenty_thousand_real_rows_with_twelve_malformed_ones(samples, tmp_path):
+    """The file that crashed the hand-written splitter: 12 dead letters, bars exact."""
+    from tickforge.platform.bars.compare import compare_bars
+    from tickforge.platform.bars.reference import reference_bars
+
+    with gzip.open(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz", "rt") as f:
+        header = next(f)
+        good = [next(f) for _ in range(20_000)]
+    ts = good[0].split(",")[0]
+    lines, expected_dead, step = [], [], len(good) // len(MALFORMED)
+    for i, line in enumerate(good):
+        lines.append(line)
+        if i % step == step // 2 and len(expected_dead) < len(MALFORMED):
+            text, reason = MALFORMED[len(expected_dead)]
+            expected_dead.append((len(lines), reason, text.format(ts=ts)))
+            lines.append(text.format(ts=ts) + "\n")
+    path = tmp_path / "mixed.csv"
+    path.write_text(header + "".join(lines))
+
+    built = runner.invoke(app, ["bars", "build", "--trades", str(path), "--timeframes", "1s,1m,5m",
+                                "--out", str(tmp_path / "o")])
+    assert built.exit_code == 0, built.output
+    dead = pl.read_parquet(tmp_path / "o" / "dead_letter.parquet")
+    assert list(zip(dead["row"], dead["reason"], dead["raw"], strict=True)) == expected_dead
+    source = pl.read_csv(header.encode() + "".join(good).encode(), schema_overrides={"conditions": pl.String})
+    expected = reference_bars(source, ["1s", "1m", "5m"])
+    for tf in ["1s", "1m", "5m"]:
+        diff = compare_bars(pl.read_parquet(tmp_path / "o" / f"bars_{tf}.parquet"), expected[tf])
+        assert diff.ok and diff.rows_expected > 0, (tf, diff.summary())
+    assert expected["1s"]["trade_count"].sum() == 20_000

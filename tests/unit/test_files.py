@@ -298,3 +298,63 @@ def test_trade_reject_reasons_on_decoded_messages() -> None:
         "bad_price",
         "bad_size",
     ]
+
+
+# ----------------------------------------------------------------------------- hostile bytes
+
+
+def test_quotes_bom_crlf_non_utf8_and_a_truncated_last_line(tmp_path: Path) -> None:
+    body = [
+        b'1000,"AAA",10.5,100,1',  # quoted whole: fine
+        b'1001,"A,""B""",10.5,100,2',  # separator and doubled quotes inside a quoted field
+        b'1002,A"A,10.5,100,3',  # a quote inside an unquoted field
+        b'1003,"AAA,10.5,100,4',  # an unclosed quote (must not swallow the next lines)
+        b"1004,AAA,10.5,100,5\r",  # CRLF
+        b"1005,A\xffA,10.5,100,6",  # not UTF-8
+        b"   ",  # whitespace only: not a row
+        b" 1006 ,  AAA , 10.5 ,100 ,7",  # padded fields are trimmed
+        b"1007,AAA,10",  # the last line, cut short and without a line end
+    ]
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(b"\xef\xbb\xbfts_ms,symbol,price,size,trade_id\r\n" + b"\n".join(body))
+    result = read_trades(path)
+    assert result.data.select("row", "ts_ms", "symbol", "trade_id").rows() == [
+        (0, 1000, "AAA", 1),
+        (1, 1001, 'A,"B"', 2),
+        (4, 1004, "AAA", 5),
+        (6, 1006, "AAA", 7),
+    ]
+    dead = result.dead_letters
+    assert dead.select("row", "reason").rows() == [
+        (2, "malformed_row"),
+        (3, "malformed_row"),
+        (5, "malformed_row"),
+        (7, "malformed_row"),
+    ]
+    assert dead["raw"].to_list()[:2] == ['1002,A"A,10.5,100,3', '1003,"AAA,10.5,100,4']
+    assert "not UTF-8" in dead["detail"][2] and dead["detail"][3] == "expected 5 fields, got 3"
+    assert "double quote" in dead["detail"][0]
+
+
+def test_a_cut_gzip_stream_is_a_clear_error(tmp_path: Path, samples: Path) -> None:
+    whole = (samples / EQUITY_TRADES).read_bytes()
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="cannot read the file"):
+        read_trades(cut)
+
+
+def test_a_file_using_every_separator_candidate_still_reads(tmp_path: Path) -> None:
+    control = "".join(files._LINE_SEPARATORS)
+    path = tmp_path / "control.csv"
+    path.write_text(f"ts_ms,symbol,price,size\n1,A{control},2.5,3\n2,B,2.5,3\n")
+    result = read_trades(path)
+    assert result.data.select("symbol", "row").rows() == [(f"A{control}", 0), ("B", 1)]
+
+
+def test_csv_module_fallback_splits_like_polars() -> None:
+    header = ["ts_ms", "symbol", "price", "size", "trade_id"]
+    lines = pl.Series([line for line, reason in DIRTY_LINES if reason != "malformed_row"])
+    polars_split = files._split_fields(lines, header, ["ts_ms", "symbol", "trade_id"])
+    module_split = files._split_fields_by_csv_module(lines, header, ["ts_ms", "symbol", "trade_id"])
+    assert polars_split.rows() == module_split.rows()
