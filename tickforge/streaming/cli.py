@@ -58,17 +58,23 @@ def replay_cmd(
 
 @stream_app.command("http-source")
 def http_source_cmd(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8090,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[Optional[int], typer.Option(help="Port (default: settings.http_source.port, 8090).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1; off loopback a "
+                                                     "token and TLS are required).")] = None,
 ) -> None:
     """Accept pushed NDJSON ticks on POST /ticks and publish them to the tick topic."""
-    from tickforge.streaming.http_source import serve
+    from tickforge.streaming.http_source import run, serve
 
     settings = _settings()
     _setup(settings)
-    server = serve(settings, host, port)
-    typer.echo(f"POST NDJSON ticks to http://{host}:{server.server_port}/ticks", err=True)
-    server.serve_forever()
+    try:
+        server = serve(settings, host, port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    config = server.config
+    scheme = "https" if config.ssl_certfile else "http"
+    typer.echo(f"POST NDJSON ticks to {scheme}://{config.host}:{config.port}/ticks", err=True)
+    run(server)
 
 
 @stream_app.command("push")
@@ -77,11 +83,13 @@ def push_cmd(
     url: Annotated[str, typer.Option(help="The NDJSON endpoint.")] = "http://127.0.0.1:8090/ticks",
     speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up; none: as fast as possible.")] = None,
 ) -> None:
-    """Replay a trades file into an HTTP NDJSON tick source."""
+    """Replay a trades file into an HTTP NDJSON tick source (bearer token from settings.http_source.token)."""
     from tickforge.platform.io.files import read_trades
     from tickforge.streaming.http_source import push_file
 
-    typer.echo(json.dumps(push_file(url, read_trades(trades), speed)))
+    token = _settings().http_source.token
+    typer.echo(json.dumps(push_file(url, read_trades(trades), speed,
+                                    token=token.get_secret_value() if token else None)))
 
 
 @stream_app.command("bar-worker")
