@@ -142,7 +142,7 @@ def next_day_picks(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, 
     if not frames:
         return pl.DataFrame(schema=PICK_SCHEMA)
     picks = select(score(pl.concat(frames), registry.scoring), registry.scoring)
-    return picks.with_columns(day=pl.lit(day)).select(PICK_SCHEMA).cast(PICK_SCHEMA)
+    return picks.with_columns(day=pl.lit(day)).select(list(PICK_SCHEMA)).cast(PICK_SCHEMA)
 
 
 def walk_forward_report(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
