@@ -98,7 +98,7 @@ def test_a_new_best_level_has_nothing_ahead_and_joiners_queue_behind(opening):
     run(m, opening, [(buy.decision_ts_ms, buy)], until_ms=1381229388675 + 1)
     assert m.queue_position("a1").ahead == 1300
     run(m, [e for e in opening if 1381229388675 < e.ts_ms <= 1381229415146])
-    assert m.queue_position("a1").ahead == pytest.approx(1300 * 1300 / 2300)
+    assert m.queue_position("a1").ahead == 735  # 734.8 rounded up to whole shares
     run(m, [e for e in opening if 1381229415146 < e.ts_ms <= 1381229655007])
     assert m.queue_position("a1").ahead == 0
     out = run(m, [e for e in opening if e.ts_ms > 1381229655007])
@@ -297,7 +297,7 @@ def test_depth_levels_give_the_queue_ahead_behind_the_best():
     # The shared data sets are top of book only; this book is hand-made. Bid 10.00 x 200 with
     # depth 9.99 x 300, 9.98 x 400: a buy at 9.99 has 300 ahead, at 9.985 (inside the depth, no
     # level) nothing, at 9.97 (beyond the depth) unknown until seen.
-    m = PaperMatcher()
+    m = PaperMatcher(MatchingConfig(whole_units=False))
     q = Quote(ts_ms=1000, symbol="X", bid=10.00, ask=10.01, bid_size=200.0, ask_size=100.0)
     m.on_quote(q, bid_depth=[(9.99, 300.0), (9.98, 400.0)])
     for coid, px in (("p1", 9.99), ("p2", 9.985), ("p3", 9.97)):
@@ -311,3 +311,74 @@ def test_depth_levels_give_the_queue_ahead_behind_the_best():
     out = m.on_trade(Trade(ts_ms=1001, symbol="X", price=9.99, size=200.0))
     assert fills(out) == [(1001, 9.99, 50.0, "maker")]
     assert m.queue_position("p1").remaining == 50
+
+
+# ------------------------------------------------------------------ the whole real day
+
+
+def test_every_fill_of_the_real_day_keeps_the_rules(samples):
+    # The whole BAC day (288,048 quotes, 125,872 prints) with an order every 2 s, cycling through
+    # a market IOC, a marketable DAY limit, a limit joining the best and one 2 ticks behind it,
+    # each DAY order canceled 30 s later. Every taker fill is at the opposite best of a two-sided,
+    # uncrossed quote, and what paper orders take from one quote never exceeds its displayed
+    # size; every maker fill comes from a print at or through its limit, at its limit, and never
+    # exceeds the print; no order fills beyond its quantity.
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz").data
+    events = market_events(quotes, trades, "BAC")
+    m = PaperMatcher()
+    orders: dict[str, Order] = {}
+    filled: dict[str, float] = {}
+    cancels: list[tuple[int, str]] = []
+    prevailing: Quote | None = None
+    next_ms, n, taker, maker, locked_or_crossed_seen = events[0].ts_ms, 0, 0, 0, 0
+    for ev in events:
+        out = []
+        while cancels and cancels[0][0] <= ev.ts_ms:
+            at, coid = cancels.pop(0)
+            out += m.cancel(coid, at + 5)
+        if ev.ts_ms >= next_ms and prevailing is not None and prevailing.bid < prevailing.ask:
+            n += 1
+            next_ms = ev.ts_ms + 2000
+            side, kind = ("buy" if n % 2 else "sell"), n % 4
+            best, opposite = (prevailing.bid, prevailing.ask) if side == "buy" else (prevailing.ask, prevailing.bid)
+            step = 0.01 if side == "buy" else -0.01
+            limit = [None, opposite, best, round(best - 2 * step, 2)][kind]
+            o = order(f"d{n}", side, 100 * (1 + n % 5), ev.ts_ms, limit=limit, tif="IOC" if kind == 0 else "DAY", latency_ms=5)
+            orders[o.client_order_id] = o
+            out += m.submit(o)
+            if kind:
+                cancels.append((ev.ts_ms + 30_000, o.client_order_id))
+        before = prevailing
+        if isinstance(ev, Quote):
+            out += m.on_quote(ev)
+            prevailing = ev
+            locked_or_crossed_seen += ev.bid >= ev.ask
+        else:
+            out += m.on_trade(ev)
+        taken_here = 0.0
+        printed = {"buy": 0.0, "sell": 0.0}
+        for f in (e for e in out if isinstance(e, Fill)):
+            o = orders[f.client_order_id]
+            filled[f.client_order_id] = filled.get(f.client_order_id, 0.0) + f.quantity
+            assert filled[f.client_order_id] <= o.quantity + 1e-9
+            if f.liquidity is Liquidity.TAKER:
+                taker += 1
+                q = before if f.ts_ms < ev.ts_ms else ev  # at arrival: the quote before this event
+                assert isinstance(q, Quote) and q.bid < q.ask, (f, q)
+                assert f.price == (q.ask if o.side == "buy" else q.bid), (f, q)
+                assert o.limit_price is None or (f.price <= o.limit_price if o.side == "buy" else f.price >= o.limit_price)
+                if q is ev:
+                    taken_here += f.quantity
+                    assert taken_here <= (ev.ask_size if o.side == "buy" else ev.bid_size)
+                else:
+                    assert f.quantity <= (q.ask_size if o.side == "buy" else q.bid_size)
+            else:
+                maker += 1
+                assert isinstance(ev, Trade) and f.ts_ms == ev.ts_ms and f.price == o.limit_price
+                assert ev.price <= o.limit_price if o.side == "buy" else ev.price >= o.limit_price
+                printed[str(o.side)] += f.quantity
+                assert printed[str(o.side)] <= ev.size
+    m.end_session(events[-1].ts_ms)
+    assert m.working_orders() == []
+    assert n > 10_000 and taker > 3_000 and maker > 1_000 and locked_or_crossed_seen == 9_726

@@ -43,7 +43,8 @@ Resting (passive) orders and queue position
       order's limit.
     - The displayed size at the level shrinking by more than the prints there explain means
       cancels; :class:`CancelModel` says how they move the queue ahead: ``PRO_RATA`` (default,
-      cancels spread evenly over the queue: ahead x new size / old size) or ``FROM_BACK``
+      cancels spread evenly over the queue: ahead x new size / old size, rounded up to whole
+      units unless ``MatchingConfig.whole_units`` is off) or ``FROM_BACK``
       (cancels come from behind: ahead capped at the new size). Growth joins behind.
     - The level disappearing behind a better best keeps the queue ahead; seen again, it is
       capped at the displayed size. The best moving to the worse side of the level (nobody
@@ -123,6 +124,9 @@ class MatchingConfig:
     # Displayed size assumed for a quote side without a size (FX feeds); None: such a side
     # cannot be taken.
     unsized_quote_size: float | None = None
+    # Pro-rata queue ahead rounded up to whole units (shares): no fractional equity fills.
+    # False for venues that trade fractions (crypto).
+    whole_units: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cancel_model", CancelModel(self.cancel_model))
@@ -181,6 +185,8 @@ class _Side:
     size: float | None = None
     depth: dict[int, float] = field(default_factory=dict)  # behind the best, when given
     depth_end: int | None = None  # worst key the depth covers
+    raw_price: float | None = None  # the quote's values as given, to spot repeats cheaply
+    raw_size: float | None = None
 
 
 class _Book:
@@ -194,6 +200,7 @@ class _Book:
         self.aggressive: list[_Working] = []
         self.levels: dict[Side, dict[int, _Level]] = {Side.BUY: {}, Side.SELL: {}}
         self.keys: dict[Side, list[int]] = {Side.BUY: [], Side.SELL: []}  # ascending
+        self.stale: dict[Side, bool] = {Side.BUY: False, Side.SELL: False}  # prints moved a level's view
 
     def opposite(self, side: Side) -> _Side:
         return self.ask if side is Side.BUY else self.bid
@@ -248,14 +255,20 @@ class PaperMatcher:
         book = self._book(quote.symbol)
         # A repeated side (same price and size; real feeds repeat rows) is the same liquidity:
         # what paper orders took from it stays taken.
-        if _set_side(book.bid, quote.bid, quote.bid_size, bid_depth):
+        bid_best, bid_depth_changed = _set_side(book.bid, quote.bid, quote.bid_size, bid_depth)
+        ask_best, ask_depth_changed = _set_side(book.ask, quote.ask, quote.ask_size, ask_depth)
+        if bid_best:
             book.taken_bid = 0.0
-        if _set_side(book.ask, quote.ask, quote.ask_size, ask_depth):
+        if ask_best:
             book.taken_ask = 0.0
         book.tradable = book.bid.key is not None and book.ask.key is not None and book.bid.key < book.ask.key
-        for side in (Side.BUY, Side.SELL):
-            if book.levels[side]:
-                self._update_queues(book, side)
+        # queues move only when their side changed or prints changed what a level shows
+        if book.levels[Side.BUY] and (bid_best or bid_depth_changed or book.stale[Side.BUY]):
+            book.stale[Side.BUY] = False
+            self._update_queues(book, Side.BUY)
+        if book.levels[Side.SELL] and (ask_best or ask_depth_changed or book.stale[Side.SELL]):
+            book.stale[Side.SELL] = False
+            self._update_queues(book, Side.SELL)
         if book.tradable and book.aggressive:
             self._work_aggressive(book, quote.ts_ms, out)
         return out
@@ -467,20 +480,38 @@ class PaperMatcher:
 
     def _update_queues(self, book: _Book, side: Side) -> None:
         pro_rata = self.config.cancel_model is CancelModel.PRO_RATA
+        whole = self.config.whole_units
+        own = book.own(side)
+        best = own.key
+        buy = side is Side.BUY
         for level in book.levels[side].values():
-            shown = book.displayed_at(side, level.key)
-            if shown is None:
-                level.seen = None
-                continue
+            key = level.key
+            # displayed_at inlined: this loop runs for every level on every quote
+            if best is None:
+                shown = None
+            elif key == best:
+                shown = own.size
+            elif (key > best) if buy else (key < best):
+                shown = 0.0
+            else:
+                shown = book.displayed_at(side, key) if own.depth else None
             before = level.seen
+            if shown == before:
+                continue
+            level.seen = shown
+            if shown is None:
+                continue
             for w in level.orders:
                 if w.ahead is None or shown == 0.0:
                     w.ahead = shown
                 elif before is None:  # seen again after hiding behind a better best
                     w.ahead = min(w.ahead, shown)
                 elif shown < before:
-                    w.ahead = w.ahead * shown / before if pro_rata and before > 0 else min(w.ahead, shown)
-            level.seen = shown
+                    if pro_rata:
+                        ahead = w.ahead * shown / before
+                        w.ahead = math.ceil(ahead - 1e-9) if whole else ahead
+                    else:
+                        w.ahead = min(w.ahead, shown)
 
     def _fill_from_print(
         self, book: _Book, side: Side, key: int, size: float, ts_ms: int, out: list[VenueEvent]
@@ -502,6 +533,7 @@ class PaperMatcher:
                 self._fill_at(level, volume, ts_ms, out)
                 if level.seen is not None:
                     level.seen = max(0.0, level.seen - size)
+                    book.stale[side] = True
             self._drop_filled(book, side, level)
 
     def _fill_through(self, level: _Level, volume: float, ts_ms: int, out: list[VenueEvent]) -> float:
@@ -565,19 +597,26 @@ class PaperMatcher:
         return book
 
 
-def _set_side(side: _Side, price: float | None, size: float | None, depth: Sequence[tuple[float, float]]) -> bool:
-    """Store one side of a quote; True when its best price or size changed."""
-    before = (side.key, side.size)
-    if _valid_price(price):
-        side.price = price
-        side.key = price_key(price)  # type: ignore[arg-type]
-        side.size = _valid_size(size)
-    else:
-        side.price = side.key = side.size = None
-    if depth:
-        side.depth = {price_key(p): s for p, s in depth if _valid_price(p) and _valid_size(s) is not None}
-        side.depth_end = price_key(depth[-1][0]) if side.depth else None
-    elif side.depth:
-        side.depth = {}
-        side.depth_end = None
-    return (side.key, side.size) != before
+def _set_side(
+    side: _Side, price: float | None, size: float | None, depth: Sequence[tuple[float, float]]
+) -> tuple[bool, bool]:
+    """Store one side of a quote; (best price or size changed, depth changed)."""
+    best_changed = False
+    if price != side.raw_price or size != side.raw_size:  # the usual repeat skips the rest
+        side.raw_price, side.raw_size = price, size
+        before = (side.key, side.size)
+        if _valid_price(price):
+            side.price = price
+            side.key = price_key(price)  # type: ignore[arg-type]
+            side.size = _valid_size(size)
+        else:
+            side.price = side.key = side.size = None
+        best_changed = (side.key, side.size) != before
+    depth_changed = False
+    if depth or side.depth:
+        levels = {price_key(p): s for p, s in depth if _valid_price(p) and _valid_size(s) is not None}
+        if levels != side.depth:
+            depth_changed = True
+            side.depth = levels
+            side.depth_end = price_key(depth[-1][0]) if levels else None
+    return best_changed, depth_changed
