@@ -158,17 +158,35 @@ def test_random_bytes_and_truncations_of_real_batches_never_escape_the_decoder(t
     assert decoded > 0  # corruptions inside the price bytes still decode: the kernel judges them
 
 
+DAY_MS = 86_400_000
+
+
 def test_a_tick_far_ahead_of_the_watermark_does_not_move_it():
-    builder = BarBuilder(["1s"], max_event_jump_ms=86_400_000)
-    ts = np.array([1_000, 2_000], np.int64)
-    ones = np.ones(2)
-    assert builder.add_trades("X", ts, ones, ones).tolist() == [0, 0]
-    jump = np.array([2_000 + 86_400_001, 3_000], np.int64)
-    assert builder.add_trades("X", jump, ones, ones).tolist() == [Reject.FUTURE_TIMESTAMP, 0]
+    builder = BarBuilder(["1s"], max_event_jump_ms=DAY_MS, max_future_ms=1_000)
+    ones = np.ones(3)
+    assert builder.add_trades("X", np.array([1_000, 2_000], np.int64), ones[:2], ones[:2]).tolist() == [0, 0]
+    jump = np.array([2_000 + DAY_MS + 1, 3_000], np.int64)
+    assert builder.add_trades("X", jump, ones[:2], ones[:2]).tolist() == [Reject.FUTURE_TIMESTAMP, 0]
     assert builder.watermark == 3_000
-    ahead = np.array([4_000, 9_000], np.int64)
-    codes = builder.add_trades("X", ahead, ones, ones, not_after_ms=5_000)
-    assert codes.tolist() == [0, Reject.FUTURE_TIMESTAMP] and builder.watermark == 4_000
+    # Row by row within one batch: the rejected row does not raise the bound for the next ones.
+    rows = np.array([4_000, 4_000 + DAY_MS + 1, 4_000 + 2 * DAY_MS], np.int64)
+    assert builder.add_trades("X", rows, ones, ones).tolist() == [0, Reject.FUTURE_TIMESTAMP, Reject.FUTURE_TIMESTAMP]
+    # Ahead of its arrival by more than the clock skew: future, whatever the watermark.
+    ahead = np.array([5_000, 9_000], np.int64)
+    codes = builder.add_trades("X", ahead, ones[:2], ones[:2], arrived_ms=5_000)
+    assert codes.tolist() == [0, Reject.FUTURE_TIMESTAMP] and builder.watermark == 5_000
+
+
+def test_a_new_session_or_a_live_feed_may_start_past_the_jump():
+    builder = BarBuilder(["1s"], max_event_jump_ms=DAY_MS)
+    one = np.ones(1)
+    builder.add_trades("X", np.array([1_000], np.int64), one, one)
+    builder.advance_to(DAY_MS, ends_session=True)  # a replay's end-of-day marker
+    later = np.array([400 * DAY_MS], np.int64)  # the next data set, a year on
+    assert builder.add_trades("X", later, one, one).tolist() == [0]
+    # A live feed back after a week's outage: its ticks are stamped when they arrive.
+    live = np.array([410 * DAY_MS], np.int64)
+    assert builder.add_trades("X", live, one, one, arrived_ms=410 * DAY_MS + 50).tolist() == [0]
 
 
 def test_only_a_live_feed_advances_by_the_wall_clock():

@@ -14,6 +14,9 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+# Longer symbols are rejected (``bad_symbol``): no venue's symbol comes near it, and an unbounded
+# one would be copied into every bar and message key of its symbol.
+MAX_SYMBOL_LENGTH: Final = 48
 TS_DTYPE: Final = np.dtype("<i8")
 PRICE_DTYPE: Final = np.dtype("<f8")
 ID_DTYPE: Final = np.dtype("<i8")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickforge.platform.bars.watermark import MAX_EVENT_JUMP_MS
+from tickforge.platform.contracts import MAX_SYMBOL_LENGTH
 
 DEFAULT_STATE_DIR = ".tickforge"
 
@@ -95,7 +96,7 @@ class StreamingSettings(BaseModel):
     # than a replay can jump (weekends and holidays included).
     max_future_ms: int = Field(default=30_000, ge=0)
     max_event_jump_ms: int = Field(default=MAX_EVENT_JUMP_MS, gt=0)
-    max_symbol_length: int = Field(default=48, gt=0)  # longer symbols are ``bad_symbol``
+    max_symbol_length: int = Field(default=MAX_SYMBOL_LENGTH, gt=0)  # longer symbols are ``bad_symbol``
     timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
     dedup_horizon_ms: int = 60_000
     metrics_port: int = 0  # 0: no Prometheus endpoint

@@ -48,11 +48,11 @@ class BarTask:
         self.dedup_horizon_ms = streaming.dedup_horizon_ms
         self.builder = BarBuilder(
             [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms,
-            max_event_jump_ms=streaming.max_event_jump_ms,
+            max_event_jump_ms=streaming.max_event_jump_ms, max_future_ms=streaming.max_future_ms,
+            live_lag_ms=streaming.live_lag_ms,
         )
         self.builder.watermark = start_watermark
         self.clock = Watermark(streaming.idle_timeout_ms, start=start_watermark, live_lag_ms=streaming.live_lag_ms)
-        self.max_future_ms = streaming.max_future_ms
         self.max_symbol_length = streaming.max_symbol_length
         self.partition = partition
         self.emit_bins = emit_bins
@@ -76,10 +76,10 @@ class BarTask:
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
         if marker is not None:
-            if marker > self.builder.future_limit(_arrival_ms(msg) + self.max_future_ms):
+            if marker > self.builder.future_limit(_arrival_ms(msg)):
                 out.dead_letter(dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker))
             else:
-                self._advance(marker)
+                self._advance(marker, ends_session=True)
             return NO_WATERMARK
         try:
             tick = decode_tick_message(msg.value())
@@ -131,7 +131,7 @@ class BarTask:
         # The arrival time (the message's Kafka timestamp) bounds event time and tells a live feed
         # from a replay; being part of the input, a restart's replay decides exactly the same.
         arrived = _arrival_ms(msg)
-        codes = self.builder.add_trade_columns(sym, ts, price, size, ids, not_after_ms=arrived + self.max_future_ms)
+        codes = self.builder.add_trade_columns(sym, ts, price, size, ids, arrived_ms=arrived)
         if self.builder.watermark > before:
             self.clock.observe(self.builder.watermark, arrived)
             self._moved(self.builder.watermark)
@@ -176,7 +176,9 @@ class BarTask:
             return BAD_SYMBOL_CODE
         return self.builder.symbols.code(name)
 
-    def _advance(self, watermark: int) -> None:
+    def _advance(self, watermark: int, ends_session: bool = False) -> None:
+        if ends_session:
+            self.builder.advance_to(watermark, ends_session=True)
         if watermark > self.builder.watermark:
             self.builder.advance_to(watermark)
             self.clock.advance_to(watermark)

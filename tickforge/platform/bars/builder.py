@@ -40,6 +40,8 @@ class Reject(IntEnum):
         return self.name.lower() if self is Reject.ACCEPTED else Reason(self.name.lower())
 
 
+_NO_LIMIT = 2**62  # no bound on event time
+
 # Symbol codes below zero are faults the decoder found, not symbols.
 MISSING_SYMBOL_CODE = -1
 BAD_SYMBOL_CODE = -2
@@ -225,10 +227,17 @@ class BarBuilder:
         dedup_horizon_ms: int = 60_000,
         symbols: SymbolTable | None = None,
         max_event_jump_ms: int = MAX_EVENT_JUMP_MS,
+        max_future_ms: int = 30_000,
+        live_lag_ms: int = 10_000,
     ) -> None:
         self.timeframes = list(timeframes)
         self.lateness_ms = lateness_ms
         self.max_event_jump_ms = max_event_jump_ms
+        self.max_future_ms = max_future_ms
+        self.live_lag_ms = live_lag_ms
+        # The jump bound holds within a session: from the first accepted trade until an explicit
+        # end-of-session marker, after which a replay may go on with data of any later date.
+        self._in_session = False
         self.symbols = symbols or SymbolTable()
         self.dedup = TradeIdDedup(dedup_horizon_ms)
         self.quotes = QuoteBook()
@@ -251,11 +260,11 @@ class BarBuilder:
         price: np.ndarray,
         size: np.ndarray,
         trade_id: np.ndarray | None = None,
-        not_after_ms: int | None = None,
+        arrived_ms: int | None = None,
     ) -> np.ndarray:
         """One symbol's trades in stream order (the wire's unit); see :meth:`add_trade_columns`."""
         code = self.symbols.code(symbol) if symbol else MISSING_SYMBOL_CODE
-        return self.add_trade_columns(np.full(len(ts), code, np.int32), ts, price, size, trade_id, not_after_ms)
+        return self.add_trade_columns(np.full(len(ts), code, np.int32), ts, price, size, trade_id, arrived_ms)
 
     def add_trade_columns(
         self,
@@ -264,31 +273,34 @@ class BarBuilder:
         price: np.ndarray,
         size: np.ndarray,
         trade_id: np.ndarray | None = None,
-        not_after_ms: int | None = None,
+        arrived_ms: int | None = None,
     ) -> np.ndarray:
         """Fold trades in stream order; returns a :class:`Reject` code per row.
 
         ``sym`` holds symbol codes (``MISSING_SYMBOL_CODE``, ``BAD_SYMBOL_CODE`` for faults).
-        ``trade_id`` may hold -1 where a row has none. A row stamped after ``not_after_ms`` (the
-        caller's bound on event time, e.g. arrival time plus a clock skew) or more than
-        ``max_event_jump_ms`` past the watermark is a ``future_timestamp``: it never moves the
-        watermark.
+        ``trade_id`` may hold -1 where a row has none. ``arrived_ms`` is when the rows reached
+        the platform (None offline). A ``future_timestamp`` never moves the watermark: a row
+        stamped more than ``max_future_ms`` after its arrival, or, for replayed rows (stamped
+        more than ``live_lag_ms`` before their arrival, or offline), more than
+        ``max_event_jump_ms`` past the session's watermark before it. Live rows need no jump
+        bound (their arrival bounds them), so a live feed back after a long outage goes on.
         """
         n = len(ts)
         codes = np.zeros(n, np.uint8)
         if n == 0:
             return codes
-        limit = self.future_limit(not_after_ms)
-        if trade_id is None and int(ts[-1]) <= limit and self._in_order_and_valid(sym, ts, price, size):
+        if trade_id is None and self._in_order_and_valid(sym, ts, price, size) and self._none_future(ts, arrived_ms):
             # The usual batch: nothing to reject, and no row can be late (see the helper).
             self._chain.feed(fold_ticks(sym, ts, price, size, self._source_ms))
             self.watermark = max(self.watermark, int(ts[-1]))
+            self._in_session = True
             return codes
         codes[(size <= 0) | ~np.isfinite(size)] = Reject.BAD_SIZE
         codes[(price <= 0) | ~np.isfinite(price)] = Reject.BAD_PRICE
         codes[sym == BAD_SYMBOL_CODE] = Reject.BAD_SYMBOL
         codes[sym == MISSING_SYMBOL_CODE] = Reject.MISSING_SYMBOL
-        codes[ts > limit] = Reject.FUTURE_TIMESTAMP  # a timestamp fault comes first, as in the reference
+        # A timestamp fault comes first, as in the reference.
+        codes[self._future_rows(ts, codes == 0, arrived_ms)] = Reject.FUTURE_TIMESTAMP
         if trade_id is not None:
             self._reject_duplicates(sym, ts, trade_id, codes)
         candidates = codes == 0
@@ -308,14 +320,55 @@ class BarBuilder:
             )
         if accepted.any():
             self.watermark = max(self.watermark, int(running[-1]))
+            self._in_session = True
         return codes
 
-    def future_limit(self, not_after_ms: int | None) -> int:
-        """The latest event time a row of this call may carry."""
-        limit = 2**62 if not_after_ms is None else not_after_ms
-        if self.watermark > NO_WATERMARK:
+    def future_limit(self, arrived_ms: int | None) -> int:
+        """The latest event time a marker arriving at ``arrived_ms`` may carry."""
+        limit = _NO_LIMIT if arrived_ms is None else arrived_ms + self.max_future_ms
+        if self._in_session:
             limit = min(limit, self.watermark + self.max_event_jump_ms)
         return limit
+
+    def _session_watermark(self) -> int:
+        return self.watermark if self._in_session else NO_WATERMARK
+
+    def _none_future(self, ts: np.ndarray, arrived_ms: int | None) -> bool:
+        """For rows in event-time order: is none of them a future timestamp? Each row's
+        watermark is at least max(watermark, first row) and the last row is the latest."""
+        first, last = int(ts[0]), int(ts[-1])
+        if arrived_ms is not None and last > arrived_ms + self.max_future_ms:
+            return False
+        start = self._session_watermark()
+        if start > NO_WATERMARK and first > start + self.max_event_jump_ms:
+            return False
+        return last <= max(start, first) + self.max_event_jump_ms
+
+    def _future_rows(self, ts: np.ndarray, valid: np.ndarray, arrived_ms: int | None) -> np.ndarray:
+        """Rows beyond the arrival bound, or replayed rows more than the maximum jump past the
+        watermark before them (the max event time of the valid, not-future rows before each).
+
+        Which rows are future depends on the watermark, which only non-future rows move: start
+        with none excluded and exclude what is found until nothing changes. Each round only adds
+        rows (a lower watermark flags more), and row i depends only on rows before it, so the fixed
+        point is the row-by-row answer; a round or two in practice.
+        """
+        if arrived_ms is None:
+            future = np.zeros(len(ts), bool)
+            replayed = np.ones(len(ts), bool)
+        else:
+            future = ts > arrived_ms + self.max_future_ms
+            replayed = ts < arrived_ms - self.live_lag_ms
+        jump = self.max_event_jump_ms
+        start = self._session_watermark()
+        while True:
+            running = np.maximum.accumulate(np.where(valid & ~future, ts, NO_WATERMARK))
+            before = np.maximum(np.concatenate(([start], running[:-1])), start)
+            limit = np.where(before > NO_WATERMARK, np.minimum(before, _NO_LIMIT - jump) + jump, _NO_LIMIT)
+            found = future | (replayed & (ts > limit))
+            if np.array_equal(found, future):
+                return future
+            future = found
 
     def _in_order_and_valid(self, sym: np.ndarray, ts: np.ndarray, price: np.ndarray, size: np.ndarray) -> bool:
         """Every row valid, event times non-decreasing, and the first row's bin still open.
@@ -360,9 +413,12 @@ class BarBuilder:
             self.has_quotes = True
             self.quotes.add(self.symbols.code(symbol), ts, bid, ask, bid_size, ask_size)
 
-    def advance_to(self, watermark: int) -> None:
-        """An external watermark (idle advance, end-of-session marker)."""
+    def advance_to(self, watermark: int, ends_session: bool = False) -> None:
+        """An external watermark: an idle advance, or an end-of-session marker (``ends_session``:
+        the next trade may start a session at any later date)."""
         self.watermark = max(self.watermark, watermark)
+        if ends_session:
+            self._in_session = False
 
     def close(self, flush: bool = False) -> list[ClosedBars]:
         """Bars the watermark has closed since the last call (all open ones with ``flush``)."""

@@ -52,6 +52,12 @@ BIN_MS: Final = 10
 _UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
 
 
+# The platform's defaults, written down here on their own (the oracle shares no code with the
+# kernel): a trade may be at most 7 days past the watermark, a symbol at most 48 characters.
+MAX_EVENT_JUMP_MS = 7 * 86_400_000
+MAX_SYMBOL_LENGTH = 48
+
+
 def timeframe_ms(timeframe: str) -> int:
     """``"10ms"``, ``"1s"``, ``"3m"``, ``"1h"``... to milliseconds."""
     match = re.fullmatch(r"(\d+)(ms|s|m|h)", timeframe.strip())
@@ -65,8 +71,8 @@ def reference_dead_letters(
 ) -> pd.DataFrame:
     """Rejected trades as ``row, reason`` in file order.
 
-    Reasons: ``bad_timestamp``, ``missing_symbol``, ``bad_price``, ``bad_size``, ``duplicate``,
-    ``late``.
+    Reasons: ``bad_timestamp``, ``future_timestamp``, ``missing_symbol``, ``bad_symbol``,
+    ``bad_price``, ``bad_size``, ``duplicate``, ``late``.
     """
     classified = _classify(_trades_frame(trades), lateness_ms)
     rejected = classified[classified["reason"].notna()]
@@ -166,19 +172,38 @@ def _quotes_frame(quotes: pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- classification
 
 
-def _classify(frame: pd.DataFrame, lateness_ms: int) -> pd.DataFrame:
+def _classify(
+    frame: pd.DataFrame,
+    lateness_ms: int,
+    max_event_jump_ms: int = MAX_EVENT_JUMP_MS,
+    max_symbol_length: int = MAX_SYMBOL_LENGTH,
+) -> pd.DataFrame:
     """``frame`` (in file order) plus ``reason``: None for accepted trades."""
     price, size = frame["price"].to_numpy(), frame["size"].to_numpy()
     symbol_text = frame["symbol"].fillna("").astype(str).str.strip()
-    invalid = np.select(
+    faults = np.select(
         [
-            frame["ts_ms"].isna().to_numpy(),
             (symbol_text == "").to_numpy(),
+            (symbol_text.str.len() > max_symbol_length).to_numpy(),
             ~(np.isfinite(price) & (price > 0)),
             ~(np.isfinite(size) & (size > 0)),
         ],
-        ["bad_timestamp", "missing_symbol", "bad_price", "bad_size"],
+        ["missing_symbol", "bad_symbol", "bad_price", "bad_size"],
         default="",
+    )
+    # Row by row: a trade more than the maximum jump past the watermark of the valid trades
+    # before it is a future timestamp, and does not move that watermark.
+    future = np.zeros(len(frame), dtype=bool)
+    watermark = None
+    for i, ts_ms in enumerate(frame["ts_ms"].tolist()):
+        if ts_ms is pd.NA or ts_ms is None:
+            continue
+        if watermark is not None and ts_ms > watermark + max_event_jump_ms:
+            future[i] = True
+        elif faults[i] == "":
+            watermark = ts_ms if watermark is None else max(watermark, ts_ms)
+    invalid = np.where(
+        frame["ts_ms"].isna().to_numpy(), "bad_timestamp", np.where(future, "future_timestamp", faults)
     )
     valid = invalid == ""
 

@@ -1,6 +1,7 @@
 """Value-level validity of trades, shared by the file readers and the streaming worker.
 
-A trade is valid when it has a timestamp, a non-empty symbol, and a finite price and size above
+A trade is valid when it has a timestamp, a non-empty symbol of at most ``MAX_SYMBOL_LENGTH``
+characters, and a finite price and size above
 zero. The check is one vectorized expression so that a file of millions of rows and a decoded
 batch of JSON edge messages are judged by exactly the same rule.
 """
@@ -11,13 +12,16 @@ from typing import Final
 
 import polars as pl
 
+from tickforge.platform.contracts import MAX_SYMBOL_LENGTH
+
 BAD_TIMESTAMP: Final = "bad_timestamp"
 MISSING_SYMBOL: Final = "missing_symbol"
+BAD_SYMBOL: Final = "bad_symbol"
 BAD_PRICE: Final = "bad_price"
 BAD_SIZE: Final = "bad_size"
 
 # Precedence when a row has several faults: the first applicable reason in this order is reported.
-TRADE_REJECT_REASONS: Final = (BAD_TIMESTAMP, MISSING_SYMBOL, BAD_PRICE, BAD_SIZE)
+TRADE_REJECT_REASONS: Final = (BAD_TIMESTAMP, MISSING_SYMBOL, BAD_SYMBOL, BAD_PRICE, BAD_SIZE)
 
 
 def _not_positive_finite(column: str) -> pl.Expr:
@@ -38,6 +42,8 @@ def trade_reject_reasons(df: pl.DataFrame) -> pl.Series:
         .then(pl.lit(BAD_TIMESTAMP))
         .when(symbol.is_null() | (symbol.str.strip_chars() == ""))
         .then(pl.lit(MISSING_SYMBOL))
+        .when(symbol.str.len_chars() > MAX_SYMBOL_LENGTH)
+        .then(pl.lit(BAD_SYMBOL))
         .when(_not_positive_finite("price"))
         .then(pl.lit(BAD_PRICE))
         .when(_not_positive_finite("size"))
