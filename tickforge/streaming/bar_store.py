@@ -4,6 +4,12 @@ Reads every bar topic with ``read_committed``, upserts a poll's bars in one data
 (replace whole, keyed by symbol and window_start), records the forwarded watermarks, and commits
 the Kafka offsets only after the database commit. A redelivery after a crash rewrites identical
 rows, so the tables hold each bar exactly once.
+
+A database outage (restart, stop, network) does not end the process: the connection is opened
+again with exponential backoff while the consumer keeps polling (paused, so it stays in its
+group), and reading resumes from the committed offsets, so the poll whose write failed is read and
+written again. The same rewind follows a failed offset commit (the rows are durable; rewriting
+them is harmless).
 """
 
 from __future__ import annotations
@@ -14,11 +20,19 @@ import time
 
 import msgspec
 import psycopg
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from tickforge.platform.contracts import JSON_ENCODER, Bar
 from tickforge.platform.io.kafka import make_consumer, make_producer, marker_watermark, topic_name
-from tickforge.platform.io.postgres import apply_migrations, record_watermark, upsert_bars
+from tickforge.platform.io.postgres import (
+    OUTAGE_ERRORS,
+    apply_migrations,
+    connect_writer,
+    record_watermark,
+    retry_on_outage,
+    upsert_bars,
+)
+from tickforge.platform.retry import Backoff
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER, bar_topic
 from tickforge.streaming import metrics
@@ -47,21 +61,81 @@ class BarStore:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         dsn = self.settings.postgres.dsn.get_secret_value()
-        apply_migrations(dsn, self.schema, self.timeframes)
+        backoff = Backoff(initial_s=0.5, cap_s=15.0)
+        stopping = lambda: self._stop  # noqa: E731
+        if retry_on_outage(lambda: apply_migrations(dsn, self.schema, self.timeframes), backoff,
+                           stopping=stopping) is None:
+            return
         self.consumer.subscribe(list(self.topic_tf))
         last_input = time.monotonic()
-        with psycopg.connect(dsn) as conn:
-            try:
-                while not self._stop:
-                    msgs = self.consumer.consume(5_000, timeout=0.2)
-                    if msgs:
-                        last_input = time.monotonic()
-                        self.store(conn, msgs)
-                    elif max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
+        conn: psycopg.Connection | None = None
+        reread = False  # a write failed: reread from the committed offsets once reconnected
+        try:
+            while not self._stop:
+                if conn is None:
+                    conn = retry_on_outage(lambda: connect_writer(dsn), backoff, self._poll_paused, stopping)
+                    if conn is None:
                         break
-            finally:
-                self.consumer.close()
-                self.dead_letters.flush(10)
+                    if reread:
+                        self._rewind()
+                        reread = False
+                msgs = self.consumer.consume(5_000, timeout=0.2)
+                if msgs:
+                    last_input = time.monotonic()
+                    try:
+                        self.store(conn, msgs)
+                        backoff.reset()
+                    except OUTAGE_ERRORS as exc:
+                        log.warning("postgres write failed: reconnecting, then rereading from the committed offsets",
+                                    extra={"error": str(exc).strip()})
+                        conn.close()
+                        conn = None
+                        self._pause()
+                        reread = True
+                    except KafkaException as exc:
+                        log.warning("offset commit failed: rereading from the committed offsets",
+                                    extra={"error": str(exc)})
+                        self._rewind()
+                elif max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
+                    break
+        finally:
+            if conn is not None:
+                conn.close()
+            self.consumer.close()
+            self.dead_letters.flush(10)
+
+    def _pause(self) -> None:
+        assigned = self.consumer.assignment()
+        if assigned:
+            self.consumer.pause(assigned)
+
+    def _poll_paused(self, seconds: float) -> None:
+        """Wait while the database is away, still polling so the consumer keeps its group
+        membership. Whatever a rebalance hands out meanwhile is dropped: the rewind rereads it."""
+        self._pause()
+        deadline = time.monotonic() + seconds
+        while not self._stop and (left := deadline - time.monotonic()) > 0:
+            self.consumer.consume(1_000, timeout=min(left, 0.5))
+            self._pause()
+
+    def _rewind(self) -> None:
+        """Every assigned partition back to its committed offset (the start where none is), then
+        reading resumes: what was consumed but not committed is read again."""
+        backoff = Backoff(initial_s=0.5, cap_s=10.0)
+        while not self._stop:
+            assigned = self.consumer.assignment()
+            try:
+                committed = self.consumer.committed(assigned, timeout=10) if assigned else []
+                for tp in committed:
+                    start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+            except KafkaException as exc:
+                log.warning("cannot read the committed offsets yet", extra={"error": str(exc)})
+                self._poll_paused(backoff.next_delay())
+                continue
+            if assigned:
+                self.consumer.resume(assigned)
+            return
 
     def store(self, conn: psycopg.Connection, msgs: list[Message]) -> int:
         bars: dict[str, dict[tuple[str, int], Bar]] = {}

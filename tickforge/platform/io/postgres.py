@@ -7,15 +7,61 @@ or a corrected bar leaves exactly one row with the latest full values (LESSONS: 
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from tickforge.platform.contracts import Bar
+from tickforge.platform.retry import Backoff
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A long-lived writer's connection: connecting, a dead peer (keepalives) and a statement all have
+# a bound, so an outage surfaces as an error to retry instead of a call that never returns.
+WRITER_CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": "-c statement_timeout=60000",
+}
+# What a database that is restarting, stopped or unreachable raises (AdminShutdown included).
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def connect_writer(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, **WRITER_CONNECT_OPTIONS)
+
+
+def retry_on_outage(
+    action: Callable[[], T],
+    backoff: Backoff,
+    wait: Callable[[float], None] = time.sleep,
+    stopping: Callable[[], bool] = lambda: False,
+) -> T | None:
+    """``action()`` retried with exponential backoff while the database is away; None if
+    ``stopping()`` turns true first. ``wait`` sleeps between attempts (a Kafka consumer passes a
+    wait that keeps polling, so it stays in its group)."""
+    while True:
+        try:
+            return action()
+        except OUTAGE_ERRORS as exc:
+            if stopping():
+                return None
+            delay = backoff.next_delay()
+            log.warning("postgres unavailable, retrying", extra={"error": str(exc).strip(),
+                                                                  "attempt": backoff.attempts, "delay_s": delay})
+            wait(delay)
+            if stopping():
+                return None
 
 BAR_COLUMNS: tuple[str, ...] = (
     "symbol",
