@@ -26,6 +26,7 @@ from tickforge.trading.events import (
     OrderRejected,
 )
 from tickforge.trading.matching import CancelModel, MatchingConfig, PaperMatcher
+from tickforge.trading.oms import OrderManager
 from tickforge.trading.orders import Fill, Liquidity, Order, new_order
 from tickforge.trading.stream import MarketEvent, market_events
 
@@ -322,11 +323,12 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
     # each DAY order canceled 30 s later. Every taker fill is at the opposite best of a two-sided,
     # uncrossed quote, and what paper orders take from one quote never exceeds its displayed
     # size; every maker fill comes from a print at or through its limit, at its limit, and never
-    # exceeds the print; no order fills beyond its quantity.
+    # exceeds the print; no order fills beyond its quantity. The OMS takes every venue event
+    # without an illegal transition and ends with every order closed.
     quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
     trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz").data
     events = market_events(quotes, trades, "BAC")
-    m = PaperMatcher()
+    m, oms = PaperMatcher(), OrderManager()
     orders: dict[str, Order] = {}
     filled: dict[str, float] = {}
     cancels: list[tuple[int, str]] = []
@@ -346,6 +348,7 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
             limit = [None, opposite, best, round(best - 2 * step, 2)][kind]
             o = order(f"d{n}", side, 100 * (1 + n % 5), ev.ts_ms, limit=limit, tif="IOC" if kind == 0 else "DAY", latency_ms=5)
             orders[o.client_order_id] = o
+            oms.submit(o)
             out += m.submit(o)
             if kind:
                 cancels.append((ev.ts_ms + 30_000, o.client_order_id))
@@ -356,6 +359,8 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
             locked_or_crossed_seen += ev.bid >= ev.ask
         else:
             out += m.on_trade(ev)
+        for e in out:
+            oms.apply(e)
         taken_here = 0.0
         printed = {"buy": 0.0, "sell": 0.0}
         for f in (e for e in out if isinstance(e, Fill)):
@@ -379,6 +384,8 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
                 assert ev.price <= o.limit_price if o.side == "buy" else ev.price >= o.limit_price
                 printed[str(o.side)] += f.quantity
                 assert printed[str(o.side)] <= ev.size
-    m.end_session(events[-1].ts_ms)
-    assert m.working_orders() == []
+    for e in m.end_session(events[-1].ts_ms):
+        oms.apply(e)
+    assert m.working_orders() == [] and oms.open_orders() == []
+    assert all(abs(oms.get(c).filled_quantity - q) < 1e-9 for c, q in filled.items())
     assert n > 10_000 and taker > 3_000 and maker > 1_000 and locked_or_crossed_seen == 9_726

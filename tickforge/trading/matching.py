@@ -77,7 +77,7 @@ from tickforge.trading.events import (
     RejectReason,
     VenueEvent,
 )
-from tickforge.trading.orders import Fill, Liquidity, Order, OrderType, Side, TimeInForce, fill_id
+from tickforge.trading.orders import Fill, Liquidity, Order, Side, TimeInForce, fill_id
 
 _PRICE_SCALE = 100_000_000  # price keys in 1e-8 units: exact level identity for decimal prices
 _QTY_EPS = 1e-9
