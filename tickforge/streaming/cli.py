@@ -159,27 +159,44 @@ def raw_sink_cmd(
 
 
 @stream_app.command("start")
-def start_cmd() -> None:
-    """Start every worker detached (pids in the state folder, logs in <state>/logs)."""
+def start_cmd(
+    only: Annotated[Optional[list[str]], typer.Option(help="Start only these workers (repeatable).")] = None,
+) -> None:
+    """Start the workers under a supervisor that restarts the dead and the unhealthy (logs in <state>/logs)."""
     from tickforge.streaming import supervisor
 
-    typer.echo(json.dumps(supervisor.start()))
+    try:
+        typer.echo(json.dumps(supervisor.start(only or None)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @stream_app.command("stop")
 def stop_cmd() -> None:
-    """Stop the workers started by `stream start` (or the demo)."""
+    """Stop the supervisor and the workers started by `stream start` (or the demo)."""
     from tickforge.streaming import supervisor
 
     typer.echo(json.dumps({"stopped": supervisor.stop()}))
 
 
 @stream_app.command("status")
-def status_cmd() -> None:
-    """Which workers run."""
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document (the default output too).")] = False,
+) -> None:
+    """The supervisor and each worker: running, restarts, last exit, health, liveness age."""
     from tickforge.streaming import supervisor
 
-    typer.echo(json.dumps(supervisor.status(), indent=2))
+    typer.echo(json.dumps(supervisor.status(), indent=None if as_json else 2))
+
+
+@stream_app.command("supervise", hidden=True)
+def supervise_cmd(workers: Annotated[str, typer.Option(help="Comma-separated worker names.")]) -> None:
+    """The supervisor process that `stream start` runs."""
+    from tickforge.platform.logs import configure_logging
+    from tickforge.streaming import supervisor
+
+    configure_logging()
+    supervisor.supervise([w for w in workers.split(",") if w])
 
 
 logging.getLogger("confluent_kafka").setLevel(logging.WARNING)
