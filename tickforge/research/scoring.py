@@ -19,7 +19,7 @@ import polars as pl
 from scipy.stats import norm
 
 from tickforge.research.bars import BarSeries, ny_midnight_ms
-from tickforge.research.engine import METRICS, Costs, run_book, sweep
+from tickforge.research.engine import METRICS, Costs, empty_results, run_book, sweep
 from tickforge.research.registry import Registry, Scoring
 from tickforge.research.strategies import get_strategy
 from tickforge.research.walkforward import trailing_window
@@ -118,31 +118,45 @@ def select(scored: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     return ranked.with_columns(weight=pl.lit(1.0 / ranked.height if ranked.height else 0.0))
 
 
-def next_day_picks(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date) -> pl.DataFrame:
-    """Picks for trading day ``day`` from bars strictly before it (PICK_SCHEMA).
+def trailing_sweep(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date, strategy: str) -> pl.DataFrame:
+    """One registry strategy swept over the in-sample window ``[day - train, day)`` (RESULT_SCHEMA).
 
-    ``bars`` maps a timeframe to its series. Every registry strategy with a grid on that timeframe
-    is swept over the trailing in-sample window ``[day - train, day)``; rows are scored and gated,
-    then selected. Bars at or after ``day`` are cut off before anything is computed.
+    ``bars`` maps a timeframe to its series; every universe timeframe where the strategy has a
+    grid is swept. Bars at or after ``day`` are cut off before anything is computed.
     """
     window = trailing_window(day, registry.walk_forward.train)
     cutoff = ny_midnight_ms(day)
     universe = set(registry.universe.symbols)
     frames = []
     for timeframe, series in bars.items():
-        if timeframe not in registry.universe.timeframes:
+        grid = registry.grid(strategy, timeframe) if timeframe in registry.universe.timeframes else []
+        if not grid or (get_strategy(strategy).intraday_only and timeframe == "1d"):
             continue
         history = [s.head(int(np.searchsorted(s.window_start, cutoff))) for s in series
                    if not universe or s.symbol in universe]
         history = [s for s in history if len(s) >= 2]
-        for name in registry.strategies:
-            grid = registry.grid(name, timeframe)
-            if grid and history and not (get_strategy(name).intraday_only and timeframe == "1d"):
-                frames.append(sweep(history, name, grid, registry.costs.costs(), [window]))
-    if not frames:
+        if history:
+            frames.append(sweep(history, strategy, grid, registry.costs.costs(), [window]))
+    return pl.concat(frames) if frames else empty_results()
+
+
+def picks_from_sweeps(results: pl.DataFrame, registry: Registry, day: date) -> pl.DataFrame:
+    """Sweep rows of the trailing window scored, gated and selected as the picks of ``day`` (PICK_SCHEMA)."""
+    if results.is_empty():
         return pl.DataFrame(schema=PICK_SCHEMA)
-    picks = select(score(pl.concat(frames), registry.scoring), registry.scoring)
+    picks = select(score(results, registry.scoring), registry.scoring)
     return picks.with_columns(day=pl.lit(day)).select(list(PICK_SCHEMA)).cast(PICK_SCHEMA)
+
+
+def next_day_picks(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date) -> pl.DataFrame:
+    """Picks for trading day ``day`` from bars strictly before it (PICK_SCHEMA).
+
+    ``bars`` maps a timeframe to its series. Every registry strategy, in registry order, is swept
+    over the trailing in-sample window ``[day - train, day)`` (:func:`trailing_sweep`); rows are
+    scored and gated, then selected.
+    """
+    results = pl.concat([trailing_sweep(bars, registry, day, name) for name in registry.strategies])
+    return picks_from_sweeps(results, registry, day)
 
 
 def walk_forward_report(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
@@ -196,5 +210,5 @@ def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], cost
     return pl.DataFrame(rows, schema=SCORECARD_SCHEMA).sort("day", "symbol", "strategy")
 
 
-__all__ = ["deflated_sharpe", "expected_max_sharpe", "next_day_picks", "robust_z", "score", "scorecard",
-           "select", "walk_forward_report", "with_deflated_sharpe"]
+__all__ = ["deflated_sharpe", "expected_max_sharpe", "next_day_picks", "picks_from_sweeps", "robust_z", "score",
+           "scorecard", "select", "trailing_sweep", "walk_forward_report", "with_deflated_sharpe"]
