@@ -63,8 +63,14 @@ class BarStore:
         dsn = self.settings.postgres.dsn.get_secret_value()
         backoff = Backoff(initial_s=0.5, cap_s=15.0)
         stopping = lambda: self._stop  # noqa: E731
+        liveness = metrics.WORKER_LIVENESS.labels(worker=NAME)
+
+        def wait_alive(seconds: float) -> None:
+            liveness.set(time.time())
+            time.sleep(seconds)
+
         if retry_on_outage(lambda: apply_migrations(dsn, self.schema, self.timeframes), backoff,
-                           stopping=stopping) is None:
+                           wait_alive, stopping) is None:
             return
         self.consumer.subscribe(list(self.topic_tf))
         last_input = time.monotonic()
@@ -72,6 +78,7 @@ class BarStore:
         reread = False  # a write failed: reread from the committed offsets once reconnected
         try:
             while not self._stop:
+                liveness.set(time.time())
                 if conn is None:
                     conn = retry_on_outage(lambda: connect_writer(dsn), backoff, self._poll_paused, stopping)
                     if conn is None:
@@ -115,6 +122,7 @@ class BarStore:
         self._pause()
         deadline = time.monotonic() + seconds
         while not self._stop and (left := deadline - time.monotonic()) > 0:
+            metrics.WORKER_LIVENESS.labels(worker=NAME).set(time.time())  # waiting out an outage is not a hang
             self.consumer.consume(1_000, timeout=min(left, 0.5))
             self._pause()
 

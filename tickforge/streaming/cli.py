@@ -189,6 +189,18 @@ def status_cmd(
     typer.echo(json.dumps(supervisor.status(), indent=None if as_json else 2))
 
 
+@stream_app.command("health")
+def health_cmd() -> None:
+    """Exit 0 when this deployment's worker loop ran within streaming.liveness_timeout_s (its
+    metrics on streaming.metrics_port): a container health check."""
+    from tickforge.streaming.supervisor import liveness_ok
+
+    streaming = _settings().streaming
+    ok, why = liveness_ok(streaming.metrics_port, streaming.liveness_timeout_s)
+    typer.echo(why)
+    raise typer.Exit(0 if ok else 1)
+
+
 @stream_app.command("supervise", hidden=True)
 def supervise_cmd(workers: Annotated[str, typer.Option(help="Comma-separated worker names.")]) -> None:
     """The supervisor process that `stream start` runs."""

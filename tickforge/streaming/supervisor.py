@@ -137,6 +137,19 @@ def scrape_liveness(port: int, timeout: float = 2.0) -> float | None:
     return max(stamps) if stamps else None
 
 
+def liveness_ok(port: int, max_age_s: float) -> tuple[bool, str]:
+    """A worker's health from its metrics endpoint alone (a container health check): its
+    liveness gauge set, and newer than ``max_age_s``."""
+    try:
+        stamp = scrape_liveness(port)
+    except OSError as exc:
+        return False, f"metrics endpoint on port {port} does not answer: {exc}"
+    if not stamp:
+        return False, "the worker loop has not run yet"
+    age = time.time() - stamp
+    return age <= max_age_s, f"last loop iteration {age:.1f} s ago (bound {max_age_s:g} s)"
+
+
 @dataclass
 class Supervised:
     """One worker as the supervisor sees it (what ``workers.json`` records)."""
