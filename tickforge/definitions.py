@@ -19,6 +19,7 @@ from tickforge.assets.marts import build_marts, dbt_resource, fact_table_specs
 from tickforge.assets.raw_ticks import snowflake_raw_ticks
 from tickforge.assets.reconciliation import build_bar_reconciliation
 from tickforge.assets.warehouse import snowflake_bar_facts, snowflake_window_facts
+from tickforge.defs.research.definitions import build_research_definitions
 from tickforge.jobs import nightly_job, nightly_schedule
 from tickforge.jobs.intraday import snowflake_window_job
 from tickforge.platform.settings import Settings, load_settings
@@ -40,7 +41,7 @@ def build_definitions(settings: Settings) -> Definitions:
     )
     bar_archive, archive_check = build_bar_archive(timeframes)
     freshness_checks = streaming_freshness_checks(timeframes)
-    return Definitions(
+    platform = Definitions(
         assets=[
             *streaming_specs(timeframes, settings.kafka.topic_prefix, settings.postgres.schema_name),
             raw_trades_daily,
@@ -69,6 +70,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         resources={**resources_for(settings), "dbt": dbt_resource()},
     )
+    return Definitions.merge(platform, build_research_definitions(settings))
 
 
 defs = build_definitions(load_settings())

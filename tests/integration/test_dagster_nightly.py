@@ -154,6 +154,16 @@ NO_MARTS = [
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "snowflake_dim_calendar",
     "bar_archive", "snowflake_dead_letter_facts",
 ]
+RESEARCH = {
+    *(f"backtest_sweep/{s}" for s in ("ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross",
+                                      "bollinger_reversion", "vwap_reversion", "orb_breakout")),
+    "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results", "snowflake_next_day_picks",
+}
+RESEARCH_CHECKS = (
+    "sweep_metrics_finite", "scores_finite", "picks_use_only_prior_bars", "picks_within_budget",
+    "pick_trades_match_equity", "picks_reproducible", "scorecard_covers_picks", "backtest_results_match_scores",
+    "snowflake_picks_match_postgres",
+)
 MARTS = {"mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
 
 
@@ -205,8 +215,11 @@ def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_
     assert _materialized(first) == {
         "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
         "snowflake_dim_calendar", "snowflake_dead_letter_facts", *(f"marts/{m}" for m in MARTS),
+        *RESEARCH,
     }
     checks = _checks(first)
+    # The research loop after the reconciliation (tests/integration/test_dagster_research.py covers it).
+    assert all(checks.pop(name) for name in RESEARCH_CHECKS)
     assert checks.pop("golden_bars_match_reference") and checks.pop("facts_match_golden_counts")
     assert checks.pop("facts_pass_expectations")
     assert checks.pop("archive_verified")

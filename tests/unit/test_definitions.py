@@ -53,6 +53,8 @@ def test_definitions_snapshot(default_settings):
     }
     sensors = sorted(s.name for s in defs.sensors or [])
     tfs = ["1s", "1m", "3m", "5m", "15m"]
+    strategies = ["bollinger_reversion", "donchian_breakout", "ema_cross", "macd_cross", "orb_breakout",
+                  "rsi_reversion", "vwap_reversion"]
     marts = ["mart_pipeline_minute_metrics", "mart_price_1h", "mart_rolling_vwap",
              "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
     assert asset_keys == sorted(
@@ -64,6 +66,9 @@ def test_definitions_snapshot(default_settings):
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
+        + ["files/daily_bars", "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results",
+           "snowflake_next_day_picks"]
+        + [f"backtest_sweep/{s}" for s in strategies]
     )
     dbt_tests = [
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_bars",
@@ -95,9 +100,18 @@ def test_definitions_snapshot(default_settings):
             "kafka/dead_letter:dead_letter_rate_within_limit",
             *(f"{p}/bars_{tf}:freshness_check" for tf in tfs for p in ("kafka", "postgres")),
             *dbt_tests,
+            *(f"backtest_sweep/{s}:sweep_metrics_finite" for s in strategies),
+            "strategy_scores:scores_finite",
+            "next_day_picks:picks_use_only_prior_bars",
+            "next_day_picks:picks_within_budget",
+            "next_day_picks:pick_trades_match_equity",
+            "next_day_picks:picks_reproducible",
+            "picks_scorecard:scorecard_covers_picks",
+            "snowflake_backtest_results:backtest_results_match_scores",
+            "snowflake_next_day_picks:snowflake_picks_match_postgres",
         ]
     )
-    assert jobs == ["nightly", "snowflake_window_facts_job"]
+    assert jobs == ["nightly", "research", "snowflake_window_facts_job"]
     assert schedules == {"nightly_schedule": ("0 2 * * *", "America/New_York", "nightly")}
     assert sensors == [
         "dead_letter_sensor", "run_failure_alerts", "snowflake_window_sensor",
@@ -107,7 +121,16 @@ def test_definitions_snapshot(default_settings):
     assert {n.name for n in nightly.nodes} >= {
         "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
         "snowflake_dead_letter_facts", "snowflake_dim_calendar", "dbt_marts",
+        *(f"backtest_sweep__{s}" for s in strategies), "strategy_scores", "next_day_picks", "picks_scorecard",
+        "snowflake_backtest_results", "snowflake_next_day_picks",
     }
+    research = defs.resolve_job_def("research")
+    assert {n.name for n in research.nodes if not n.name.endswith(("_finite", "_reproducible", "_budget",
+                                                                    "_equity", "_prior_bars", "_covers_picks"))} == {
+        *(f"backtest_sweep__{s}" for s in strategies), "strategy_scores", "next_day_picks", "picks_scorecard",
+        "snowflake_backtest_results", "snowflake_next_day_picks",
+    }
+    assert research.executor_def.name == "multiprocess"
 
 
 def test_lineage_ticks_to_golden_tables(default_settings):
@@ -138,6 +161,16 @@ def test_lineage_ticks_to_golden_tables(default_settings):
         "snowflake_dead_letter_facts", "snowflake/core/fact_dead_letters_1m",
     }
     assert parents("marts/mart_top_movers_15m") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_60s"}
+    # Research: daily bars and the golden intraday bars -> sweeps -> scores -> picks -> scorecard.
+    assert parents("backtest_sweep/ema_cross") == {
+        "files/daily_bars", "postgres/bars_5m", "postgres/bars_15m", "bar_reconciliation"}
+    assert parents("strategy_scores") == {
+        f"backtest_sweep/{s}" for s in ("ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross",
+                                        "bollinger_reversion", "vwap_reversion", "orb_breakout")}
+    assert parents("next_day_picks") == {"strategy_scores"}
+    assert parents("picks_scorecard") == {"next_day_picks"}
+    assert parents("snowflake_backtest_results") == {"strategy_scores"}
+    assert parents("snowflake_next_day_picks") == {"next_day_picks"}
     assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
     assert graph.get(AssetKey(["postgres", "bars_5m"])).kinds == {"postgres"}
 
@@ -187,7 +220,7 @@ def test_snowflake_ddl_is_idempotent_sql():
     assert altered and all("ADD COLUMN IF NOT EXISTS" in s for s in altered)
     assert created == {
         "CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL", "RAW.TICKS", "CORE.DIM_CALENDAR",
-        "CORE.FACT_DEAD_LETTERS_1M",
+        "CORE.FACT_DEAD_LETTERS_1M", "CORE.FACT_BACKTEST_RESULTS", "CORE.NEXT_DAY_PICKS",
     }
     assert bar_id("BAC", 1381219200000, 60) == "BAC-1381219200000-60"
     with pytest.raises(ValueError):

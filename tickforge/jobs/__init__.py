@@ -14,6 +14,8 @@ from dagster import (
     schedule,
 )
 
+from tickforge.defs.research.assets import RESEARCH_GROUP
+
 
 NIGHTLY_ASSETS = (
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
@@ -23,13 +25,15 @@ NIGHTLY_ASSETS = (
 # Small steps on a 2-core box: one process beats a subprocess per step (LOCAL_STACK.md).
 nightly_job = define_asset_job(
     "nightly",
-    selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts"),
+    selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts", RESEARCH_GROUP),
     executor_def=in_process_executor,
     description="Compact the previous UTC day's raw trades and load them into RAW.TICKS, reconcile "
     "its golden bars with the reference oracle, load its 1 m / 5 m bars into the Snowflake facts "
     "(skipped when reconciliation fails), count its dead letters per minute into "
-    "CORE.FACT_DEAD_LETTERS_1M, extend CORE.DIM_CALENDAR, rebuild the dbt marts, and archive the "
-    "day if past retention.",
+    "CORE.FACT_DEAD_LETTERS_1M, extend CORE.DIM_CALENDAR, rebuild the dbt marts, archive the "
+    "day if past retention, and run the research loop on the reconciled bars: backtest sweeps (one "
+    "step per strategy) -> strategy scores -> next-day picks -> picks scorecard, with their "
+    "Snowflake loads (CORE.FACT_BACKTEST_RESULTS, CORE.NEXT_DAY_PICKS).",
 )
 
 
