@@ -1,0 +1,101 @@
+"""``tickforge paper``: the paper trading path offline over recorded tick files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+paper_app = typer.Typer(help="Paper trading over recorded days (the workers' kernels, no Kafka).", no_args_is_help=True)
+
+
+@paper_app.callback()
+def _group() -> None:
+    """Paper trading over recorded days."""
+
+
+def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms: int) -> dict[str, Any]:
+    """Bars per timeframe: built from the trades with the streaming kernel, or read from a folder
+    of ``bars_<tf>.parquet`` files (what ``tickforge bars build`` writes)."""
+    import polars as pl
+
+    from tickforge.platform.bars.offline import build_bars
+
+    if bars_from == "trades":
+        return build_bars(trade_file, timeframes, lateness_ms=lateness_ms).bars
+    folder = Path(bars_from)
+    if not folder.is_dir():
+        raise ValueError(f"--bars-from takes 'trades' or a folder of bars_<tf>.parquet files, got {bars_from!r}")
+    out = {}
+    for tf in timeframes:
+        path = folder / f"bars_{tf}.parquet"
+        if not path.is_file():
+            raise ValueError(f"{folder}: no bars_{tf}.parquet for the picks on {tf}")
+        out[tf] = pl.read_parquet(path)
+    return out
+
+
+@paper_app.command("replay")
+def replay_command(
+    trades: Annotated[Path, typer.Option("--trades", help="Trades: the platform's tick files (CSV, .gz, Parquet).")],
+    quotes: Annotated[Path, typer.Option("--quotes", help="Top-of-book quotes of the same stretch.")],
+    picks: Annotated[Path, typer.Option("--picks", help="Picks: CSV, Parquet or YAML with symbol, strategy, timeframe, params, bucket, weight.")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="Output folder.")],
+    bars_from: Annotated[str, typer.Option("--bars-from", help="'trades' (build with the streaming kernel) or a folder of bars_<tf>.parquet.")] = "trades",
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, help="Order arrival = decision time + this.")] = 5,
+    limits: Annotated[Optional[Path], typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")] = None,
+    lateness_ms: Annotated[int, typer.Option("--lateness-ms", min=0, help="Bar builder allowed lateness.")] = 500,
+    fee_bps: Annotated[Optional[float], typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")] = None,
+) -> None:
+    """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,fills,positions,pnl,decisions}.parquet."""
+
+    def work() -> dict[str, Any]:
+        from tickforge.platform.io.files import read_quotes, read_trades
+        from tickforge.research.io import load_registry
+        from tickforge.trading.accounting import FeeSchedule
+        from tickforge.trading.audit import identity_violations, taker_fill_violations
+        from tickforge.trading.io import load_limits, read_picks_file, write_replay
+        from tickforge.trading.parity import decision_parity
+        from tickforge.trading.replay import replay
+
+        risk_limits = load_limits(limits)  # validated first: no limits, no trading
+        chosen = read_picks_file(picks)
+        for path in (trades, quotes):
+            if not path.is_file():
+                raise ValueError(f"no file at {path}")
+        trade_file, quote_file = read_trades(trades), read_quotes(quotes)
+        if trade_file.data.is_empty():
+            raise ValueError(f"{trades}: no usable trades ({trade_file.dead_letters.height} dead-lettered)")
+        bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms)
+        fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
+        result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
+        paths = write_replay(result, out)
+        parity = decision_parity(result.decisions, bars, chosen)
+        last = result.pnl.row(-1, named=True)
+        return {
+            "picks": len(chosen), "orders": result.orders.height, "fills": result.fills.height,
+            "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
+            "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
+            "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
+            "parity": all(p.passed for p in parity), "parity_mismatches": sum(p.mismatches for p in parity),
+            "taker_fill_violations": len(taker_fill_violations(result.fills, quote_file.data)),
+            "identity_violations": len(identity_violations(result.pnl)),
+            "dead_letters": {"trades": trade_file.dead_letters.height, "quotes": quote_file.dead_letters.height},
+            "written": [str(p) for p in paths],
+        }
+
+    _guarded(work)
+
+
+def _guarded(work: Any) -> None:
+    """Bad input ends as one line on stderr and exit code 2, never a traceback."""
+    import polars as pl
+
+    try:
+        summary = work()
+    except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # PicksError, LimitsError, BarsError are ValueErrors
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2, default=str))
