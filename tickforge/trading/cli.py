@@ -16,15 +16,23 @@ def _group() -> None:
     """Paper trading over recorded days."""
 
 
-def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms: int) -> dict[str, Any]:
-    """Bars per timeframe: built from the trades with the streaming kernel, or read from a folder
-    of ``bars_<tf>.parquet`` files (what ``tickforge bars build`` writes)."""
+def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms: int, regular: bool = False) -> dict[str, Any]:
+    """Bars per timeframe: built from the trades with the streaming kernel (only the regular
+    session's with ``regular``), or read from a folder of ``bars_<tf>.parquet`` files (what
+    ``tickforge bars build`` writes)."""
+    import dataclasses
+
     import polars as pl
 
     from tickforge.platform.bars.offline import build_bars
+    from tickforge.trading.replay import regular_hours
 
     if bars_from == "trades":
+        if regular:
+            trade_file = dataclasses.replace(trade_file, data=regular_hours(trade_file.data))
         return build_bars(trade_file, timeframes, lateness_ms=lateness_ms).bars
+    if regular:
+        raise ValueError("--regular-hours applies to --bars-from trades")
     folder = Path(bars_from)
     if not folder.is_dir():
         raise ValueError(f"--bars-from takes 'trades' or a folder of bars_<tf>.parquet files, got {bars_from!r}")
@@ -48,10 +56,13 @@ def replay_command(
     limits: Annotated[Optional[Path], typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")] = None,
     lateness_ms: Annotated[int, typer.Option("--lateness-ms", min=0, help="Bar builder allowed lateness.")] = 500,
     fee_bps: Annotated[Optional[float], typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")] = None,
+    regular_hours: Annotated[bool, typer.Option("--regular-hours", help="Bars (so decisions) from the 09:30-16:00 New York trades only; matching sees every quote and print.")] = False,
 ) -> None:
     """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,fills,positions,pnl,decisions}.parquet."""
 
     def work() -> dict[str, Any]:
+        import polars as pl
+
         from tickforge.platform.io.files import read_quotes, read_trades
         from tickforge.research.io import load_registry
         from tickforge.trading.accounting import FeeSchedule
@@ -68,17 +79,19 @@ def replay_command(
         trade_file, quote_file = read_trades(trades), read_quotes(quotes)
         if trade_file.data.is_empty():
             raise ValueError(f"{trades}: no usable trades ({trade_file.dead_letters.height} dead-lettered)")
-        bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms)
+        bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms, regular_hours)
         fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
         result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
         paths = write_replay(result, out)
         parity = decision_parity(result.decisions, bars, chosen)
         last = result.pnl.row(-1, named=True)
+        final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
         return {
             "picks": len(chosen), "orders": result.orders.height, "fills": result.fills.height,
             "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
             "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
             "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
+            "open_positions_at_end": dict(zip(final["book"], final["quantity"], strict=True)),
             "parity": all(p.passed for p in parity), "parity_mismatches": sum(p.mismatches for p in parity),
             "taker_fill_violations": len(taker_fill_violations(result.fills, quote_file.data)),
             "identity_violations": len(identity_violations(result.pnl)),
