@@ -106,6 +106,36 @@ class Chromium:
         self.proc.wait(20)
 
 
+def start_dashboard(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    """``tickforge dashboard`` on a free port, answering its health check: the process and its URL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickforge.cli", "dashboard", "--port", str(port)],
+        stdout=open(log_dir / "dashboard.log", "ab"), stderr=subprocess.STDOUT,
+        env=dict(os.environ), start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 60, 0.5, "streamlit health")
+    except BaseException:
+        stop_dashboard(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_dashboard(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
 def _rgb(hex_color: str) -> tuple[int, int, int]:
     return tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
@@ -131,27 +161,13 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
     started = time.monotonic()
     workers = [start_worker(name, log_dir=tmp_path) for name in
                ("bar-worker", "timeframe-worker", "signal-worker", "pair-worker", "bar-store")]
-    port = _free_port()
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "tickforge.cli", "dashboard", "--port", str(port)],
-        stdout=open(tmp_path / "dashboard.log", "ab"), stderr=subprocess.STDOUT,
-        env=dict(os.environ), start_new_session=True,
-    )
+    dashboard, url = start_dashboard(tmp_path)
     browser = None
     try:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 60, 0.5, "streamlit health")
         browser = Chromium(tmp_path)
         # Open the page before the data: the view's feed then receives it live (the latency badge
         # measures it) and the page picks the deep-linked symbol up when it appears.
-        browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/?symbol={SYMBOL}&timeframe=1s")
+        browser.call("Page.navigate", url=f"{url}/?symbol={SYMBOL}&timeframe=1s")
         assert browser.wait_for("document.body.innerText.includes('Waiting for data')", 60), "page not served"
         replay(settings, crypto)
         rendered = browser.wait_for(
@@ -182,9 +198,7 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
     finally:
         if browser is not None:
             browser.close()
-        if dashboard.poll() is None:
-            os.killpg(dashboard.pid, signal.SIGTERM)
-            dashboard.wait(20)
+        stop_dashboard(dashboard)
         for w in workers:  # all at once, then wait for each
             if w.poll() is None:
                 w.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import psycopg
@@ -18,7 +18,9 @@ from psycopg import sql
 
 from tickforge.research.engine import METRICS, RESULT_SCHEMA
 from tickforge.research.scoring import PICK_SCHEMA, SCORECARD_SCHEMA
-from tickforge.resources import PostgresResource
+
+if TYPE_CHECKING:  # the dashboard reads these tables without importing Dagster
+    from tickforge.resources import PostgresResource
 
 _PG_TYPES = {pl.Date: "date", pl.String: "text", pl.Float64: "double precision", pl.Int64: "bigint",
              pl.Int32: "integer", pl.Int8: "smallint", pl.Boolean: "boolean"}
