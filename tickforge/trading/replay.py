@@ -225,13 +225,15 @@ def replay(
     )
 
 
-def regular_hours(ticks: pl.DataFrame) -> pl.DataFrame:
-    """The rows stamped 09:30 to 16:00 New York (the US equity regular session): bars from them
-    end their session at 16:00, where the book is deep enough to flatten, not at 20:00 in the thin
-    after-hours book where the data ends."""
-    local = pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.convert_time_zone(SESSION_ZONE)
+def regular_hours(frame: pl.DataFrame, column: str = "ts_ms") -> pl.DataFrame:
+    """The rows whose ``column`` (epoch ms: a tick's ``ts_ms``, a bar's ``window_start``) falls
+    09:30 to 16:00 New York (the US equity regular session): bars of those hours end their session
+    at 16:00, where the book is deep enough to flatten, not at 20:00 in the thin after-hours book
+    where the data ends. For bars no longer than 30 minutes, the bars of the regular session's
+    trades are the regular session's bars."""
+    local = pl.from_epoch(pl.col(column), time_unit="ms").dt.convert_time_zone(SESSION_ZONE)
     minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
-    return ticks.filter((minute >= 9 * 60 + 30) & (minute < 16 * 60))
+    return frame.filter((minute >= 9 * 60 + 30) & (minute < 16 * 60))
 
 
 class _Clock:
