@@ -20,6 +20,7 @@ from tickforge.assets.raw_ticks import snowflake_raw_ticks
 from tickforge.assets.reconciliation import build_bar_reconciliation
 from tickforge.assets.warehouse import snowflake_bar_facts, snowflake_window_facts
 from tickforge.defs.research.definitions import build_research_definitions
+from tickforge.defs.trading.definitions import build_trading_definitions
 from tickforge.jobs import nightly_job, nightly_schedule
 from tickforge.jobs.intraday import snowflake_window_job
 from tickforge.platform.settings import Settings, load_settings
@@ -70,7 +71,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         resources={**resources_for(settings), "dbt": dbt_resource()},
     )
-    return Definitions.merge(platform, build_research_definitions(settings))
+    return Definitions.merge(platform, build_research_definitions(settings), build_trading_definitions(settings))
 
 
 defs = build_definitions(load_settings())
