@@ -67,7 +67,7 @@ def test_definitions_snapshot(default_settings):
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
         + ["files/daily_bars", "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results",
-           "snowflake_next_day_picks"]
+           "snowflake_next_day_picks", "paper_trading_report"]
         + [f"backtest_sweep/{s}" for s in strategies]
     )
     dbt_tests = [
@@ -109,6 +109,8 @@ def test_definitions_snapshot(default_settings):
             "picks_scorecard:scorecard_covers_picks",
             "snowflake_backtest_results:backtest_results_match_scores",
             "snowflake_next_day_picks:snowflake_picks_match_postgres",
+            "paper_trading_report:paper_decisions_match_backtest",
+            "paper_trading_report:paper_fills_keep_the_book",
         ]
     )
     assert jobs == ["nightly", "research", "snowflake_window_facts_job"]
