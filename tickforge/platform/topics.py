@@ -41,6 +41,7 @@ BINS = bar_topic("10ms")
 SIGNALS = "signals.1s"
 PAIRS = "pairs.1m"
 DEAD_LETTER = "dead-letter"
+ORDERS = "orders"
 
 
 def registry(timeframes: list[str]) -> list[TopicSpec]:
@@ -51,6 +52,7 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
         TopicSpec(SIGNALS, "Indicators per 1 s bar", 30 * DAY_MS),
         TopicSpec(PAIRS, "Pair statistics per minute", 30 * DAY_MS, key="pair"),
         TopicSpec(DEAD_LETTER, "Rejected input with a reason", 30 * DAY_MS, key="source"),
+        TopicSpec(ORDERS, "Orders decided by the strategy runners (JSON), keyed by symbol", 30 * DAY_MS),
     ]
     specs += [
         TopicSpec(bar_topic(tf), f"Closed {tf} bars and watermark markers", 30 * DAY_MS)
