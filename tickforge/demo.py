@@ -2,7 +2,10 @@
 
 Starts the stack and the workers, replays 2013-10-08 (SPY, BAC, AIG trades and BAC quotes, the
 samples the repository ships in ``data/samples``) through Kafka, waits for the golden bars, checks them against the independent
-reference, runs the nightly Dagster job for that day, and leaves ``dagster dev`` running.
+reference, runs the nightly Dagster job for that day (including the research loop: a sweep of every
+registry strategy over the daily-bar sample and the day's golden 5 m / 15 m bars, scores, the next
+weekday's picks and the scorecard, with the full registry grid: it adds about ten seconds), and
+leaves ``dagster dev`` and the live view (research page at /research) running.
 """
 
 from __future__ import annotations
@@ -77,11 +80,16 @@ def run_demo(keep_running: bool = True) -> dict:
     _wait_for_raw_sink(settings, started)
     nightly = _run_nightly(trades, env)
     _say(f"nightly Dagster job for {DEMO_DAY}: {nightly}", started)
+    research = nightly["research"]
+    _say(f"research: {research['picks']} picks for {research['pick_day']} ({research['checks_passed']} research "
+         f"checks passed, failed: {research['checks_failed'] or 'none'}; {research['step_seconds']}s of research steps)",
+         started)
     urls = {}
     if keep_running:
         urls["dagster"] = _start_dagster(state_dir, {**env, "TICKFORGE_STATE_DIR": str(state_dir)})
         urls["live view"] = "http://127.0.0.1:8501"
         _wait_http(urls["live view"], timeout=120)
+        urls["research page"] = "http://127.0.0.1:8501/research"
     summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
                "reference_ok": report["ok"], "nightly": nightly, "urls": urls}
     if not keep_running:
@@ -160,7 +168,28 @@ def _run_nightly(trades, env: dict[str, str]) -> dict:
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return {"success": result.success, "checks": dict(checks), "failed_steps": failed}
+    return {"success": result.success, "checks": dict(checks), "failed_steps": failed,
+            "research": _research_summary(result)}
+
+
+def _research_summary(result) -> dict:
+    """What the research steps of the nightly run made, and how long they took (steps and checks)."""
+    from tickforge.defs.research.assets import RESEARCH_STEPS
+
+    def metadata(node: str) -> dict:
+        found = result.asset_materializations_for_node(node)
+        return {k: v.value for k, v in found[0].metadata.items()} if found else {}
+
+    evaluations = [e.asset_check_evaluation_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    research_checks = [(e.asset_key.to_user_string(), e.check_name, e.passed) for e in evaluations
+                       if e.asset_key.path[0].startswith(RESEARCH_STEPS)]
+    seconds = sum(e.event_specific_data.duration_ms for e in result.all_events
+                  if e.event_type_value == "STEP_SUCCESS" and e.step_key.startswith(RESEARCH_STEPS)) / 1000
+    picks, card = metadata("next_day_picks"), metadata("picks_scorecard")
+    return {"pick_day": picks.get("pick_day"), "picks": picks.get("picks"), "picks_files": picks.get("files"),
+            "scorecard_complete": card.get("complete"), "checks_passed": sum(c[2] for c in research_checks),
+            "checks_failed": [f"{a}:{n}" for a, n, ok in research_checks if not ok], "step_seconds": round(seconds, 1)}
 
 
 def _start_dagster(state_dir: Path, env: dict[str, str]) -> str:

@@ -50,6 +50,9 @@ OWNERS = ["team:research"]
 SCORES_KEY = AssetKey("strategy_scores")
 PICKS_KEY = AssetKey("next_day_picks")
 SCORECARD_KEY = AssetKey("picks_scorecard")
+# Step-key (and first asset-key path element) prefixes of the research assets and their checks.
+RESEARCH_STEPS = ("backtest_sweep", "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results",
+                  "snowflake_next_day_picks")
 
 
 def pick_day(partition: str) -> date:
