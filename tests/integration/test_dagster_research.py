@@ -149,3 +149,40 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     replace_rows(postgres, NEXT_DAY_PICKS, picks, '"day" = %s', [PICK_DAY])
     restored = checks_job.execute_in_process(tags=CHECK_DAY, instance=instance)
     assert restored.success and all(c[2] for c in _checks(restored))
+
+
+def research_job_from_environment():
+    """The research job as a child process of the multiprocess executor rebuilds it (settings from the environment)."""
+    from tickforge.definitions import build_definitions
+    from tickforge.platform.settings import Settings
+
+    return build_definitions(Settings()).resolve_job_def("research")
+
+
+def test_sweeps_run_as_parallel_processes(nightly_settings, tmp_path):  # noqa: F811
+    """The research job's multiprocess executor runs two strategies' sweeps at once, each in its own process."""
+    from dagster import AssetKey, DagsterEventType, DagsterInstance, execute_job, reconstructable
+
+    sweeps = [AssetKey(["backtest_sweep", s]) for s in ("ema_cross", "rsi_reversion")]
+    started = time.monotonic()
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        result = execute_job(reconstructable(research_job_from_environment), instance=instance,
+                             tags={"dagster/partition": DAY}, asset_selection=sweeps)
+        assert result.success
+        spans: dict[str, list[float]] = {}
+        pids: dict[str, int] = {}
+        for record in instance.all_logs(result.run_id):
+            event = record.dagster_event
+            if event is None or not (event.step_key or "").startswith("backtest_sweep__") or event.step_key.endswith("_finite"):
+                continue
+            if event.event_type == DagsterEventType.STEP_WORKER_STARTING:  # the executor launched its process
+                spans[event.step_key] = [record.timestamp]
+            elif event.event_type == DagsterEventType.STEP_START:
+                pids[event.step_key] = event.pid
+            elif event.event_type == DagsterEventType.STEP_SUCCESS:
+                spans[event.step_key].append(record.timestamp)
+    print(f"multiprocess research run of two sweeps {time.monotonic() - started:.1f}s: {spans}")
+    (a_start, a_end), (b_start, b_end) = spans.values()
+    assert a_start < b_end and b_start < a_end, "the two sweeps' processes did not run at the same time"
+    assert len(set(pids.values())) == 2
