@@ -21,6 +21,9 @@ WATERMARK_LAG = Gauge(
 WORKER_LIVENESS = Gauge(
     "tickforge_worker_liveness_seconds", "Unix time of the worker loop's last iteration", ["worker"]
 )
+TRANSACTIONS_ABORTED = Counter(
+    "tickforge_transactions_aborted_total", "Transactions aborted and their input read again", ["worker"]
+)
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
 

@@ -11,26 +11,40 @@ suppressed (it was committed already), which rebuilds the open windows exactly, 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
 from tickforge.platform.io.kafka import encode_marker, make_consumer, make_producer, marker_headers, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.reasons import Reason
+from tickforge.platform.retry import Backoff
 from tickforge.platform.topics import DEAD_LETTER
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import payload_text
 
 log = logging.getLogger(__name__)
+
+
+# Every blocking client call is bounded; a broker that is away is waited for (with backoff) for
+# at most the outage budget, after which the worker exits for its supervisor.
+CALL_TIMEOUT_S = 10.0
+OUTAGE_BUDGET_S = 120.0
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived while waiting for the broker."""
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -197,23 +211,33 @@ class TransactionalWorker:
                 "enable.partition.eof": True,
             },
         )
-        self.producer: Producer = make_producer(
-            settings,
-            transactional_id=f"{self.group_id}-{instance_id}",
+        self.transactional_id = f"{self.group_id}-{instance_id}"
+        self.producer: Producer = self._new_producer()
+        self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
+        self.tracks: dict[int, _Track] = {}
+        self._stop = False
+        self._liveness = None
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
+        self._last_idle_check = wall_ms()
+
+    def _new_producer(self) -> Producer:
+        return make_producer(
+            self.settings,
+            transactional_id=self.transactional_id,
             # The commit flushes anyway: lingering would only add to every bar's latency. A
             # transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
             # coordinator has written the markers; the client retries after retry.backoff.ms,
             # 100 ms by default, which was the whole p99 of a bar's emit latency.
             **{"transaction.timeout.ms": 10_000, "linger.ms": 1, "retry.backoff.ms": 5},
         )
-        self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
-        self.tracks: dict[int, _Track] = {}
-        self._stop = False
-        self._last_idle_check = wall_ms()
 
     # -- assignment -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
+        committed = self._retrying("read committed offsets", lambda: consumer.committed(partitions, timeout=CALL_TIMEOUT_S))
+        self._install(committed)
+
+    def _install(self, committed: list[TopicPartition]) -> None:
+        """A fresh task per partition, from the checkpoint committed with its offset."""
         for tp in committed:
             lo_wm, hi, hi_wm = NO_WATERMARK, -1, None
             if tp.metadata:
@@ -246,13 +270,16 @@ class TransactionalWorker:
         """Run until SIGTERM/SIGINT (or ``max_idle_s`` without input, for batch use)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        self.producer.init_transactions(30)
+        self._liveness = metrics.WORKER_LIVENESS.labels(worker=self.name)
+        try:
+            self._retrying("init transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_S))
+        except _Stopped:
+            return
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_input = time.monotonic()
-        liveness = metrics.WORKER_LIVENESS.labels(worker=self.name)
         try:
             while not self._stop:
-                liveness.set(time.time())
+                self._liveness.set(time.time())
                 if not self._backlog:
                     msgs = self.consumer.consume(self.batch_size, timeout=0.05)
                     self._drained = len(msgs) < self.batch_size
@@ -263,9 +290,114 @@ class TransactionalWorker:
                 self.step()
                 if max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
                     break
+        except _Stopped:
+            log.info("stopped while the broker was away", extra={"worker": self.name})
         finally:
             self.consumer.close()
-            self.producer.flush(10)
+            try:
+                self.producer.flush(10)
+            except KafkaException as exc:  # an open transaction is aborted by the coordinator
+                log.warning("flush at exit failed", extra={"worker": self.name, "error": str(exc)})
+
+    # -- riding out the broker ---------------------------------------------------------------
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` again with backoff while it fails with a retriable error, for at most
+        ``OUTAGE_BUDGET_S``; errors that are not retriable (or past the budget) are raised."""
+        deadline = time.monotonic() + OUTAGE_BUDGET_S
+        backoff = Backoff(initial_s=0.1, cap_s=5.0)
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or error.txn_requires_abort() or not error.retriable():
+                    raise
+                if self._stop:
+                    raise _Stopped from exc
+                if time.monotonic() >= deadline:
+                    log.error("broker away too long", extra={"worker": self.name, "call": what, "error": str(exc)})
+                    raise
+                log.warning("retrying", extra={"worker": self.name, "call": what, "error": str(exc)})
+                if self._liveness is not None:
+                    self._liveness.set(time.time())  # waiting out an outage is not a hung loop
+                time.sleep(backoff.next_delay())
+
+    def _commit(self, offsets: list[TopicPartition]) -> bool:
+        """Commit the transaction with the input offsets; False when it had to be aborted (then
+        every partition is read again from its committed checkpoint, so nothing is lost or
+        doubled). A fatal error (fenced: another instance took over) is raised: the process
+        exits and its supervisor starts it again."""
+        # One bounded attempt each: a transaction that could not commit within the call timeout
+        # has most likely been timed out by its coordinator already (the broker was away), and
+        # retrying the same call then only waits. Aborting and reading the input again is exact.
+        try:
+            if offsets:
+                metadata = self.consumer.consumer_group_metadata()
+                self._bounded(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_S))
+            self._bounded(lambda: self.producer.commit_transaction(CALL_TIMEOUT_S))
+            return True
+        except KafkaException as exc:
+            self._recover(exc)
+            return False
+
+    def _bounded(self, call: Callable[[], None]) -> None:
+        """``call`` on a helper thread, given up after the call timeout plus a grace: librdkafka's
+        AddOffsetsToTxn can block past its own timeout while the group coordinator is away. A
+        call given up on leaves its producer to that thread; the caller replaces the producer
+        (the same transactional id fences the old one)."""
+        future = self._calls.submit(call)
+        try:
+            future.result(CALL_TIMEOUT_S + 5)
+        except FutureTimeout:
+            self._calls.shutdown(wait=False)  # its thread stays blocked with the old producer
+            self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "transactional call hung", fatal=True)) from None
+
+    def _recover(self, exc: KafkaException) -> None:
+        """After a failed transaction: abort it, or, when the producer is in a fatal state (a
+        coordinator that lost the transaction during an outage), start a new producer under the
+        same transactional id. Fenced means another process holds that id: exit for it."""
+        error = exc.args[0]
+        if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED:
+            log.error("fenced", extra={"worker": self.name, "error": str(exc)})
+            raise exc
+        if error.fatal():
+            log.warning("producer re-initialised", extra={"worker": self.name, "error": str(exc)})
+            self.producer = self._new_producer()
+            self._retrying("init transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_S))
+            self._rewind()
+            return
+        self._abort_and_rewind(exc)
+
+    def _abort_and_rewind(self, cause: KafkaException) -> None:
+        """Abort the open transaction and go back to the committed checkpoints: its output is
+        discarded, and the input it consumed is read again by fresh tasks."""
+        log.warning("transaction aborted", extra={"worker": self.name, "error": str(cause)})
+        metrics.TRANSACTIONS_ABORTED.labels(worker=self.name).inc()
+        try:
+            self._retrying("abort", lambda: self.producer.abort_transaction(CALL_TIMEOUT_S))
+        except KafkaException as again:
+            if not again.args[0].fatal():
+                raise
+            self._recover(again)
+            return
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Fresh tasks from the committed checkpoints, the consumer back at those offsets."""
+        partitions = [TopicPartition(self.input_topic, p) for p in sorted(self.tracks)]
+        self._backlog.clear()
+        self.tracks.clear()
+        if not partitions:
+            return
+        committed = self._retrying(
+            "read committed offsets", lambda: self.consumer.committed(partitions, timeout=CALL_TIMEOUT_S)
+        )
+        self._install(committed)
+        for tp in committed:
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._retrying("seek", lambda tp=tp, start=start: self.consumer.seek(
+                TopicPartition(self.input_topic, tp.partition, start)))
 
     def step(self) -> None:
         """One transaction: backlog messages until the time budget is spent, plus idle work."""
@@ -273,7 +405,11 @@ class TransactionalWorker:
         check_idle = now - self._last_idle_check >= self.idle_check_ms
         if not self._backlog and not check_idle:
             return
-        self.producer.begin_transaction()
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            self._recover(exc)
+            return
         began = time.monotonic()
         deadline = began + self.transaction_budget_ms / 1000
         outputs: dict[int, Output] = {}
@@ -331,18 +467,11 @@ class TransactionalWorker:
             )
             track.dirty = False
         if not offsets and not any(o.produced for o in outputs.values()):
-            self.producer.abort_transaction()
+            self._retrying("abort", lambda: self.producer.abort_transaction(CALL_TIMEOUT_S))
             return
         committing = time.monotonic()
-        try:
-            if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata())
-            self.producer.commit_transaction()
-        except KafkaException as exc:
-            # Not a data problem: a fenced or broken producer. Exit and let the supervisor restart
-            # us; the committed checkpoint makes the restart exact.
-            log.error("transaction failed", extra={"worker": self.name, "error": str(exc)})
-            raise
+        if not self._commit(offsets):
+            return
         committed_at = wall_ms()
         done = time.monotonic()
         metrics.TRANSACTION_MS.observe((self.name, "process"), (committing - began) * 1000)
