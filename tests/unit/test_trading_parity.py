@@ -31,7 +31,7 @@ from tickforge.trading.audit import identity_violations, overfill_violations, ta
 from tickforge.trading.io import read_picks_file
 from tickforge.trading.orders import client_order_id
 from tickforge.trading.parity import decision_parity
-from tickforge.trading.replay import regular_hours
+from tickforge.trading.sessions import regular_hours
 from tickforge.trading.runner import StrategyRunner
 
 TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
@@ -202,3 +202,26 @@ def test_bad_limits_file_is_rejected_before_anything_runs(samples, tmp_path):
     result = CliRunner().invoke(app, ["paper", "replay", "--trades", "missing.csv", "--quotes", "missing.csv",
                                       "--picks", str(picks), "--limits", str(limits), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "max_positon: Extra inputs are not permitted" in result.stderr, result.output
+
+
+def test_report_figures_add_up_to_the_ledger(day):
+    from tickforge.trading.report import paper_report
+
+    report = paper_report(day["orders"], day["fills"], day["positions"], day["pnl"])
+    last = day["pnl"].row(-1, named=True)
+    assert report.pnl_by_strategy["net_pnl"].sum() == pytest.approx(last["equity"] - 100_000, abs=1e-6)
+    assert set(report.pnl_by_strategy["strategy"]) == {p.strategy for p in day["picks"] if p.symbol == "BAC"}
+    assert report.fill_ratio == 1.0  # every BAC order filled in full
+    assert report.rejected_by_rule == {"no_reference_price": day["orders"].filter(pl.col("symbol") == "SPY").height}
+    # slippage of the first fill by hand: bps of its decision bar's close, positive = paid more
+    fill = day["fills"].row(0, named=True)
+    order = day["orders"].filter(pl.col("client_order_id") == fill["client_order_id"]).row(0, named=True)
+    bar = day["bars"][order["timeframe"]].filter(
+        (pl.col("symbol") == fill["symbol"]) & (pl.col("window_end") == order["decision_ts_ms"])).row(0, named=True)
+    assert order["reference_price"] == bar["close"]
+    mine = report.slippage_by_strategy.filter(pl.col("strategy") == order["strategy"]).row(0, named=True)
+    one = day["fills"].join(day["orders"].select("client_order_id", "strategy", "reference_price"), on="client_order_id")
+    one = one.filter(pl.col("strategy") == order["strategy"])
+    by_hand = sum((1 if s == "buy" else -1) * (p - r) / r * 1e4 * q for s, p, r, q in
+                  one.select("side", "price", "reference_price", "quantity").iter_rows()) / one["quantity"].sum()
+    assert mine["slippage_bps"] == pytest.approx(by_hand) and mine["fills"] == one.height

@@ -25,7 +25,7 @@ def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms
     import polars as pl
 
     from tickforge.platform.bars.offline import build_bars
-    from tickforge.trading.replay import regular_hours
+    from tickforge.trading.sessions import regular_hours
 
     if bars_from == "trades":
         if regular:

@@ -29,7 +29,7 @@ import polars as pl
 
 from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import Quote
-from tickforge.research.bars import SESSION_ZONE, split_bars
+from tickforge.research.bars import split_bars
 from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.events import OrderCanceled, OrderExpired, OrderRejected, VenueEvent
 from tickforge.trading.limits import RiskLimits
@@ -223,17 +223,6 @@ def replay(
         illegal_transitions=loop.illegal,
         refused_bars=loop.refused,
     )
-
-
-def regular_hours(frame: pl.DataFrame, column: str = "ts_ms") -> pl.DataFrame:
-    """The rows whose ``column`` (epoch ms: a tick's ``ts_ms``, a bar's ``window_start``) falls
-    09:30 to 16:00 New York (the US equity regular session): bars of those hours end their session
-    at 16:00, where the book is deep enough to flatten, not at 20:00 in the thin after-hours book
-    where the data ends. For bars no longer than 30 minutes, the bars of the regular session's
-    trades are the regular session's bars."""
-    local = pl.from_epoch(pl.col(column), time_unit="ms").dt.convert_time_zone(SESSION_ZONE)
-    minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
-    return frame.filter((minute >= 9 * 60 + 30) & (minute < 16 * 60))
 
 
 class _Clock:

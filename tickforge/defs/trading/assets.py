@@ -33,10 +33,9 @@ from tickforge.resources import ObjectStoreResource, PostgresResource
 from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.io import REPLAY_FILES, load_limits, read_picks_file
 from tickforge.trading.picks import Pick, parse_picks
-from tickforge.trading.replay import (
-    DECISION_SCHEMA, FILL_SCHEMA, ORDER_SCHEMA, PNL_SCHEMA, POSITION_SCHEMA, ReplayResult, regular_hours, replay,
-)
+from tickforge.trading.replay import DECISION_SCHEMA, FILL_SCHEMA, ORDER_SCHEMA, PNL_SCHEMA, POSITION_SCHEMA, ReplayResult, replay
 from tickforge.trading.report import paper_report
+from tickforge.trading.sessions import regular_hours
 
 PAPER_REPORT_KEY = AssetKey("paper_trading_report")
 TRADING_GROUP = "trading"

@@ -1,0 +1,107 @@
+"""The strategy-runner worker on the local stack's Kafka, across a SIGKILL.
+
+The demo day's BAC regular-session 1m bars (2013-10-08, built by the streaming kernel offline)
+go to ``bars.1m`` in two halves. The worker runs two intraday picks; after the first half's orders
+are committed it is SIGKILLed, the second half is produced, and a new worker process takes over
+from the committed checkpoint (replaying the session's bars silently). The committed ``orders``
+topic then holds exactly the orders the offline runner decides on the same bars with the research
+engine's session flags: each once, same ids, sides, quantities and decision times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+
+import msgspec
+import polars as pl
+import pytest
+
+from tests.integration.pipeline import read_topic, stop_worker, wait_until
+from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.contracts import Bar
+from tickforge.platform.io.files import read_trades
+from tickforge.platform.io.kafka import encode_marker, make_producer, marker_headers, topic_name
+from tickforge.platform.topics import ORDERS, bar_topic, partition_for
+from tickforge.research.bars import split_bars
+from tickforge.trading.io import load_limits, read_picks_file
+from tickforge.trading.risk import target_quantity
+from tickforge.trading.runner import StrategyRunner
+from tickforge.trading.sessions import regular_hours
+
+pytestmark = pytest.mark.integration
+
+PICKS_CSV = """\
+symbol,strategy,timeframe,params,bucket,weight
+BAC,ema_cross,1m,"{""fast"": 5, ""slow"": 20, ""allow_short"": true}",MED,0.25
+BAC,rsi_reversion,1m,"{""period"": 14, ""lower"": 30, ""upper"": 70}",LOW,0.25
+"""
+KEYS = ("client_order_id", "symbol", "side", "quantity", "decision_ts_ms", "arrival_ts_ms")
+
+
+def _expected(bars: pl.DataFrame, picks, limits) -> list[tuple]:
+    runner = StrategyRunner(picks, lambda p, price: target_quantity(limits, p.bucket, p.weight, price), 5)
+    series = split_bars(bars, "1m")[0][0]
+    out = []
+    for i, row in enumerate(bars.to_dicts()):
+        step = runner.on_bar(Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row),
+                             bool(series.session_last[i]))
+        out += [tuple(getattr(o.order, k) if k != "side" else str(o.order.side) for k in KEYS) for o in step.orders]
+    return out
+
+
+def _produce(settings, frame: pl.DataFrame, marker_ms: int | None = None) -> None:
+    producer = make_producer(settings)
+    topic = topic_name(settings, bar_topic("1m"))
+    for row in frame.to_dicts():
+        bar = Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
+        producer.produce(topic, msgspec.json.encode(bar), bar.symbol, partition=partition_for(bar.symbol, settings.kafka.partitions))
+    if marker_ms is not None:
+        for p in range(settings.kafka.partitions):
+            producer.produce(topic, encode_marker(marker_ms), None, partition=p, headers=marker_headers())
+    assert producer.flush(30) == 0
+
+
+def _start(picks_path, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickforge.streaming.strategy_runner", "--picks", str(picks_path), "--timeframe", "1m"],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+
+
+def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
+    values, _ = read_topic(settings, ORDERS, idle_s=idle_s, max_s=120, expect=expect)
+    return [tuple(msgspec.json.decode(v)[k] for k in KEYS) for v in values]
+
+
+def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path):
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    regular = dataclasses.replace(trades, data=regular_hours(trades.data.filter(pl.col("symbol") == "BAC")))
+    bars = build_bars(regular, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    picks_path = tmp_path / "picks.csv"
+    picks_path.write_text(PICKS_CSV)
+    expected = _expected(bars, read_picks_file(picks_path), load_limits())
+    assert len(expected) > 20 and len({e[0] for e in expected}) == len(expected)
+
+    half = bars.height // 2
+    cut = bars["window_end"][half - 1]
+    first_half = [e for e in expected if e[4] <= cut]
+    assert 5 < len(first_half) < len(expected)
+    _produce(settings, bars.head(half))
+    log = open(tmp_path / "strategy-runner.log", "ab")
+    worker = _start(picks_path, log)
+    try:
+        wait_until(lambda: len(_orders(settings, len(first_half), idle_s=0.5)) >= len(first_half), 120,
+                   interval=1.0, what="the first half's orders")
+        stop_worker(worker, signal.SIGKILL)
+        assert worker.returncode == -signal.SIGKILL
+        _produce(settings, bars.tail(bars.height - half), marker_ms=int(bars["window_end"].max()) + 60_000)
+        worker = _start(picks_path, log)
+        got = _orders(settings, len(expected))
+    finally:
+        stop_worker(worker)
+        log.close()
+    assert len(got) == len(expected), (len(got), len(expected))
+    assert got == expected
