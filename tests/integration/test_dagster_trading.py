@@ -3,7 +3,9 @@
 The demo day's BAC and AIG trades (2013-10-08) are built into golden bars by the streaming kernel
 offline and stored in PostgreSQL, and stored as the day's compacted raw trades in S3 (the object
 ``raw_trades_daily`` writes); the BAC NBBO sample is the day's quotes. A hand-written picks file
-of intraday strategies on BAC (5m, 15m) and AIG (5m, no quotes in the data) is traded. The asset
+of intraday strategies on BAC (5m, 15m) and AIG (5m, no quotes in the data), plus a daily pick
+(not tradable on a day of intraday bars), is stored as the day's ``next_day_picks`` rows, where
+the research assets put them, and traded. The asset
 materializes with both checks passing (decisions equal the backtest's on the golden bars, fills
 keep the book); its stored frames are the ones ``tickforge paper replay`` writes from the same
 inputs; a decision changed in the stored frames fails the parity check.
@@ -23,6 +25,7 @@ symbol,strategy,timeframe,params,bucket,weight
 BAC,ema_cross,5m,"{""fast"": 3, ""slow"": 8, ""allow_short"": true}",MED,0.3
 BAC,orb_breakout,15m,"{""opening_bars"": 2, ""allow_short"": true}",HIGH,0.3
 AIG,rsi_reversion,5m,"{""period"": 6, ""lower"": 35, ""upper"": 65}",LOW,0.3
+BAC,donchian_breakout,1d,"{""period"": 20}",LOW,0.1
 """
 
 
@@ -46,7 +49,9 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     from dagster import DagsterInstance
 
     from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key
+    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
     from tickforge.defs.trading.assets import day_bars, paper_object, read_paper
+    from tickforge.research.scoring import PICK_SCHEMA
     from tickforge.defs.trading.resources import QUOTES_SAMPLE, TradingResource
     from tickforge.platform.io.files import read_quotes
     from tickforge.resources import resources_for
@@ -63,7 +68,10 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     store.write_parquet(store.raw_bucket, compacted_key(DAY), landed)
     picks_path = tmp_path / "picks.csv"
     picks_path.write_text(PICKS_CSV)
-    trading = TradingResource(picks_path=str(picks_path))
+    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(day=pl.lit(date.fromisoformat(DAY)), weight=pl.col("weight").cast(pl.Float64))
+    replace_rows(postgres, NEXT_DAY_PICKS, rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
+                 '"day" = %s', [date.fromisoformat(DAY)])
+    trading = TradingResource()  # picks from next_day_picks, trades from the compacted raw trades
 
     instance = DagsterInstance.ephemeral()
     result = _job(s, trading).execute_in_process(partition_key=DAY, instance=instance)
@@ -76,14 +84,14 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     assert checks["paper_fills_keep_the_book"].metadata["fills"].value > 0
 
     meta = result.asset_materializations_for_node("paper_trading_report")[0].metadata
-    assert meta["picks"].value == 3 and meta["fills"].value > 0 and meta["open_positions_at_end"].value == 0
+    assert meta["picks"].value == 3 and meta["daily_picks_not_traded"].value == 1 and meta["fills"].value > 0 and meta["open_positions_at_end"].value == 0
     assert meta["rejected_by_rule"].value == {"no_reference_price": meta["rejected"].value} and meta["rejected"].value > 0
     assert 0 < meta["fill_ratio"].value <= 1
     assert "ema_cross" in meta["pnl_by_strategy"].value and "orb_breakout" in meta["slippage_by_strategy"].value
 
     # The stored frames are what the offline path computes from the same inputs.
     paper = read_paper(store, DAY)
-    picks = read_picks_file(picks_path)
+    picks = [p for p in read_picks_file(picks_path) if p.timeframe != "1d"]
     quotes = read_quotes(QUOTES_SAMPLE).data
     again = replay(day_bars(trading, postgres, picks, date.fromisoformat(DAY)), quotes, trades.data, picks,
                    load_limits(), 5, FeeSchedule(taker_bps=1.0))

@@ -27,7 +27,7 @@ from tickforge.assets.reconciliation import read_golden_bars
 from tickforge.defs.research.store import NEXT_DAY_PICKS, read_rows
 from tickforge.defs.trading.resources import TradingResource
 from tickforge.platform.io.files import read_quotes, read_trades
-from tickforge.research.bars import next_ny_midnight_ms, ny_midnight_ms
+from tickforge.research.bars import DAILY, next_ny_midnight_ms, ny_midnight_ms
 from tickforge.research.io import load_registry
 from tickforge.resources import ObjectStoreResource, PostgresResource
 from tickforge.trading.accounting import FeeSchedule
@@ -49,12 +49,16 @@ def paper_object(partition: str, name: str) -> str:
     return f"trading/paper/date={partition}/{name}.parquet"
 
 
-def day_picks(trading: TradingResource, postgres: PostgresResource, day: date) -> list[Pick]:
-    """The picks traded on ``day``: the configured file, else the research picks chosen for it."""
+def day_picks(trading: TradingResource, postgres: PostgresResource, day: date) -> tuple[list[Pick], list[Pick]]:
+    """The picks for ``day`` (the configured file, else the research picks chosen for it): the
+    intraday ones, traded on the day's golden bars, and the daily ones, which a day of intraday
+    data cannot trade (their decision is the day's close)."""
     if trading.picks_path is not None:
-        return read_picks_file(trading.picks_path)
-    rows = read_rows(postgres, NEXT_DAY_PICKS, '"day" = %s', [day])
-    return parse_picks(rows.iter_rows(named=True)) if rows.height else []
+        picks = read_picks_file(trading.picks_path)
+    else:
+        rows = read_rows(postgres, NEXT_DAY_PICKS, '"day" = %s', [day])
+        picks = parse_picks(rows.iter_rows(named=True)) if rows.height else []
+    return [p for p in picks if p.timeframe != DAILY], [p for p in picks if p.timeframe == DAILY]
 
 
 def day_bars(trading: TradingResource, postgres: PostgresResource, picks: Sequence[Pick], day: date) -> dict[str, pl.DataFrame]:
@@ -112,7 +116,7 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
         partition = context.partition_key
         day = date.fromisoformat(partition)
         limits = load_limits(trading.limits_path)
-        picks = day_picks(trading, postgres, day)
+        picks, daily = day_picks(trading, postgres, day)
         if picks:
             bars = day_bars(trading, postgres, picks, day)
             fee = FeeSchedule(taker_bps=load_registry().costs.fee_bps)
@@ -128,7 +132,7 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
         object_store.write_parquet(object_store.archive_bucket, paper_object(partition, "pnl_by_strategy"),
                                    report.pnl_by_strategy)
         return MaterializeResult(metadata={
-            "picks": len(picks),
+            "picks": len(picks), "daily_picks_not_traded": len(daily),
             **{k: v for k, v in report.totals.items() if v is not None},
             "fill_ratio": report.fill_ratio if report.fill_ratio is not None else 0.0,
             "rejected_by_rule": MetadataValue.json(report.rejected_by_rule),

@@ -24,7 +24,7 @@ from tickforge.trading.parity import decision_parity
 def paper_decisions_match_backtest(context: AssetCheckExecutionContext, trading: TradingResource,
                                    postgres: PostgresResource, object_store: ObjectStoreResource) -> AssetCheckResult:
     day = date.fromisoformat(context.partition_key)
-    picks = day_picks(trading, postgres, day)
+    picks, _ = day_picks(trading, postgres, day)
     decisions = read_paper(object_store, context.partition_key)["decisions"]
     report = decision_parity(decisions, day_bars(trading, postgres, picks, day), picks) if picks else []
     failed = [p for p in report if not p.passed]
