@@ -167,6 +167,13 @@ class SignalSettings(BaseModel):
         return out
 
 
+class ResearchSettings(BaseModel):
+    """Inputs of the research assets (``TICKFORGE_RESEARCH__...``)."""
+
+    daily_bars_path: Path | None = None  # daily bars CSV(.gz) or Parquet; None: the repository's sample
+    registry_path: Path | None = None  # strategy registry YAML; None: the packaged strategies.yaml
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TICKFORGE_",
@@ -182,6 +189,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     signals: SignalSettings = Field(default_factory=SignalSettings)
     http_source: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
 
     def redacted(self) -> dict[str, Any]:
         """A printable view: secrets masked, DSN passwords hidden."""
