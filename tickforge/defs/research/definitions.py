@@ -20,7 +20,10 @@ from tickforge.research.io import load_registry
 def build_research_definitions(
     settings: Settings, registry_path: str | None = None, daily_bars_path: str | None = None,
 ) -> Definitions:
-    """Assets, checks, job and resource of the research loop for the registry at ``registry_path``."""
+    """Assets, checks, job and resource of the research loop; the registry and the daily bars are the
+    arguments' or the settings' (``TICKFORGE_RESEARCH__REGISTRY_PATH`` / ``__DAILY_BARS_PATH``), else the defaults."""
+    registry_path = registry_path or (str(settings.research.registry_path) if settings.research.registry_path else None)
+    daily_bars_path = daily_bars_path or (str(settings.research.daily_bars_path) if settings.research.daily_bars_path else None)
     registry = load_registry(registry_path)
     strategies = list(registry.strategies)
     golden = golden_timeframes(registry, settings.streaming.timeframes)
