@@ -76,7 +76,9 @@ class BarTask:
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
         if marker is not None:
-            if marker > self.builder.future_limit(_arrival_ms(msg)):
+            # A marker ends a session, so only its arrival bounds it (a replay of an earlier
+            # day ends where the next data set's marker says, however far ahead).
+            if marker > _arrival_ms(msg) + self.builder.max_future_ms:
                 out.dead_letter(dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker))
             else:
                 self._advance(marker, ends_session=True)

@@ -323,13 +323,6 @@ class BarBuilder:
             self._in_session = True
         return codes
 
-    def future_limit(self, arrived_ms: int | None) -> int:
-        """The latest event time a marker arriving at ``arrived_ms`` may carry."""
-        limit = _NO_LIMIT if arrived_ms is None else arrived_ms + self.max_future_ms
-        if self._in_session:
-            limit = min(limit, self.watermark + self.max_event_jump_ms)
-        return limit
-
     def _session_watermark(self) -> int:
         return self.watermark if self._in_session else NO_WATERMARK
 
