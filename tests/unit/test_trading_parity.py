@@ -225,3 +225,24 @@ def test_report_figures_add_up_to_the_ledger(day):
     by_hand = sum((1 if s == "buy" else -1) * (p - r) / r * 1e4 * q for s, p, r, q in
                   one.select("side", "price", "reference_price", "quantity").iter_rows()) / one["quantity"].sum()
     assert mine["slippage_bps"] == pytest.approx(by_hand) and mine["fills"] == one.height
+
+
+def test_bars_from_a_bar_folder_daily_picks_and_picks_without_bars(day, samples, tmp_path):
+    # The bars `tickforge bars build` writes give the same decisions as bars built from the trades;
+    # a daily pick is reported, not traded; a pick whose symbol has no bars decides nothing.
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    for tf, frame in day["bars"].items():
+        frame.write_parquet(folder / f"bars_{tf}.parquet")
+    picks = tmp_path / "picks.csv"
+    picks.write_text(PICKS_CSV + 'MSFT,ema_cross,1m,"{""fast"": 5, ""slow"": 20}",MED,0.1\n'
+                     'BAC,donchian_breakout,1d,"{""period"": 20}",LOW,0.1\n')
+    result = CliRunner().invoke(app, ["paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES),
+                                      "--picks", str(picks), "--bars-from", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["daily_picks_not_traded"] == 1 and summary["picks"] == len(day["picks"]) + 1
+    assert summary["picks_without_bars"] == ["MSFT ema_cross/1m/7c9ef88f"] and summary["parity"] is True
+    decisions = pl.read_parquet(tmp_path / "out" / "decisions.parquet")
+    assert decisions.equals(day["decisions"])
+    assert pl.read_parquet(tmp_path / "out" / "orders.parquet").equals(day["orders"])

@@ -71,8 +71,14 @@ def replay_command(
         from tickforge.trading.parity import decision_parity
         from tickforge.trading.replay import replay
 
+        from tickforge.research.bars import DAILY
+
         risk_limits = load_limits(limits)  # validated first: no limits, no trading
-        chosen = read_picks_file(picks)
+        every = read_picks_file(picks)
+        # a daily pick decides at the day's close on daily bars: not something a day of ticks trades
+        chosen = [p for p in every if p.timeframe != DAILY]
+        if not chosen:
+            raise ValueError(f"{picks}: no intraday picks to trade ({len(every)} daily)")
         for path in (trades, quotes):
             if not path.is_file():
                 raise ValueError(f"no file at {path}")
@@ -87,7 +93,9 @@ def replay_command(
         last = result.pnl.row(-1, named=True)
         final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
         return {
-            "picks": len(chosen), "orders": result.orders.height, "fills": result.fills.height,
+            "picks": len(chosen), "daily_picks_not_traded": len(every) - len(chosen),
+            "picks_without_bars": [f"{p.symbol} {p.book}" for p in parity if p.bars == 0],
+            "orders": result.orders.height, "fills": result.fills.height,
             "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
             "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
             "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
