@@ -5,7 +5,8 @@ go to ``bars.1m`` in two halves. The worker runs two intraday picks; after the f
 are committed it is SIGKILLed, the second half is produced, and a new worker process takes over
 from the committed checkpoint (replaying the session's bars silently). The committed ``orders``
 topic then holds exactly the orders the offline runner decides on the same bars with the research
-engine's session flags: each once, same ids, sides, quantities and decision times.
+engine's session flags: each once, same ids, sides, quantities and decision times. The picks come
+from a file, or from the day's ``next_day_picks`` rows in PostgreSQL (read at session start).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import date
 
 import msgspec
 import polars as pl
@@ -65,9 +67,9 @@ def _produce(settings, frame: pl.DataFrame, marker_ms: int | None = None) -> Non
     assert producer.flush(30) == 0
 
 
-def _start(picks_path, log) -> subprocess.Popen:
+def _start(picks: str, log) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tickforge.streaming.strategy_runner", "--picks", str(picks_path), "--timeframe", "1m"],
+        [sys.executable, "-m", "tickforge.streaming.strategy_runner", "--picks", picks, "--timeframe", "1m"],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
 
 
@@ -76,13 +78,30 @@ def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
     return [tuple(msgspec.json.decode(v)[k] for k in KEYS) for v in values]
 
 
-def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path):
+def _store_picks(settings, picks_path) -> None:
+    """The picks as the day's next_day_picks rows, where the research assets write them."""
+    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.research.scoring import PICK_SCHEMA
+    from tickforge.resources import resources_for
+
+    day = date(2013, 10, 8)
+    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(day=pl.lit(day), weight=pl.col("weight").cast(pl.Float64))
+    rows = rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns)
+    replace_rows(resources_for(settings, env_secrets=False)["postgres"], NEXT_DAY_PICKS, rows, '"day" = %s', [day])
+
+
+@pytest.mark.parametrize("source", ["file", "postgres"])
+def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path, source):
     trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
     regular = dataclasses.replace(trades, data=regular_hours(trades.data.filter(pl.col("symbol") == "BAC")))
     bars = build_bars(regular, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
     picks_path = tmp_path / "picks.csv"
     picks_path.write_text(PICKS_CSV)
     expected = _expected(bars, read_picks_file(picks_path), load_limits())
+    picks = str(picks_path)
+    if source == "postgres":
+        _store_picks(settings, picks_path)
+        picks = "postgres"
     assert len(expected) > 20 and len({e[0] for e in expected}) == len(expected)
 
     half = bars.height // 2
@@ -91,14 +110,14 @@ def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path):
     assert 5 < len(first_half) < len(expected)
     _produce(settings, bars.head(half))
     log = open(tmp_path / "strategy-runner.log", "ab")
-    worker = _start(picks_path, log)
+    worker = _start(picks, log)
     try:
         wait_until(lambda: len(_orders(settings, len(first_half), idle_s=0.5)) >= len(first_half), 120,
                    interval=1.0, what="the first half's orders")
         stop_worker(worker, signal.SIGKILL)
         assert worker.returncode == -signal.SIGKILL
         _produce(settings, bars.tail(bars.height - half), marker_ms=int(bars["window_end"].max()) + 60_000)
-        worker = _start(picks_path, log)
+        worker = _start(picks, log)
         got = _orders(settings, len(expected))
     finally:
         stop_worker(worker)
