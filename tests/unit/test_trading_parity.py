@@ -246,3 +246,29 @@ def test_bars_from_a_bar_folder_daily_picks_and_picks_without_bars(day, samples,
     decisions = pl.read_parquet(tmp_path / "out" / "decisions.parquet")
     assert decisions.equals(day["decisions"])
     assert pl.read_parquet(tmp_path / "out" / "orders.parquet").equals(day["orders"])
+
+
+def test_a_bar_the_engine_refuses_is_not_in_the_history(day):
+    # A real BAC bar with its high below its close is a dead letter for split_bars: the runner
+    # refuses it with that reason, decides nothing on it, and the next bars decide as without it.
+    pick = next(p for p in day["picks"] if p.strategy == "rsi_reversion")
+    rows = day["bars"]["1m"].filter(pl.col("symbol") == "BAC").with_columns(timeframe=pl.lit("1m")).to_dicts()
+
+    class Row:
+        def __init__(self, row: dict) -> None:
+            self.__dict__.update(row)
+
+    def run(bars: list[dict]) -> tuple[list, list[str]]:
+        runner = StrategyRunner([pick], lambda p, price: 100.0)
+        decided, refused = [], []
+        for row in bars:
+            step = runner.on_bar(Row(row), False)
+            decided += [(d.window_start_ms, d.target) for d in step.decisions]
+            refused += step.refused
+        return decided, refused
+
+    broken = {**rows[30], "high": rows[30]["close"] - 0.01}
+    with_bad, refused = run(rows[:30] + [broken] + rows[31:60])
+    without, _ = run(rows[:30] + rows[31:60])
+    assert refused == [f"BAC 1m {rows[30]['window_start']}: high/low do not bracket open and close"]
+    assert with_bad == without and len(without) == 59

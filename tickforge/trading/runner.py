@@ -171,13 +171,13 @@ class StrategyRunner:
             return step
         row = (bar.symbol, int(bar.window_start), bar.open, bar.high, bar.low, bar.close, bar.volume, bar.notional)
         history.rows.append(row)
-        history.last_start = int(bar.window_start)
         # the engine's own checks and split: a bar it refuses is not in the history either
         series, dead = split_bars(pl.DataFrame(history.rows, schema=_HISTORY_SCHEMA, orient="row"), bar.timeframe)
         if dead.height and dead["window_start"][-1] == bar.window_start:
             history.rows.pop()
             step.refused.append(f"{bar.symbol} {bar.timeframe} {bar.window_start}: {dead['reason'][-1]}")
             return step
+        history.last_start = int(bar.window_start)
         bars = series[0]
         flatten = session_last and bar.timeframe != DAILY
         for book in self._by_key[key]:
