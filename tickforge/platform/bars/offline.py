@@ -51,6 +51,8 @@ def build_bars(
     rejected_rows: list[np.ndarray] = []
     rejected_codes: list[np.ndarray] = []
     part_col = None
+    # The reader's dictionary encode of the symbols, where it has one (same rows as data).
+    symbols = trades.symbols if trades.symbols is not None and len(trades.symbols) == data.height else data["symbol"]
     if partitions > 1:
         names = data["symbol"].unique(maintain_order=True).to_list()
         partition_of = {s: partition_for(s, partitions) for s in names}
@@ -59,7 +61,7 @@ def build_bars(
         frame = data if part_col is None else data.filter(part_col == p)
         if frame.is_empty():
             continue
-        sym = symbol_codes(frame["symbol"], builder.symbols)
+        sym = symbol_codes(symbols if part_col is None else symbols.filter(part_col == p), builder.symbols)
         ts = frame["ts_ms"].to_numpy()
         price = frame["price"].to_numpy()
         size = frame["size"].to_numpy()
@@ -89,8 +91,15 @@ def symbol_codes(symbols: pl.Series, table: SymbolTable) -> np.ndarray:
 
     A dictionary encode: the distinct names are found by hashing and each row's position among
     them is the physical code of an enum over them. Sorting millions of strings (``np.unique``)
-    to find a handful of symbols cost more than the whole bar kernel.
+    to find a handful of symbols cost more than the whole bar kernel. A categorical column (the
+    reader's) is encoded already: its distinct physical codes map to the table's.
     """
+    if symbols.dtype == pl.Categorical:
+        distinct = symbols.unique(maintain_order=True)
+        physical = distinct.to_physical().to_numpy().astype(np.int64)
+        lookup = np.zeros(int(physical.max()) + 1 if len(physical) else 0, np.int32)
+        lookup[physical] = table.codes(distinct.cast(pl.String).to_list())
+        return lookup[symbols.to_physical().to_numpy()]
     names = symbols.unique(maintain_order=True)
     codes = table.codes(names.to_list())
     position = symbols.cast(pl.Enum(names)).to_physical().to_numpy()
@@ -111,38 +120,53 @@ def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partitions: i
 
 
 def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_quotes: bool) -> pl.DataFrame:
+    """Closed bars as one frame sorted by (symbol, window_start).
+
+    Sorted on integers: each part's codes become the rank of their name among all names (a
+    handful), so no string is compared and the symbol column is built once, in its final order.
+    """
     length = timeframe_ms(timeframe)
-    frames = []
-    for closed, names in parts:
-        cols: BarColumns = closed.bars
-        if not len(cols):
-            continue
-        frame = {
-            "symbol": pl.Series(names, dtype=pl.String).gather(cols.sym),
-            "window_start": cols.start,
-            "window_end": cols.start + length,
-            "open": cols.open,
-            "high": cols.high,
-            "low": cols.low,
-            "close": cols.close,
-            "volume": cols.volume,
-            "notional": cols.notional,
-            "vwap": cols.notional / cols.volume,
-            "trade_count": cols.count,
-        }
-        if with_quotes and timeframe == "1s":
-            n = len(cols)
-            frame["spread_bps"] = closed.spread_bps if closed.spread_bps is not None else np.full(n, np.nan)
-            frame["imbalance"] = closed.imbalance if closed.imbalance is not None else np.full(n, np.nan)
-        frames.append(pl.DataFrame(frame))
-    columns = BAR_COLUMNS + (QUOTE_COLUMNS if with_quotes and timeframe == "1s" else [])
-    if not frames:
+    quote_columns = with_quotes and timeframe == "1s"
+    columns = BAR_COLUMNS + (QUOTE_COLUMNS if quote_columns else [])
+    parts = [(closed, names) for closed, names in parts if len(closed.bars)]
+    if not parts:
         schema = {c: pl.Float64 for c in columns} | {
             "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64, "trade_count": pl.Int64
         }
         return pl.DataFrame(schema=schema).select(columns)
-    out = pl.concat(frames).select(columns).sort(["symbol", "window_start"])
-    if with_quotes and timeframe == "1s":
+    names = sorted({name for _, part_names in parts for name in part_names})
+    rank_of = {name: i for i, name in enumerate(names)}
+    rank = np.concatenate(
+        [np.array([rank_of[n] for n in part_names], np.int64)[closed.bars.sym] for closed, part_names in parts]
+    )
+    bars = BarColumns.concat([closed.bars for closed, _ in parts])
+    order = np.lexsort((bars.start, rank))
+    start = bars.start[order]
+    volume, notional = bars.volume[order], bars.notional[order]
+    frame = {
+        "symbol": pl.Series(names, dtype=pl.String).gather(rank[order]),
+        "window_start": start,
+        "window_end": start + length,
+        "open": bars.open[order],
+        "high": bars.high[order],
+        "low": bars.low[order],
+        "close": bars.close[order],
+        "volume": volume,
+        "notional": notional,
+        "vwap": notional / volume,
+        "trade_count": bars.count[order],
+    }
+    if quote_columns:
+        def quote_column(name: str) -> np.ndarray:
+            values = [getattr(closed, name) for closed, _ in parts]
+            return np.concatenate(
+                [v if v is not None else np.full(len(c.bars), np.nan) for v, (c, _) in zip(values, parts, strict=True)]
+            )[order]
+
+        frame["spread_bps"] = quote_column("spread_bps")
+        frame["imbalance"] = quote_column("imbalance")
+    out = pl.DataFrame(frame)
+    if quote_columns:
         out = out.with_columns(pl.col(QUOTE_COLUMNS).fill_nan(None))
     return out
 

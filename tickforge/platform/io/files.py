@@ -34,6 +34,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
+import queue
+import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,7 @@ from tickforge.platform.bars.validation import (
     MISSING_SYMBOL,
     trade_reject_reasons,
 )
+from tickforge.platform.contracts import MAX_SYMBOL_LENGTH
 
 MALFORMED_ROW: Final = "malformed_row"
 BAD_TRADE_ID: Final = "bad_trade_id"
@@ -64,6 +69,8 @@ TRADE_SCHEMA: Final = pl.Schema(
         "row": pl.Int64,
     }
 )
+# Trade rows of one chunk of the fast path: symbols stay categorical until the whole file is read.
+_FAST_TRADE_SCHEMA: Final = pl.Schema({**TRADE_SCHEMA, "symbol": pl.Categorical()})
 QUOTE_SCHEMA: Final = pl.Schema(
     {
         "ts_ms": pl.Int64,
@@ -84,12 +91,17 @@ ProgressHook = Callable[[int], None]
 
 # One block of text rows in, (parsed rows, dead letters) out.
 _Parser = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
-# A parser with the header fields it reads (the only ones a CSV block needs to split out).
-_Layout = tuple[_Parser, list[str]]
+# Decompressed CSV bytes of whole lines and the row number of its first line in, (parsed rows,
+# dead letters, data rows) out; None where the bytes need the tolerant path.
+_FastParser = Callable[["_Chunk", int], "tuple[pl.DataFrame, pl.DataFrame, int] | None"]
+# A parser with the header fields it reads (the only ones a CSV block needs to split out), and
+# the layout's fast path for clean CSV, if it has one.
+_Layout = tuple[_Parser, list[str], "_FastParser | None"]
 
 # ~400 k equity rows per block: large enough for polars to be efficient, small enough that
 # progress moves on a multi-million-row file.
 _BLOCK_BYTES: Final = 16 * 1024 * 1024
+_READ_BYTES: Final = 1024 * 1024  # compressed bytes per read
 _PARQUET_BATCH_ROWS: Final = 500_000
 # Separator bytes tried for the one-field-per-line read; the first one absent from the file wins.
 _LINE_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
@@ -118,6 +130,9 @@ class TickFile:
     source: str
     data: pl.DataFrame
     dead_letters: pl.DataFrame
+    # ``data["symbol"]`` as a categorical, where the reader made one (a dictionary encode the
+    # bar builder then need not repeat); None for frames built some other way.
+    symbols: pl.Series | None = None
 
     @property
     def rows_read(self) -> int:
@@ -152,24 +167,44 @@ def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook 
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: repeated column names in header {header}")
     try:
-        parse, fields = _trade_parser(header) if kind == "trades" else _quote_parser(header)
+        parse, fields, fast = _trade_parser(header) if kind == "trades" else _quote_parser(header)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    blocks = _parquet_blocks(path, header) if parquet else _csv_blocks(path, header, fields)
     data_parts: list[pl.DataFrame] = []
     dead_parts: list[pl.DataFrame] = []
     rows = 0
-    for block in blocks:
-        data, dead = parse(block)
-        data_parts.append(data)
-        dead_parts.append(dead)
-        rows += block.height
-        if progress is not None:
-            progress(rows)
+    if parquet:
+        for block in _parquet_blocks(path, header):
+            data, dead = parse(block)
+            data_parts.append(data)
+            dead_parts.append(dead)
+            rows += block.height
+            if progress is not None:
+                progress(rows)
+    else:
+        for chunk in _ahead(_csv_chunks(path)):
+            done = fast(chunk, rows) if fast is not None and chunk.plain else None
+            if done is None:
+                block = _split_lines(_chunk_lines(chunk.data), header, fields, rows)
+                data, dead = parse(block)
+                done = data, dead, block.height
+            data, dead, count = done
+            data_parts.append(data)
+            dead_parts.append(dead)
+            rows += count
+            if progress is not None:
+                progress(rows)
     schema = TRADE_SCHEMA if kind == "trades" else QUOTE_SCHEMA
+    symbols = None
+    if kind == "trades" and data_parts:
+        # Categorical symbols throughout, then one cast for the whole frame.
+        data = pl.concat([part.cast({"symbol": pl.Categorical}) for part in data_parts])
+        symbols = data["symbol"]
+        data_parts = [data.with_columns(symbols.cast(pl.String))]
     return TickFile(
         kind=kind,
         source=str(path),
+        symbols=symbols,
         data=pl.concat(data_parts) if data_parts else pl.DataFrame(schema=schema),
         # Rows of the wrong shape come after the others within a block: restore file order.
         dead_letters=pl.concat(dead_parts).sort("row")
@@ -198,52 +233,144 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
-def _csv_blocks(path: Path, header: Sequence[str], fields: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """Blocks of ``row, raw, n_fields, malformed`` and the text of each of ``fields``."""
-    lines = _data_lines(path)
-    # Each line's end offset, counting its terminator, to cut blocks of about _BLOCK_BYTES.
-    ends = np.cumsum(lines["raw"].str.len_bytes().to_numpy().astype(np.int64) + 1)
-    start = 0
-    while start < lines.height:
-        before = int(ends[start - 1]) if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, before + _BLOCK_BYTES, side="right")))
-        yield _split_lines(lines.slice(start, stop - start), header, fields, start)
-        start = stop
+def _decompressed(path: Path) -> Iterator[bytes]:
+    """The file's bytes, gunzipped if it is gzip (every member of a multi-member file)."""
+    try:
+        with path.open("rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if not gzipped:
+                while piece := f.read(_BLOCK_BYTES):
+                    yield piece
+                return
+            inflate = zlib.decompressobj(31)
+            while piece := f.read(_READ_BYTES):
+                while piece:
+                    yield inflate.decompress(piece)
+                    piece = b""
+                    if inflate.eof:  # a member ended; another may follow
+                        piece = inflate.unused_data
+                        if piece.strip(b"\0"):
+                            inflate = zlib.decompressobj(31)
+                        else:
+                            piece = b""
+            if not inflate.eof:
+                raise EOFError("the gzip stream ends before its end-of-stream marker")
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: cannot read the file: {e}") from e
 
 
-def _data_lines(path: Path) -> pl.DataFrame:
-    """``raw``: the physical lines after the header, without terminators, blank lines dropped;
-    ``commas``: the number of commas in each."""
-    lines = None
-    for separator in _LINE_SEPARATORS:
+@dataclass(frozen=True)
+class _Chunk:
+    """Whole lines of a CSV file and what the fast path needs to know about their bytes."""
+
+    data: bytes
+    plain: bool  # ASCII without double quotes or CRs: lines are split at commas, nothing else
+    lines: int  # line ends, plus one for a last line without one
+    commas: int
+
+    @classmethod
+    def of(cls, data: bytes) -> _Chunk:
+        plain = data.isascii() and b'"' not in data and b"\r" not in data
+        if not plain:
+            return cls(data, False, 0, 0)
+        return cls(data, True, data.count(b"\n") + (not data.endswith(b"\n")), data.count(b","))
+
+
+def _ahead(chunks: Iterator[_Chunk]) -> Iterator[_Chunk]:
+    """``chunks``, made one ahead by a thread where there is a second CPU: decompressing and
+    scanning bytes (zlib lets go of the GIL) overlaps polars parsing the chunk before."""
+    if len(os.sched_getaffinity(0)) < 2:
+        yield from chunks
+        return
+    ready: queue.Queue[_Chunk | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
         try:
-            lines = pl.read_csv(
-                path,
-                has_header=False,
-                skip_lines=1,
-                separator=separator,
-                quote_char=None,
-                schema={"raw": pl.String},
-                encoding="utf8-lossy",  # an undecodable byte spoils one row, not the file
-            ).to_series()
-            break
-        except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-            continue  # the separator byte occurs in the file: a line would split in two
-        except OSError as e:  # e.g. a gzip stream cut short
-            raise ValueError(f"{path}: cannot read the file: {e}") from e
-    if lines is None:  # binary garbage using every candidate byte: decode in Python
-        lines = pl.Series("raw", _python_lines(path), dtype=pl.String)
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(None)
+        except BaseException as e:  # handed to the reader, which raises it
+            ready.put(e)
+
+    worker = threading.Thread(target=produce, name="csv-chunks", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _csv_chunks(path: Path) -> Iterator[_Chunk]:
+    """The bytes after the header line in pieces of whole lines, each about ``_BLOCK_BYTES``
+    (at least one line; the last one may lack its line end)."""
+    carry = b""
+    header_done = False
+    pieces: list[bytes] = []
+    held = 0
+    for piece in _decompressed(path):
+        pieces.append(piece)
+        held += len(piece)
+        if not header_done:
+            joined = b"".join(pieces)
+            end = joined.find(b"\n")
+            if end < 0:
+                pieces, held = [joined], len(joined)
+                continue
+            header_done = True
+            pieces, held = [joined[end + 1 :]], len(joined) - end - 1
+        if held < _BLOCK_BYTES:
+            continue
+        buffer = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        start = 0
+        while len(buffer) - start >= _BLOCK_BYTES:
+            end = buffer.find(b"\n", start + _BLOCK_BYTES - 1)
+            if end < 0:
+                break
+            yield _Chunk.of(buffer[start : end + 1])
+            start = end + 1
+        carry = buffer[start:]
+        pieces, held = [carry], len(carry)
+    if header_done and held:
+        yield _Chunk.of(b"".join(pieces))
+
+
+def _chunk_lines(chunk: bytes) -> pl.DataFrame:
+    """``raw``: the physical lines of ``chunk``, without terminators, blank lines dropped;
+    ``commas``: the number of commas in each."""
+    separator = next((s for s in _LINE_SEPARATORS if s.encode() not in chunk), None)
+    if separator is None:  # binary garbage using every candidate byte: decode in Python
+        lines = pl.Series("raw", _python_lines(chunk), dtype=pl.String)
+    else:
+        lines = pl.read_csv(
+            # A leading line end: polars strips a byte-order mark at the start of its input,
+            # which would change the first line; the empty line it adds is dropped below.
+            b"\n" + chunk,
+            has_header=False,
+            separator=separator,
+            quote_char=None,
+            schema={"raw": pl.String},
+            encoding="utf8-lossy",  # an undecodable byte spoils one row, not the file
+        ).to_series()
     lines = lines.drop_nulls()  # polars reads an empty line (or a lone CR) as null
     if lines.str.ends_with("\r").any():  # a stray CR before CRLF or LF
         lines = lines.str.strip_suffix("\r")
     frame = pl.DataFrame({"raw": lines}).with_columns(
         pl.col("raw").str.count_matches(",", literal=True).cast(pl.Int32).alias("commas")
     )
-    # Whitespace-only lines are blank too; only a line without a comma can be one.
-    no_comma = frame.select(pl.arg_where(pl.col("commas") == 0)).to_series()
-    if no_comma.is_empty():
-        return frame
-    blank = no_comma.filter(~frame["raw"].gather(no_comma).str.contains(r"\S"))
+    blank = _blank_lines(frame)
     if blank.is_empty():
         return frame
     keep = np.ones(frame.height, dtype=bool)
@@ -251,28 +378,38 @@ def _data_lines(path: Path) -> pl.DataFrame:
     return frame.filter(pl.Series(keep))
 
 
-def _python_lines(path: Path) -> list[str]:
-    try:
-        with _open_text(path) as stream:
-            text = stream.read().decode("utf-8", errors="replace")
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read the file: {e}") from e
-    return text.split("\n")[1:]
+def _blank_lines(lines: pl.DataFrame) -> pl.Series:
+    """Positions of the blank or whitespace-only lines of ``raw, commas`` (not data rows)."""
+    no_comma = lines.select(pl.arg_where(pl.col("commas") == 0)).to_series()
+    if no_comma.is_empty():
+        return no_comma
+    return no_comma.filter(~lines["raw"].gather(no_comma).str.contains(r"\S"))
+
+
+def _python_lines(chunk: bytes) -> list[str]:
+    lines = chunk.decode("utf-8", errors="replace").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _split_lines(
-    lines: pl.DataFrame, header: Sequence[str], fields: Sequence[str], first_row: int
+    lines: pl.DataFrame, header: Sequence[str], fields: Sequence[str], first_row: int | pl.Series
 ) -> pl.DataFrame:
     """A block of ``raw, commas`` to ``row, raw, n_fields, malformed`` plus the text of ``fields``.
 
-    Field counts and quoting are checked here, on the whole line; polars' CSV reader then splits
-    only lines of the right shape, so every line it sees is exactly one record and its output
-    lines up with the block row for row. A shapeless line keeps null fields and its ``raw`` text.
+    Rows are numbered from ``first_row``, or given one by one. Field counts and quoting are
+    checked here, on the whole line; polars' CSV reader then splits only lines of the right
+    shape, so every line it sees is exactly one record and its output lines up with the block
+    row for row. A shapeless line keeps null fields and its ``raw`` text.
     """
     n = len(header)
     raw = pl.col("raw")
+    if isinstance(first_row, pl.Series):
+        lines = lines.with_columns(first_row.cast(pl.Int64).alias("row"))
+        rows = pl.col("row")
+    else:
+        rows = pl.int_range(first_row, first_row + lines.height, dtype=pl.Int64)
     frame = lines.select(
-        pl.int_range(first_row, first_row + lines.height, dtype=pl.Int64).alias("row"),
+        rows.alias("row"),
         raw,
         (pl.col("commas") + 1).alias("n_fields"),
         pl.lit(None, pl.String).alias("malformed"),
@@ -381,6 +518,142 @@ def _parquet_blocks(path: Path, header: Sequence[str]) -> Iterator[pl.DataFrame]
         )
         next_row += block.height
         yield block
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+def _fast_trades(
+    header: Sequence[str],
+    fields: Sequence[str],
+    parse: _Parser,
+    ts: str,
+    symbol: str,
+    price: str,
+    size: str,
+    trade_id: str | None,
+) -> _FastParser:
+    """Clean CSV trades read typed by polars in one pass; the tolerant path only where needed.
+
+    A chunk qualifies when it is ASCII without double quotes or CRs: then a line is a record
+    exactly when it holds ``len(header) - 1`` commas, and polars, which splits it at every comma
+    and line end, reads its fields as the tolerant path does. Every row that is not plainly good
+    (a null where a value must be, an empty or missing last field, a trade id that does not
+    parse, a value :func:`trade_reject_reasons` would reject, a symbol with surrounding spaces)
+    is a *suspect*: its raw line goes through the tolerant parser, which gives it its reason,
+    detail and values exactly as for any other file.
+
+    Field counts are proven, not trusted to polars (which does not reliably refuse a line with
+    too many fields): a plain row has its last field, so at least ``n - 1`` commas; the chunk's
+    comma count minus the suspects' then leaves exactly ``n - 1`` for each plain row, or the
+    chunk is read by the tolerant path whole. So is a chunk polars refuses, or whose row count
+    is not its line count.
+    """
+    n = len(header)
+    last = header[-1]
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {name: pl.String for name in header}
+    # The trade id stays text: an empty id is allowed, so a null must be told apart from garbage.
+    schema.update({ts: pl.Int64, price: pl.Float64, size: pl.Float64, symbol: pl.Categorical})
+    read = sorted({header.index(c) for c in (ts, symbol, price, size, trade_id, last) if c})
+    required = list(dict.fromkeys([ts, symbol, price, size, last]))
+
+    def positive(name: str) -> pl.Expr:
+        return pl.col(name).is_finite() & (pl.col(name) > 0)
+
+    def fast(chunk: _Chunk, first_row: int) -> tuple[pl.DataFrame, pl.DataFrame, int] | None:
+        try:
+            frame = pl.read_csv(
+                chunk.data,
+                has_header=False,
+                schema=schema,
+                columns=read,
+                quote_char=None,
+                ignore_errors=True,  # a value that does not parse is null: a suspect row
+            )
+        except pl.exceptions.PolarsError:
+            return None  # e.g. a line with too many fields, or a short first line
+        if frame.height != chunk.lines:
+            return None
+        trade_id_value = (
+            pl.col(trade_id).str.to_integer(strict=False) if trade_id else pl.lit(None, pl.Int64)
+        )
+        plain = ~pl.any_horizontal([pl.col(c).is_null() for c in required]) & positive(price) & positive(size)
+        if trade_id:
+            plain &= pl.col(trade_id).is_null() | trade_id_value.is_not_null()
+        odd = _odd_symbols(frame[symbol])
+        if odd is not None:
+            plain &= ~pl.col(symbol).is_in(odd)
+        frame = frame.select(
+            pl.col(ts).alias("ts_ms"),
+            pl.col(symbol).alias("symbol"),
+            pl.col(price).alias("price"),
+            pl.col(size).alias("size"),
+            trade_id_value.alias("trade_id"),
+            plain.alias("plain"),
+        )
+        suspects = frame.select(pl.arg_where(~pl.col("plain"))).to_series().to_numpy()
+        if not len(suspects):
+            if chunk.commas != (n - 1) * frame.height:
+                return None
+            good = frame.select(
+                *TRADE_SCHEMA.names()[:-1],
+                pl.int_range(first_row, first_row + frame.height, dtype=pl.Int64).alias("row"),
+            ).cast(_FAST_TRADE_SCHEMA)  # type: ignore[arg-type]
+            return good, pl.DataFrame(schema=DEAD_LETTER_SCHEMA), frame.height
+        return _with_suspects(chunk, frame, suspects, first_row, header, fields, parse)
+
+    return fast
+
+
+def _odd_symbols(symbols: pl.Series) -> pl.Series | None:
+    """The distinct symbols a row may not keep as read (surrounding whitespace, too long)."""
+    names = symbols.unique().drop_nulls().cast(pl.String)
+    odd = names.filter(
+        (names != names.str.strip_chars()) | (names.str.len_chars() > MAX_SYMBOL_LENGTH)
+    )
+    return None if odd.is_empty() else odd.cast(symbols.dtype)
+
+
+def _with_suspects(
+    chunk: _Chunk,
+    frame: pl.DataFrame,
+    suspects: np.ndarray,
+    first_row: int,
+    header: Sequence[str],
+    fields: Sequence[str],
+    parse: _Parser,
+) -> tuple[pl.DataFrame, pl.DataFrame, int] | None:
+    """A fast chunk whose ``suspects`` (line positions) go through the tolerant parser; None
+    where the commas of the other lines are not ``n - 1`` each (see :func:`_fast_trades`)."""
+    text = chunk.data
+    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
+    ends = np.append(ends, len(text)) if len(ends) < frame.height else ends
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    raw = [text[starts[i] : ends[i]].decode("ascii") for i in suspects]
+    lines = pl.DataFrame({"raw": pl.Series(raw, dtype=pl.String)}).with_columns(
+        pl.col("raw").str.count_matches(",", literal=True).cast(pl.Int32).alias("commas")
+    )
+    plain_rows = frame.height - len(suspects)
+    if chunk.commas - int(lines["commas"].sum()) != (len(header) - 1) * plain_rows:
+        return None
+    blank = _blank_lines(lines).to_numpy()
+    # Blank lines are not data rows: rows after one move up by one.
+    blank_lines = suspects[blank]
+    keep = np.ones(len(suspects), dtype=bool)
+    keep[blank] = False
+
+    def row_of(line: np.ndarray) -> np.ndarray:
+        return first_row + line - np.searchsorted(blank_lines, line)
+
+    # The kept lines are read back the way every tolerant chunk is, from bytes.
+    kept = _chunk_lines("\n".join(lines.filter(pl.Series(keep))["raw"]).encode() + b"\n")
+    block = _split_lines(kept, header, fields, pl.Series(row_of(suspects[keep])))
+    data, dead = parse(block)
+    good_lines = np.flatnonzero(frame["plain"].to_numpy())
+    good = frame.filter("plain").select(TRADE_SCHEMA.names()[:-1])
+    good = good.with_columns(pl.Series("row", row_of(good_lines), dtype=pl.Int64)).cast(_FAST_TRADE_SCHEMA)  # type: ignore[arg-type]
+    merged = good.merge_sorted(data.cast(_FAST_TRADE_SCHEMA), key="row") if data.height else good  # type: ignore[arg-type]
+    return merged, dead, frame.height - len(blank_lines)
 
 
 # --------------------------------------------------------------------------- parsing fields
@@ -514,8 +787,12 @@ def _split(
     if reason.null_count() == len(reason):  # the usual block: every row is good
         return parsed.select(columns), pl.DataFrame(schema=DEAD_LETTER_SCHEMA)
     parsed = parsed.with_columns(reason.alias("reason"))
-    dead = parsed.filter(pl.col("reason").is_not_null()).select(
-        "row", "reason", "raw", detail.alias("detail")
+    # rechunk: polars 2.1 panics formatting text of a filtered many-chunk column (binview
+    # "i < self.len()"); the dead rows are few, so the copy is cheap.
+    dead = (
+        parsed.filter(pl.col("reason").is_not_null())
+        .rechunk()
+        .select("row", "reason", "raw", detail.alias("detail"))
     )
     return parsed.lazy().filter(pl.col("reason").is_null()).select(columns).collect(), dead
 
@@ -568,7 +845,11 @@ def _trade_parser(header: Sequence[str]) -> _Layout:
         ).to_series()
         return _split(parsed, reason, _detail(n, detail_by_reason), list(TRADE_SCHEMA))
 
-    return parse, _fields_read(header, ts_columns, symbol, price, size, trade_id)
+    fields = _fields_read(header, ts_columns, symbol, price, size, trade_id)
+    fast = None
+    if len(ts_columns) == 1:  # with two clocks the first non-empty one decides: text rules
+        fast = _fast_trades(header, fields, parse, ts_columns[0], symbol, price, size, trade_id)
+    return parse, fields, fast
 
 
 def _quote_parser(header: Sequence[str]) -> _Layout:
@@ -633,7 +914,7 @@ def _quote_parser(header: Sequence[str]) -> _Layout:
             list(QUOTE_SCHEMA),
         )
 
-    return parse, _fields_read(header, ts_columns, symbol, bid, ask, *sizes)
+    return parse, _fields_read(header, ts_columns, symbol, bid, ask, *sizes), None
 
 
 def _fields_read(header: Sequence[str], *names: str | Sequence[str] | None) -> list[str]:
