@@ -358,3 +358,123 @@ def test_csv_module_fallback_splits_like_polars() -> None:
     polars_split = files._split_fields(lines, header, ["ts_ms", "symbol", "trade_id"])
     module_split = files._split_fields_by_csv_module(lines, header, ["ts_ms", "symbol", "trade_id"])
     assert polars_split.rows() == module_split.rows()
+
+
+# ----------------------------------------------------------------------------- the fast path
+
+
+def tolerant_read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What the tolerant path alone makes of a trades file (the fast path's oracle)."""
+    header = files._csv_header(path)
+    parse, fields, _ = files._trade_parser(header)
+    body = b"".join(chunk.data for chunk in files._csv_chunks(path))
+    data, dead = parse(files._split_lines(files._chunk_lines(body), header, fields, 0))
+    return data, dead.sort("row")
+
+
+def fast_chunks(path: Path) -> list[object]:
+    header = files._csv_header(path)
+    fast = files._trade_parser(header)[2]
+    assert fast is not None
+    rows, done = 0, []
+    for chunk in files._csv_chunks(path):
+        assert chunk.plain
+        result = fast(chunk, rows)
+        done.append(result)
+        rows += result[2] if result else 0
+    return done
+
+
+# Edits of real lines a clean file can hold: each keeps the file ASCII without quotes or CRs, so
+# the fast path reads it, and each must come out exactly as the tolerant path has it.
+SHAPE_AND_VALUE_EDITS = [
+    lambda f: f + ["extra"],  # a field too many (polars does not refuse it when it reads fields)
+    lambda f: f[:-1],  # the last field missing
+    lambda f: f[:-1] + [""],  # the last field empty
+    lambda f: f[:3],  # several fields missing
+    lambda f: f + ["", ""],  # two empty fields too many
+    lambda f: [f" {f[0]} "] + f[1:],  # padded timestamp: trimmed
+    lambda f: f[:1] + [f" {f[1]}\t"] + f[2:],  # padded symbol: trimmed
+    lambda f: f[:2] + ["+" + f[2]] + f[3:],
+    lambda f: f[:2] + [f[2] + "000000000000000000001"] + f[3:],
+    lambda f: f[:2] + ["1e1"] + f[3:],
+    lambda f: f[:2] + [".5"] + f[3:],
+    lambda f: f[:2] + ["5."] + f[3:],
+    lambda f: f[:2] + ["NaN"] + f[3:],
+    lambda f: f[:2] + ["Infinity"] + f[3:],
+    lambda f: f[:2] + ["1_0"] + f[3:],
+    lambda f: f[:2] + ["0x10"] + f[3:],
+    lambda f: f[:3] + ["1E2"] + f[4:],
+    lambda f: f[:3] + ["-0"] + f[4:],
+    lambda f: ["+" + f[0]] + f[1:],
+    lambda f: ["9223372036854775808"] + f[1:],
+    lambda f: [f[0] + ".0"] + f[1:],
+    lambda f: f[:1] + ["X" * 60] + f[2:],  # longer than any symbol may be
+    lambda f: f[:1] + [""] + f[2:],
+    lambda f: [""] * len(f),
+]
+
+
+def edited_equity_file(path: Path, samples: Path, rows: int = 3_000) -> Path:
+    with gzip.open(samples / EQUITY_TRADES, "rt") as f:
+        header = next(f)
+        lines = [next(f).rstrip("\n") for _ in range(rows)]
+    step = rows // (len(SHAPE_AND_VALUE_EDITS) + 4)
+    for k, edit in enumerate(SHAPE_AND_VALUE_EDITS):
+        i = step * (k + 1)
+        lines[i] = ",".join(edit(lines[i].split(",")))
+    body = "\n".join(lines[:step * 2] + ["", "   ", "\t"] + lines[step * 2 :])
+    return write_gz(path, header + body + "\n")
+
+
+def test_the_fast_path_reads_clean_files_exactly_as_the_tolerant_path(
+    tmp_path: Path, samples: Path
+) -> None:
+    path = edited_equity_file(tmp_path / "edited.csv.gz", samples)
+    assert all(fast_chunks(path)), "a clean file must not fall back to the tolerant path"
+    data, dead = tolerant_read(path)
+    result = read_trades(path)
+    assert result.data.rows() == data.rows()
+    assert result.dead_letters.rows() == dead.rows()
+    reasons = dict(zip(result.dead_letters["row"], result.dead_letters["reason"], strict=True))
+    assert list(reasons.values()).count("malformed_row") == 4  # an empty last field is fine
+    assert result.rows_read == 3_000  # the three blank lines are not rows
+    assert result.symbols is not None and result.symbols.cast(pl.String).equals(result.data["symbol"])
+
+
+def test_the_fast_path_on_many_small_chunks_and_trade_ids(
+    tmp_path: Path, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Binance rows: a trade id (empty is allowed, garbage is not) and spot rows whose last field
+    # is empty, so a third of the rows are suspects the tolerant parser reads.
+    with gzip.open(samples / BINANCE_TRADES, "rt") as f:
+        header = next(f)
+        lines = [next(f).rstrip("\n") for _ in range(5_000)]
+    at = header.split(",").index("trade_id")
+    for i, value in ((100, ""), (200, "x12"), (300, "1.5"), (400, " 7 ")):
+        fields = lines[i].split(",")
+        fields[at] = value
+        lines[i] = ",".join(fields)
+    path = write_gz(tmp_path / "binance.csv.gz", header + "\n".join(lines) + "\n")
+    data, dead = tolerant_read(path)
+    monkeypatch.setattr(files, "_BLOCK_BYTES", 4_096)
+    assert all(fast_chunks(path))
+    result = read_trades(path)
+    assert result.data.rows() == data.rows()
+    assert result.dead_letters.rows() == dead.rows()
+    assert result.dead_letters.select("row", "reason").rows() == [(200, "bad_trade_id"), (300, "bad_trade_id")]
+    assert result.data.filter(pl.col("row") == 400)["trade_id"].to_list() == [7]
+
+
+def test_the_shared_trades_sample_takes_the_fast_path(samples: Path) -> None:
+    assert all(fast_chunks(samples / EQUITY_TRADES))
+
+
+def test_a_dirty_file_using_every_separator_candidate_is_split_in_python(tmp_path: Path) -> None:
+    control = "".join(files._LINE_SEPARATORS)
+    path = tmp_path / "control.csv"
+    # The quotes keep it off the fast path; every separator byte keeps polars' line read off.
+    path.write_text(f'ts_ms,symbol,price,size\n1,A{control},2.5,3\n2,"B",2.5,3\n3,C"C,2.5,3\n')
+    result = read_trades(path)
+    assert result.data.select("symbol", "row").rows() == [(f"A{control}", 0), ("B", 1)]
+    assert result.dead_letters.select("row", "reason").rows() == [(2, "malformed_row")]

@@ -582,7 +582,7 @@ def _fast_trades(
             plain &= pl.col(trade_id).is_null() | trade_id_value.is_not_null()
         odd = _odd_symbols(frame[symbol])
         if odd is not None:
-            plain &= ~pl.col(symbol).is_in(odd)
+            plain &= ~pl.col(symbol).is_in(odd.implode())
         frame = frame.select(
             pl.col(ts).alias("ts_ms"),
             pl.col(symbol).alias("symbol"),
@@ -592,9 +592,7 @@ def _fast_trades(
             plain.alias("plain"),
         )
         suspects = frame.select(pl.arg_where(~pl.col("plain"))).to_series().to_numpy()
-        if not len(suspects):
-            if chunk.commas != (n - 1) * frame.height:
-                return None
+        if not len(suspects) and chunk.commas == (n - 1) * frame.height:
             good = frame.select(
                 *TRADE_SCHEMA.names()[:-1],
                 pl.int_range(first_row, first_row + frame.height, dtype=pl.Int64).alias("row"),
@@ -623,19 +621,35 @@ def _with_suspects(
     fields: Sequence[str],
     parse: _Parser,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int] | None:
-    """A fast chunk whose ``suspects`` (line positions) go through the tolerant parser; None
-    where the commas of the other lines are not ``n - 1`` each (see :func:`_fast_trades`)."""
+    """A fast chunk whose ``suspects`` (line positions) go through the tolerant parser.
+
+    Where the commas left to the other lines are not ``n - 1`` each (see :func:`_fast_trades`),
+    every line's commas are counted and the lines with another count become suspects too.
+    """
     text = chunk.data
-    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
+    commas = len(header) - 1
+    buffer = np.frombuffer(text, np.uint8)
+    ends = np.flatnonzero(buffer == ord("\n"))
     ends = np.append(ends, len(text)) if len(ends) < frame.height else ends
     starts = np.concatenate(([0], ends[:-1] + 1))
-    raw = [text[starts[i] : ends[i]].decode("ascii") for i in suspects]
-    lines = pl.DataFrame({"raw": pl.Series(raw, dtype=pl.String)}).with_columns(
-        pl.col("raw").str.count_matches(",", literal=True).cast(pl.Int32).alias("commas")
-    )
-    plain_rows = frame.height - len(suspects)
-    if chunk.commas - int(lines["commas"].sum()) != (len(header) - 1) * plain_rows:
-        return None
+
+    def suspect_lines(suspects: np.ndarray) -> pl.DataFrame:
+        raw = [text[starts[i] : ends[i]].decode("ascii") for i in suspects]
+        return pl.DataFrame({"raw": pl.Series(raw, dtype=pl.String)}).with_columns(
+            pl.col("raw").str.count_matches(",", literal=True).cast(pl.Int32).alias("commas")
+        )
+
+    lines = suspect_lines(suspects)
+    if chunk.commas - int(lines["commas"].sum()) != commas * (frame.height - len(suspects)):
+        before_end = np.searchsorted(np.flatnonzero(buffer == ord(",")), ends)
+        per_line = np.diff(before_end, prepend=0)
+        suspects = np.union1d(suspects, np.flatnonzero(per_line != commas))
+        plain = np.ones(frame.height, dtype=bool)
+        plain[suspects] = False
+        frame = frame.with_columns(pl.Series("plain", plain))
+        lines = suspect_lines(suspects)
+        if chunk.commas - int(lines["commas"].sum()) != commas * (frame.height - len(suspects)):
+            return None
     blank = _blank_lines(lines).to_numpy()
     # Blank lines are not data rows: rows after one move up by one.
     blank_lines = suspects[blank]
