@@ -45,7 +45,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from tickforge.platform.contracts import Quote, QuoteBatch, Trade, TradeBatch
 from tickforge.platform.io.files import QUOTE_SCHEMA, TRADE_SCHEMA
-from tickforge.platform.io.kafka import make_consumer, marker_watermark, topic_name
+from tickforge.platform.io.kafka import make_consumer, marker_watermark, retry_retriable, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import TICKS
 from tickforge.streaming.codec import Undecodable, decode_tick_message
@@ -322,7 +322,9 @@ class RawSink:
             if metadata
             else TopicPartition(self.topic, partition, offset)
         )
-        self.consumer.commit(offsets=[tp], asynchronous=False)
+        # A broker that is away is waited for (bounded); the plan/done protocol makes a retried
+        # or lost commit safe.
+        retry_retriable("commit", lambda: self.consumer.commit(offsets=[tp], asynchronous=False), 120.0)
 
     def _commit_done(self, partition: int, next_offset: int) -> None:
         """Step 3: everything up to ``next_offset`` is in object storage."""

@@ -25,10 +25,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
-from tickforge.platform.io.kafka import encode_marker, make_consumer, make_producer, marker_headers, topic_name
+from tickforge.platform.io.kafka import (
+    StopWaiting,
+    encode_marker,
+    make_consumer,
+    make_producer,
+    marker_headers,
+    retry_retriable,
+    topic_name,
+)
 from tickforge.platform.settings import Settings
 from tickforge.platform.reasons import Reason
-from tickforge.platform.retry import Backoff
 from tickforge.platform.topics import DEAD_LETTER
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import payload_text
@@ -301,26 +308,16 @@ class TransactionalWorker:
 
     # -- riding out the broker ---------------------------------------------------------------
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """``call`` again with backoff while it fails with a retriable error, for at most
-        ``OUTAGE_BUDGET_S``; errors that are not retriable (or past the budget) are raised."""
-        deadline = time.monotonic() + OUTAGE_BUDGET_S
-        backoff = Backoff(initial_s=0.1, cap_s=5.0)
-        while True:
-            try:
-                return call()
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal() or error.txn_requires_abort() or not error.retriable():
-                    raise
-                if self._stop:
-                    raise _Stopped from exc
-                if time.monotonic() >= deadline:
-                    log.error("broker away too long", extra={"worker": self.name, "call": what, "error": str(exc)})
-                    raise
-                log.warning("retrying", extra={"worker": self.name, "call": what, "error": str(exc)})
-                if self._liveness is not None:
-                    self._liveness.set(time.time())  # waiting out an outage is not a hung loop
-                time.sleep(backoff.next_delay())
+        """``call``, waiting out a broker that is away for at most ``OUTAGE_BUDGET_S``."""
+
+        def still_alive() -> None:
+            if self._liveness is not None:
+                self._liveness.set(time.time())  # waiting out an outage is not a hung loop
+
+        try:
+            return retry_retriable(what, call, OUTAGE_BUDGET_S, lambda: self._stop, still_alive)
+        except StopWaiting as exc:
+            raise _Stopped from exc
 
     def _commit(self, offsets: list[TopicPartition]) -> bool:
         """Commit the transaction with the input offsets; False when it had to be aborted (then

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
+from tickforge.platform.retry import Backoff
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import TopicSpec, registry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KIND_HEADER = "kind"
 KIND_WATERMARK = b"watermark"
@@ -200,3 +202,36 @@ def _wait_until_listed(admin: AdminClient, names: list[str], timeout: float) -> 
             raise RuntimeError(f"topics not visible after {timeout:.0f}s: {names}")
         if names:
             time.sleep(0.1)
+
+
+class StopWaiting(Exception):
+    """The caller asked to stop while a call was waiting for the broker."""
+
+
+def retry_retriable(
+    what: str,
+    call: Callable[[], T],
+    budget_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_wait: Callable[[], None] = lambda: None,
+) -> T:
+    """``call`` again with backoff while it fails with a retriable Kafka error (a broker that is
+    away), for at most ``budget_s``; anything else, or past the budget, is raised."""
+    deadline = time.monotonic() + budget_s
+    backoff = Backoff(initial_s=0.1, cap_s=5.0)
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or error.txn_requires_abort() or not error.retriable():
+                raise
+            if should_stop():
+                raise StopWaiting from exc
+            if time.monotonic() >= deadline:
+                log.error("broker away too long", extra={"call": what, "error": str(exc)})
+                raise
+            log.warning("retrying", extra={"call": what, "error": str(exc)})
+            on_wait()
+            time.sleep(backoff.next_delay())
+
