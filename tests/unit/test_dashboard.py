@@ -62,7 +62,9 @@ def test_cache_is_bounded_and_keeps_the_latest(records):
     oldest = next(m for m in messages if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
     latest = next(m for m in reversed(messages) if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
     cache.add_bar(oldest)
-    cache.add_bar(Bar(**{**{f: getattr(latest, f) for f in latest.__struct_fields__}, "close": 1.0}))
+    # A redelivery of the latest bar with other (possible) values replaces it.
+    flat = {"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "vwap": 1.0, "notional": latest.volume}
+    cache.add_bar(Bar(**{**{f: getattr(latest, f) for f in latest.__struct_fields__}, **flat}))
     again = cache.bars("BTCUSDT-SPOT", "1s")
     assert again.height == 100 and again["close"][-1] == 1.0 and again["window_start"][0] == held["window_start"][0]
     assert cache.symbols() == sorted(bars["1s"]["symbol"].unique().to_list())

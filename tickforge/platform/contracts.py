@@ -68,6 +68,18 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     imbalance: float | None = None
     closed_at_ms: int | None = None  # wall clock when the bar was emitted (emit latency)
 
+    def __post_init__(self) -> None:
+        # An impossible bar is refused where it is built or decoded (decoding turns this into
+        # a validation error, so a consumer dead-letters it): high is the top of the bar, low its
+        # bottom, the VWAP between them (to rounding), something traded, the window non-empty.
+        if not self.low <= min(self.open, self.close) or not max(self.open, self.close) <= self.high:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: open/close outside [low, high]")
+        if not self.volume > 0 or self.trade_count < 1 or self.window_end <= self.window_start:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: empty bar or window")
+        slack = 1e-9 * self.high
+        if not self.low - slack <= self.vwap <= self.high + slack:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: vwap {self.vwap} outside [low, high]")
+
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
     """Indicators for one symbol at one 1 s bar; a field is None until it is ready."""
