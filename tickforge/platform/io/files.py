@@ -101,7 +101,7 @@ _Layout = tuple[_Parser, list[str], "_FastParser | None"]
 # ~400 k equity rows per block: large enough for polars to be efficient, small enough that
 # progress moves on a multi-million-row file.
 _BLOCK_BYTES: Final = 16 * 1024 * 1024
-_READ_BYTES: Final = 1024 * 1024  # compressed bytes per read
+_READ_BYTES: Final = 4 * 1024 * 1024  # compressed bytes per read
 _PARQUET_BATCH_ROWS: Final = 500_000
 # Separator bytes tried for the one-field-per-line read; the first one absent from the file wins.
 _LINE_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
@@ -234,7 +234,8 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _decompressed(path: Path) -> Iterator[bytes]:
-    """The file's bytes, gunzipped if it is gzip (every member of a multi-member file)."""
+    """The file's bytes in pieces of at most ``_BLOCK_BYTES``, gunzipped if it is gzip (every
+    member of a multi-member file)."""
     try:
         with path.open("rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
@@ -244,16 +245,17 @@ def _decompressed(path: Path) -> Iterator[bytes]:
                     yield piece
                 return
             inflate = zlib.decompressobj(31)
-            while piece := f.read(_READ_BYTES):
-                while piece:
-                    yield inflate.decompress(piece)
-                    piece = b""
+            while compressed := f.read(_READ_BYTES):
+                while compressed:
+                    # Bounded output: a piece is cut into chunks without a copy of the whole.
+                    yield inflate.decompress(compressed, _BLOCK_BYTES)
+                    compressed = inflate.unconsumed_tail
                     if inflate.eof:  # a member ended; another may follow
-                        piece = inflate.unused_data
-                        if piece.strip(b"\0"):
+                        compressed = inflate.unused_data
+                        if compressed.strip(b"\0"):
                             inflate = zlib.decompressobj(31)
                         else:
-                            piece = b""
+                            compressed = b""
             if not inflate.eof:
                 raise EOFError("the gzip stream ends before its end-of-stream marker")
     except (OSError, EOFError, zlib.error) as e:
@@ -316,35 +318,25 @@ def _ahead(chunks: Iterator[_Chunk]) -> Iterator[_Chunk]:
 def _csv_chunks(path: Path) -> Iterator[_Chunk]:
     """The bytes after the header line in pieces of whole lines, each about ``_BLOCK_BYTES``
     (at least one line; the last one may lack its line end)."""
-    carry = b""
+    carry = b""  # the start of a line whose end is in a later piece
     header_done = False
-    pieces: list[bytes] = []
-    held = 0
     for piece in _decompressed(path):
-        pieces.append(piece)
-        held += len(piece)
         if not header_done:
-            joined = b"".join(pieces)
-            end = joined.find(b"\n")
+            carry += piece
+            end = carry.find(b"\n")
             if end < 0:
-                pieces, held = [joined], len(joined)
                 continue
             header_done = True
-            pieces, held = [joined[end + 1 :]], len(joined) - end - 1
-        if held < _BLOCK_BYTES:
+            piece, carry = carry[end + 1 :], b""
+        cut = piece.rfind(b"\n") + 1
+        if not cut:
+            carry += piece
             continue
-        buffer = b"".join(pieces) if len(pieces) > 1 else pieces[0]
-        start = 0
-        while len(buffer) - start >= _BLOCK_BYTES:
-            end = buffer.find(b"\n", start + _BLOCK_BYTES - 1)
-            if end < 0:
-                break
-            yield _Chunk.of(buffer[start : end + 1])
-            start = end + 1
-        carry = buffer[start:]
-        pieces, held = [carry], len(carry)
-    if header_done and held:
-        yield _Chunk.of(b"".join(pieces))
+        # One copy: the carried line start and the piece up to its last line end.
+        yield _Chunk.of(b"".join((carry, memoryview(piece)[:cut])) if carry or cut < len(piece) else piece)
+        carry = piece[cut:]
+    if header_done and carry:
+        yield _Chunk.of(carry)
 
 
 def _chunk_lines(chunk: bytes) -> pl.DataFrame:
