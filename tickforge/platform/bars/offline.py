@@ -201,7 +201,8 @@ def write_bars(result: OfflineBars, out_dir: str | Path) -> list[Path]:
     written = []
     for tf, frame in result.bars.items():
         path = out / f"bars_{tf}.parquet"
-        frame.write_parquet(path)
+        # zstd level 1: a quarter less time than the default level 3 for ~5 % more bytes.
+        frame.write_parquet(path, compression="zstd", compression_level=1)
         written.append(path)
     path = out / "dead_letter.parquet"
     result.dead_letters.write_parquet(path)
