@@ -5,8 +5,14 @@ letter (``TickFile.dead_letters``), both carrying ``row``, the 0-based data-row 
 order (blank lines are not data rows). A bad row never fails the read; a file whose header lacks
 a required column does, because then no row can be read.
 
-CSV is read in two steps, both by polars' own CSV reader. First every physical line is read as
-one text field (a separator byte the file does not contain, no quoting, lossy UTF-8), which keeps
+CSV is read in chunks of whole lines (gzip inflated one chunk ahead in a thread). A trades chunk
+that is ASCII without double quotes or CRs takes the fast path (:func:`_fast_trades`): polars
+reads it typed in one pass; field counts are proven from the chunk's comma and line counts, and
+every row that is not plainly good goes through the tolerant path below, so both paths give the
+same rows, reasons and details. Any other chunk, and every quotes file, takes the tolerant path.
+
+The tolerant path reads in two steps, both by polars' own CSV reader. First every physical line
+is read as one text field (a separator byte the chunk does not contain, no quoting, lossy UTF-8), which keeps
 each row's original text for the dead letter and gives its field count (commas; for a line with
 double quotes, commas outside quoted fields). Then the lines of the right shape, and only those,
 are read again as CSV with an all-text schema, so every line is exactly one record and nothing can
