@@ -478,3 +478,13 @@ def test_a_dirty_file_using_every_separator_candidate_is_split_in_python(tmp_pat
     result = read_trades(path)
     assert result.data.select("symbol", "row").rows() == [(f"A{control}", 0), ("B", 1)]
     assert result.dead_letters.select("row", "reason").rows() == [(2, "malformed_row")]
+
+
+def test_a_reader_that_stops_early_leaves_no_thread_behind(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(files, "_BLOCK_BYTES", 64 * 1024)
+    chunks = files._ahead(files._csv_chunks(samples / EQUITY_TRADES))
+    assert next(chunks).plain
+    chunks.close()  # what an exception in the reader's loop does to the generator
+    assert not [t for t in threading.enumerate() if t.name == "csv-chunks"]

@@ -294,20 +294,24 @@ def _ahead(chunks: Iterator[_Chunk]) -> Iterator[_Chunk]:
     ready: queue.Queue[_Chunk | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def hand(item: _Chunk | BaseException | None) -> bool:
+        """Queue ``item`` unless the reader stopped listening (then never block)."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        ready.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand(chunk):
                     return
-            ready.put(None)
+            hand(None)
         except BaseException as e:  # handed to the reader, which raises it
-            ready.put(e)
+            hand(e)
 
     worker = threading.Thread(target=produce, name="csv-chunks", daemon=True)
     worker.start()
