@@ -488,3 +488,11 @@ def test_a_reader_that_stops_early_leaves_no_thread_behind(samples: Path, monkey
     assert next(chunks).plain
     chunks.close()  # what an exception in the reader's loop does to the generator
     assert not [t for t in threading.enumerate() if t.name == "csv-chunks"]
+
+
+def test_a_multi_member_gzip_file_reads_as_one(tmp_path: Path, samples: Path) -> None:
+    text = gzip.decompress((samples / BINANCE_TRADES).read_bytes())
+    cut = len(text) // 2  # mid-line: the line goes on in the second member
+    path = tmp_path / "members.csv.gz"
+    path.write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
+    assert read_trades(path).data.equals(read_trades(samples / BINANCE_TRADES).data)
