@@ -21,20 +21,29 @@ def build(
     partitions: Annotated[int, typer.Option(help="Mirror a live topic with this many partitions (per-partition watermarks).")] = 1,
 ) -> None:
     """Build clock-aligned bars from trade files with the streaming kernel, in file order."""
-    from tickforge.platform.bars.offline import build_bars, write_bars
+    import os
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from tickforge.platform.bars.offline import BarRun, write_bars
     from tickforge.platform.bars.timeframes import parse_timeframes
     from tickforge.platform.io.files import read_quotes, read_trades
     from tickforge.platform.progress import progress_bar
 
     tfs = parse_timeframes(timeframes)
-    with progress_bar(f"reading {trades.name}", None) as update:
-        trade_file = read_trades(trades, progress=update)
     quote_file = None
-    if quotes is not None:
+    if quotes is not None:  # first: the bar builder takes the quotes before any trade
         with progress_bar(f"reading {quotes.name}", None) as update:
             quote_file = read_quotes(quotes, progress=update)
-    with progress_bar("building bars", trade_file.data.height) as update:
-        result = build_bars(trade_file, tfs, quote_file, lateness_ms, partitions, progress=update)
+    run = BarRun(tfs, quote_file, lateness_ms, partitions)
+    # Bars are built block by block while the file is read: on a second CPU, in one worker
+    # thread (one, so blocks stay in file order; numpy and polars let go of the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool, progress_bar(f"reading {trades.name}", None) as update:
+        added: list[Future[None]] = []
+        on_rows = (lambda rows: added.append(pool.submit(run.add, rows))) if len(os.sched_getaffinity(0)) > 1 else run.add
+        trade_file = read_trades(trades, progress=update, on_rows=on_rows)
+        for done in added:
+            done.result()
+    result = run.finish(trade_file)
     paths = write_bars(result, out)
     summary = {
         "trades_read": trade_file.rows_read,

@@ -43,47 +43,79 @@ def build_bars(
     dedup_horizon_ms: int = 60_000,
     progress: Callable[[int], None] | None = None,
 ) -> OfflineBars:
+    run = BarRun(timeframes, quotes, lateness_ms, partitions, dedup_horizon_ms)
     data = trades.data
-    builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
-    if quotes is not None:
-        _feed_quotes(builders, quotes.data, partitions)
-    collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
-    rejected_rows: list[np.ndarray] = []
-    rejected_codes: list[np.ndarray] = []
-    part_col = None
     # The reader's dictionary encode of the symbols, where it has one (same rows as data).
-    symbols = trades.symbols if trades.symbols is not None and len(trades.symbols) == data.height else data["symbol"]
-    if partitions > 1:
-        names = data["symbol"].unique(maintain_order=True).to_list()
-        partition_of = {s: partition_for(s, partitions) for s in names}
-        part_col = data["symbol"].replace_strict(partition_of, return_dtype=pl.Int32)
-    for p, builder in enumerate(builders):
-        frame = data if part_col is None else data.filter(part_col == p)
-        if frame.is_empty():
-            continue
-        sym = symbol_codes(symbols if part_col is None else symbols.filter(part_col == p), builder.symbols)
-        ts = frame["ts_ms"].to_numpy()
-        price = frame["price"].to_numpy()
-        size = frame["size"].to_numpy()
-        ids = frame["trade_id"].fill_null(-1).to_numpy() if frame["trade_id"].null_count() < frame.height else None
-        rows = frame["row"].to_numpy()
-        for i in range(0, len(ts), CHUNK_ROWS):
-            part = slice(i, i + CHUNK_ROWS)
+    if trades.symbols is not None and len(trades.symbols) == data.height:
+        data = data.with_columns(trades.symbols)
+    for i in range(0, data.height, CHUNK_ROWS):
+        run.add(data.slice(i, CHUNK_ROWS))
+        if progress is not None:
+            progress(min(i + CHUNK_ROWS, data.height))
+    return run.finish(trades)
+
+
+class BarRun:
+    """:func:`build_bars` fed piece by piece: trade rows in file order (canonical columns; the
+    symbol as text or categorical), then :meth:`finish` with the file they came from. So bars
+    can be built while the file is still being read."""
+
+    def __init__(
+        self,
+        timeframes: Sequence[str],
+        quotes: TickFile | None = None,
+        lateness_ms: int = 500,
+        partitions: int = 1,
+        dedup_horizon_ms: int = 60_000,
+    ) -> None:
+        self.partitions = partitions
+        self.with_quotes = quotes is not None
+        self.builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
+        if quotes is not None:
+            _feed_quotes(self.builders, quotes.data, partitions)
+        self.collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
+        self.rejected_rows: list[np.ndarray] = []
+        self.rejected_codes: list[np.ndarray] = []
+
+    def add(self, data: pl.DataFrame) -> None:
+        for start in range(0, data.height, CHUNK_ROWS):
+            self._add(data.slice(start, CHUNK_ROWS))
+
+    def _add(self, data: pl.DataFrame) -> None:
+        part_col = None
+        if self.partitions > 1:
+            names = data["symbol"].cast(pl.String).unique(maintain_order=True).to_list()
+            partition_of = {s: partition_for(s, self.partitions) for s in names}
+            part_col = data["symbol"].cast(pl.String).replace_strict(partition_of, return_dtype=pl.Int32)
+        for p, builder in enumerate(self.builders):
+            frame = data if part_col is None else data.filter(part_col == p)
+            if frame.is_empty():
+                continue
+            ids = frame["trade_id"]
             codes = builder.add_trade_columns(
-                sym[part], ts[part], price[part], size[part], None if ids is None else ids[part]
+                symbol_codes(frame["symbol"], builder.symbols),
+                frame["ts_ms"].to_numpy(),
+                frame["price"].to_numpy(),
+                frame["size"].to_numpy(),
+                ids.fill_null(-1).to_numpy() if ids.null_count() < frame.height else None,
             )
             bad = np.flatnonzero(codes)
             if len(bad):
-                rejected_rows.append(rows[part][bad])
-                rejected_codes.append(codes[bad])
-            for closed in builder.close():
-                collected[closed.timeframe].append((closed, builder.symbols.names))
-            if progress is not None:
-                progress(min(i + CHUNK_ROWS, len(ts)))
-        for closed in builder.close(flush=True):
-            collected[closed.timeframe].append((closed, builder.symbols.names))
-    bars = {tf: _bars_frame(tf, parts, quotes is not None) for tf, parts in collected.items()}
-    return OfflineBars(bars, _dead_letters(trades, rejected_rows, rejected_codes))
+                self.rejected_rows.append(frame["row"].to_numpy()[bad])
+                self.rejected_codes.append(codes[bad])
+            self._collect(builder, builder.close())
+
+    def _collect(self, builder: BarBuilder, closed_bars: list[ClosedBars]) -> None:
+        for closed in closed_bars:
+            self.collected[closed.timeframe].append((closed, builder.symbols.names))
+
+    def finish(self, trades: TickFile) -> OfflineBars:
+        """The bars (every window flushed) and the dead letters: ``trades``' own and the
+        builder's rejects (their fields taken from ``trades.data``)."""
+        for builder in self.builders:
+            self._collect(builder, builder.close(flush=True))
+        bars = {tf: _bars_frame(tf, parts, self.with_quotes) for tf, parts in self.collected.items()}
+        return OfflineBars(bars, _dead_letters(trades, self.rejected_rows, self.rejected_codes))
 
 
 def symbol_codes(symbols: pl.Series, table: SymbolTable) -> np.ndarray:

@@ -94,6 +94,9 @@ DEAD_LETTER_SCHEMA: Final = pl.Schema(
 
 ProgressHook = Callable[[int], None]
 """Called after each block with the number of data rows read so far."""
+RowsHook = Callable[[pl.DataFrame], None]
+"""Called with each block's parsed rows as soon as they are read, in file order (the symbol may
+be categorical)."""
 
 # One block of text rows in, (parsed rows, dead letters) out.
 _Parser = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
@@ -145,14 +148,17 @@ class TickFile:
         return self.data.height + self.dead_letters.height
 
 
-def read_trades(path: str | Path, progress: ProgressHook | None = None) -> TickFile:
+def read_trades(
+    path: str | Path, progress: ProgressHook | None = None, on_rows: RowsHook | None = None
+) -> TickFile:
     """Read trades; ``data`` holds only valid rows (see :func:`trade_reject_reasons`).
 
     Dead-letter reasons: ``malformed_row``, ``bad_timestamp``, ``missing_symbol``, ``bad_price``,
     ``bad_size``, ``bad_trade_id``. Duplicates and lateness are not the reader's business: they
-    depend on the processing order and are decided by the bar builder.
+    depend on the processing order and are decided by the bar builder. ``on_rows`` sees the
+    valid rows block by block while the file is read (bars can be built meanwhile).
     """
-    return _read(Path(path), "trades", progress)
+    return _read(Path(path), "trades", progress, on_rows)
 
 
 def read_quotes(path: str | Path, progress: ProgressHook | None = None) -> TickFile:
@@ -167,7 +173,12 @@ def read_quotes(path: str | Path, progress: ProgressHook | None = None) -> TickF
 # --------------------------------------------------------------------------- reading blocks
 
 
-def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook | None) -> TickFile:
+def _read(
+    path: Path,
+    kind: Literal["trades", "quotes"],
+    progress: ProgressHook | None,
+    on_rows: RowsHook | None = None,
+) -> TickFile:
     parquet = _is_parquet(path)
     header = _parquet_header(path) if parquet else _csv_header(path)
     if len(set(header)) != len(header):
@@ -185,6 +196,8 @@ def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook 
             data_parts.append(data)
             dead_parts.append(dead)
             rows += block.height
+            if on_rows is not None:
+                on_rows(data)
             if progress is not None:
                 progress(rows)
     else:
@@ -198,6 +211,8 @@ def _read(path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook 
             data_parts.append(data)
             dead_parts.append(dead)
             rows += count
+            if on_rows is not None:
+                on_rows(data)
             if progress is not None:
                 progress(rows)
     schema = TRADE_SCHEMA if kind == "trades" else QUOTE_SCHEMA
