@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,7 +30,8 @@ def build(
     from tickforge.platform.bars.offline import BarRun, write_bars
     from tickforge.platform.bars.timeframes import parse_timeframes
     from tickforge.platform.io.files import read_quotes, read_trades
-    from tickforge.platform.progress import progress_bar
+
+    progress_bar = _progress_bar()
 
     tfs = parse_timeframes(timeframes)
     quote_file = None
@@ -52,6 +56,22 @@ def build(
         "written": [str(p) for p in paths],
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+ProgressBar = Callable[[str, Optional[int]], AbstractContextManager[Callable[[int], None]]]
+
+
+def _progress_bar() -> ProgressBar:
+    """The progress display, imported only for a terminal (rich takes ~30 ms to import)."""
+    if sys.stderr.isatty():
+        from tickforge.platform.progress import progress_bar
+
+        return progress_bar
+
+    def silent(description: str, total: int | None) -> AbstractContextManager[Callable[[int], None]]:
+        return nullcontext(lambda done: None)
+
+    return silent
 
 
 @bars_app.command("validate")
