@@ -45,6 +45,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
@@ -201,20 +202,22 @@ def _read(
             if progress is not None:
                 progress(rows)
     else:
-        for chunk in _ahead(_csv_chunks(path)):
-            done = fast(chunk, rows) if fast is not None and chunk.plain else None
-            if done is None:
-                block = _split_lines(_chunk_lines(chunk.data), header, fields, rows)
-                data, dead = parse(block)
-                done = data, dead, block.height
-            data, dead, count = done
-            data_parts.append(data)
-            dead_parts.append(dead)
-            rows += count
-            if on_rows is not None:
-                on_rows(data)
-            if progress is not None:
-                progress(rows)
+        # closing: a failure below stops the chunk thread now, not when the traceback is freed.
+        with closing(_ahead(_csv_chunks(path))) as chunks:
+            for chunk in chunks:
+                done = fast(chunk, rows) if fast is not None and chunk.plain else None
+                if done is None:
+                    block = _split_lines(_chunk_lines(chunk.data), header, fields, rows)
+                    data, dead = parse(block)
+                    done = data, dead, block.height
+                data, dead, count = done
+                data_parts.append(data)
+                dead_parts.append(dead)
+                rows += count
+                if on_rows is not None:
+                    on_rows(data)
+                if progress is not None:
+                    progress(rows)
     schema = TRADE_SCHEMA if kind == "trades" else QUOTE_SCHEMA
     symbols = None
     if kind == "trades" and data_parts:
