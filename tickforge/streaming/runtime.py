@@ -331,7 +331,7 @@ class TransactionalWorker:
             if offsets:
                 metadata = self.consumer.consumer_group_metadata()
                 self._bounded(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_S))
-            self._bounded(lambda: self.producer.commit_transaction(CALL_TIMEOUT_S))
+            self.producer.commit_transaction(CALL_TIMEOUT_S)
             return True
         except KafkaException as exc:
             self._recover(exc)
@@ -339,7 +339,8 @@ class TransactionalWorker:
 
     def _bounded(self, call: Callable[[], None]) -> None:
         """``call`` on a helper thread, given up after the call timeout plus a grace: librdkafka's
-        AddOffsetsToTxn can block past its own timeout while the group coordinator is away. A
+        AddOffsetsToTxn can block past its own timeout while the group coordinator is away (its
+        EndTxn honours the timeout, and stays on the main thread: each hop costs latency). A
         call given up on leaves its producer to that thread; the caller replaces the producer
         (the same transactional id fences the old one)."""
         future = self._calls.submit(call)
