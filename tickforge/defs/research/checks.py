@@ -51,9 +51,7 @@ def build_sweep_check(strategy: str) -> AssetChecksDefinition:
                  description="No sweep row has a NaN, infinite or missing metric.")
     def _check(context: AssetCheckExecutionContext, object_store: ObjectStoreResource) -> AssetCheckResult:
         results = object_store.read_parquet(object_store.archive_bucket, sweep_object(context.partition_key, strategy))
-        bad = non_finite(results, METRICS)
-        return AssetCheckResult(passed=not bad, severity=AssetCheckSeverity.ERROR,
-                                metadata={"rows": results.height, "non_finite": MetadataValue.json(bad)})
+        return _finite_result(results, METRICS)
 
     return _check
 
@@ -63,9 +61,14 @@ def build_sweep_check(strategy: str) -> AssetChecksDefinition:
 def scores_finite(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
     day = pick_day(context.partition_key)
     scored = read_rows(postgres, STRATEGY_SCORES, '"day" = %s', [day])
-    bad = non_finite(scored, (*METRICS, "score", "dsr"))
+    return _finite_result(scored, (*METRICS, "score", "dsr"))
+
+
+def _finite_result(frame: pl.DataFrame, columns: Sequence[str]) -> AssetCheckResult:
+    """Passes when every value of ``columns`` is finite; the offending columns in the metadata."""
+    bad = non_finite(frame, columns)
     return AssetCheckResult(passed=not bad, severity=AssetCheckSeverity.ERROR,
-                            metadata={"rows": scored.height, "non_finite": MetadataValue.json(bad)})
+                            metadata={"rows": frame.height, "non_finite": MetadataValue.json(bad)})
 
 
 def look_ahead_violations(picks: pl.DataFrame, equity: pl.DataFrame, day: date, partition: str) -> list[str]:
