@@ -179,10 +179,9 @@ class BarTask:
         return self.builder.symbols.code(name)
 
     def _advance(self, watermark: int, ends_session: bool = False) -> None:
-        if ends_session:
-            self.builder.advance_to(watermark, ends_session=True)
-        if watermark > self.builder.watermark:
-            self.builder.advance_to(watermark)
+        moved = watermark > self.builder.watermark
+        self.builder.advance_to(watermark, ends_session=ends_session)
+        if moved:
             self.clock.advance_to(watermark)
             self._moved(watermark)
 
