@@ -1,0 +1,67 @@
+"""The one list of the platform's long-running processes.
+
+The CLI, the supervisor, ``tickforge up``/``status``/``doctor``, the Prometheus target file and the
+live view's lag badges all read this list; adding a worker is one entry here plus its module.
+Plain data only: nothing here imports a worker, so reading the registry costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tickforge.platform.topics import TICKS, bar_topic
+
+BAR_TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str  # also its consumer group (after the topic prefix) and its log file's name
+    command: tuple[str, ...]  # ``tickforge`` arguments that run one instance
+    summary: str
+    input_topics: tuple[str, ...] = ()  # unprefixed; empty for a service that consumes nothing
+    metrics: bool = True  # serves Prometheus metrics (and the liveness gauge) on its metrics port
+    started_by_default: bool = True  # part of ``stream start`` / ``tickforge up`` without --only
+
+    @property
+    def consumes(self) -> bool:
+        return bool(self.input_topics)
+
+    def group_id(self, topic_prefix: str) -> str:
+        return f"{topic_prefix}{self.name}"
+
+
+WORKERS: tuple[WorkerSpec, ...] = (
+    WorkerSpec("bar-worker", ("stream", "bar-worker"), "ticks -> 10 ms bins -> 1 s bars (exactly once)",
+               (TICKS,)),
+    WorkerSpec("timeframe-worker", ("stream", "timeframe-worker"), "1 s bars -> 1 m, 3 m, 5 m, 15 m bars",
+               (bar_topic("1s"),)),
+    WorkerSpec("bar-store", ("stream", "bar-store"), "closed bars -> golden tables in PostgreSQL",
+               tuple(bar_topic(tf) for tf in BAR_TIMEFRAMES)),
+    WorkerSpec("raw-sink", ("stream", "raw-sink"), "ticks -> hourly Parquet objects in the raw bucket",
+               (TICKS,), metrics=False),
+    WorkerSpec("signal-worker", ("stream", "signal-worker"), "1 s bars -> one indicator signal per bar",
+               (bar_topic("1s"),)),
+    WorkerSpec("pair-worker", ("stream", "pair-worker"), "1 m bars -> candidate pair statistics",
+               (bar_topic("1m"),)),
+    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view on 127.0.0.1:8501", metrics=False),
+)
+
+_BY_NAME = {spec.name: spec for spec in WORKERS}
+
+
+def worker(name: str) -> WorkerSpec:
+    """The entry called ``name``; a ValueError naming the known ones otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown worker {name!r}; known: {list(_BY_NAME)}") from None
+
+
+def names(default_only: bool = True) -> list[str]:
+    return [spec.name for spec in WORKERS if spec.started_by_default or not default_only]
+
+
+def consuming() -> list[WorkerSpec]:
+    """The entries with a consumer group (the ones whose lag means something)."""
+    return [spec for spec in WORKERS if spec.consumes]
