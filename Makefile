@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # What a fresh Debian machine may lack: Java and Maven (Kafka), PostgreSQL server binaries,
-# Chromium (the live view's browser test). Installed only where missing.
+# Chromium (the live view's browser test), Prometheus (`stack up --with-prometheus`, `tickforge
+# up`, the dashboard test). Installed only where missing.
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \

@@ -15,7 +15,7 @@ from tickforge.platform.stack.base import StackError
 from tickforge.platform.stack.launcher import DEFAULT_PORTS, LocalStack, UpEvent, port_env_var
 
 stack_app = typer.Typer(
-    help="Local stack of real services: Kafka, PostgreSQL, S3 (S3Proxy), Snowflake (fakesnow).",
+    help="Local stack of real services: Kafka, PostgreSQL, S3 (S3Proxy), Snowflake (fakesnow), Prometheus.",
     no_args_is_help=True,
 )
 
@@ -75,13 +75,17 @@ def _port_option(key: str) -> Any:
 @stack_app.command()
 def up(
     only: Annotated[
-        str | None, typer.Option(help="Comma-separated subset: kafka,postgres,s3,snowflake.")
+        str | None, typer.Option(help="Comma-separated subset: kafka,postgres,s3,snowflake,prometheus.")
     ] = None,
+    with_prometheus: Annotated[
+        bool, typer.Option(help="Also start Prometheus, scraping the workers the supervisor lists.")
+    ] = False,
     kafka_port: Annotated[int | None, _port_option("kafka")] = None,
     kafka_controller_port: Annotated[int | None, _port_option("kafka_controller")] = None,
     postgres_port: Annotated[int | None, _port_option("postgres")] = None,
     s3_port: Annotated[int | None, _port_option("s3")] = None,
     snowflake_port: Annotated[int | None, _port_option("snowflake")] = None,
+    prometheus_port: Annotated[int | None, _port_option("prometheus")] = None,
 ) -> None:
     """Start the services (reusing healthy running ones) and write <state>/stack.env."""
     requested = {
@@ -90,10 +94,13 @@ def up(
         "postgres": postgres_port,
         "s3": s3_port,
         "snowflake": snowflake_port,
+        "prometheus": prometheus_port,
     }
     services = [s.strip() for s in only.split(",") if s.strip()] if only else None
     with _errors_as_exit():
-        stack = LocalStack(ports={k: v for k, v in requested.items() if v is not None})
+        stack = LocalStack(
+            ports={k: v for k, v in requested.items() if v is not None}, with_prometheus=with_prometheus
+        )
         stack.up(services, progress=_print_event)
     typer.echo(f"endpoints for Settings: {stack.env_file}")
 

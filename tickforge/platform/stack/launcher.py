@@ -31,6 +31,7 @@ from tickforge.platform.stack.process import (
     send_signal,
     spawn,
 )
+from tickforge.platform.stack.prometheus import DEFAULT_SCRAPE_INTERVAL_S, PrometheusService
 from tickforge.platform.stack.s3 import S3Service
 from tickforge.platform.stack.snowflake import SnowflakeService
 from tickforge.platform.stack.state import (
@@ -51,7 +52,10 @@ SERVICE_CLASSES: dict[str, type[Service]] = {
     "postgres": PostgresService,
     "s3": S3Service,
     "snowflake": SnowflakeService,
+    "prometheus": PrometheusService,
 }
+# Started only when asked for (``with_prometheus``); stopped by every ``down`` once started.
+OPTIONAL_SERVICES = frozenset({"prometheus"})
 # 55432, not 5432: a system PostgreSQL may own the usual port. 9000, not S3Proxy's 8080 (often
 # taken by other dev servers). A taken default falls back to a free port.
 DEFAULT_PORTS: dict[str, int] = {
@@ -60,6 +64,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "postgres": 55432,
     "s3": 9000,
     "snowflake": 8765,
+    "prometheus": 9090,
 }
 KAFKA_LIB_ENV = "TICKFORGE_KAFKA_LIB_CACHE"
 S3_LIB_ENV = "TICKFORGE_S3_LIB_CACHE"
@@ -104,7 +109,8 @@ class UpEvent:
 
 
 class LocalStack:
-    """The local services (Kafka, PostgreSQL, S3, Snowflake) of one state folder.
+    """The local services (Kafka, PostgreSQL, S3, Snowflake, and Prometheus with
+    ``with_prometheus``) of one state folder.
 
     Ports, highest priority first: ``ports`` (keys of ``DEFAULT_PORTS``), the
     ``TICKFORGE_STACK_<KEY>_PORT`` variables, the port of the previous run, the default, any
@@ -119,6 +125,8 @@ class LocalStack:
         kafka_lib_dir: Path | None = None,
         s3_lib_dir: Path | None = None,
         settings: Settings | None = None,
+        with_prometheus: bool = False,
+        scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
     ) -> None:
         unknown = set(ports or {}) - set(DEFAULT_PORTS)
         if unknown:
@@ -133,7 +141,9 @@ class LocalStack:
             "postgres": PostgresService(),
             "s3": S3Service(s3_lib.resolve()),
             "snowflake": SnowflakeService(),
+            "prometheus": PrometheusService(scrape_interval_s),
         }
+        self.with_prometheus = with_prometheus
 
     def _lib_dir(self, env_var: str, service: str) -> Path:
         """A Java service's jar cache: ``env_var`` if set, else ``<state>/<service>/lib``."""
@@ -152,9 +162,12 @@ class LocalStack:
             settings=self.settings,
         )
 
+    def _wanted(self, name: str) -> bool:
+        return name not in OPTIONAL_SERVICES or (name == "prometheus" and self.with_prometheus)
+
     def _select(self, services: Iterable[str] | None) -> list[str]:
         if services is None:
-            return list(self.services)
+            return [name for name in self.services if self._wanted(name)]
         names = list(services)
         unknown = set(names) - set(self.services)
         if unknown:
@@ -323,6 +336,8 @@ class LocalStack:
         out: Status = {}
         for name, service in self.services.items():
             record = records.get(name)
+            if record is None and not self._wanted(name):
+                continue  # an optional service never started here is no part of this stack
             ref = record.process() if record else None
             alive = bool(ref and is_alive(ref))
             entry: dict[str, Any] = {"running": False, "pid": ref.pid if ref and alive else None}
