@@ -47,6 +47,7 @@ def run_demo(keep_running: bool = True) -> dict:
     from tickforge.platform.settings import load_settings, state_dir_from_env
     from tickforge.platform.stack.launcher import LocalStack, endpoints_env
     from tickforge.streaming import supervisor
+    from tickforge.streaming.registry import names
     from tickforge.streaming.replay import replay
 
     started = time.monotonic()
@@ -66,7 +67,7 @@ def run_demo(keep_running: bool = True) -> dict:
     _say("local stack up: " + ", ".join(status), started)
     apply_topics(settings)
     supervisor.start(env={**env, "TICKFORGE_STATE_DIR": str(state_dir)}, state_dir=state_dir)
-    _say("workers started: " + ", ".join(supervisor.WORKERS), started)
+    _say("workers started: " + ", ".join(names()), started)
     trades_path, quotes_path = demo_sample()
     trades, quotes = read_trades(trades_path), read_quotes(quotes_path)
     stats = replay(settings, trades, quotes)

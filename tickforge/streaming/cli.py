@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 stream_app = typer.Typer(help="Replay ticks to Kafka and run the streaming workers.", no_args_is_help=True)
 
 InstanceOpt = Annotated[str, typer.Option(help="Stable id of this worker instance (its transactional id).")]
-IdleExitOpt = Annotated[Optional[float], typer.Option(help="Exit after this many seconds without input (batch use).")]
+IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many seconds without input (batch use).")]
 
 
 def _settings():
     from tickforge.platform.settings import load_settings
 
     return load_settings()
+
+
+def _summary(name: str) -> str:
+    from tickforge.streaming.registry import worker
+
+    return worker(name).summary[:1].upper() + worker(name).summary[1:] + "."
 
 
 def _setup(settings) -> None:
@@ -32,11 +38,11 @@ def _setup(settings) -> None:
 @stream_app.command("replay")
 def replay_cmd(
     trades: Annotated[Path, typer.Option(help="Trades file (CSV, .csv.gz or Parquet).")],
-    quotes: Annotated[Optional[Path], typer.Option(help="Quotes file, merged in event-time order.")] = None,
-    speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up (1 = real time).")] = None,
+    quotes: Annotated[Path | None, typer.Option(help="Quotes file, merged in event-time order.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Event-time speed-up (1 = real time).")] = None,
     max_speed: Annotated[bool, typer.Option("--max", help="As fast as possible (the default without --speed).")] = False,
     encoding: Annotated[str, typer.Option(help="batch (column batches) or json (one edge message per tick).")] = "batch",
-    rate: Annotated[Optional[float], typer.Option(help="Cap the pace at this many ticks per second.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Cap the pace at this many ticks per second.")] = None,
     end_marker: Annotated[bool, typer.Option(help="Send the end-of-day watermark when done.")] = True,
 ) -> None:
     """Publish ticks to the tick topic keyed by symbol."""
@@ -58,8 +64,8 @@ def replay_cmd(
 
 @stream_app.command("http-source")
 def http_source_cmd(
-    port: Annotated[Optional[int], typer.Option(help="Port (default: settings.http_source.port, 8090).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1; off loopback a "
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.http_source.port, 8090).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1; off loopback a "
                                                      "token and TLS are required).")] = None,
 ) -> None:
     """Accept pushed NDJSON ticks on POST /ticks and publish them to the tick topic."""
@@ -81,7 +87,7 @@ def http_source_cmd(
 def push_cmd(
     trades: Annotated[Path, typer.Option(help="Trades file to replay as NDJSON.")],
     url: Annotated[str, typer.Option(help="The NDJSON endpoint.")] = "http://127.0.0.1:8090/ticks",
-    speed: Annotated[Optional[float], typer.Option(help="Event-time speed-up; none: as fast as possible.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Event-time speed-up; none: as fast as possible.")] = None,
 ) -> None:
     """Replay a trades file into an HTTP NDJSON tick source (bearer token from settings.http_source.token)."""
     from tickforge.platform.io.files import read_trades
@@ -92,67 +98,55 @@ def push_cmd(
                                     token=token.get_secret_value() if token else None)))
 
 
-@stream_app.command("bar-worker")
+def _run_worker(name: str, exit_when_idle: float | None, *options: object) -> None:
+    """Build the registry entry ``name`` from its factory (settings, then ``options``) and run it."""
+    import importlib
+
+    from tickforge.streaming.registry import worker
+
+    spec = worker(name)
+    if spec.factory is None:
+        raise typer.BadParameter(f"{name} has no factory in the worker registry")
+    module, _, attr = spec.factory.partition(":")
+    build = getattr(importlib.import_module(module), attr)
+    settings = _settings()
+    _setup(settings)
+    build(settings, *options).run(exit_when_idle)
+
+
+@stream_app.command("bar-worker", help=_summary("bar-worker"))
 def bar_worker_cmd(
     instance_id: InstanceOpt = "0",
     emit_bins: Annotated[bool, typer.Option(help="Publish 10 ms bins as well as 1 s bars.")] = True,
     exit_when_idle: IdleExitOpt = None,
 ) -> None:
-    """Ticks -> 10 ms bins -> 1 s bars (exactly once)."""
-    from tickforge.streaming.bar_worker import make_worker
-
-    settings = _settings()
-    _setup(settings)
-    make_worker(settings, instance_id, emit_bins).run(exit_when_idle)
+    _run_worker("bar-worker", exit_when_idle, instance_id, emit_bins)
 
 
-@stream_app.command("timeframe-worker")
-def timeframe_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
-    """1 s bars -> 1 m -> 3 m / 5 m / 15 m bars (exactly once)."""
-    from tickforge.streaming.timeframe_worker import make_worker
+def _instance_worker_command(name: str) -> None:
+    """``stream <name> [--instance-id] [--exit-when-idle]``: the workers built from (settings, instance id)."""
 
-    settings = _settings()
-    _setup(settings)
-    make_worker(settings, instance_id).run(exit_when_idle)
+    def command(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
+        _run_worker(name, exit_when_idle, instance_id)
 
-
-@stream_app.command("signal-worker")
-def signal_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
-    """1 s bars -> one indicator signal per bar on signals.1s (exactly once)."""
-    from tickforge.streaming.signal_worker import make_worker
-
-    settings = _settings()
-    _setup(settings)
-    make_worker(settings, instance_id).run(exit_when_idle)
+    stream_app.command(name, help=_summary(name))(command)
 
 
-@stream_app.command("pair-worker")
-def pair_worker_cmd(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
-    """1 m bars -> statistics of the candidate pairs on pairs.1m each minute (exactly once; one instance)."""
-    from tickforge.streaming.pair_worker import make_worker
-
-    settings = _settings()
-    _setup(settings)
-    make_worker(settings, instance_id).run(exit_when_idle)
+for _name in ("timeframe-worker", "signal-worker", "pair-worker"):
+    _instance_worker_command(_name)
 
 
-@stream_app.command("bar-store")
+@stream_app.command("bar-store", help=_summary("bar-store"))
 def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
-    """Closed bars -> golden tables in PostgreSQL (idempotent upserts)."""
-    from tickforge.streaming.bar_store import BarStore
-
-    settings = _settings()
-    _setup(settings)
-    BarStore(settings).run(exit_when_idle)
+    _run_worker("bar-store", exit_when_idle)
 
 
-@stream_app.command("raw-sink")
+@stream_app.command("raw-sink", help=_summary("raw-sink"))
 def raw_sink_cmd(
     exit_when_idle: IdleExitOpt = None,
     flush_rows: Annotated[int, typer.Option(help="Write the buffered ticks after this many rows.")] = 500_000,
     flush_interval_s: Annotated[float, typer.Option(help="... or after this many seconds.")] = 30.0,
 ) -> None:
-    """Ticks -> hourly Parquet objects in the raw bucket (exactly once per offset range)."""
     from tickforge.streaming.raw_sink import run_raw_sink
 
     run_raw_sink(exit_when_idle, flush_rows, flush_interval_s)
@@ -160,7 +154,7 @@ def raw_sink_cmd(
 
 @stream_app.command("start")
 def start_cmd(
-    only: Annotated[Optional[list[str]], typer.Option(help="Start only these workers (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Start only these workers (repeatable).")] = None,
 ) -> None:
     """Start the workers under a supervisor that restarts the dead and the unhealthy (logs in <state>/logs)."""
     from tickforge.streaming import supervisor

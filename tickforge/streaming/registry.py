@@ -21,7 +21,11 @@ class WorkerSpec:
     summary: str
     input_topics: tuple[str, ...] = ()  # unprefixed; empty for a service that consumes nothing
     metrics: bool = True  # serves Prometheus metrics (and the liveness gauge) on its metrics port
-    started_by_default: bool = True  # part of ``stream start`` / ``tickforge up`` without --only
+    started_by_default: bool = True  # part of ``stream start`` without --only (``tickforge up`` starts all)
+    # "module:callable" building it from (settings, *command options); its result has run(exit_when_idle).
+    factory: str | None = None
+    # A service with a web UI: its usual port, passed as ``--port`` (a taken one becomes a free port).
+    http_port: int | None = None
 
     @property
     def consumes(self) -> bool:
@@ -33,18 +37,19 @@ class WorkerSpec:
 
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("bar-worker", ("stream", "bar-worker"), "ticks -> 10 ms bins -> 1 s bars (exactly once)",
-               (TICKS,)),
-    WorkerSpec("timeframe-worker", ("stream", "timeframe-worker"), "1 s bars -> 1 m, 3 m, 5 m, 15 m bars",
-               (bar_topic("1s"),)),
-    WorkerSpec("bar-store", ("stream", "bar-store"), "closed bars -> golden tables in PostgreSQL",
-               tuple(bar_topic(tf) for tf in BAR_TIMEFRAMES)),
+               (TICKS,), factory="tickforge.streaming.bar_worker:make_worker"),
+    WorkerSpec("timeframe-worker", ("stream", "timeframe-worker"), "1 s bars -> 1 m -> 3 m / 5 m / 15 m bars "
+               "(exactly once)", (bar_topic("1s"),), factory="tickforge.streaming.timeframe_worker:make_worker"),
+    WorkerSpec("bar-store", ("stream", "bar-store"), "closed bars -> golden tables in PostgreSQL (idempotent upserts)",
+               tuple(bar_topic(tf) for tf in BAR_TIMEFRAMES), factory="tickforge.streaming.bar_store:BarStore"),
     WorkerSpec("raw-sink", ("stream", "raw-sink"), "ticks -> hourly Parquet objects in the raw bucket",
                (TICKS,), metrics=False),
-    WorkerSpec("signal-worker", ("stream", "signal-worker"), "1 s bars -> one indicator signal per bar",
-               (bar_topic("1s"),)),
-    WorkerSpec("pair-worker", ("stream", "pair-worker"), "1 m bars -> candidate pair statistics",
-               (bar_topic("1m"),)),
-    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view on 127.0.0.1:8501", metrics=False),
+    WorkerSpec("signal-worker", ("stream", "signal-worker"), "1 s bars -> one indicator signal per bar on "
+               "signals.1s (exactly once)", (bar_topic("1s"),), factory="tickforge.streaming.signal_worker:make_worker"),
+    WorkerSpec("pair-worker", ("stream", "pair-worker"), "1 m bars -> statistics of the candidate pairs on pairs.1m "
+               "each minute (exactly once; one instance)", (bar_topic("1m"),),
+               factory="tickforge.streaming.pair_worker:make_worker"),
+    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view", metrics=False, http_port=8501),
 )
 
 _BY_NAME = {spec.name: spec for spec in WORKERS}

@@ -5,7 +5,9 @@ For the demo and a single machine; a production deployment runs each worker unde
 supervisor (see ``docker/``, whose health check reads the same liveness gauge).
 
 - ``start`` spawns the supervisor detached (``tickforge stream supervise``); it starts each worker
-  in its own session with a metrics port of its own, logs in ``<state_dir>/logs/<worker>.log``.
+  of the registry (``streaming/registry.py``) in its own session with a metrics port of its own
+  (a service with a web UI: its usual port, or a free one when that is taken), logs in
+  ``<state_dir>/logs/<worker>.log``.
 - A worker is known by :class:`ProcessRef` (pid plus kernel start time), so a recycled pid is never
   taken for it nor signalled.
 - Dead (exited, killed): started again after an exponential backoff (1 s, 2 s, 4 s ... up to
@@ -45,21 +47,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tickforge.platform.retry import Backoff
 from tickforge.platform.settings import load_settings, state_dir_from_env
-from tickforge.platform.stack.process import ProcessRef, any_free_port, is_alive, kill_group, process_start_time
+from tickforge.platform.stack.process import (
+    ProcessRef,
+    any_free_port,
+    is_alive,
+    kill_group,
+    port_is_free,
+    process_start_time,
+    send_signal,
+)
+from tickforge.streaming import registry
 
 log = logging.getLogger(__name__)
 
-WORKERS: dict[str, list[str]] = {
-    "bar-worker": ["stream", "bar-worker"],
-    "timeframe-worker": ["stream", "timeframe-worker"],
-    "bar-store": ["stream", "bar-store"],
-    "raw-sink": ["stream", "raw-sink"],
-    "signal-worker": ["stream", "signal-worker"],
-    "pair-worker": ["stream", "pair-worker"],
-    "dashboard": ["dashboard"],  # the Streamlit live view on 127.0.0.1:8501
-}
-# Workers that serve Prometheus metrics (and so the liveness gauge) on streaming.metrics_port.
-WITH_METRICS = {"bar-worker", "timeframe-worker", "bar-store", "signal-worker", "pair-worker"}
 LIVENESS_GAUGE = "tickforge_worker_liveness_seconds"
 STABLE_RUN_S = 60.0  # a worker that ran this long before dying restarts after the first delay again
 STOP_GRACE_S = 10.0
@@ -112,19 +112,17 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> tuple[subpro
     return proc, ProcessRef(proc.pid, start_time if start_time is not None else -1)
 
 
-def _terminate(ref: ProcessRef, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the process's group (SIGCONT too: a stopped process cannot handle it), SIGKILL
-    whatever is left after ``grace_s``."""
-    if is_alive(ref):
+def _terminate(*refs: ProcessRef, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each process's group (SIGCONT too: a stopped process cannot handle it), all at
+    once so they stop in parallel; SIGKILL whatever is left after ``grace_s``."""
+    for ref in refs:
         for sig in (signal.SIGTERM, signal.SIGCONT):
-            try:
-                os.killpg(ref.pid, sig)
-            except ProcessLookupError:
-                break
-        deadline = time.monotonic() + grace_s
-        while is_alive(ref) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    kill_group(ref)  # the leader if it overstayed, and any child it left behind
+            send_signal(ref, sig, group=True)
+    deadline = time.monotonic() + grace_s
+    while any(is_alive(ref) for ref in refs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for ref in refs:
+        kill_group(ref)  # the leader if it overstayed, and any child it left behind
 
 
 def scrape_liveness(port: int, timeout: float = 2.0) -> float | None:
@@ -161,6 +159,7 @@ class Supervised:
     restarts: int = 0
     last_exit: str | None = None
     metrics_port: int | None = None
+    http_port: int | None = None  # a service's web UI (kept across restarts while free)
     liveness: float | None = None  # the gauge's last value
     last_answer: float | None = None  # unix time the metrics endpoint last answered
     healthy: bool | None = None
@@ -200,25 +199,25 @@ class Supervisor:
                 self._save()
                 time.sleep(TICK_S)
         finally:
-            for worker in self.workers.values():
-                if worker.ref is not None:
-                    _terminate(worker.ref)
-                    self._exited(worker, "stopped")
+            running = [w for w in self.workers.values() if w.ref is not None]
+            _terminate(*(w.ref for w in running if w.ref is not None))
+            for worker in running:
+                self._exited(worker, "stopped")
             self._save()
 
     def _clear_leftovers(self) -> None:
         """Workers a previous supervisor left running (it was killed) are stopped, not adopted."""
-        for entry in _read_json(_workers_file(self.state_dir)).get("workers", {}).values():
-            ref = _ref(entry)
-            if ref is not None and is_alive(ref):
-                log.warning("stopping a worker left by a previous supervisor", extra={"pid": ref.pid})
-                _terminate(ref)
+        left = [ref for entry in _read_json(_workers_file(self.state_dir)).get("workers", {}).values()
+                if (ref := _ref(entry)) is not None and is_alive(ref)]
+        if left:
+            log.warning("stopping workers left by a previous supervisor", extra={"pids": [r.pid for r in left]})
+            _terminate(*left)
 
     def _watch(self, worker: Supervised, now: float) -> None:
         ref = worker.ref
         if ref is not None and not is_alive(ref):
             code = worker.proc.poll() if worker.proc is not None else None
-            self._exited(worker, "killed by signal %d" % -code if code is not None and code < 0 else f"exit {code}")
+            self._exited(worker, f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}")
         elif ref is not None and not self._healthy(worker, now):
             log.warning("worker unhealthy: restarting it", extra={"worker": worker.name, "pid": ref.pid})
             _terminate(ref)
@@ -237,9 +236,10 @@ class Supervisor:
         bound = self.liveness_timeout_s
         # A gauge of 0 is one not set yet: the loop has not run once (joining its group,
         # initialising transactions), which gets a longer grace from the start.
-        reported = worker.liveness is not None and worker.liveness > 0
-        stale_gauge = reported and now - worker.liveness > bound
-        never_ran = (worker.liveness is not None and not reported
+        liveness = worker.liveness
+        reported = liveness is not None and liveness > 0
+        stale_gauge = liveness is not None and reported and now - liveness > bound
+        never_ran = (liveness is not None and not reported
                      and now - (worker.started_at or now) > max(bound, STARTUP_GRACE_S))
         went_silent = worker.last_answer is not None and now - worker.last_answer > bound
         worker.healthy = not (stale_gauge or never_ran or went_silent)
@@ -255,11 +255,16 @@ class Supervisor:
         worker.liveness = worker.last_answer = worker.healthy = None
 
     def _start(self, worker: Supervised, now: float) -> None:
+        spec = registry.worker(worker.name)
         env = dict(os.environ)
-        if worker.name in WITH_METRICS:
+        argv = [sys.executable, "-m", "tickforge.cli", *spec.command]
+        if spec.metrics:
             worker.metrics_port = any_free_port(set())
             env["TICKFORGE_STREAMING__METRICS_PORT"] = str(worker.metrics_port)
-        argv = [sys.executable, "-m", "tickforge.cli", *WORKERS[worker.name]]
+        if spec.http_port is not None:
+            wanted = worker.http_port or spec.http_port
+            worker.http_port = wanted if port_is_free(wanted) else any_free_port(set())
+            argv += ["--port", str(worker.http_port)]
         worker.proc, ref = _spawn(argv, self.state_dir / "logs" / f"{worker.name}.log", env)
         if worker.started_at is not None:
             worker.restarts += 1
@@ -277,15 +282,14 @@ def supervise(names: list[str], state_dir: Path | None = None) -> None:
 
 def start(names: list[str] | None = None, env: dict[str, str] | None = None, state_dir: Path | None = None,
           timeout: float = 30.0) -> dict[str, int]:
-    """Start the supervisor with the named workers (all by default); returns worker name -> pid
-    once each has been started. With a supervisor running already, its workers' pids (stop it
-    first to change which workers run)."""
+    """Start the supervisor with the named registry entries (those started by default when
+    none are named); returns worker name -> pid once each has been started. With a supervisor
+    running already, its workers' pids (stop it first to change which workers run)."""
     state_dir = state_dir or state_dir_from_env()
     state_dir.mkdir(parents=True, exist_ok=True)
-    names = names or list(WORKERS)
-    unknown = set(names) - set(WORKERS)
-    if unknown:
-        raise ValueError(f"unknown workers {sorted(unknown)}; known: {list(WORKERS)}")
+    names = names or registry.names()
+    for name in names:
+        registry.worker(name)  # a ValueError naming the known ones
     if _supervisor_ref(state_dir) is None:
         _workers_file(state_dir).unlink(missing_ok=True)
         argv = [sys.executable, "-m", "tickforge.cli", "stream", "supervise", "--workers", ",".join(names)]
@@ -305,8 +309,8 @@ def start(names: list[str] | None = None, env: dict[str, str] | None = None, sta
 
 
 def status(state_dir: Path | None = None) -> dict:
-    """The supervisor and each worker: pid, running (checked now), restarts, last exit, health
-    and the age of its liveness timestamp."""
+    """The supervisor and each worker: pid, running (checked now), uptime, restarts, last exit,
+    health, the age of its liveness timestamp and its ports."""
     state_dir = state_dir or state_dir_from_env()
     supervisor = _read_json(_supervisor_file(state_dir))
     out = {"supervisor": {"pid": supervisor.get("pid"), "running": _supervisor_ref(state_dir) is not None},
@@ -316,15 +320,18 @@ def status(state_dir: Path | None = None) -> dict:
         if not isinstance(entry, dict):
             continue
         ref = _ref(entry)
-        liveness = entry.get("liveness")
+        liveness, started_at = entry.get("liveness"), entry.get("started_at")
+        running = ref is not None and is_alive(ref)
         out["workers"][name] = {
             "pid": entry.get("pid"),
-            "running": ref is not None and is_alive(ref),
+            "running": running,
+            "uptime_s": round(now - started_at, 1) if running and started_at else None,
             "restarts": entry.get("restarts", 0),
             "last_exit": entry.get("last_exit"),
             "healthy": entry.get("healthy"),
             "liveness_age_s": None if liveness is None else round(now - liveness, 1),
             "metrics_port": entry.get("metrics_port"),
+            "http_port": entry.get("http_port"),
         }
     return out
 
@@ -336,17 +343,15 @@ def stop(state_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
     running = [name for name, w in status(state_dir)["workers"].items() if w["running"]]
     supervisor = _supervisor_ref(state_dir)
     if supervisor is not None:
-        os.kill(supervisor.pid, signal.SIGTERM)
+        send_signal(supervisor, signal.SIGTERM, group=False)
         deadline = time.monotonic() + timeout
         while is_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.1)
         if is_alive(supervisor):
             kill_group(supervisor)
     # Whatever a dead (or killed) supervisor left behind.
-    for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values():
-        ref = _ref(entry)
-        if ref is not None and is_alive(ref):
-            _terminate(ref)
+    _terminate(*(ref for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values()
+                 if (ref := _ref(entry)) is not None and is_alive(ref)))
     _supervisor_file(state_dir).unlink(missing_ok=True)
     _workers_file(state_dir).unlink(missing_ok=True)
     return running
