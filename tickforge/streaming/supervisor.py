@@ -56,6 +56,7 @@ from tickforge.platform.stack.process import (
     process_start_time,
     send_signal,
 )
+from tickforge.platform.stack.prometheus import write_targets
 from tickforge.streaming import registry
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,8 @@ class Supervisor:
 
     def _save(self) -> None:
         _write_json(_workers_file(self.state_dir), {"workers": {n: w.record() for n, w in self.workers.items()}})
+        # Prometheus scrapes what this lists: the running workers on their current metrics ports.
+        write_targets(self.state_dir, {n: w.metrics_port for n, w in self.workers.items() if w.pid and w.metrics_port})
 
 
 def supervise(names: list[str], state_dir: Path | None = None) -> None:
