@@ -5,15 +5,10 @@ with w as (
         symbol,
         window_start,
         close,
-        count(*) over r as bars_in_window,
-        sum(notional) over r as notional_30,
-        sum(volume) over r as volume_30
+        count(*) over ({{ session_window(30) }}) as bars_in_window,
+        sum(notional) over ({{ session_window(30) }}) as notional_30,
+        sum(volume) over ({{ session_window(30) }}) as volume_30
     from {{ source('core', 'fact_ticks_60s') }}
-    window r as (
-        partition by symbol, cast(floor(window_start / 86400000) as bigint)
-        order by window_start
-        rows between 29 preceding and current row
-    )
 )
 select
     bar_id,

@@ -6,11 +6,6 @@ select
     cast(floor(window_start / 86400000) as bigint) * 86400000 as session_start,
     close,
     volume,
-    sum(notional) over w / nullif(sum(volume) over w, 0) as session_vwap,
-    sum(volume) over w as session_volume
+    sum(notional) over ({{ session_window() }}) / nullif(sum(volume) over ({{ session_window() }}), 0) as session_vwap,
+    sum(volume) over ({{ session_window() }}) as session_volume
 from {{ source('core', 'fact_ticks_60s') }}
-window w as (
-    partition by symbol, cast(floor(window_start / 86400000) as bigint)
-    order by window_start
-    rows between unbounded preceding and current row
-)

@@ -5,15 +5,10 @@ with stats as (
         symbol,
         window_start,
         close,
-        count(*) over w as bars_in_window,
-        avg(close) over w as mean_close,
-        stddev_samp(close) over w as std_close
+        count(*) over ({{ session_window(20) }}) as bars_in_window,
+        avg(close) over ({{ session_window(20) }}) as mean_close,
+        stddev_samp(close) over ({{ session_window(20) }}) as std_close
     from {{ source('core', 'fact_ticks_60s') }}
-    window w as (
-        partition by symbol, cast(floor(window_start / 86400000) as bigint)
-        order by window_start
-        rows between 19 preceding and current row
-    )
 )
 select
     bar_id,
