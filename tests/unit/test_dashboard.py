@@ -7,19 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
+from confluent_kafka import TopicPartition
 from streamlit.testing.v1 import AppTest
 
-from tickforge.dashboard import data, view
+from tickforge.dashboard import cache, source, view
+from tickforge.dashboard.feed import committed_position
 from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.contracts import Bar, Signal
 from tickforge.platform.io.files import read_trades
 from tickforge.platform.signals.batch import compute_signals
 from tickforge.platform.signals.pairs import PairConfig, pair_stats_from_bars
 from tickforge.platform.signals.spec import INDICATOR_FIELDS
+from tickforge.streaming.runtime import Checkpoint
 
-APP = Path(data.__file__).with_name("app.py")
+APP = Path(view.__file__).with_name("app.py")
 TZ = {"BTCUSDT-SPOT": "UTC", "ETHUSDT-SPOT": "UTC"}
 
 
@@ -43,31 +47,31 @@ def records(samples):
     return out, built.bars
 
 
-def _cache(records, max_bars: int = 3_600) -> data.LiveCache:
-    cache = data.LiveCache(max_bars)
-    data.feed_cache(cache, records, received_ms=data.wall_ms())
-    return cache
+def _cache(records, max_bars: int = 3_600) -> cache.LiveCache:
+    held = cache.LiveCache(max_bars)
+    cache.feed_cache(held, records, received_ms=cache.wall_ms())
+    return held
 
 
 def test_cache_is_bounded_and_keeps_the_latest(records):
     messages, bars = records
-    cache = _cache(messages, max_bars=100)
+    live = _cache(messages, max_bars=100)
     spot = bars["1s"].filter(pl.col("symbol") == "BTCUSDT-SPOT")
     assert spot.height > 600
-    held = cache.bars("BTCUSDT-SPOT", "1s")
+    held = live.bars("BTCUSDT-SPOT", "1s")
     assert held.height == 100
     assert held["window_start"].to_list() == spot["window_start"].tail(100).to_list()
-    assert cache.signals("BTCUSDT-SPOT").height == 100
+    assert live.signals("BTCUSDT-SPOT").height == 100
     # An older bar is ignored; a repeat of the latest replaces it (never two rows for one window).
     oldest = next(m for m in messages if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
     latest = next(m for m in reversed(messages) if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
-    cache.add_bar(oldest)
+    live.add_bar(oldest)
     # A redelivery of the latest bar with other (possible) values replaces it.
     flat = {"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "vwap": 1.0, "notional": latest.volume}
-    cache.add_bar(Bar(**{**{f: getattr(latest, f) for f in latest.__struct_fields__}, **flat}))
-    again = cache.bars("BTCUSDT-SPOT", "1s")
+    live.add_bar(Bar(**{**{f: getattr(latest, f) for f in latest.__struct_fields__}, **flat}))
+    again = live.bars("BTCUSDT-SPOT", "1s")
     assert again.height == 100 and again["close"][-1] == 1.0 and again["window_start"][0] == held["window_start"][0]
-    assert cache.symbols() == sorted(bars["1s"]["symbol"].unique().to_list())
+    assert live.symbols() == sorted(bars["1s"]["symbol"].unique().to_list())
 
 
 def test_merge_prefers_live_and_indicators_follow_the_definition(records):
@@ -88,22 +92,32 @@ def test_merge_prefers_live_and_indicators_follow_the_definition(records):
 
 def test_badges_grade_latency_lag_freshness_and_dead_letters():
     now = 1_000_000
-    fresh = data.Health(latency_ms=[40, 60, 50], last_received_ms=now - 500, lag={"bar-worker": 3}, dead_letters={})
+    fresh = cache.Health(latency_ms=[40, 60, 50], last_received_ms=now - 500, lag={"bar-worker": 3}, dead_letters={})
     assert [b.color for b in view.badges(fresh, now)] == ["green", "green", "green", "green"]
-    stale = data.Health(latency_ms=[9_000], last_received_ms=now - 120_000, lag={"signal-worker": 80_000},
+    stale = cache.Health(latency_ms=[9_000], last_received_ms=now - 120_000, lag={"signal-worker": 80_000},
                         dead_letters={"late": 2, "bad_price": 1})
     graded = view.badges(stale, now)
     assert [b.color for b in graded] == ["red", "red", "red", "orange"]
     assert graded[3].value == "3" and "late: 2" in graded[3].help
-    assert view.badges(data.Health(), now)[2].value == "no data"
+    assert view.badges(cache.Health(), now)[2].value == "no data"
+
+
+def test_lag_counts_from_the_position_a_checkpoint_records():
+    """An exactly-once worker commits its replay point with its position in the metadata: the
+    position counts; a plain commit (or metadata that is no checkpoint) counts as the position."""
+    point = msgspec.json.encode(Checkpoint(lo_wm=1_000, hi=25, hi_wm=2_000)).decode()
+    assert committed_position(TopicPartition("bars.1s", 0, 10, metadata=point)) == 25
+    assert committed_position(TopicPartition("ticks", 0, 10)) == 10
+    assert committed_position(TopicPartition("ticks", 0, 10, metadata="not a checkpoint")) == 10
+    assert committed_position(TopicPartition("ticks", 0, 10, metadata='{"hi": "x"}')) == 10
 
 
 @pytest.fixture()
 def app(records):
     messages, _ = records
-    data.use_source(data.DashboardSource(_cache(messages), None, TZ))
+    source.use_source(source.DashboardSource(_cache(messages), None, TZ))
     yield AppTest.from_file(str(APP), default_timeout=60)
-    data.use_source(None)
+    source.use_source(None)
 
 
 def test_page_shows_chart_details_badges_and_pairs_and_keeps_the_selection(app):

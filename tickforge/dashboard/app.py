@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tickforge.dashboard import data, view
-
-TIMEFRAMES = list(data.TIMEFRAMES)
+from tickforge.dashboard import source as sources
+from tickforge.dashboard import view
+from tickforge.dashboard.cache import wall_ms
+from tickforge.dashboard.feed import TIMEFRAMES
 
 
 @st.cache_resource(show_spinner=False)
-def _shared_source() -> data.DashboardSource:
+def _shared_source() -> sources.DashboardSource:
     """One cache and one Kafka feed thread per server process, shared by every browser session."""
     from tickforge.platform.settings import load_settings
 
-    return data.build_source(load_settings())
+    return sources.build_source(load_settings())
 
 
-def source() -> data.DashboardSource:
-    return data.overridden_source() or _shared_source()
+def source() -> sources.DashboardSource:
+    return sources.overridden_source() or _shared_source()
 
 
 st.set_page_config(page_title="Tickforge live", layout="wide")
@@ -66,7 +67,7 @@ def live_view() -> None:
         st.rerun(scope="app")  # new symbols: the sidebar (outside this fragment) lists them
     symbol = st.session_state.get("symbol")
     timeframe = st.session_state["timeframe"]
-    now = data.wall_ms()
+    now = wall_ms()
     error = src.feed_error()
     if error:
         st.error(f"Kafka feed stopped: {error}")

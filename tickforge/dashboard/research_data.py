@@ -7,7 +7,14 @@ from datetime import date
 
 import polars as pl
 
-from tickforge.defs.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES, read_table
+from tickforge.defs.research.store import (
+    NEXT_DAY_PICKS,
+    PICK_EQUITY,
+    PICK_KEY,
+    PICKS_SCORECARD,
+    STRATEGY_SCORES,
+    read_table,
+)
 from tickforge.platform.settings import Settings
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import altair as alt
 import polars as pl
@@ -102,15 +102,18 @@ def price_chart(frame: pl.DataFrame, width: int = 900) -> alt.VConcatChart:
     return alt.vconcat(price, volume, macd, rsi, spacing=6).resolve_scale(x="shared", color="independent")
 
 
+BadgeColor = Literal["green", "orange", "red", "gray"]
+
+
 @dataclass(frozen=True)
 class Badge:
     label: str
     value: str
-    color: str  # green / orange / red / gray
+    color: BadgeColor
     help: str
 
 
-def _grade(value: float | None, ok: float, warn: float) -> str:
+def _grade(value: float | None, ok: float, warn: float) -> BadgeColor:
     if value is None:
         return "gray"
     return "green" if value <= ok else "orange" if value <= warn else "red"
