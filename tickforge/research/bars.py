@@ -132,7 +132,7 @@ def _timeframe_of(frame: pl.DataFrame) -> str:
             raise BarsError(f"bars must hold one timeframe, found {sorted(names)}")
         return str(names[0])
     if "window_end" in frame.columns and frame.height:
-        length = (frame["window_end"].cast(pl.Int64) - frame["window_start"].cast(pl.Int64)).median()
+        length = frame.select((pl.col("window_end").cast(pl.Int64) - pl.col("window_start").cast(pl.Int64)).median()).item()
         if length is not None and length > 0:
             return timeframe_name(int(length))
     raise BarsError("bars carry neither a timeframe nor window_end: pass the timeframe")

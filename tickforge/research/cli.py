@@ -137,14 +137,18 @@ def sweep_command(
                 raise ValueError("--grid needs --strategy")
             plans = [(name, reg.grid(name, timeframe)) for name in reg.strategies]
             plans = [(n, g) for n, g in plans if g and not (get_strategy(n).intraday_only and timeframe == "1d")]
-        spans = (train, test) if train is not None else (None, None)
-        if spans[0] is None and strategy is None:
+        # --train alone takes the registry's out-of-sample span; a single strategy without
+        # --train is swept over the whole series.
+        spans: tuple[str, str] | None = None
+        if train is not None:
+            spans = (train, test or reg.walk_forward.test)
+        elif strategy is None:
             spans = (reg.walk_forward.train, reg.walk_forward.test)
         windows = [FULL]
-        if spans[0] is not None:
+        if spans is not None:
             first = min(int(s.window_start[0]) for s in series)
             last = max(int(s.window_start[-1]) for s in series)
-            windows = walk_forward_windows(first, last, spans[0], spans[1])
+            windows = walk_forward_windows(first, last, *spans)
             if not windows:
                 raise ValueError(f"the bars are shorter than the in-sample span {spans[0]}")
         frames = []
@@ -152,10 +156,15 @@ def sweep_command(
         with progress_bar("sweeping", total) as update:
             for k, (name, points) in enumerate(plans):
                 frames.append(sweep(series, name, points, costs, windows,
-                                    progress=lambda done, k=k: update(k * len(series) + done)))
+                                    progress=_shifted(update, k * len(series))))
         results = pl.concat(frames)
         path = write_parquet(results, out / "results.parquet")
         return {"strategies": {n: len(p) for n, p in plans}, "symbols": len(series), "windows": len(windows),
                 "rows": results.height, "dead_letters": dead.height, "written": str(path)}
 
     _guarded(work)
+
+
+def _shifted(update: Callable[[int], None], base: int) -> Callable[[int], None]:
+    """A progress callback counting from ``base`` (one sweep among several)."""
+    return lambda done: update(base + done)

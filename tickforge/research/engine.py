@@ -363,7 +363,7 @@ def sweep(
             _sweep_kernel(strat.rule, bars.open, bars.close, np.log(bars.close), bars.session_last, compute_series(bars, keys), rows,
                           scalars, starts[keep], ends[keep], costs.initial_cash, costs.fee, costs.slippage,
                           bars.bars_per_year, values)
-            frames.append(_results_frame(bars, strat.name, param_text, [windows[k] for k in keep], values))
+            frames.append(_results_frame(bars, strat.name, param_text, [windows[int(k)] for k in keep], values))
         if progress is not None:
             progress(done)
     if not frames:
@@ -375,11 +375,11 @@ def empty_results() -> pl.DataFrame:
     return pl.DataFrame(schema=RESULT_SCHEMA)
 
 
-RESULT_SCHEMA = {
+RESULT_SCHEMA = pl.Schema({
     "symbol": pl.String, "timeframe": pl.String, "strategy": pl.String, "params": pl.String, "window": pl.Int32,
     "sample": pl.String, "period_start": pl.Int64, "period_end": pl.Int64, "bars_per_year": pl.Float64,
     **{m: (pl.Int64 if m in ("n_trades", "n_bars") else pl.Float64) for m in METRICS},
-}
+})
 
 
 def _results_frame(bars: BarSeries, strategy: str, params: list[str], windows: list[Window], values: np.ndarray) -> pl.DataFrame:

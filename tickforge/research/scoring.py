@@ -29,10 +29,10 @@ MAD_SCALE = 1.4826  # MAD of a normal sample -> its standard deviation
 COHORT = ("strategy", "timeframe", "window", "sample")
 TRIALS = ("symbol", "timeframe", "window", "sample")
 PICK_COLUMNS = ("symbol", "strategy", "timeframe", "params", "bucket", "weight")
-PICK_SCHEMA = {"day": pl.Date, "symbol": pl.String, "strategy": pl.String, "timeframe": pl.String,
+PICK_SCHEMA = pl.Schema({"day": pl.Date, "symbol": pl.String, "strategy": pl.String, "timeframe": pl.String,
                "params": pl.String, "bucket": pl.String, "weight": pl.Float64, "score": pl.Float64,
                "dsr": pl.Float64, "sharpe": pl.Float64, "total_return": pl.Float64,
-               "max_drawdown": pl.Float64, "period_start": pl.Int64, "period_end": pl.Int64}
+               "max_drawdown": pl.Float64, "period_start": pl.Int64, "period_end": pl.Int64})
 _POSITIVE = ("total_return", "sharpe", "sortino", "win_rate", "stability")
 _NEGATIVE = ("max_drawdown", "turnover")
 
@@ -176,8 +176,8 @@ def walk_forward_report(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     return picked.join(outs, on=keys, how="left").sort(keys)
 
 
-SCORECARD_SCHEMA = {**{k: PICK_SCHEMA[k] for k in ("day", *PICK_COLUMNS)}, "realized_return": pl.Float64,
-                    "realized_trades": pl.Int64, "weighted_return": pl.Float64, "complete": pl.Boolean}
+SCORECARD_SCHEMA = pl.Schema({**{k: PICK_SCHEMA[k] for k in ("day", *PICK_COLUMNS)}, "realized_return": pl.Float64(),
+                              "realized_trades": pl.Int64(), "weighted_return": pl.Float64(), "complete": pl.Boolean()})
 
 
 def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], costs: Costs) -> pl.DataFrame:

@@ -271,7 +271,7 @@ def _ordered(a: str, b: str) -> Callable[[Mapping[str, Any]], str | None]:
     return lambda p: None if p[a] < p[b] else f"needs {a} < {b}, got {a}={p[a]} {b}={p[b]}"
 
 
-_PERIOD = {"kind": int, "minimum": 1, "maximum": 100_000}
+_PERIOD: dict[str, Any] = {"kind": int, "minimum": 1, "maximum": 100_000}
 
 
 @_register(EMA_CROSS, (Param("fast", **_PERIOD), Param("slow", **_PERIOD), Param("allow_short", bool, False)))

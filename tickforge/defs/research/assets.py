@@ -31,9 +31,9 @@ import polars as pl
 import psycopg
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, MaterializeResult, MetadataValue, asset
 
-from tickforge.assets.external import bar_timeframes, golden_bars_key
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.reconciliation import read_golden_bars
+from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.lib.golden_bars import read_golden_bars
 from tickforge.defs.research.resources import ResearchResource
 from tickforge.defs.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES, read_rows, replace_rows
 from tickforge.research.bars import DAILY, BarSeries, ny_midnight_ms, split_bars
@@ -42,7 +42,8 @@ from tickforge.research.io import write_picks
 from tickforge.research.registry import Registry
 from tickforge.research.scoring import PICK_SCHEMA, score, scorecard, select, trailing_sweep
 from tickforge.research.walkforward import trailing_window
-from tickforge.resources import ObjectStoreResource, PostgresResource
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.s3.resources import ObjectStoreResource
 
 DAILY_BARS_KEY = AssetKey(["files", "daily_bars"])
 RESEARCH_GROUP = "research"
@@ -162,7 +163,7 @@ def build_sweep_asset(strategy: str, golden: Sequence[str]) -> AssetsDefinition:
 
 def read_sweeps(object_store: ObjectStoreResource, partition: str, strategies: Sequence[str]) -> pl.DataFrame:
     frames = [object_store.read_parquet(object_store.archive_bucket, sweep_object(partition, s)) for s in strategies]
-    return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *(f.cast(RESULT_SCHEMA) for f in frames)])  # type: ignore[arg-type]
+    return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *(f.cast(RESULT_SCHEMA) for f in frames)])
 
 
 def build_scores_asset(strategies: Sequence[str]) -> AssetsDefinition:
@@ -198,7 +199,7 @@ def build_scores_asset(strategies: Sequence[str]) -> AssetsDefinition:
 def picks_of_scores(scored: pl.DataFrame, registry: Registry, day: date) -> pl.DataFrame:
     """The picks (PICK_SCHEMA) selected from a day's scored rows."""
     picks = select(scored, registry.scoring)
-    return picks.with_columns(day=pl.lit(day)).select(list(PICK_SCHEMA)).cast(PICK_SCHEMA)  # type: ignore[arg-type]
+    return picks.with_columns(day=pl.lit(day)).select(list(PICK_SCHEMA)).cast(PICK_SCHEMA)
 
 
 def pick_backtests(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], costs: Any) -> dict[tuple, Any]:

@@ -34,7 +34,8 @@ from tickforge.research.bars import ny_midnight_ms
 from tickforge.research.engine import METRICS
 from tickforge.research.registry import Scoring
 from tickforge.research.scoring import next_day_picks
-from tickforge.resources import ObjectStoreResource, PostgresResource
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.s3.resources import ObjectStoreResource
 
 TOLERANCE = 1e-9
 
@@ -96,7 +97,7 @@ def picks_use_only_prior_bars(context: AssetCheckExecutionContext, postgres: Pos
     problems = look_ahead_violations(picks, equity, day, context.partition_key)
     return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
                             metadata={"pick_day": str(day), "picks": picks.height, "cutoff_ms": ny_midnight_ms(day),
-                                      "latest_period_end": int(picks["period_end"].max() or 0) if picks.height else 0,
+                                      "latest_period_end": int(picks.select(pl.col("period_end").max()).item() or 0) if picks.height else 0,
                                       "violations": MetadataValue.json(problems[:20])})
 
 

@@ -20,7 +20,7 @@ from tickforge.research.engine import METRICS, RESULT_SCHEMA
 from tickforge.research.scoring import PICK_SCHEMA, SCORECARD_SCHEMA
 
 if TYPE_CHECKING:  # the dashboard reads these tables without importing Dagster
-    from tickforge.resources import PostgresResource
+    from tickforge.defs.postgres.resources import PostgresResource
 
 _PG_TYPES = {pl.Date: "date", pl.String: "text", pl.Float64: "double precision", pl.Int64: "bigint",
              pl.Int32: "integer", pl.Int8: "smallint", pl.Boolean: "boolean"}
@@ -55,12 +55,12 @@ assert all(m in SCORE_SCHEMA for m in METRICS)
 def replace_rows(postgres: PostgresResource, table: Table, frame: pl.DataFrame, where: str, params: Sequence[Any]) -> int:
     """Delete the rows of ``table`` matching ``where`` (SQL over its columns, %s parameters) and
     COPY ``frame`` in, in one transaction; returns the rows deleted."""
-    frame = frame.select(list(table.schema)).cast(dict(table.schema))  # type: ignore[arg-type]
+    frame = frame.select(list(table.schema)).cast(pl.Schema(table.schema))
     target = sql.Identifier(postgres.schema_name, table.name)
     with postgres.connect() as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(postgres.schema_name)))
         conn.execute(table.ddl(postgres.schema_name))
-        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE ").format(target) + sql.SQL(where), params).rowcount  # type: ignore[arg-type]
+        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE ").format(target) + sql.SQL(where), params).rowcount
         columns = sql.SQL(", ").join(map(sql.Identifier, table.schema))
         with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
             for row in frame.iter_rows():
@@ -76,7 +76,7 @@ def read_rows(postgres: PostgresResource, table: Table, where: str = "TRUE", par
 def read_table(dsn: str, pg_schema: str, table: Table, where: str = "TRUE", params: Sequence[Any] = ()) -> pl.DataFrame:
     query = sql.SQL("SELECT {} FROM {} WHERE ").format(
         sql.SQL(", ").join(map(sql.Identifier, table.schema)), sql.Identifier(pg_schema, table.name),
-    ) + sql.SQL(where) + sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, table.key)))  # type: ignore[arg-type]
+    ) + sql.SQL(where) + sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, table.key)))
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
             rows = conn.execute(query, params).fetchall()

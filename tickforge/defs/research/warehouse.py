@@ -2,7 +2,7 @@
 pick day) and ``CORE.NEXT_DAY_PICKS``, from their PostgreSQL tables.
 
 DDL is ``snowflake/ddl/060_research.sql``, applied with the rest on every load; a pick day is
-replaced in one transaction (:func:`~tickforge.assets.day_replace.replace_slice`), and the check in
+replaced in one transaction (:func:`~tickforge.defs.lib.snowflake.replace_slice`), and the check in
 the same step compares the day's Snowflake rows with PostgreSQL's.
 """
 
@@ -14,14 +14,14 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_snowflake import SnowflakeResource
 
-from tickforge.assets.day_replace import replace_slice
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.warehouse import ddl_statements
+from tickforge.defs.lib.snowflake import replace_slice
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.lib.snowflake import ddl_statements
 from tickforge.defs.research.assets import OWNERS, PICKS_KEY, RESEARCH_GROUP, SCORES_KEY, pick_day
 from tickforge.defs.research.store import NEXT_DAY_PICKS, STRATEGY_SCORES, Table, read_rows
-from tickforge.resources import PostgresResource
+from tickforge.defs.postgres.resources import PostgresResource
 
-_SF_TYPES = {pl.Date: "DATE", pl.String: "VARCHAR", pl.Float64: "FLOAT", pl.Int64: "NUMBER(38, 0)"}
+_SF_TYPES: dict[pl.DataType | type[pl.DataType], str] = {pl.Date: "DATE", pl.String: "VARCHAR", pl.Float64: "FLOAT", pl.Int64: "NUMBER(38, 0)"}
 FACT_BACKTEST_RESULTS = "CORE.FACT_BACKTEST_RESULTS"
 SNOWFLAKE_NEXT_DAY_PICKS = "CORE.NEXT_DAY_PICKS"
 RESULT_COLUMNS = ("day", "symbol", "timeframe", "strategy", "params", "period_start", "period_end", "n_bars",
@@ -33,6 +33,8 @@ def load_day(snowflake: SnowflakeResource, target: str, source: pl.DataFrame, co
     """Replace the pick day's rows of ``target`` with ``source``; (deleted, inserted, rows now)."""
     types = [_SF_TYPES[source.schema[c]] for c in columns]
     rows = source.select(columns).with_columns(pl.col("day").cast(pl.String)).rows()
+    if not snowflake.database:
+        raise ValueError("the Snowflake resource names no database")
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
         for statement in ddl_statements(snowflake.database):
@@ -68,8 +70,9 @@ def _load_asset(name: str, upstream: AssetKey, table: Table, target: str, column
         counts = load_day(snowflake, target, source, columns, day)
         keys = ", ".join(c.upper() for c in table.key if c in columns)
         with snowflake.get_connection() as conn:
-            loaded = conn.cursor().execute(
-                f"SELECT {keys} FROM {target} WHERE DAY = '{day.isoformat()}' ORDER BY {keys}").fetchall()
+            cur = conn.cursor()
+            cur.execute(f"SELECT {keys} FROM {target} WHERE DAY = '{day.isoformat()}' ORDER BY {keys}")
+            loaded = cur.fetchall()
         expected = source.select([c for c in table.key if c in columns]).with_columns(pl.col("day").cast(pl.String)).rows()
         got = [tuple(str(v) if i == 0 else v for i, v in enumerate(r)) for r in loaded]
         result = AssetCheckResult(check_name=check, passed=sorted(got) == sorted(expected), severity=AssetCheckSeverity.ERROR,
