@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -53,25 +53,26 @@ def replay_command(
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Output folder.")],
     bars_from: Annotated[str, typer.Option("--bars-from", help="'trades' (build with the streaming kernel) or a folder of bars_<tf>.parquet.")] = "trades",
     latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, help="Order arrival = decision time + this.")] = 5,
-    limits: Annotated[Optional[Path], typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")] = None,
+    limits: Annotated[Path | None, typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")] = None,
     lateness_ms: Annotated[int, typer.Option("--lateness-ms", min=0, help="Bar builder allowed lateness.")] = 500,
-    fee_bps: Annotated[Optional[float], typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")] = None,
+    fee_bps: Annotated[float | None, typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")] = None,
     regular_hours: Annotated[bool, typer.Option("--regular-hours", help="Bars (so decisions) from the 09:30-16:00 New York trades only; matching sees every quote and print.")] = False,
+    postgres: Annotated[bool, typer.Option("--postgres", help="Also store the OMS (orders, transitions, fills) in the settings' PostgreSQL, idempotently.")] = False,
+    account: Annotated[str, typer.Option("--account", help="The OMS account the orders are stored under (with --postgres).")] = "paper-replay",
 ) -> None:
-    """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,fills,positions,pnl,decisions}.parquet."""
+    """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,transitions,fills,positions,pnl,decisions}.parquet."""
 
     def work() -> dict[str, Any]:
         import polars as pl
 
         from tickforge.platform.io.files import read_quotes, read_trades
+        from tickforge.research.bars import DAILY
         from tickforge.research.io import load_registry
         from tickforge.trading.accounting import FeeSchedule
         from tickforge.trading.audit import identity_violations, taker_fill_violations
         from tickforge.trading.io import load_limits, read_picks_file, write_replay
         from tickforge.trading.parity import decision_parity
         from tickforge.trading.replay import replay
-
-        from tickforge.research.bars import DAILY
 
         risk_limits = load_limits(limits)  # validated first: no limits, no trading
         every = read_picks_file(picks)
@@ -89,6 +90,7 @@ def replay_command(
         fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
         result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
         paths = write_replay(result, out)
+        stored = store_replay(result, account) if postgres else None
         parity = decision_parity(result.decisions, bars, chosen)
         last = result.pnl.row(-1, named=True)
         final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
@@ -105,9 +107,33 @@ def replay_command(
             "identity_violations": len(identity_violations(result.pnl)),
             "dead_letters": {"trades": trade_file.dead_letters.height, "quotes": quote_file.dead_letters.height},
             "written": [str(p) for p in paths],
+            **({"postgres": stored} if stored is not None else {}),
         }
 
     _guarded(work)
+
+
+def store_replay(result: Any, account: str) -> dict[str, Any]:
+    """The replay's OMS in the settings' PostgreSQL (tables created if missing): what was new."""
+    import dataclasses
+
+    import psycopg
+
+    from tickforge.platform.settings import load_settings
+    from tickforge.trading.oms import ConflictingDuplicate
+    from tickforge.trading.store import ensure_oms_tables, store_oms
+
+    settings = load_settings()
+    dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
+    try:
+        ensure_oms_tables(dsn, schema, settings.streaming.timeframes)
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            counts = store_oms(conn, schema, account, result.orders, result.transitions, result.fills)
+    except psycopg.Error as exc:
+        raise ValueError(f"postgres: {str(exc).strip()}") from None
+    except ConflictingDuplicate as exc:  # e.g. the same day replayed with another latency: use another --account
+        raise ValueError(f"postgres: {exc}") from None
+    return {"account": account, "schema": schema, **dataclasses.asdict(counts)}
 
 
 def _guarded(work: Any) -> None:

@@ -44,6 +44,6 @@ def load_limits(path: str | Path | None = None) -> RiskLimits:
 
 
 def write_replay(result: ReplayResult, out: str | Path) -> list[Path]:
-    """``OUT/{orders,fills,positions,pnl,decisions}.parquet``."""
+    """``OUT/{orders,transitions,fills,positions,pnl,decisions}.parquet``."""
     out = Path(out)
-    return [write_parquet(getattr(result, name), out / f"{name}.parquet") for name in REPLAY_FILES]
+    return [write_parquet(getattr(result, name), out / f"{name}.parquet") for name in (*REPLAY_FILES, "transitions")]

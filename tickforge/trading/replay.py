@@ -49,7 +49,11 @@ ORDER_SCHEMA = {
     "order_type": pl.String, "limit_price": pl.Float64, "decision_ts_ms": pl.Int64, "arrival_ts_ms": pl.Int64,
     "status": pl.String, "strategy": pl.String, "book": pl.String, "timeframe": pl.String, "bucket": pl.String,
     "reference_price": pl.Float64, "filled_quantity": pl.Float64, "average_fill_price": pl.Float64,
-    "reject_rule": pl.String, "reason": pl.String,
+    "reject_rule": pl.String, "reason": pl.String, "time_in_force": pl.String,
+}
+TRANSITION_SCHEMA = {
+    "client_order_id": pl.String, "seq": pl.Int32, "from_status": pl.String, "to_status": pl.String,
+    "ts_ms": pl.Int64, "reason": pl.String,
 }
 FILL_SCHEMA = {
     "client_order_id": pl.String, "symbol": pl.String, "side": pl.String, "ts_ms": pl.Int64, "price": pl.Float64,
@@ -75,6 +79,7 @@ DECISION_SCHEMA = {
 @dataclass(frozen=True)
 class ReplayResult:
     orders: pl.DataFrame  # ORDER_SCHEMA, one row per order with its final status
+    transitions: pl.DataFrame  # TRANSITION_SCHEMA: the OMS audit trail, in the order applied
     fills: pl.DataFrame  # FILL_SCHEMA
     positions: pl.DataFrame  # POSITION_SCHEMA: the touched position after every fill, then each at the end
     pnl: pl.DataFrame  # PNL_SCHEMA: the account after every fill, then at the end (fill_id null)
@@ -215,6 +220,7 @@ def replay(
     loop.pnl.append(_pnl_row(risk, end, None))
     return ReplayResult(
         orders=_orders_frame(loop),
+        transitions=transitions_frame(loop.oms),
         fills=pl.DataFrame(loop.fills, schema=FILL_SCHEMA),
         positions=pl.DataFrame(loop.positions, schema=POSITION_SCHEMA),
         pnl=pl.DataFrame(loop.pnl, schema=PNL_SCHEMA),
@@ -257,7 +263,7 @@ def _bar_closes(bars: dict[str, pl.DataFrame], picks: Sequence[Pick]) -> list[tu
     return [(t, bar, last) for t, _, bar, last in out]
 
 
-def _position_row(p, ts_ms: int, fill_id: str | None) -> dict:  # noqa: ANN001
+def _position_row(p, ts_ms: int, fill_id: str | None) -> dict:
     return {"ts_ms": ts_ms, "fill_id": fill_id, "book": p.strategy, "strategy": p.strategy.split("/")[0],
             "symbol": p.symbol, "quantity": p.quantity, "average_cost": p.average_cost, "mark_price": p.mark_price,
             "realized_pnl": p.realized_pnl, "unrealized_pnl": p.unrealized_pnl, "fees": p.fees}
@@ -286,8 +292,17 @@ def _orders_frame(loop: _Loop) -> pl.DataFrame:
             "reference_price": intent.reference_price if math.isfinite(intent.reference_price) else None,
             "filled_quantity": record.filled_quantity, "average_fill_price": avg,
             "reject_rule": last.reason if rejected_by_risk else None, "reason": last.reason,
+            "time_in_force": str(o.time_in_force),
         })
     return pl.DataFrame(rows, schema=ORDER_SCHEMA)
+
+
+def transitions_frame(oms: OrderManager) -> pl.DataFrame:
+    """Every transition of every order of ``oms`` (its audit trail), in the order applied."""
+    rows = [{"client_order_id": t.client_order_id, "seq": t.seq,
+             "from_status": None if t.from_status is None else str(t.from_status), "to_status": str(t.to_status),
+             "ts_ms": t.ts_ms, "reason": t.reason} for t in oms.audit_trail()]
+    return pl.DataFrame(rows, schema=TRANSITION_SCHEMA)
 
 
 def _decisions_frame(decisions: list[Decision], picks: Sequence[Pick]) -> pl.DataFrame:

@@ -48,7 +48,7 @@ def paper_report(orders: pl.DataFrame, fills: pl.DataFrame, positions: pl.DataFr
         "orders": orders.height, "fills": fills.height, "rejected": int(rejected["len"].sum()) if rejected.height else 0,
         "realized_pnl": last.get("realized_pnl", 0.0), "unrealized_pnl": last.get("unrealized_pnl", 0.0),
         "fees": last.get("fees", 0.0), "equity": last.get("equity"),
-        "slippage_bps": float((priced["bps"] * priced["quantity"]).sum() / priced["quantity"].sum()) if priced.height else None,
+        "slippage_bps": float((priced["bps"] * priced["quantity"]).sum()) / float(priced["quantity"].sum()) if priced.height else None,
         "open_positions_at_end": int((final["quantity"] != 0).sum()),
     }
     return PaperReport(by_strategy, slippage, ratio, dict(rejected.iter_rows()), totals)
