@@ -10,6 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from tickforge.ops.cli import register as register_platform_commands
 from tickforge.platform.bars.cli import bars_app
 from tickforge.platform.signals.cli import signals_app
 from tickforge.research.cli import backtest_app
@@ -44,6 +45,7 @@ app.add_typer(bars_app, name="bars")
 app.add_typer(stream_app, name="stream")
 app.add_typer(signals_app, name="signals")
 app.add_typer(backtest_app, name="backtest")
+register_platform_commands(app)  # up, down, status, logs, doctor
 
 topics_app = typer.Typer(help="The Kafka topic registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")

@@ -26,6 +26,7 @@ class WorkerSpec:
     factory: str | None = None
     # A service with a web UI: its usual port, passed as ``--port`` (a taken one becomes a free port).
     http_port: int | None = None
+    health_path: str = "/"  # answers 200 on the web UI once it serves
 
     @property
     def consumes(self) -> bool:
@@ -49,7 +50,12 @@ WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("pair-worker", ("stream", "pair-worker"), "1 m bars -> statistics of the candidate pairs on pairs.1m "
                "each minute (exactly once; one instance)", (bar_topic("1m"),),
                factory="tickforge.streaming.pair_worker:make_worker"),
-    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view", metrics=False, http_port=8501),
+    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view", metrics=False, http_port=8501,
+               health_path="/_stcore/health"),
+    # Started by ``tickforge up`` (``stream start`` leaves Dagster to the demo or to the user).
+    WorkerSpec("dagster", ("dagster-dev",), "dagster dev: the webserver and the daemon", metrics=False,
+               started_by_default=False, http_port=3000,
+               health_path="/server_info"),
 )
 
 _BY_NAME = {spec.name: spec for spec in WORKERS}

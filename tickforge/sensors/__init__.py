@@ -1,1 +1,0 @@
-"""Dagster sensors: dead-letter rate, run failures, intraday Snowflake window loads."""
