@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from tickforge.ops.cli import register as register_platform_commands
-from tickforge.platform.bars.cli import bars_app
+from tickforge.platform.commands.bars import bars_app
 from tickforge.platform.signals.cli import signals_app
 from tickforge.research.cli import backtest_app
 from tickforge.streaming.cli import stream_app
+
+if TYPE_CHECKING:
+    import click  # ~15 ms to import, for an annotation only
 
 
 class _Groups(TyperGroup):

@@ -41,7 +41,7 @@ def demo_sample() -> tuple[Path, Path]:
 
 
 def run_demo(keep_running: bool = True) -> dict:
-    from tickforge.platform.bars.validate import validate_bars
+    from tickforge.platform.commands.bars import validate_bar_source
     from tickforge.platform.io.files import read_quotes, read_trades
     from tickforge.platform.io.kafka import apply_topics
     from tickforge.platform.settings import load_settings, state_dir_from_env
@@ -74,8 +74,8 @@ def run_demo(keep_running: bool = True) -> dict:
     _say(f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
          f"({stats.ticks_per_s:,.0f} ticks/s)", started)
     _wait_for_golden(settings, stats.end_watermark, started)
-    report = validate_bars(trades_path, "postgres", "1s,1m,3m,5m,15m", settings.streaming.allowed_lateness_ms,
-                           quotes_path)
+    report = validate_bar_source(trades_path, "postgres", "1s,1m,3m,5m,15m", settings.streaming.allowed_lateness_ms,
+                                 quotes_path)
     counts = {tf: r["rows_actual"] for tf, r in report["timeframes"].items()}
     _say(f"golden bars in PostgreSQL {counts}; equal to the independent reference: {report['ok']}", started)
     _wait_for_raw_sink(settings, started)

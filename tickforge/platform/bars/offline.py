@@ -1,15 +1,16 @@
-"""Offline bars: the streaming kernel run over files in file order.
+"""Offline bars: the streaming kernel run over trade rows in file order.
 
 ``build_bars`` feeds trades in file order to one :class:`BarBuilder` per partition (one partition
 unless asked to mirror a live topic's split: see :func:`tickforge.platform.topics.partition_for`),
-so lateness, duplicates and windows follow exactly the rules of the live bar worker.
+so lateness, duplicates and windows follow exactly the rules of the live bar worker. Frames in,
+frames out: reading the files and writing the bars are the IO modules' business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -17,7 +18,7 @@ import polars as pl
 from tickforge.platform.bars.builder import BarBuilder, ClosedBars, Reject, SymbolTable
 from tickforge.platform.bars.kernel import BarColumns
 from tickforge.platform.bars.timeframes import timeframe_ms
-from tickforge.platform.io.files import DEAD_LETTER_SCHEMA, TickFile
+from tickforge.platform.bars.validation import DEAD_LETTER_SCHEMA
 from tickforge.platform.topics import partition_for
 
 BAR_COLUMNS = [
@@ -28,6 +29,21 @@ QUOTE_COLUMNS = ["spread_bps", "imbalance"]
 CHUNK_ROWS = 250_000
 
 
+class TickRows(Protocol):
+    """Parsed rows of a file and its rejected rows (what the file readers return)."""
+
+    @property
+    def data(self) -> pl.DataFrame: ...  # canonical columns and ``row``
+    @property
+    def dead_letters(self) -> pl.DataFrame: ...  # DEAD_LETTER_SCHEMA
+    @property
+    def symbols(self) -> pl.Series | None: ...  # ``data["symbol"]`` categorical, if the reader made it
+
+
+# Fields of a trade the builder rejected, as its dead letter shows them.
+_REJECTED_FIELDS = ("ts_ms", "symbol", "price", "size", "trade_id")
+
+
 @dataclass(frozen=True)
 class OfflineBars:
     bars: dict[str, pl.DataFrame]  # timeframe -> bars sorted by symbol, window_start
@@ -35,15 +51,15 @@ class OfflineBars:
 
 
 def build_bars(
-    trades: TickFile,
+    trades: TickRows,
     timeframes: Sequence[str],
-    quotes: TickFile | None = None,
+    quotes: TickRows | None = None,
     lateness_ms: int = 500,
     partitions: int = 1,
     dedup_horizon_ms: int = 60_000,
     progress: Callable[[int], None] | None = None,
 ) -> OfflineBars:
-    run = BarRun(timeframes, quotes, lateness_ms, partitions, dedup_horizon_ms)
+    run = BarRun(timeframes, quotes.data if quotes is not None else None, lateness_ms, partitions, dedup_horizon_ms)
     data = trades.data
     # The reader's dictionary encode of the symbols, where it has one (same rows as data).
     if trades.symbols is not None and len(trades.symbols) == data.height:
@@ -52,18 +68,19 @@ def build_bars(
         run.add(data.slice(i, CHUNK_ROWS))
         if progress is not None:
             progress(min(i + CHUNK_ROWS, data.height))
-    return run.finish(trades)
+    return run.finish(trades.dead_letters)
 
 
 class BarRun:
-    """:func:`build_bars` fed piece by piece: trade rows in file order (canonical columns; the
-    symbol as text or categorical), then :meth:`finish` with the file they came from. So bars
-    can be built while the file is still being read."""
+    """:func:`build_bars` fed piece by piece: trade rows in file order (canonical columns and
+    ``row``; the symbol as text or categorical), then :meth:`finish` with the reader's dead
+    letters. So bars can be built while the file is still being read, and no frame of the whole
+    file is needed: the few rows the builder rejects are kept as they go by."""
 
     def __init__(
         self,
         timeframes: Sequence[str],
-        quotes: TickFile | None = None,
+        quotes: pl.DataFrame | None = None,
         lateness_ms: int = 500,
         partitions: int = 1,
         dedup_horizon_ms: int = 60_000,
@@ -72,10 +89,9 @@ class BarRun:
         self.with_quotes = quotes is not None
         self.builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
         if quotes is not None:
-            _feed_quotes(self.builders, quotes.data, partitions)
+            _feed_quotes(self.builders, quotes, partitions)
         self.collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
-        self.rejected_rows: list[np.ndarray] = []
-        self.rejected_codes: list[np.ndarray] = []
+        self.rejected: list[pl.DataFrame] = []  # row, code and the fields of rejected trades
 
     def add(self, data: pl.DataFrame) -> None:
         for start in range(0, data.height, CHUNK_ROWS):
@@ -101,21 +117,23 @@ class BarRun:
             )
             bad = np.flatnonzero(codes)
             if len(bad):
-                self.rejected_rows.append(frame["row"].to_numpy()[bad])
-                self.rejected_codes.append(codes[bad])
+                self.rejected.append(
+                    frame.select(pl.col("row", *_REJECTED_FIELDS).gather(bad))
+                    .with_columns(pl.col("symbol").cast(pl.String), pl.Series("code", codes[bad], pl.Int64))
+                )
             self._collect(builder, builder.close())
 
     def _collect(self, builder: BarBuilder, closed_bars: list[ClosedBars]) -> None:
         for closed in closed_bars:
             self.collected[closed.timeframe].append((closed, builder.symbols.names))
 
-    def finish(self, trades: TickFile) -> OfflineBars:
-        """The bars (every window flushed) and the dead letters: ``trades``' own and the
-        builder's rejects (their fields taken from ``trades.data``)."""
+    def finish(self, dead_letters: pl.DataFrame) -> OfflineBars:
+        """The bars (every window flushed) and the dead letters: the reader's (``dead_letters``)
+        and the builder's rejects, in row order."""
         for builder in self.builders:
             self._collect(builder, builder.close(flush=True))
         bars = {tf: _bars_frame(tf, parts, self.with_quotes) for tf, parts in self.collected.items()}
-        return OfflineBars(bars, _dead_letters(trades, self.rejected_rows, self.rejected_codes))
+        return OfflineBars(bars, _dead_letters(dead_letters, self.rejected))
 
 
 def symbol_codes(symbols: pl.Series, table: SymbolTable) -> np.ndarray:
@@ -203,40 +221,20 @@ def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_
     return out
 
 
-def _dead_letters(trades: TickFile, rows: list[np.ndarray], codes: list[np.ndarray]) -> pl.DataFrame:
-    if not rows:
-        return trades.dead_letters
-    row = np.concatenate(rows)
-    code = np.concatenate(codes)
+def _dead_letters(read: pl.DataFrame, rejected: list[pl.DataFrame]) -> pl.DataFrame:
+    if not rejected:
+        return read
     reasons = {int(c): str(c.reason) for c in Reject}
-    rejected = (
-        pl.DataFrame({"row": row, "code": code.astype(np.int64)})
-        .join(trades.data, on="row", how="left")
+    rows = (
+        pl.concat(rejected)
         .with_columns(
             reason=pl.col("code").replace_strict(reasons, return_dtype=pl.String),
             raw=pl.concat_str(
-                [pl.col(c).cast(pl.String).fill_null("") for c in ("ts_ms", "symbol", "price", "size", "trade_id")],
-                separator=",",
+                [pl.col(c).cast(pl.String).fill_null("") for c in _REJECTED_FIELDS], separator=","
             ),
-            detail=pl.lit("canonical fields ts_ms,symbol,price,size,trade_id"),
+            detail=pl.lit("canonical fields " + ",".join(_REJECTED_FIELDS)),
         )
         .select(DEAD_LETTER_SCHEMA.names())
         .cast(DEAD_LETTER_SCHEMA)
     )
-    return pl.concat([trades.dead_letters.cast(DEAD_LETTER_SCHEMA), rejected]).sort("row")
-
-
-def write_bars(result: OfflineBars, out_dir: str | Path) -> list[Path]:
-    """``DIR/bars_<tf>.parquet`` per timeframe and ``DIR/dead_letter.parquet``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for tf, frame in result.bars.items():
-        path = out / f"bars_{tf}.parquet"
-        # zstd level 1: a quarter less time than the default level 3 for ~5 % more bytes.
-        frame.write_parquet(path, compression="zstd", compression_level=1)
-        written.append(path)
-    path = out / "dead_letter.parquet"
-    result.dead_letters.write_parquet(path)
-    written.append(path)
-    return written
+    return pl.concat([read.cast(DEAD_LETTER_SCHEMA), rows]).sort("row")

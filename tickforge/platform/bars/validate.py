@@ -1,8 +1,8 @@
-"""``tickforge bars validate``: bars from files or the golden tables against the reference."""
+"""Bars from some source (files, the golden tables) against the independent reference."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -10,9 +10,12 @@ import polars as pl
 from tickforge.platform.bars.compare import compare_bars, emit_latency_ms
 from tickforge.platform.bars.reference import reference_bars
 from tickforge.platform.bars.timeframes import parse_timeframes, timeframe_ms
-from tickforge.platform.io.files import read_quotes, read_trades
 
 DAY_MS = 86_400_000
+
+BarSource = Callable[[str, list[str], int, int], pl.DataFrame]
+"""The bars to check: (timeframe, symbols, start_ms, end_ms) -> the bars of one timeframe (a
+source may return more than the range, e.g. a whole file)."""
 
 
 def golden_bars(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -36,25 +39,23 @@ def golden_bars(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) 
 
 
 def validate_bars(
-    trades_path: Path,
-    bars: str,
+    trades: pl.DataFrame,
+    bars: BarSource,
     timeframes: str,
     lateness_ms: int = 500,
-    quotes_path: Path | None = None,
+    quotes: pl.DataFrame | None = None,
+    source: str = "",
 ) -> dict[str, Any]:
-    trades = read_trades(trades_path).data
-    quotes = read_quotes(quotes_path).data if quotes_path else None
+    """A report per timeframe of ``bars`` against :func:`reference_bars` of ``trades`` (and
+    ``quotes``, for the 1 s spread and imbalance); ``source`` names the bars in the report."""
     tfs = [tf for tf in parse_timeframes(timeframes) if tf != "10ms"]
     expected = reference_bars(trades, tfs, lateness_ms, quotes)
     symbols = trades["symbol"].unique().to_list()
     start = int(trades["ts_ms"].min())
-    report: dict[str, Any] = {"ok": True, "source": bars, "timeframes": {}}
+    report: dict[str, Any] = {"ok": True, "source": source, "timeframes": {}}
     for tf in tfs:
         length = timeframe_ms(tf)
-        if bars == "postgres":
-            actual = golden_bars(tf, symbols, start - start % length, int(trades["ts_ms"].max()) + length)
-        else:
-            actual = pl.read_parquet(Path(bars) / f"bars_{tf}.parquet")
+        actual = bars(tf, symbols, start - start % length, int(trades["ts_ms"].max()) + length)
         want = expected[tf]
         if quotes is None or tf != "1s":
             want = want.drop(columns=[c for c in ("spread_bps", "imbalance") if c in want.columns])

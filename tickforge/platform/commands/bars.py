@@ -7,9 +7,12 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import polars as pl
 
 bars_app = typer.Typer(help="Build bars from files and validate bars against an independent reference.", no_args_is_help=True)
 
@@ -18,7 +21,7 @@ bars_app = typer.Typer(help="Build bars from files and validate bars against an 
 def build(
     trades: Annotated[Path, typer.Option(help="Trades: CSV (optionally .gz) or Parquet with ts_ms,symbol,price,size[,trade_id].")],
     out: Annotated[Path, typer.Option(help="Output folder for bars_<tf>.parquet and dead_letter.parquet.")],
-    quotes: Annotated[Optional[Path], typer.Option(help="Quotes for spread_bps and imbalance on 1 s bars.")] = None,
+    quotes: Annotated[Path | None, typer.Option(help="Quotes for spread_bps and imbalance on 1 s bars.")] = None,
     timeframes: Annotated[str, typer.Option(help="Comma list of timeframes (10ms, 1s, 1m, 3m, 5m, 15m, ...).")] = "1s,1m,3m,5m,15m",
     lateness_ms: Annotated[int, typer.Option(help="Allowed lateness: a trade whose 10 ms bin closed this long ago is late.")] = 500,
     partitions: Annotated[int, typer.Option(help="Mirror a live topic with this many partitions (per-partition watermarks).")] = 1,
@@ -27,9 +30,10 @@ def build(
     import os
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from tickforge.platform.bars.offline import BarRun, write_bars
+    from tickforge.platform.bars.offline import BarRun
     from tickforge.platform.bars.timeframes import parse_timeframes
-    from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.platform.io.bar_files import write_bars
+    from tickforge.platform.io.files import read_quotes, stream_trades
 
     progress_bar = _progress_bar()
 
@@ -38,16 +42,16 @@ def build(
     if quotes is not None:  # first: the bar builder takes the quotes before any trade
         with progress_bar(f"reading {quotes.name}", None) as update:
             quote_file = read_quotes(quotes, progress=update)
-    run = BarRun(tfs, quote_file, lateness_ms, partitions)
+    run = BarRun(tfs, quote_file.data if quote_file is not None else None, lateness_ms, partitions)
     # Bars are built block by block while the file is read: on a second CPU, in one worker
     # thread (one, so blocks stay in file order; numpy and polars let go of the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool, progress_bar(f"reading {trades.name}", None) as update:
         added: list[Future[None]] = []
         on_rows = (lambda rows: added.append(pool.submit(run.add, rows))) if len(os.sched_getaffinity(0)) > 1 else run.add
-        trade_file = read_trades(trades, progress=update, on_rows=on_rows)
+        trade_file = stream_trades(trades, on_rows, progress=update)
         for done in added:
             done.result()
-    result = run.finish(trade_file)
+    result = run.finish(trade_file.dead_letters)
     paths = write_bars(result, out)
     summary = {
         "trades_read": trade_file.rows_read,
@@ -58,7 +62,7 @@ def build(
     typer.echo(json.dumps(summary, indent=2))
 
 
-ProgressBar = Callable[[str, Optional[int]], AbstractContextManager[Callable[[int], None]]]
+ProgressBar = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 
 
 def _progress_bar() -> ProgressBar:
@@ -80,12 +84,28 @@ def validate(
     bars: Annotated[str, typer.Option(help="A folder of bars_<tf>.parquet, or 'postgres' for the golden tables.")],
     timeframes: Annotated[str, typer.Option(help="Timeframes to check.")] = "1s,1m,3m,5m,15m",
     lateness_ms: Annotated[int, typer.Option()] = 500,
-    quotes: Annotated[Optional[Path], typer.Option(help="Quotes, to check spread_bps/imbalance of 1 s bars.")] = None,
+    quotes: Annotated[Path | None, typer.Option(help="Quotes, to check spread_bps/imbalance of 1 s bars.")] = None,
 ) -> None:
     """Compare bars against an independent pandas recompute over the raw ticks."""
-    from tickforge.platform.bars.validate import validate_bars
-
-    report = validate_bars(trades, bars, timeframes, lateness_ms, quotes)
+    report = validate_bar_source(trades, bars, timeframes, lateness_ms, quotes)
     typer.echo(json.dumps(report, indent=2, default=str))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+def validate_bar_source(
+    trades: Path, bars: str, timeframes: str, lateness_ms: int = 500, quotes: Path | None = None
+) -> dict[str, Any]:
+    """:func:`tickforge.platform.bars.validate.validate_bars` over files: the trades (and quotes)
+    read from their files, the bars from a folder of ``bars_<tf>.parquet`` or, for
+    ``"postgres"``, the golden tables."""
+    from tickforge.platform.bars.validate import BarSource, golden_bars, validate_bars
+    from tickforge.platform.io.bar_files import read_bars
+    from tickforge.platform.io.files import read_quotes, read_trades
+
+    def from_folder(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+        return read_bars(bars, timeframe)
+
+    source: BarSource = golden_bars if bars == "postgres" else from_folder
+    quote_rows = read_quotes(quotes).data if quotes else None
+    return validate_bars(read_trades(trades).data, source, timeframes, lateness_ms, quote_rows, source=bars)

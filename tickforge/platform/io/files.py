@@ -58,6 +58,7 @@ from tickforge.platform.bars.validation import (
     BAD_PRICE,
     BAD_SIZE,
     BAD_TIMESTAMP,
+    DEAD_LETTER_SCHEMA,
     MISSING_SYMBOL,
     trade_reject_reasons,
 )
@@ -88,9 +89,6 @@ QUOTE_SCHEMA: Final = pl.Schema(
         "ask_size": pl.Float64,
         "row": pl.Int64,
     }
-)
-DEAD_LETTER_SCHEMA: Final = pl.Schema(
-    {"row": pl.Int64, "reason": pl.String, "raw": pl.String, "detail": pl.String}
 )
 
 ProgressHook = Callable[[int], None]
@@ -149,16 +147,40 @@ class TickFile:
         return self.data.height + self.dead_letters.height
 
 
-def read_trades(
-    path: str | Path, progress: ProgressHook | None = None, on_rows: RowsHook | None = None
-) -> TickFile:
+@dataclass(frozen=True)
+class StreamedFile:
+    """What a streamed read leaves once its rows went to the caller: their count and the
+    file's rejected rows."""
+
+    kind: Literal["trades", "quotes"]
+    source: str
+    rows_read: int  # data rows, valid or not
+    dead_letters: pl.DataFrame
+
+
+def read_trades(path: str | Path, progress: ProgressHook | None = None) -> TickFile:
     """Read trades; ``data`` holds only valid rows (see :func:`trade_reject_reasons`).
 
     Dead-letter reasons: ``malformed_row``, ``bad_timestamp``, ``missing_symbol``, ``bad_price``,
     ``bad_size``, ``bad_trade_id``. Duplicates and lateness are not the reader's business: they
-    depend on the processing order and are decided by the bar builder. ``on_rows`` sees the
-    valid rows block by block while the file is read (bars can be built meanwhile).
+    depend on the processing order and are decided by the bar builder.
     """
+    parts: list[pl.DataFrame] = []
+    read = _read(Path(path), "trades", progress, parts.append)
+    if not parts:
+        return TickFile("trades", read.source, pl.DataFrame(schema=TRADE_SCHEMA), read.dead_letters)
+    # Categorical symbols throughout, then one cast for the whole frame.
+    data = pl.concat([part.cast({"symbol": pl.Categorical}) for part in parts])
+    symbols = data["symbol"]
+    return TickFile(
+        "trades", read.source, data.with_columns(symbols.cast(pl.String)), read.dead_letters, symbols
+    )
+
+
+def stream_trades(path: str | Path, on_rows: RowsHook, progress: ProgressHook | None = None) -> StreamedFile:
+    """Read trades as :func:`read_trades` does, handing each block's valid rows to ``on_rows``
+    as soon as they are read (in file order; the symbol may be categorical) and keeping none:
+    bars can be built while the file is read, and no frame of the whole file is assembled."""
     return _read(Path(path), "trades", progress, on_rows)
 
 
@@ -168,18 +190,18 @@ def read_quotes(path: str | Path, progress: ProgressHook | None = None) -> TickF
     Dead-letter reasons: ``malformed_row``, ``bad_timestamp``, ``missing_symbol``, ``bad_price``
     (bid or ask present but not a number), ``bad_size`` (a size present but not a number).
     """
-    return _read(Path(path), "quotes", progress)
+    parts: list[pl.DataFrame] = []
+    read = _read(Path(path), "quotes", progress, parts.append)
+    data = pl.concat(parts) if parts else pl.DataFrame(schema=QUOTE_SCHEMA)
+    return TickFile("quotes", read.source, data, read.dead_letters)
 
 
 # --------------------------------------------------------------------------- reading blocks
 
 
 def _read(
-    path: Path,
-    kind: Literal["trades", "quotes"],
-    progress: ProgressHook | None,
-    on_rows: RowsHook | None = None,
-) -> TickFile:
+    path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook | None, on_rows: RowsHook
+) -> StreamedFile:
     parquet = _is_parquet(path)
     header = _parquet_header(path) if parquet else _csv_header(path)
     if len(set(header)) != len(header):
@@ -188,17 +210,14 @@ def _read(
         parse, fields, fast = _trade_parser(header) if kind == "trades" else _quote_parser(header)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    data_parts: list[pl.DataFrame] = []
     dead_parts: list[pl.DataFrame] = []
     rows = 0
     if parquet:
         for block in _parquet_blocks(path, header):
             data, dead = parse(block)
-            data_parts.append(data)
             dead_parts.append(dead)
             rows += block.height
-            if on_rows is not None:
-                on_rows(data)
+            on_rows(data)
             if progress is not None:
                 progress(rows)
     else:
@@ -211,29 +230,18 @@ def _read(
                     data, dead = parse(block)
                     done = data, dead, block.height
                 data, dead, count = done
-                data_parts.append(data)
                 dead_parts.append(dead)
                 rows += count
-                if on_rows is not None:
-                    on_rows(data)
+                on_rows(data)
                 if progress is not None:
                     progress(rows)
-    schema = TRADE_SCHEMA if kind == "trades" else QUOTE_SCHEMA
-    symbols = None
-    if kind == "trades" and data_parts:
-        # Categorical symbols throughout, then one cast for the whole frame.
-        data = pl.concat([part.cast({"symbol": pl.Categorical}) for part in data_parts])
-        symbols = data["symbol"]
-        data_parts = [data.with_columns(symbols.cast(pl.String))]
-    return TickFile(
+    dead_parts = [part for part in dead_parts if part.height]
+    return StreamedFile(
         kind=kind,
         source=str(path),
-        symbols=symbols,
-        data=pl.concat(data_parts) if data_parts else pl.DataFrame(schema=schema),
+        rows_read=rows,
         # Rows of the wrong shape come after the others within a block: restore file order.
-        dead_letters=pl.concat(dead_parts).sort("row")
-        if dead_parts
-        else pl.DataFrame(schema=DEAD_LETTER_SCHEMA),
+        dead_letters=pl.concat(dead_parts).sort("row") if dead_parts else pl.DataFrame(schema=DEAD_LETTER_SCHEMA),
     )
 
 
