@@ -42,6 +42,7 @@ SIGNALS = "signals.1s"
 PAIRS = "pairs.1m"
 DEAD_LETTER = "dead-letter"
 ORDERS = "orders"
+TRADING_CONTROL = "trading.control"
 
 
 def registry(timeframes: list[str]) -> list[TopicSpec]:
@@ -53,6 +54,9 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
         TopicSpec(PAIRS, "Pair statistics per minute", 30 * DAY_MS, key="pair"),
         TopicSpec(DEAD_LETTER, "Rejected input with a reason", 30 * DAY_MS, key="source"),
         TopicSpec(ORDERS, "Orders decided by the strategy runners (JSON), keyed by symbol", 30 * DAY_MS),
+        # Compacted, kept forever: every risk instance reads all of it and ends at each scope's latest state.
+        TopicSpec(TRADING_CONTROL, "Trading state set by hand (halt, reduce, resume; JSON), keyed by scope", -1,
+                  cleanup_policy="compact", key="scope"),
     ]
     specs += [
         TopicSpec(bar_topic(tf), f"Closed {tf} bars and watermark markers", 30 * DAY_MS)
