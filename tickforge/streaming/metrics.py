@@ -24,6 +24,13 @@ WORKER_LIVENESS = Gauge(
 TRANSACTIONS_ABORTED = Counter(
     "tickforge_transactions_aborted_total", "Transactions aborted and their input read again", ["worker"]
 )
+# The golden tables' event-time watermark per timeframe and partition: what the bar store has made
+# durable up to; its age (time() minus it) is how stale the golden bars are.
+GOLDEN_WATERMARK = Gauge(
+    "tickforge_golden_watermark_seconds",
+    "Event-time watermark recorded with the golden bars in PostgreSQL (unix seconds)",
+    ["timeframe", "partition"],
+)
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
 
@@ -73,6 +80,6 @@ TRANSACTION_MS = WeightedHistogram(
 )
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str = "127.0.0.1") -> None:
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
