@@ -100,6 +100,7 @@ class StreamingSettings(BaseModel):
     timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m", "3m", "5m", "15m"])
     dedup_horizon_ms: int = 60_000
     metrics_port: int = 0  # 0: no Prometheus endpoint
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container: Prometheus scrapes from another one
     # Supervision (`stream start`): a worker whose liveness gauge is older than this is restarted;
     # restarts of a worker that keeps failing wait 1 s, 2 s, 4 s, ... up to the cap.
     liveness_timeout_s: float = Field(default=60.0, gt=0)

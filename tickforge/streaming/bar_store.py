@@ -174,6 +174,8 @@ class BarStore:
                 stored += upsert_bars(conn, self.schema, tf, by_key.values())
             for (tf, partition), wm in watermarks.items():
                 record_watermark(conn, self.schema, tf, partition, wm)
+        for (tf, partition), wm in watermarks.items():  # durable now
+            metrics.GOLDEN_WATERMARK.labels(timeframe=tf, partition=str(partition)).set(wm / 1000)
         self.dead_letters.flush(10)
         # Only now is the output durable: commit what was consumed.
         positions: dict[tuple[str, int], int] = {}

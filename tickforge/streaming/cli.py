@@ -32,7 +32,7 @@ def _setup(settings) -> None:
     from tickforge.streaming import metrics
 
     configure_logging()
-    metrics.serve(settings.streaming.metrics_port)
+    metrics.serve(settings.streaming.metrics_port, settings.streaming.metrics_host)
 
 
 @stream_app.command("replay")
