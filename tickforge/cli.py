@@ -23,7 +23,8 @@ class _Groups(TyperGroup):
     """Imports the stack group's module only when it is asked for: its service clients (boto3,
     psycopg, ...) took ~0.3 s of the start of every other command, e.g. ``tickforge bars build``."""
 
-    lazy = {"stack": ("tickforge.platform.stack.cli", "stack_app"), "paper": ("tickforge.trading.cli", "paper_app")}
+    lazy = {"stack": ("tickforge.platform.stack.cli", "stack_app"), "paper": ("tickforge.trading.cli", "paper_app"),
+            "risk": ("tickforge.trading.cli", "risk_app")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*self.lazy, *(name for name in super().list_commands(ctx) if name not in self.lazy)]

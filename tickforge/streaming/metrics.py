@@ -31,6 +31,11 @@ GOLDEN_WATERMARK = Gauge(
     "Event-time watermark recorded with the golden bars in PostgreSQL (unix seconds)",
     ["timeframe", "partition"],
 )
+# The trading state a risk instance applies (TradingState.severity): 0 ACTIVE, 1 REDUCING, 2 HALTED.
+TRADING_STATE = Gauge(
+    "tickforge_trading_state", "Trading state of a risk instance: 0 ACTIVE, 1 REDUCING, 2 HALTED", ["worker", "account"]
+)
+RISK_REJECTIONS = Counter("tickforge_risk_rejections_total", "Orders rejected by the risk layer", ["worker", "rule"])
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
 

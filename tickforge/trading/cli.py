@@ -146,3 +146,85 @@ def _guarded(work: Any) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+risk_app = typer.Typer(help="The trading state every risk instance reads (the compacted trading.control topic).",
+                       no_args_is_help=True)
+
+
+def _set_state(action: str, reason: str, operator: str | None, scope: str) -> None:
+    def work() -> dict[str, Any]:
+        import getpass
+        import time
+
+        from confluent_kafka import KafkaException
+
+        from tickforge.platform.settings import load_settings
+        from tickforge.streaming.trading_control import publish_control
+        from tickforge.trading.control import ControlCommand
+
+        who = operator or getpass.getuser()
+        command = ControlCommand(action, reason, who, int(time.time() * 1000), scope)  # type: ignore[arg-type]
+        try:
+            partition, offset = publish_control(load_settings(), command)
+        except (RuntimeError, KafkaException) as exc:
+            raise ValueError(str(exc)) from None
+        return {"action": action, "state": str(command.state), "scope": command.scope, "operator": command.operator,
+                "reason": command.reason, "ts_ms": command.ts_ms, "partition": partition, "offset": offset}
+
+    _guarded(work)
+
+
+_REASON = typer.Option("--reason", help="Why (kept with the command).")
+_OPERATOR = typer.Option("--operator", help="Who (default: the login name).")
+_SCOPE = typer.Option("--scope", help="The account it applies to; 'all' for every account.")
+
+
+@risk_app.command("halt")
+def risk_halt(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
+              scope: Annotated[str, _SCOPE] = "all") -> None:
+    """HALTED: no order passes."""
+    _set_state("halt", reason, operator, scope)
+
+
+@risk_app.command("reduce")
+def risk_reduce(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
+                scope: Annotated[str, _SCOPE] = "all") -> None:
+    """REDUCING: only orders that reduce a position pass."""
+    _set_state("reduce", reason, operator, scope)
+
+
+@risk_app.command("resume")
+def risk_resume(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
+                scope: Annotated[str, _SCOPE] = "all") -> None:
+    """ACTIVE: orders pass the other rules (a limit still breached tightens again at the next mark)."""
+    _set_state("resume", reason, operator, scope)
+
+
+@risk_app.command("status")
+def risk_status(account: Annotated[str, typer.Option("--account", help="The account whose state is asked.")] = "paper") -> None:
+    """The command in force for an account (the latest of its scope and of 'all')."""
+
+    def work() -> dict[str, Any]:
+        from confluent_kafka import KafkaException
+
+        from tickforge.platform.settings import load_settings
+        from tickforge.streaming.trading_control import ControlReader
+        from tickforge.trading.limits import TradingState
+
+        try:
+            reader = ControlReader(load_settings(), account)
+            try:
+                reader.catch_up()
+            finally:
+                reader.close()
+        except (RuntimeError, KafkaException) as exc:
+            raise ValueError(str(exc)) from None
+        command = reader.in_force()
+        return {"account": account, "state": str(command.state if command else TradingState.ACTIVE),
+                "refused_messages": reader.refused,
+                "command": None if command is None else {"action": str(command.action), "reason": command.reason,
+                                                         "operator": command.operator, "ts_ms": command.ts_ms,
+                                                         "scope": command.scope}}
+
+    _guarded(work)

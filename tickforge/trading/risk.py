@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tickforge.trading.accounting import FeeSchedule, Ledger
+from tickforge.trading.control import ControlCommand
 from tickforge.trading.limits import Bucket, RiskLimits, TradingState
 from tickforge.trading.orders import Fill, Order, OrderType, Side
 from tickforge.trading.throttle import TokenBucket
@@ -135,6 +136,12 @@ class RiskEngine:
     def set_state(self, state: TradingState, reason: str) -> None:
         """Move the trading state by hand (halt, reduce, resume)."""
         self._move(TradingState(state), reason)
+
+    def apply_control(self, command: ControlCommand) -> bool:
+        """A command set by hand on the control topic; True when it moved the state."""
+        before = self.state
+        self.set_state(command.state, command.describe())
+        return self.state is not before
 
     def start_day(self) -> None:
         """A new trading day: the daily loss counts from the equity now."""
