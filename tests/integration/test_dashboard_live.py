@@ -1,14 +1,18 @@
 """The live view served by ``tickforge dashboard`` on live data, looked at by a real headless Chromium.
 
-Needs Debian's ``chromium`` (``apt-get install -y chromium``). The real Binance sample goes through
-the workers (Kafka) and the bar store (PostgreSQL); the page must show the chart (the Vega embed
-in the DOM, candle-coloured pixels in the screenshot), the badges and the pair watch.
+Needs Debian's ``chromium`` (``apt-get install -y chromium``). A real slice of SPY around the New
+York close (into the sparse after-hours trading) and the real Binance sample go through the
+workers (Kafka) and the bar store (PostgreSQL); the page must show the chart (the Vega embed in
+the DOM, candle-coloured pixels in the screenshot), the badges and the pair watch, with the time
+axis in each symbol's exchange time (the browser sits in a third zone), and the most active
+symbol when no symbol is asked for.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 from PIL import Image
@@ -34,6 +39,13 @@ from tickforge.streaming.replay import replay
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SYMBOL = "BTCUSDT-SPOT"
+BROWSER_ZONE = "Asia/Kolkata"  # neither New York nor UTC (and a half-hour offset): exchange time can't be browser time
+# The chart's time labels and axis titles, as Vega drew them into the page's SVG.
+AXIS_JS = """(() => {
+  const texts = sel => [...document.querySelectorAll(sel)].map(t => t.textContent);
+  return {labels: texts('.vega-embed g.role-axis-label text').filter(t => /^\\d\\d:\\d\\d(:\\d\\d)?$/.test(t)),
+          titles: texts('.vega-embed g.role-axis-title text')};
+})()"""
 
 
 def _free_port() -> int:
@@ -97,6 +109,9 @@ class Chromium:
             time.sleep(0.5)
         return False
 
+    def axis(self) -> dict[str, list[str]]:
+        return self.evaluate(AXIS_JS)
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
@@ -152,12 +167,21 @@ def _golden_rows(settings) -> int:
             return 0
 
 
+def _hours(labels: list[str]) -> set[int]:
+    return {int(label[:2]) for label in labels}
+
+
 def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tmp_path, monkeypatch):
     # `make test` installs Debian's chromium where it is missing: its absence is a failure.
     assert CHROMIUM is not None, "needs Debian's chromium: apt-get install -y chromium"
     monkeypatch.setenv("TICKFORGE_SIGNALS__PAIR_MIN_HISTORY", "4")
     monkeypatch.setenv("TICKFORGE_SIGNALS__PAIRS", '["BTCUSDT-SPOT/BTCUSD_PERP"]')
     crypto = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    equity = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    # SPY from 15:55 to 16:20 New York time (19:55-20:20 UTC): the close, then sparse after-hours bars.
+    close = dataclasses.replace(equity, symbols=None, dead_letters=equity.dead_letters.head(0), data=equity.data.filter(
+        pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(1_381_262_100_000, 1_381_263_600_000, closed="left")))
+    busiest = crypto.data.group_by("symbol").len().sort("len", "symbol", descending=[True, False])["symbol"][0]
     started = time.monotonic()
     workers = [start_worker(name, log_dir=tmp_path) for name in
                ("bar-worker", "timeframe-worker", "signal-worker", "pair-worker", "bar-store")]
@@ -165,20 +189,23 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
     browser = None
     try:
         browser = Chromium(tmp_path)
+        browser.call("Emulation.setTimezoneOverride", timezoneId=BROWSER_ZONE)
         # Open the page before the data: the view's feed then receives it live (the latency badge
         # measures it) and the page picks the deep-linked symbol up when it appears.
         browser.call("Page.navigate", url=f"{url}/?symbol={SYMBOL}&timeframe=1s")
         assert browser.wait_for("document.body.innerText.includes('Waiting for data')", 60), "page not served"
+        replay(settings, close)  # its end-of-session marker closes the day before the crypto ticks
         replay(settings, crypto)
         rendered = browser.wait_for(
             "!!document.querySelector('.vega-embed canvas, .vega-embed svg') && "
             f"document.body.innerText.includes('{SYMBOL} · 1s') && "
             "document.body.innerText.includes('BTCUSDT-SPOT/BTCUSD_PERP') && "
-            "document.body.innerText.includes('history 240') && "
+            "document.body.innerText.includes('history 120') && "
             "/rsi14\\s+[0-9]/.test(document.body.innerText)", 180)  # signals and golden bars arrived (2 busy cores)
         time.sleep(1.0)  # let the chart's last frame paint
         dom = browser.evaluate("document.documentElement.outerHTML")
         text = browser.evaluate("document.body.innerText")
+        axis = browser.axis()
         shot = tmp_path / "dashboard.png"
         browser.screenshot(shot)
         (tmp_path / "page.html").write_text(dom)
@@ -187,14 +214,35 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
         for label in ("latency", "consumer lag", "freshness", "dead letters"):
             assert label in text
         assert "ms p50" in text, "no end-to-end latency measured on live data"
+        # Crypto trades on UTC: the sample's 23:54-00:06 UTC, not Kolkata's 05:24-05:36.
+        assert axis["labels"] and _hours(axis["labels"]) <= {23, 0}, axis
+        assert "UTC time" in axis["titles"] and "times in UTC" in text, axis
 
         image = Image.open(shot).convert("RGB")
         pixels = list(image.get_flattened_data())
         up = sum(_near(p, _rgb(UP)) for p in pixels)
         down = sum(_near(p, _rgb(DOWN)) for p in pixels)
         assert up > 300 and down > 300, f"no rendered candles in the screenshot ({up} up, {down} down pixels)"
+
+        # SPY on New York time: 15:55-16:20 EDT, not 19:55-20:20 UTC nor Kolkata's 01:25-01:50.
+        browser.call("Page.navigate", url=f"{url}/?symbol=SPY&timeframe=1s")
+        spy = browser.wait_for(
+            "document.body.innerText.includes('SPY · 1s') && document.body.innerText.includes('history 120') && "
+            "document.querySelectorAll('.vega-embed g.role-axis-label text').length > 0", 60)
+        time.sleep(1.0)
+        axis, text = browser.axis(), browser.evaluate("document.body.innerText")
+        browser.screenshot(tmp_path / "spy.png")
+        assert spy, f"the SPY chart did not render: {text[:2_000]}"
+        assert axis["labels"] and _hours(axis["labels"]) <= {15, 16}, axis
+        assert "America/New_York time" in axis["titles"] and "times in America/New_York" in text, axis
+        assert "EDT" in text  # the latest bar's window, in New York time
+
+        # No symbol asked for: the one with the most trades in the last hour (SPY's 2013 bars are older).
+        browser.call("Page.navigate", url=f"{url}/")
+        default = browser.wait_for(f"document.body.innerText.includes('{busiest} · 1s')", 60)
+        assert default, f"not the most active symbol ({busiest}): {browser.evaluate('document.body.innerText')[:1_000]}"
         print(f"dashboard: page rendered {time.monotonic() - started:.1f}s after start; "
-              f"{up} up / {down} down candle pixels; screenshot {shot}")
+              f"{up} up / {down} down candle pixels; SPY axis {axis['labels']}; screenshot {shot}")
     finally:
         if browser is not None:
             browser.close()

@@ -5,6 +5,7 @@ test)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgspec
@@ -16,15 +17,39 @@ from streamlit.testing.v1 import AppTest
 from tickforge.dashboard import cache, source, view
 from tickforge.dashboard.feed import committed_position
 from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import Bar, Signal
-from tickforge.platform.io.files import read_trades
+from tickforge.platform.io.files import TickFile, read_trades
+from tickforge.platform.settings import SignalSettings
 from tickforge.platform.signals.batch import compute_signals
 from tickforge.platform.signals.pairs import PairConfig, pair_stats_from_bars
 from tickforge.platform.signals.spec import INDICATOR_FIELDS
 from tickforge.streaming.runtime import Checkpoint
 
 APP = Path(view.__file__).with_name("app.py")
-TZ = {"BTCUSDT-SPOT": "UTC", "ETHUSDT-SPOT": "UTC"}
+TZ = SignalSettings().session_tz()  # the symbol classes' exchange zones, as the platform defines them
+AFTER_HOURS_MS = 1_381_262_400_000  # 2013-10-08 16:00 New York (20:00 UTC)
+
+
+def _bar_messages(trades: TickFile, built: dict[str, pl.DataFrame]) -> list[Bar]:
+    out: list[Bar] = []
+    for tf, frame in built.items():
+        length = timeframe_ms(tf)
+        span = trades.data.group_by("symbol", window_start=pl.col("ts_ms") // length * length).agg(
+            first_ts=pl.col("ts_ms").min(), last_ts=pl.col("ts_ms").max()
+        )
+        joined = frame.join(span, on=["symbol", "window_start"]).sort("symbol", "window_start")
+        out += [Bar(timeframe=tf, **row) for row in joined.iter_rows(named=True)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def spy_close(samples) -> list[Bar]:
+    """SPY's 1 s and 1 m bars from 15:55 to 16:20 New York time: the close, then sparse after-hours bars."""
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    trades = dataclasses.replace(trades, symbols=None, data=trades.data.filter(
+        pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(AFTER_HOURS_MS - 300_000, AFTER_HOURS_MS + 1_200_000)))
+    return _bar_messages(trades, build_bars(trades, ["1s", "1m"]).bars)
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +57,7 @@ def records(samples):
     """Bars (1 s, 1 m, 5 m), signals and pair statistics of the Binance sample, as messages."""
     trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     built = build_bars(trades, ["1s", "1m", "5m"])
-    out: list = []
-    for tf, length in (("1s", 1_000), ("1m", 60_000), ("5m", 300_000)):
-        span = trades.data.group_by("symbol", window_start=pl.col("ts_ms") // length * length).agg(
-            first_ts=pl.col("ts_ms").min(), last_ts=pl.col("ts_ms").max()
-        )
-        frame = built.bars[tf].join(span, on=["symbol", "window_start"]).sort("symbol", "window_start")
-        out += [Bar(timeframe=tf, **row) for row in frame.iter_rows(named=True)]
+    out: list = _bar_messages(trades, built.bars)
     signals = compute_signals(built.bars["1s"], TZ)
     out += [Signal(seq=i + 1, is_final=True, **row) for i, row in enumerate(signals.iter_rows(named=True))]
     stats = pair_stats_from_bars(built.bars["1m"], "BTCUSDT-SPOT", "BTCUSD_PERP", PairConfig(min_history=4))
@@ -100,6 +119,59 @@ def test_badges_grade_latency_lag_freshness_and_dead_letters():
     assert [b.color for b in graded] == ["red", "red", "red", "orange"]
     assert graded[3].value == "3" and "late: 2" in graded[3].help
     assert view.badges(cache.Health(), now)[2].value == "no data"
+    # Each badge's tooltip names what it measures and how it is graded.
+    for badge in [*graded, *view.badges(cache.Health(), now)]:
+        assert badge.help.startswith(badge.label.capitalize() + ": ") and "Green" in badge.help, badge
+    assert "signal-worker 80,000" in graded[1].help
+
+
+def test_most_active_symbol_is_the_one_with_most_trades_in_the_last_hour(records, spy_close):
+    messages, bars = records
+    live = _cache(messages)
+    trades = bars["1s"].group_by("symbol").agg(pl.col("trade_count").sum()).sort("trade_count", descending=True)
+    assert live.most_active() == trades["symbol"][0] == "BTCUSDT-PERP"
+    # SPY's bars of 2013 lie years before the latest bar held: not active now.
+    cache.feed_cache(live, spy_close)
+    assert live.most_active() == "BTCUSDT-PERP"
+    assert _cache(spy_close).most_active() == "SPY"
+    assert cache.LiveCache().most_active() is None
+
+
+def _encodings(spec: object, channel: str) -> list[dict]:
+    """Every ``channel`` encoding in a Vega-Lite spec (its layers and panes)."""
+    if isinstance(spec, dict):
+        found = [spec["encoding"][channel]] if channel in spec.get("encoding", {}) else []
+        return found + [e for v in spec.values() for e in _encodings(v, channel)]
+    if isinstance(spec, list):
+        return [e for v in spec for e in _encodings(v, channel)]
+    return []
+
+
+def test_chart_shows_exchange_time_and_keeps_sparse_candles_readable(spy_close):
+    """After the New York close SPY trades a few times a minute: the last 120 1 s bars span
+    minutes, yet each takes one slot of the axis, as wide as in a busy stretch, and the axis reads
+    New York time."""
+    frame = cache.bars_frame([msgspec.structs.asdict(b) for b in spy_close if b.timeframe == "1s"]).tail(120)
+    assert frame["window_start"].min() >= AFTER_HOURS_MS  # all after hours
+    # Sparse: 120 one-second bars over more than three times 120 s (gaps between them).
+    assert frame["window_end"].max() - frame["window_start"].min() > 3 * 120_000
+    zone = view.exchange_zone(TZ, "SPY")
+    assert zone == "America/New_York" and view.exchange_zone(TZ, "BTCUSDT-SPOT") == "UTC"
+    framed = view.with_indicators(frame, "1s", "SPY", TZ)
+    spec = view.price_chart(framed, zone).to_dict()
+    xs = _encodings(spec, "x")
+    assert xs and all(x["field"] == "slot" and x["type"] == "ordinal" for x in xs)
+    slots = xs[0]["scale"]["domain"]
+    assert len(slots) == 120 and slots[0].startswith("2013-10-08 16:") and slots[0].endswith("-0400"), slots[0]
+    axis = xs[0]["axis"]
+    assert axis["title"] == "America/New_York time" and axis["labelExpr"] == "slice(datum.value, 11, 19)"
+    assert all(v.startswith("2013-10-08 16:") for v in axis["values"]) and len(axis["values"]) == 8
+    sizes = [layer["mark"]["size"] for layer in spec["vconcat"][0]["layer"] if layer["mark"].get("size")]
+    assert sizes == [view.candle_width(120, 900)] and sizes[0] > 5
+    # Few bars: candles stop at a readable width instead of filling the chart.
+    assert view.candle_width(3, 900) == 16.0 and view.candle_width(1_000, 900) == 1.0
+    details = view.latest_details(framed, zone)
+    assert str(details["window_start"]).startswith("2013-10-08 16:") and str(details["window_start"]).endswith(" EDT")
 
 
 def test_lag_counts_from_the_position_a_checkpoint_records():

@@ -3,7 +3,8 @@
 For a chosen symbol and timeframe: candlesticks with volume and indicator overlays, a MACD and an
 RSI pane, the latest bar, pipeline health badges and the pair watch table. The live part is a
 fragment re-run every refresh interval while auto-refresh is on; the sidebar widgets are keyed, so
-a refresh keeps the selection. ``?symbol=...&timeframe=...`` preselects (deep links).
+a refresh keeps the selection. ``?symbol=...&timeframe=...`` preselects (deep links); without
+one, the most active symbol shows. Times are the exchange's (the zone of the symbol's class).
 """
 
 from __future__ import annotations
@@ -34,21 +35,30 @@ symbols = src.symbols()
 st.session_state["_symbols"] = symbols
 
 params = st.query_params
-if "symbol" not in st.session_state and params.get("symbol") in symbols:
-    st.session_state["symbol"] = params["symbol"]
+if symbols and not st.session_state.get("_symbol_chosen"):
+    # Until someone picks one, the symbol shown is the deep-linked one once it has data, else the
+    # most active one (so a first look lands on a busy chart, not on the alphabetically first).
+    if params.get("symbol") in symbols:
+        st.session_state["symbol"] = params["symbol"]
+        st.session_state["_symbol_chosen"] = True
+    else:
+        active = src.cache.most_active()
+        st.session_state["symbol"] = active if active in symbols else symbols[0]
 if "timeframe" not in st.session_state and params.get("timeframe") in TIMEFRAMES:
     st.session_state["timeframe"] = params["timeframe"]
 
 with st.sidebar:
     st.header("Tickforge live")
     if symbols:
-        st.selectbox("Symbol", symbols, key="symbol")
+        st.selectbox("Symbol", symbols, key="symbol", on_change=lambda: st.session_state.update(_symbol_chosen=True),
+                     help="The most active symbol (most trades in the last hour) until you pick one.")
     else:
         st.info("Waiting for data: no bars on Kafka or in PostgreSQL yet.")
     st.radio("Timeframe", TIMEFRAMES, key="timeframe", horizontal=True)
     st.toggle("Auto-refresh", value=True, key="auto")
     st.number_input("Refresh every (s)", min_value=0.5, max_value=60.0, value=1.0, step=0.5, key="interval")
-    st.slider("Bars shown", min_value=30, max_value=1_000, value=240, step=10, key="window")
+    # 120 candles on the chart's 900 px leave each about 5 px of body: readable at a glance.
+    st.slider("Bars shown", min_value=30, max_value=1_000, value=120, step=10, key="window")
 
 def _fmt(value: object) -> str:
     if value is None:
@@ -75,7 +85,7 @@ def live_view() -> None:
     cols = st.columns(4)
     for col, badge in zip(cols, view.badges(src.cache.health(), now), strict=True):
         with col:
-            st.caption(badge.label)
+            st.caption(badge.label, help=badge.help)
             st.badge(badge.value, color=badge.color, help=badge.help)
 
     if not symbol:
@@ -92,24 +102,26 @@ def live_view() -> None:
     bars = view.merge_bars(history if history is not None else live.head(0), live, max(limit, 1_500))
     signals = src.cache.signals(symbol) if timeframe == "1s" else None
     frame = view.with_indicators(bars, timeframe, symbol, src.session_tz, signals).tail(limit)
+    zone = view.exchange_zone(src.session_tz, symbol)
 
     st.subheader(f"{symbol} · {timeframe}")
     if frame.is_empty():
         st.info(f"No {timeframe} bars for {symbol} yet.")
     else:
-        st.altair_chart(view.price_chart(frame), key="price_chart")
+        st.altair_chart(view.price_chart(frame, zone), key="price_chart")
         st.caption(f"{frame.height} bars · live cache {live.height} · "
-                   f"history {0 if history is None else history.height}")
+                   f"history {0 if history is None else history.height} · "
+                   f"times in {zone} (the exchange's time) · one slot per bar, gaps without trades closed up")
 
     left, right = st.columns([1, 2])
     with left:
         st.markdown("**Latest bar**")
-        details = view.latest_details(frame)
+        details = view.latest_details(frame, zone)
         if details:
             st.table({"field": list(details), "value": [_fmt(v) for v in details.values()]}, border="horizontal")
     with right:
         st.markdown("**Pair watch** (1 m bars)")
-        table = view.pairs_table(src.cache.pairs())
+        table = view.pairs_table(src.cache.pairs(), src.session_tz)
         if table.is_empty():
             st.caption("No pair statistics yet (minimum history not met).")
         else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import msgspec
 import polars as pl
 
+from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import Bar, Signal
 from tickforge.platform.io.postgres import BAR_COLUMNS
 
@@ -113,6 +114,19 @@ class LiveCache:
     def symbols(self) -> list[str]:
         with self._lock:
             return sorted({symbol for _, symbol in self._bars} | set(self._signals))
+
+    def most_active(self, span_ms: int = 3_600_000) -> str | None:
+        """The symbol with the most trades in the last ``span_ms`` of event time the cache holds
+        (up to the latest bar of any symbol), on the finest timeframe held; ties by name."""
+        with self._lock:
+            held = {tf for tf, _ in self._bars}
+            if not held:
+                return None
+            finest = min(held, key=timeframe_ms)
+            rings = {symbol: ring for (tf, symbol), ring in self._bars.items() if tf == finest}
+            since = max(ring[-1].window_end for ring in rings.values()) - span_ms
+            trades = {symbol: sum(b.trade_count for b in ring if b.window_end > since) for symbol, ring in rings.items()}
+        return min(trades, key=lambda symbol: (-trades[symbol], symbol))
 
     def bars(self, symbol: str, timeframe: str) -> pl.DataFrame:
         with self._lock:

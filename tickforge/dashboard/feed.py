@@ -51,10 +51,11 @@ class KafkaFeed:
         self.cache = cache
         self.backfill = backfill if backfill is not None else cache.max_bars * 4
         self.lag_every_s = lag_every_s
-        self.kinds = {topic_name(settings, bar_topic(tf)): "bar" for tf in TIMEFRAMES}
-        self.kinds[topic_name(settings, SIGNALS)] = "signal"
-        self.kinds[topic_name(settings, PAIRS)] = "pair"
-        self.kinds[topic_name(settings, DEAD_LETTER)] = "dead"
+        # topic -> (what it carries, the timeframe of its bars)
+        self.kinds = {topic_name(settings, bar_topic(tf)): ("bar", tf) for tf in TIMEFRAMES}
+        self.kinds[topic_name(settings, SIGNALS)] = ("signal", "1s")
+        self.kinds[topic_name(settings, PAIRS)] = ("pair", "1m")
+        self.kinds[topic_name(settings, DEAD_LETTER)] = ("dead", "")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tickforge-dashboard-feed", daemon=True)
         # Lag queries wait on group coordinators: their own thread, so they never hold up the data.
@@ -109,7 +110,7 @@ class KafkaFeed:
         """Every partition of the view's topics, ``backfill`` messages before the end (dead letters: all)."""
         metadata = _retry(lambda: consumer.list_topics(timeout=10))
         assignment = []
-        for name, kind in self.kinds.items():
+        for name, (kind, _) in self.kinds.items():
             topic = metadata.topics.get(name)
             if topic is None or topic.error is not None:
                 continue
@@ -127,7 +128,7 @@ class KafkaFeed:
                 log.warning("dashboard feed", extra={"error": str(err)})
             return
         topic, value = msg.topic() or "", msg.value() or b""
-        kind = self.kinds.get(topic, "")
+        kind, timeframe = self.kinds.get(topic, ("", ""))
         watermark = marker_watermark(msg)
         if watermark is not None:
             self.cache.set_watermark(topic.removeprefix(self.settings.kafka.topic_prefix), watermark)
@@ -137,7 +138,11 @@ class KafkaFeed:
             if kind == "bar":
                 # Latency only of what arrives live: the backfill at start is old by construction.
                 live = (msg.offset() or 0) >= self._live_from.get((topic, msg.partition() or 0), 0)
-                self.cache.add_bar(BAR_DECODER.decode(value), received, measure=live)
+                bar = BAR_DECODER.decode(value)
+                if bar.timeframe != timeframe:
+                    log.warning("dashboard feed: bar of another timeframe", extra={"topic": topic, "bar": bar.timeframe})
+                    return
+                self.cache.add_bar(bar, received, measure=live)
             elif kind == "signal":
                 self.cache.add_signal(SIGNAL_DECODER.decode(value), received)
             elif kind == "pair":

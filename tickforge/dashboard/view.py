@@ -19,11 +19,17 @@ from tickforge.platform.signals.batch import compute_signals
 from tickforge.platform.signals.spec import INDICATOR_FIELDS
 
 if TYPE_CHECKING:
+    from tickforge.dashboard.cache import Health
     from tickforge.platform.signals.pairs import PairStats
 
 UP = "#26a69a"
 DOWN = "#ef5350"
 OVERLAYS = {"ema12": "#1f77b4", "ema26": "#ff7f0e", "vwap_session": "#9467bd", "boll_mid": "#7f7f7f"}
+
+
+def exchange_zone(session_tz: dict[str, str], symbol: str) -> str:
+    """The IANA zone a symbol's times show in: its class's session zone (UTC for a symbol of no class)."""
+    return session_tz.get(symbol, "UTC")
 
 
 def merge_bars(history: pl.DataFrame, live: pl.DataFrame, limit: int) -> pl.DataFrame:
@@ -47,32 +53,71 @@ def with_indicators(
         else:
             values = signals.select("window_start", *INDICATOR_FIELDS)
     else:
-        zone = {symbol: session_tz.get(symbol, "UTC")}
+        zone = {symbol: exchange_zone(session_tz, symbol)}
         values = compute_signals(bars.with_columns(pl.lit(symbol).alias("symbol")), zone).select(
             "window_start", *INDICATOR_FIELDS
         )
     return bars.join(values, on="window_start", how="left")
 
 
-def chart_frame(frame: pl.DataFrame) -> pl.DataFrame:
+def exchange_times(epoch_ms: pl.Expr, zone: str, layout: str = "%Y-%m-%d %H:%M:%S %Z") -> pl.Expr:
+    """Epoch milliseconds as wall-clock text in the exchange's zone (``%Z``: EDT, EST, UTC)."""
+    return pl.from_epoch(epoch_ms, time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(zone).dt.strftime(
+        layout
+    )
+
+
+def chart_frame(frame: pl.DataFrame, zone: str = "UTC") -> pl.DataFrame:
+    """The bars with what the chart encodes: ``slot``, one category per bar (its start in the
+    exchange's zone, with the UTC offset so a repeated hour at a clock change stays two bars),
+    ``time`` for the tooltip, and ``up``."""
     return frame.with_columns(
-        time=pl.from_epoch("window_start", time_unit="ms").dt.replace_time_zone("UTC"),
+        slot=exchange_times(pl.col("window_start"), zone, "%Y-%m-%d %H:%M:%S %z"),
+        time=exchange_times(pl.col("window_start"), zone),
         up=pl.col("close") >= pl.col("open"),
     )
 
 
-def price_chart(frame: pl.DataFrame, width: int = 900) -> alt.VConcatChart:
-    """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane."""
-    data = chart_frame(frame).to_pandas()
-    x = alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True))
+def time_axis(slots: list[str], zone: str, ticks: int = 8) -> alt.Axis:
+    """An axis of a few evenly spaced bar starts, labelled in the exchange's zone: the time of
+    day (to the second where a bar starts off the minute), with the date when the bars span days."""
+    if not slots:
+        return alt.Axis(title=f"{zone} time")
+    count = min(ticks, len(slots))
+    values = [slots[round(i * (len(slots) - 1) / max(count - 1, 1))] for i in range(count)]
+    one_day = slots[0][:10] == slots[-1][:10]
+    to_second = any(slot[17:19] != "00" for slot in slots)
+    start, end = (11 if one_day else 5), (19 if to_second else 16)
+    return alt.Axis(values=values, labelExpr=f"slice(datum.value, {start}, {end})", labelAngle=0,
+                    labelOverlap=True, title=f"{zone} time")
+
+
+def candle_width(bars: int, width: int) -> float:
+    """Pixels of a candle body: most of its slot, never a hairline, never a slab when few bars show."""
+    return max(1.0, min(0.7 * width / max(bars, 1), 16.0))
+
+
+def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900) -> alt.VConcatChart:
+    """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane.
+
+    One slot per bar (time gaps without bars are closed up), so candles keep their width when
+    bars are sparse (after hours); the axis is labelled in the exchange's time zone.
+    """
+    framed = chart_frame(frame, zone)
+    data = framed.to_pandas()
+    slots = framed["slot"].to_list()
+    axis = time_axis(slots, zone)
+    x = alt.X("slot:O", sort=slots, scale=alt.Scale(domain=slots, paddingInner=0.2, paddingOuter=0.1),
+              axis=axis)
     base = alt.Chart(data).encode(x=x)
     color = alt.condition("datum.up", alt.value(UP), alt.value(DOWN))
+    size = candle_width(len(slots), width)
     price_scale = alt.Scale(zero=False)
     band = base.mark_area(opacity=0.15, color="#7f7f7f").encode(
         y=alt.Y("boll_lower:Q", scale=price_scale, title="price"), y2="boll_upper:Q"
     )
     wick = base.mark_rule().encode(y=alt.Y("low:Q", scale=price_scale), y2="high:Q", color=color)
-    body = base.mark_bar().encode(y=alt.Y("open:Q", scale=price_scale), y2="close:Q", color=color)
+    body = base.mark_bar(size=size).encode(y=alt.Y("open:Q", scale=price_scale), y2="close:Q", color=color)
     lines = (
         base.transform_fold(list(OVERLAYS), as_=["indicator", "value"])
         .mark_line(strokeWidth=1.2)
@@ -82,14 +127,15 @@ def price_chart(frame: pl.DataFrame, width: int = 900) -> alt.VConcatChart:
                             legend=alt.Legend(orient="top", title=None)),
         )
     )
-    tooltip = base.mark_rule(opacity=0).encode(
-        tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "open:Q", "high:Q", "low:Q", "close:Q",
+    tooltip = base.mark_bar(opacity=0).encode(  # the bar's whole slot, top to bottom
+        tooltip=[alt.Tooltip("time:N", title=f"time ({zone})"), "open:Q", "high:Q", "low:Q", "close:Q",
                  "volume:Q", "ema12:Q", "ema26:Q", "vwap_session:Q", "rsi14:Q"],
     )
     price = alt.layer(band, wick, body, lines, tooltip).properties(height=320, width=width)
-    volume = base.mark_bar().encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(height=70, width=width)
+    volume = base.mark_bar(size=size).encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(
+        height=70, width=width)
     macd = alt.layer(
-        base.mark_bar(opacity=0.5).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
+        base.mark_bar(opacity=0.5, size=size).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
             "datum.macd_hist >= 0", alt.value(UP), alt.value(DOWN))),
         base.mark_line(color="#1f77b4").encode(y="macd:Q"),
         base.mark_line(color="#ff7f0e").encode(y="macd_signal:Q"),
@@ -119,29 +165,39 @@ def _grade(value: float | None, ok: float, warn: float) -> BadgeColor:
     return "green" if value <= ok else "orange" if value <= warn else "red"
 
 
-def badges(health, now_ms: int) -> list[Badge]:
-    """End-to-end latency, consumer lag, data freshness and dead letters, graded."""
+def badges(health: Health, now_ms: int) -> list[Badge]:
+    """End-to-end latency, consumer lag, data freshness and dead letters, graded; each badge's
+    help says what it measures (the page shows it as the badge's tooltip)."""
     latency = sorted(health.latency_ms)
     p50 = latency[len(latency) // 2] if latency else None
     p99 = latency[min(len(latency) - 1, math.ceil(len(latency) * 0.99) - 1)] if latency else None
     lag_total = sum(health.lag.values()) if health.lag else None
     fresh = (now_ms - health.last_received_ms) / 1000 if health.last_received_ms is not None else None
     dead = sum(health.dead_letters.values())
+    per_worker = ", ".join(f"{k} {v:,}" for k, v in health.lag.items()) or "no worker has committed yet"
+    per_reason = ", ".join(f"{k}: {v:,}" for k, v in sorted(health.dead_letters.items())) or "none"
     return [
         Badge("latency", "n/a" if p50 is None else f"{p50} ms p50 / {p99} ms p99", _grade(p50, 1_000, 5_000),
-              "1 s bar emitted by the bar worker -> received by this view (wall clock)"),
+              "Latency: wall-clock time from the bar worker emitting a 1 s bar to this view receiving it "
+              "(end to end), median and 99th percentile of the last 500 live bars. "
+              "Green up to 1 s, orange up to 5 s."),
         Badge("consumer lag", "n/a" if lag_total is None else f"{lag_total:,} msgs",
               _grade(lag_total, 1_000, 50_000),
-              "Messages the workers still have to read: " + ", ".join(f"{k} {v:,}" for k, v in health.lag.items())),
+              "Consumer lag: messages the streaming workers still have to read (the end of their input "
+              f"topics minus the position they have committed), summed. Per worker: {per_worker}. "
+              "Green up to 1,000, orange up to 50,000."),
         Badge("freshness", "no data" if fresh is None else f"{fresh:.1f} s ago", _grade(fresh, 5, 60),
-              "Wall clock since the last live message"),
+              "Freshness: wall-clock time since this view last received a bar, signal or pair statistic "
+              "from Kafka. Green up to 5 s, orange up to 60 s."),
         Badge("dead letters", f"{dead:,}", "green" if dead == 0 else "orange",
-              ", ".join(f"{k}: {v:,}" for k, v in sorted(health.dead_letters.items())) or "none"),
+              "Dead letters: input the pipeline refused and set aside on the dead-letter topic, each with "
+              f"a reason, counted over the topic's retention. By reason: {per_reason}. Green when there are none, "
+              "orange otherwise."),
     ]
 
 
-def latest_details(frame: pl.DataFrame) -> dict[str, object]:
-    """The last bar's fields (and indicators) for display; empty without bars."""
+def latest_details(frame: pl.DataFrame, zone: str = "UTC") -> dict[str, object]:
+    """The last bar's fields (and indicators) for display, times in the exchange's zone; empty without bars."""
     if frame.is_empty():
         return {}
     row = frame.row(-1, named=True)
@@ -154,16 +210,19 @@ def latest_details(frame: pl.DataFrame) -> dict[str, object]:
             continue
         value = row[key]
         if key in ("window_start", "window_end") and value is not None:
-            value = pl.from_epoch(pl.Series([value]), time_unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S").item() + " UTC"
+            value = pl.select(exchange_times(pl.lit(value, pl.Int64), zone)).item()
         out[key] = value
     return out
 
 
-def pairs_table(stats: list[PairStats]) -> pl.DataFrame:
+def pairs_table(stats: list[PairStats], session_tz: dict[str, str] | None = None) -> pl.DataFrame:
+    """One row per candidate pair; ``as_of`` in the zone of the pair's first symbol."""
+    zones = session_tz or {}
     rows = [
         {
             "pair": f"{s.symbol_a}/{s.symbol_b}",
-            "as_of": s.as_of,
+            "as_of": pl.select(exchange_times(pl.lit(s.as_of, pl.Int64), exchange_zone(zones, s.symbol_a),
+                                              "%Y-%m-%d %H:%M %Z")).item(),
             "n_obs": s.n_obs,
             "return_corr": s.return_correlation,
             "hedge_ratio": s.hedge_ratio,
@@ -174,7 +233,5 @@ def pairs_table(stats: list[PairStats]) -> pl.DataFrame:
         for s in stats
     ]
     if not rows:
-        return pl.DataFrame(schema={"pair": pl.String, "as_of": pl.Int64, "n_obs": pl.Int64})
-    return pl.DataFrame(rows).with_columns(
-        as_of=pl.from_epoch("as_of", time_unit="ms").dt.strftime("%Y-%m-%d %H:%M UTC")
-    )
+        return pl.DataFrame(schema={"pair": pl.String, "as_of": pl.String, "n_obs": pl.Int64})
+    return pl.DataFrame(rows)
