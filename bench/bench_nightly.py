@@ -4,7 +4,7 @@
 
 Setup (not timed as part of the job): start the local stack (``LocalStack().up()``, state folder
 from ``TICKFORGE_STATE_DIR``), read the day's trades from the shared data, land them in S3 with
-``tickforge.assets.raw.land_trades_parquet``, build the golden bars with the offline streaming
+``tickforge.platform.io.raw_layout.land_trades_parquet``, build the golden bars with the offline streaming
 kernel (``build_bars``) and store them with ``upsert_bars``, all in a schema, buckets and a
 Snowflake database of the benchmark's own. Then ``nightly`` runs in-process for the partition
 (default run config: the 2013 day is past the 100-day retention, so it is archived too).
@@ -62,8 +62,8 @@ def setup(args, tmp: Path) -> tuple[object, dict]:
     import polars as pl
     import psycopg
 
-    from tickforge.assets.partitions import day_bounds_ms
-    from tickforge.assets.raw import land_trades_parquet
+    from tickforge.defs.lib.partitions import day_bounds_ms
+    from tickforge.defs.s3.resources import land_trades_parquet
     from tickforge.demo import shared_data_dir
     from tickforge.platform.bars.offline import build_bars
     from tickforge.platform.contracts import Bar

@@ -43,7 +43,7 @@ def _letter(reason: str, source: str, symbol: str | None = None, ts_ms: int | No
 def _loaded(s, day: str = DAY) -> list[tuple]:
     import snowflake.connector
 
-    from tickforge.assets.partitions import day_bounds_ms
+    from tickforge.defs.lib.partitions import day_bounds_ms
 
     start, end = day_bounds_ms(day)
     with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
@@ -57,12 +57,12 @@ def _loaded(s, day: str = DAY) -> list[tuple]:
 def _materialize(s, day: str = DAY):
     from dagster import DagsterInstance, materialize
 
-    from tickforge.assets.dead_letter_facts import build_dead_letter_facts
-    from tickforge.resources import resources_for
+    from tickforge.defs.snowflake.dead_letter_facts import build_dead_letter_facts
+    from tickforge.defs.resources import resources_for
 
     result = materialize(
-        [build_dead_letter_facts(s)], partition_key=day, instance=DagsterInstance.ephemeral(),
-        resources={"snowflake": resources_for(s, env_secrets=False)["snowflake"]},
+        [build_dead_letter_facts(s.kafka.topic_prefix)], partition_key=day, instance=DagsterInstance.ephemeral(),
+        resources={name: resources_for(s, env_secrets=False)[name] for name in ("snowflake", "kafka")},
     )
     assert result.success
     [check] = result.get_asset_check_evaluations()
@@ -70,8 +70,8 @@ def _materialize(s, day: str = DAY):
 
 
 def test_dead_letter_facts_count_the_day_idempotently(dl_settings):
-    from tickforge.assets.partitions import day_bounds_ms
-    from tickforge.assets.raw import utc_day
+    from tickforge.defs.lib.partitions import day_bounds_ms
+    from tickforge.platform.io.raw_layout import utc_day
 
     s = dl_settings
     ticks = "t.ticks"

@@ -57,7 +57,7 @@ def nightly_settings(settings, monkeypatch):
 
 
 def _day_trades(samples):
-    from tickforge.assets.partitions import day_bounds_ms
+    from tickforge.defs.lib.partitions import day_bounds_ms
     from tickforge.platform.io.files import TickFile, read_trades
 
     ticks = read_trades(samples / TRADES_FILE)
@@ -178,15 +178,15 @@ def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_
     import psycopg
     from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
 
-    from tickforge.resources import resources_for
-    from tickforge.sensors.alerts import list_alerts
-    from tickforge.sensors.run_failure import run_failure_alerts
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.postgres.alerts import list_alerts
+    from tickforge.defs.postgres.run_failure import run_failure_alerts
 
     marts_db = tmp_path / "marts.duckdb"
     monkeypatch.setenv("TICKFORGE_DBT_DUCKDB_PATH", str(marts_db))
     monkeypatch.setenv("TICKFORGE_DBT_TARGET", "local")
 
-    from tickforge.assets.raw import land_trades_parquet
+    from tickforge.defs.s3.resources import land_trades_parquet
     from tickforge.definitions import build_definitions
 
     s = nightly_settings
@@ -362,7 +362,7 @@ def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_
     assert _fact_rows(s) == facts  # the warehouse keeps the day
 
     # Archiving again: nothing left to move, the objects verify as they are.
-    from tickforge.assets.archive import archive_timeframe
+    from tickforge.defs.s3.archive import archive_timeframe
 
     again = archive_timeframe(
         resources_for(s, env_secrets=False)["postgres"], store, "1m", DAY

@@ -64,7 +64,7 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     from tickforge.definitions import build_definitions
     from tickforge.research.io import read_picks
     from tickforge.research.scoring import next_day_picks
-    from tickforge.resources import resources_for
+    from tickforge.defs.resources import resources_for
 
     s = nightly_settings
     golden = _store_golden_bars(s, _day_trades(samples))

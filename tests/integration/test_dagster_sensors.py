@@ -57,8 +57,8 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
 
     from tickforge.definitions import build_definitions
     from tickforge.platform.settings import Settings
-    from tickforge.resources import resources_for
-    from tickforge.sensors.snowflake_window import snowflake_window_sensor
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.snowflake.window_sensor import snowflake_window_sensor
 
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
@@ -105,11 +105,12 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
     from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
     from tickforge.platform.io.kafka import make_producer, topic_name
     from tickforge.platform.topics import DEAD_LETTER
-    from tickforge.resources import resources_for
-    from tickforge.sensors.alerts import list_alerts
-    from tickforge.sensors.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor, evaluate
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.postgres.alerts import list_alerts
+    from tickforge.defs.streaming.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor, evaluate
 
-    postgres = resources_for(settings, env_secrets=False)["postgres"]
+    resources = resources_for(settings, env_secrets=False)
+    postgres, kafka = resources["postgres"], resources["kafka"]
     producer = make_producer(settings)
     topic = topic_name(settings, DEAD_LETTER)
 
@@ -120,8 +121,8 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
         assert producer.flush(10) == 0
 
     send("late", 7)  # history before the sensor starts: never an alert
-    sensor = build_dead_letter_sensor(settings, max_per_minute=10)
-    first = sensor(build_sensor_context(resources={"postgres": postgres}))
+    sensor = build_dead_letter_sensor(max_per_minute=10)
+    first = sensor(build_sensor_context(resources={"postgres": postgres, "kafka": kafka}))
     state = json.loads(first.cursor)
     assert sum(state["offsets"].values()) == 7
     assert first.asset_events[0].metadata["first_evaluation"].value is True
@@ -129,13 +130,13 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
     send("late", 25)
     send("bad_price", 5)
     send("duplicate", 40)  # not late or bad: does not count towards the rate
-    summary, cursor = evaluate(settings, postgres, first.cursor, 10, now_ms=state["at_ms"] + 2 * MIN)
+    summary, cursor = evaluate(kafka, postgres, first.cursor, 10, now_ms=state["at_ms"] + 2 * MIN)
     assert summary["by_reason"] == {"late": 25, "bad_price": 5, "duplicate": 40}
     assert summary["late_or_bad"] == 30 and summary["per_minute"] == 15.0 and summary["alert"]
     alerts = list_alerts(postgres, "dead_letter_sensor")
     assert len(alerts) == 1 and alerts[0]["details"]["late_or_bad"] == 30
 
-    quiet = sensor(build_sensor_context(cursor=cursor, resources={"postgres": postgres}))
+    quiet = sensor(build_sensor_context(cursor=cursor, resources={"postgres": postgres, "kafka": kafka}))
     meta = quiet.asset_events[0].metadata
     assert meta["dead_letters"].value == 0 and meta["alert"].value is False
     assert len(list_alerts(postgres, "dead_letter_sensor")) == 1
@@ -144,10 +145,10 @@ def test_dead_letter_sensor_alerts_over_rate(settings):
     # Over the rate through the sensor itself: the check on the dead-letter topic fails.
     send("late", 30)
     minute_ago = json.dumps({**json.loads(quiet.cursor), "at_ms": int(time.time() * 1000) - MIN})
-    loud = sensor(build_sensor_context(cursor=minute_ago, resources={"postgres": postgres}))
+    loud = sensor(build_sensor_context(cursor=minute_ago, resources={"postgres": postgres, "kafka": kafka}))
     assert [(e.check_name, e.passed) for e in loud.asset_events[1:]] == [("dead_letter_rate_within_limit", False)]
     assert len(list_alerts(postgres, "dead_letter_sensor")) == 2
 
     # Run by hand, the check measures the last minutes by Kafka time: 67 late or bad in 5 min.
-    assert not build_dead_letter_rate_check(settings, max_per_minute=10)().passed
-    assert build_dead_letter_rate_check(settings, max_per_minute=100)().passed
+    assert not build_dead_letter_rate_check(max_per_minute=10)(kafka=kafka).passed
+    assert build_dead_letter_rate_check(max_per_minute=100)(kafka=kafka).passed

@@ -34,11 +34,11 @@ def _record(s, timeframe: str, partition: int, watermark_ms: int) -> None:
 def test_watermark_observations_and_freshness_checks(settings):
     from dagster import AssetSelection, DagsterInstance, Definitions, build_sensor_context, define_asset_job
 
-    from tickforge.assets.external import streaming_specs
+    from tickforge.defs.streaming.assets import streaming_specs
     from tickforge.definitions import build_definitions
     from tickforge.platform.io.postgres import apply_migrations
-    from tickforge.resources import resources_for
-    from tickforge.sensors.streaming_watermarks import build_streaming_watermark_sensor, streaming_freshness_checks
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.streaming.watermarks import build_streaming_watermark_sensor, streaming_freshness_checks
 
     s = settings
     schema = s.postgres.schema_name

@@ -22,8 +22,8 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples
     from tickforge.platform.contracts import Bar
     from tickforge.platform.io.postgres import upsert_bars
     from tickforge.platform.settings import Settings
-    from tickforge.resources import resources_for
-    from tickforge.sensors.snowflake_window import INTERVAL_S, snowflake_window_sensor
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.snowflake.window_sensor import INTERVAL_S, snowflake_window_sensor
 
     assert INTERVAL_S <= 3  # the facts are due within 5 s of a window closing
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")

@@ -82,7 +82,7 @@ def _store_picks(settings, picks_path) -> None:
     """The picks as the day's next_day_picks rows, where the research assets write them."""
     from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
     from tickforge.research.scoring import PICK_SCHEMA
-    from tickforge.resources import resources_for
+    from tickforge.defs.resources import resources_for
 
     day = date(2013, 10, 8)
     rows = pl.read_csv(picks_path, infer_schema=False).with_columns(day=pl.lit(day), weight=pl.col("weight").cast(pl.Float64))

@@ -39,7 +39,7 @@ def _letter(reason: str, source: str, symbol: str | None = None, ts_ms: int | No
 
 
 def test_minute_counts_bucket_by_event_time_else_kafka_time():
-    from tickforge.assets.dead_letter_facts import letter_rows, minute_counts, total_counts
+    from tickforge.defs.snowflake.dead_letter_facts import letter_rows, minute_counts, total_counts
 
     now_ms = 1_795_000_000_000  # when a replay publishes 2013 data
     batch = [
@@ -65,7 +65,7 @@ def test_minute_counts_bucket_by_event_time_else_kafka_time():
 
 
 def test_schema_rejects_partial_minutes_zero_counts_and_repeated_keys():
-    from tickforge.assets.dead_letter_facts import MINUTE_SCHEMA, DeadLetterMinutes
+    from tickforge.defs.snowflake.dead_letter_facts import MINUTE_SCHEMA, DeadLetterMinutes
 
     good = [(DAY_MS, "late", "BAC", "ticks", 2)]
     assert DeadLetterMinutes.validate(pl.DataFrame(good, schema=MINUTE_SCHEMA, orient="row")).height == 1
@@ -79,7 +79,7 @@ def test_schema_rejects_partial_minutes_zero_counts_and_repeated_keys():
 
 
 def test_topic_covers_loaded_rows_only_when_no_count_shrank():
-    from tickforge.assets.dead_letter_facts import MINUTE_SCHEMA, covers
+    from tickforge.defs.snowflake.dead_letter_facts import MINUTE_SCHEMA, covers
 
     def frame(*rows):
         return pl.DataFrame(list(rows), schema=MINUTE_SCHEMA, orient="row")
@@ -92,7 +92,7 @@ def test_topic_covers_loaded_rows_only_when_no_count_shrank():
 
 
 def test_dbt_manifest_is_stale_when_a_model_is_newer(tmp_path):
-    from tickforge.assets.marts import manifest_is_stale
+    from tickforge.defs.dbt.assets import manifest_is_stale
 
     (tmp_path / "models").mkdir()
     model = tmp_path / "models" / "m.sql"

@@ -187,7 +187,7 @@ def test_lineage_ticks_to_golden_tables(default_settings):
 def test_nightly_schedule_runs_previous_utc_day(local_tick, day):
     from dagster import build_schedule_context
 
-    from tickforge.jobs import nightly_schedule
+    from tickforge.defs.nightly import nightly_schedule
 
     request = nightly_schedule(build_schedule_context(scheduled_execution_time=local_tick))
     assert request.partition_key == day
@@ -195,7 +195,7 @@ def test_nightly_schedule_runs_previous_utc_day(local_tick, day):
 
 
 def test_resources_local_stack_vs_production(default_settings):
-    from tickforge.resources import resources_for
+    from tickforge.defs.resources import resources_for
 
     production = resources_for(default_settings)["snowflake"]
     assert production.additional_snowflake_connection_args is None
@@ -212,7 +212,8 @@ def test_resources_local_stack_vs_production(default_settings):
 
 
 def test_snowflake_ddl_is_idempotent_sql():
-    from tickforge.assets.warehouse import bar_id, ddl_statements
+    from tickforge.defs.lib.snowflake import ddl_statements
+    from tickforge.defs.snowflake.warehouse import bar_id
 
     statements = ddl_statements("TICKFORGE")
     assert statements[:2] == ["CREATE DATABASE IF NOT EXISTS TICKFORGE", "USE DATABASE TICKFORGE"]
@@ -230,7 +231,7 @@ def test_snowflake_ddl_is_idempotent_sql():
 
 
 def test_dagster_storage_scheme():
-    from tickforge.resources.dagster_storage import psycopg2_url
+    from tickforge.defs.postgres.dagster_storage import psycopg2_url
 
     assert psycopg2_url("postgresql://u@h:1/db") == "postgresql+psycopg2://u@h:1/db"
     assert psycopg2_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"

@@ -6,7 +6,7 @@ import pandera.errors
 import polars as pl
 import pytest
 
-from tickforge.assets.frames import LandedTrades, StoredBars, validated_bars
+from tickforge.defs.lib.frames import LandedTrades, StoredBars, validated_bars
 from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.io.files import read_trades
 

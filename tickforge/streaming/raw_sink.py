@@ -1,6 +1,7 @@
 """Raw landing sink: the tick topic as hourly Parquet objects in the raw bucket, exactly once.
 
-Layout (one object per input partition, flushed offset range, kind and UTC hour of ``ts_ms``)::
+Layout (:func:`tickforge.platform.io.raw_layout.object_key`: one object per input partition,
+flushed offset range, kind and UTC hour of ``ts_ms``)::
 
     s3://<raw_bucket>/trades/date=YYYY-MM-DD/hour=HH/<partition>-<first_offset>-<last_offset>.parquet
     s3://<raw_bucket>/quotes/date=YYYY-MM-DD/hour=HH/<partition>-<first_offset>-<last_offset>.parquet
@@ -46,6 +47,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tickforge.platform.contracts import Quote, QuoteBatch, Trade, TradeBatch
 from tickforge.platform.io.files import QUOTE_SCHEMA, TRADE_SCHEMA
 from tickforge.platform.io.kafka import make_consumer, marker_watermark, retry_retriable, topic_name
+from tickforge.platform.io.raw_layout import object_key
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import TICKS
 from tickforge.streaming.codec import Undecodable, decode_tick_message
@@ -62,19 +64,6 @@ class FlushPlan(msgspec.Struct, frozen=True):
 
 
 _PLAN_DECODER = msgspec.json.Decoder(FlushPlan)
-
-
-def object_key(kind: str, day: str, hour: int, partition: int, first: int, last: int) -> str:
-    return f"{kind}/date={day}/hour={hour:02d}/{partition:04d}-{first:020d}-{last:020d}.parquet"
-
-
-def parse_object_key(key: str) -> tuple[int, int, int] | None:
-    """``(partition, first_offset, last_offset)`` of a sink object key, None for other keys."""
-    name = key.rsplit("/", 1)[-1].removesuffix(".parquet")
-    parts = name.split("-")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def _ticks_of(msg: Message) -> tuple[str, dict[str, Any]] | None:

@@ -28,11 +28,11 @@ from dagster import AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_snowflake import SnowflakeResource
 
-from tickforge.assets.dead_letter_facts import FACT_DEAD_LETTERS
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.warehouse import FACT_TABLES
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.snowflake.dead_letter_facts import FACT_DEAD_LETTERS
+from tickforge.defs.snowflake.warehouse import FACT_TABLES
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_marts"
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_marts"
 MARTS_GROUP = "marts"
 # The Snowflake tables the dbt sources name (dbt_marts/models/marts/sources.yml).
 MART_SOURCES = (*FACT_TABLES.values(), FACT_DEAD_LETTERS)
@@ -183,9 +183,3 @@ def build_marts(state_dir: Path):
         yield from dbt.cli(["build", "--target", target], context=context).stream()
 
     return dbt_marts
-
-
-def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
-    )

@@ -1,20 +1,41 @@
-"""Replace a slice of a Snowflake table in one transaction: DELETE the slice, INSERT its rows.
+"""Snowflake load helpers shared by the loaders: the DDL, row chunks, and a slice replaced in one
+transaction (DELETE the slice, INSERT its rows).
 
-Shared by the loaders that own whole slices of a table (``RAW.TICKS`` per trade date, the dead
-letters per UTC day). Rows travel as one JSON array per chunk, unnested by FLATTEN: one bound
+:func:`replace_slice` serves the loaders that own whole slices of a table (``RAW.TICKS`` per
+trade date, the dead letters per UTC day, the research results per pick day). Rows travel as one JSON array per chunk, unnested by FLATTEN: one bound
 literal instead of a bind per value (``executemany`` took minutes for 170 k rows locally, and
 ``write_pandas`` does not work against the local stand-in). DELETE + INSERT rather than MERGE:
 fakesnow emulates MERGE in a second DuckDB catalog, which fails inside an explicit transaction
-(see :mod:`tickforge.assets.warehouse`).
+(see :mod:`tickforge.defs.snowflake.warehouse`).
 """
 
+from __future__ import annotations
+
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from tickforge.assets.warehouse import chunks
-
+DDL_DIR = Path(__file__).resolve().parents[3] / "snowflake" / "ddl"
 JSON_CHUNK = 50_000
+
+
+def ddl_statements(database: str, ddl_dir: Path = DDL_DIR) -> list[str]:
+    """Every statement of ``ddl_dir/*.sql`` in file order, ``{database}`` filled in."""
+    if not database.replace("_", "").isalnum():
+        raise ValueError(f"{database!r} is not a plain Snowflake identifier")
+    statements = []
+    for path in sorted(ddl_dir.glob("*.sql")):
+        text = "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
+        )
+        statements += [s.strip() for s in text.format(database=database).split(";") if s.strip()]
+    return statements
+
+
+def chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
 
 
 def replace_slice(

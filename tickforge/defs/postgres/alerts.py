@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
-from tickforge.resources import PostgresResource
+from tickforge.defs.postgres.resources import PostgresResource
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.pipeline_alerts (

@@ -8,7 +8,7 @@ only rewrites the scheme to ``postgresql+psycopg2`` for Dagster. Used from ``dag
 
     storage:
       custom:
-        module: tickforge.resources.dagster_storage
+        module: tickforge.defs.postgres.dagster_storage
         class: TickforgePostgresStorage
         config:
           postgres_url:

@@ -26,15 +26,15 @@ from dagster import (
     asset,
     asset_check,
 )
-from psycopg import sql
 
-from tickforge.assets.external import bar_timeframes, golden_bars_key
-from tickforge.assets.partitions import daily_partitions, day_bounds_ms
-from tickforge.assets.raw import read_day_trades
+from tickforge.defs.lib.golden_bars import read_golden_bars
+from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
+from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.platform.bars.compare import compare_bars
-from tickforge.platform.bars.reference import BAR_COLUMNS, reference_bars
-from tickforge.platform.io.postgres import bar_table
-from tickforge.resources import ObjectStoreResource, PostgresResource
+from tickforge.platform.bars.reference import reference_bars
+from tickforge.platform.io.raw_layout import read_day_trades
 
 COUNT_COLUMNS = ("expected", "actual", "missing", "extra", "duplicated", "differing")
 DIFF_COLUMNS = ("missing", "extra", "duplicated", "differing")
@@ -76,26 +76,6 @@ def reference_bars_by_partition(trades, timeframes: Sequence[str], lateness_ms: 
 
 def report_key(day: str) -> str:
     return f"reports/bar_reconciliation/date={day}/report.parquet"
-
-
-def read_golden_bars(
-    postgres: PostgresResource, timeframe: str, start_ms: int, end_ms: int
-) -> pd.DataFrame:
-    """The golden bars of a timeframe with ``start_ms <= window_start < end_ms``."""
-    query = sql.SQL(
-        "SELECT {cols} FROM {table} WHERE window_start >= %s AND window_start < %s "
-        "ORDER BY symbol, window_start"
-    ).format(
-        cols=sql.SQL(", ").join(sql.Identifier(c) for c in BAR_COLUMNS),
-        table=sql.Identifier(postgres.schema_name, bar_table(timeframe)),
-    )
-    with postgres.connect() as conn:
-        rows = conn.execute(query, (start_ms, end_ms)).fetchall()
-    frame = pd.DataFrame(rows, columns=list(BAR_COLUMNS))
-    types = {c: "float64" for c in BAR_COLUMNS} | {
-        "symbol": "object", "window_start": "int64", "window_end": "int64", "trade_count": "int64"
-    }
-    return frame.astype(types)
 
 
 def _per_symbol(frame: pd.DataFrame, name: str) -> pd.Series:

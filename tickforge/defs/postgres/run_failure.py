@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import RunFailureSensorContext, run_failure_sensor
 
-from tickforge.resources import PostgresResource
-from tickforge.sensors.alerts import record_alert
+from tickforge.defs.postgres.alerts import record_alert
+from tickforge.defs.postgres.resources import PostgresResource
 
 
 @run_failure_sensor(

@@ -38,11 +38,12 @@ from dagster import (
 from psycopg import sql
 from pydantic import Field
 
-from tickforge.assets.external import bar_timeframes, golden_bars_key
-from tickforge.assets.frames import StoredBars
-from tickforge.assets.partitions import daily_partitions, day_bounds_ms
+from tickforge.defs.lib.frames import StoredBars
+from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
+from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.platform.io.postgres import BAR_COLUMNS, bar_table
-from tickforge.resources import ObjectStoreResource, PostgresResource
 
 DEFAULT_RETENTION_DAYS = 100
 ARCHIVE_SCHEMA = pl.Schema(

@@ -17,11 +17,11 @@ import hashlib
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from tickforge.assets.external import raw_trades_key
-from tickforge.assets.frames import LandedTrades
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key, landed_trade_keys, read_landed_trades
-from tickforge.resources import ObjectStoreResource
+from tickforge.defs.lib.frames import LandedTrades
+from tickforge.defs.lib.keys import raw_trades_key
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.s3.resources import ObjectStoreResource
+from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key, landed_trade_keys, read_landed_trades
 
 
 def content_checksum(frame: pl.DataFrame) -> str:

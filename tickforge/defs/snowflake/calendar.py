@@ -3,7 +3,7 @@
 The range is from the earliest to the latest day found in the facts (``CORE.DIM_SYMBOL``'s
 window span), ``RAW.TICKS`` and the run's partition day. Days already in the table are left
 alone; the missing ones are inserted in one transaction (rows bound as one JSON array and
-unnested with FLATTEN, as in :mod:`tickforge.assets.raw_ticks`), so a rerun inserts nothing.
+unnested with FLATTEN, as in :mod:`tickforge.defs.snowflake.raw_ticks`), so a rerun inserts nothing.
 The asset check verifies every day of the range is present exactly once.
 """
 
@@ -22,8 +22,8 @@ from dagster import (
 )
 from dagster_snowflake import SnowflakeResource
 
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.warehouse import ddl_statements
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.lib.snowflake import ddl_statements
 
 DIM_CALENDAR = "CORE.DIM_CALENDAR"
 CALENDAR_CHECK = "calendar_covers_loaded_days"

@@ -12,7 +12,7 @@ Each consume batch is bucketed and aggregated at once (polars), so memory follow
 (minute, reason, symbol, source) keys, not the topic's size. The day's frame is validated with a
 pandera schema, then loaded as ``RAW.TICKS`` is: nothing is written when the day's rows already
 equal it (a rerun changes nothing, not even ``LOADED_AT``), else one transaction deletes the
-day's rows and inserts the frame (:func:`~tickforge.assets.day_replace.replace_slice`).
+day's rows and inserts the frame (:func:`~tickforge.defs.lib.snowflake.replace_slice`).
 
 Dead letters are only ever appended, so a day's counts only grow while the topic holds them.
 The topic keeps 30 days (by Kafka time): a later backfill would find fewer dead letters than were
@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import pandera.polars as pa
 import polars as pl
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -40,13 +40,12 @@ from dagster import (
 from dagster_snowflake import SnowflakeResource
 from pandera.polars import PolarsData
 
-from tickforge.assets.day_replace import replace_slice
-from tickforge.assets.external import dead_letter_key
-from tickforge.assets.partitions import daily_partitions, day_bounds_ms
-from tickforge.assets.warehouse import ddl_statements
+from tickforge.defs.lib.keys import dead_letter_key
+from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
+from tickforge.defs.lib.snowflake import ddl_statements, replace_slice
+from tickforge.defs.streaming.resources import KafkaResource
 from tickforge.platform.contracts import DEAD_LETTER_DECODER, UNREADABLE_DEAD_LETTER
-from tickforge.platform.io.kafka import client_config, consume_range, topic_name, topic_offsets
-from tickforge.platform.settings import Settings
+from tickforge.platform.io.kafka import consume_range, topic_offsets
 from tickforge.platform.topics import DEAD_LETTER
 
 FACT_DEAD_LETTERS = "CORE.FACT_DEAD_LETTERS_1M"
@@ -125,20 +124,13 @@ def total_counts(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
 
 
 def read_day_counts(
-    settings: Settings, start_ms: int, end_ms: int, deadline_s: float = READ_DEADLINE_S
+    kafka: KafkaResource, start_ms: int, end_ms: int, deadline_s: float = READ_DEADLINE_S
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The dead-letter topic read whole, counted for the minutes of ``[start_ms, end_ms)``, and
     what was read (messages, retention: partitions whose first offsets were deleted)."""
-    topic = topic_name(settings, DEAD_LETTER)
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{"group.id": f"{settings.kafka.topic_prefix}dead-letter-facts", "enable.auto.commit": False,
-               "isolation.level": "read_committed", "enable.partition.eof": False,
-               # Retention may delete the first offsets between listing and reading them.
-               "auto.offset.reset": "earliest"},
-        )
-    )
+    topic = kafka.topic(DEAD_LETTER)
+    # Reads from the earliest offset: retention may delete the first ones between listing and reading.
+    consumer = kafka.consumer("dead-letter-facts")
     parts: list[pl.DataFrame] = []
     read = 0
 
@@ -225,10 +217,10 @@ def facts_match_counts(
     )
 
 
-def build_dead_letter_facts(settings: Settings) -> AssetsDefinition:
-    """The asset, reading the dead-letter topic of the deployment ``settings`` describe (Kafka
-    has no Dagster resource: the sensor on the same topic reads it the same way)."""
-    topic = topic_name(settings, DEAD_LETTER)
+def build_dead_letter_facts(topic_prefix: str) -> AssetsDefinition:
+    """The asset, reading the dead-letter topic through the ``kafka`` resource (``topic_prefix``
+    only names the topic in the description)."""
+    topic = f"{topic_prefix}{DEAD_LETTER}"
 
     @asset(
         name="snowflake_dead_letter_facts",
@@ -251,10 +243,12 @@ def build_dead_letter_facts(settings: Settings) -> AssetsDefinition:
             )
         ],
     )
-    def snowflake_dead_letter_facts(context: AssetExecutionContext, snowflake: SnowflakeResource) -> MaterializeResult:
+    def snowflake_dead_letter_facts(
+        context: AssetExecutionContext, snowflake: SnowflakeResource, kafka: KafkaResource
+    ) -> MaterializeResult:
         day = context.partition_key
         start_ms, end_ms = day_bounds_ms(day)
-        counts, read = read_day_counts(settings, start_ms, end_ms)
+        counts, read = read_day_counts(kafka, start_ms, end_ms)
         counts = DeadLetterMinutes.validate(counts)
         done = load_day(context.log, snowflake, start_ms, end_ms, counts)
         check = facts_match_counts(snowflake, start_ms, end_ms, counts, done["kept_loaded_rows"])

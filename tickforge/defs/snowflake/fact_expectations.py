@@ -21,8 +21,8 @@ from dagster import (
 )
 from dagster_snowflake import SnowflakeResource
 
-from tickforge.assets.partitions import day_bounds_ms
-from tickforge.assets.warehouse import FACT_TABLES, snowflake_bar_facts
+from tickforge.defs.lib.partitions import day_bounds_ms
+from tickforge.defs.snowflake.warehouse import FACT_TABLES, snowflake_bar_facts
 from tickforge.platform.bars.timeframes import timeframe_ms
 
 CHECK_NAME = "facts_pass_expectations"
@@ -65,7 +65,6 @@ def expectations(window_ms: int) -> list[Any]:
 def validate_facts(frames: dict[str, tuple[pd.DataFrame, int]]) -> dict[str, dict[str, Any]]:
     """``{fact: (rows, window ms)}`` -> per fact: success, rows and the failed expectations."""
     import great_expectations as gx  # noqa: PLC0415 - 4-6 s import
-
     from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415
 
     context = gx.get_context(mode="ephemeral")

@@ -2,10 +2,10 @@
 
 Source: ``raw_trades_daily``'s object ``compacted/trades/date=D/trades.parquet`` (raw bucket).
 Every row carries its load metadata (``SOURCE_OBJECT_KEY``, ``SOURCE_CHECKSUM`` = the content
-checksum :func:`~tickforge.assets.compaction.content_checksum` of the object as read,
+checksum :func:`~tickforge.defs.s3.compaction.content_checksum` of the object as read,
 ``LOADED_AT``). The load is idempotent: if the day's rows already carry this checksum and the
 object's row count, nothing is written; otherwise one transaction deletes the day's rows and
-inserts the object's (:func:`~tickforge.assets.day_replace.replace_slice`). The asset
+inserts the object's (:func:`~tickforge.defs.lib.snowflake.replace_slice`). The asset
 check compares the day's rows and checksums in ``RAW.TICKS`` with the object's.
 """
 
@@ -24,13 +24,12 @@ from dagster import (
 )
 from dagster_snowflake import SnowflakeResource
 
-from tickforge.assets.compaction import content_checksum
-from tickforge.assets.day_replace import replace_slice
-from tickforge.assets.frames import LandedTrades
-from tickforge.assets.partitions import daily_partitions
-from tickforge.assets.raw import LANDED_TRADES_SCHEMA, compacted_key
-from tickforge.assets.warehouse import ddl_statements
-from tickforge.resources import ObjectStoreResource
+from tickforge.defs.lib.frames import LandedTrades
+from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.lib.snowflake import ddl_statements, replace_slice
+from tickforge.defs.s3.compaction import content_checksum
+from tickforge.defs.s3.resources import ObjectStoreResource
+from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key
 
 RAW_TICKS = "RAW.TICKS"
 TICK_COLUMNS = ("TRADE_DATE", "TS_MS", "SYMBOL", "PRICE", "SIZE", "TRADE_ID", "KAFKA_PARTITION", "KAFKA_OFFSET",

@@ -15,12 +15,10 @@ statements are plain Snowflake SQL, so production runs the same code.
 """
 
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from psycopg import sql
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -31,36 +29,24 @@ from dagster import (
     MaterializeResult,
     asset,
 )
-from pydantic import Field
 from dagster_snowflake import SnowflakeResource
+from psycopg import sql
+from pydantic import Field
 
-from tickforge.assets.external import golden_bars_key
-from tickforge.assets.frames import validated_bars
-from tickforge.assets.partitions import daily_partitions, day_bounds_ms
-from tickforge.assets.reconciliation import read_golden_bars
-from tickforge.platform.io.postgres import bar_table
+from tickforge.defs.lib.frames import validated_bars
+from tickforge.defs.lib.golden_bars import read_golden_bars
+from tickforge.defs.lib.keys import golden_bars_key
+from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
+from tickforge.defs.lib.snowflake import chunks, ddl_statements
+from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.platform.bars.timeframes import timeframe_ms
-from tickforge.resources import PostgresResource
+from tickforge.platform.io.postgres import bar_table
 
-DDL_DIR = Path(__file__).resolve().parents[2] / "snowflake" / "ddl"
 # Golden timeframe -> fact table.
 FACT_TABLES: dict[str, str] = {"1m": "CORE.FACT_TICKS_60S", "5m": "CORE.FACT_TICKS_300S"}
 VALUE_COLUMNS = ("OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "NOTIONAL", "VWAP", "TRADE_COUNT", "CLOSED_AT_MS")
 STAGE_COLUMNS = ("BAR_ID", "SYMBOL", "WINDOW_START", "WINDOW_END", *VALUE_COLUMNS)
 INSERT_CHUNK = 5_000
-
-
-def ddl_statements(database: str, ddl_dir: Path = DDL_DIR) -> list[str]:
-    """Every statement of ``ddl_dir/*.sql`` in file order, ``{database}`` filled in."""
-    if not database.replace("_", "").isalnum():
-        raise ValueError(f"{database!r} is not a plain Snowflake identifier")
-    statements = []
-    for path in sorted(ddl_dir.glob("*.sql")):
-        text = "\n".join(
-            line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
-        )
-        statements += [s.strip() for s in text.format(database=database).split(";") if s.strip()]
-    return statements
 
 
 def bar_id(symbol: str, window_start: int, window_seconds: int) -> str:
@@ -73,11 +59,6 @@ def staging_rows(bars: pd.DataFrame, timeframe: str) -> list[tuple[Any, ...]]:
     columns = [ids] + [bars[c.lower()].tolist() for c in STAGE_COLUMNS[1:-1]]
     columns.append([None if pd.isna(v) else int(v) for v in bars["closed_at_ms"].tolist()])
     return list(zip(*columns))
-
-
-def chunks(rows: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
 
 
 def upsert_statements(fact: str, stage: str, start_ms: int, end_ms: int) -> list[tuple[str, str]]:

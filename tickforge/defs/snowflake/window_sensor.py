@@ -19,7 +19,7 @@ Fresh windows load in the sensor itself: a launched run starts a new process tha
 code location (dagster, dagster-snowflake, dagster-dbt: 7 s or more on two cores), which alone
 breaks "facts visible within 5 s of the window closing". The sensor runs in the warm code server,
 so it loads up to ``INLINE_WINDOWS`` newly closed windows directly (the same
-:func:`~tickforge.assets.warehouse.load_fact_window` as the job) and records the materialization
+:func:`~tickforge.defs.snowflake.warehouse.load_fact_window` as the job) and records the materialization
 of ``snowflake_window_facts`` and its check as asset events. A catch-up of more windows, a
 correction, or an inline load that fails goes through runs of the job as before.
 
@@ -53,10 +53,10 @@ from dagster import (
 from dagster_snowflake import SnowflakeResource
 from psycopg import sql
 
-from tickforge.assets.warehouse import FACT_TABLES, WINDOW_CHECK, facts_match_golden, load_fact_window
-from tickforge.jobs.intraday import snowflake_window_job
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.snowflake.jobs import snowflake_window_job
+from tickforge.defs.snowflake.warehouse import FACT_TABLES, WINDOW_CHECK, facts_match_golden, load_fact_window
 from tickforge.platform.io.postgres import bar_table, golden_watermark
-from tickforge.resources import PostgresResource
 
 WINDOW_MS = 300_000
 MAX_WINDOWS = 24

@@ -8,38 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dagster import AssetKey, AssetSpec
+from dagster import AssetSpec
 
+from tickforge.defs.lib.keys import (
+    bar_timeframes,
+    bar_topic_key,
+    dead_letter_key,
+    golden_bars_key,
+    raw_trades_key,
+    ticks_key,
+)
 from tickforge.platform.io.postgres import bar_table
 from tickforge.platform.topics import TICKS, bar_topic
 
 STREAMING_OWNERS = ["team:market-data"]
 STREAMING_GROUP = "streaming"
-
-
-def ticks_key() -> AssetKey:
-    return AssetKey(["kafka", TICKS])
-
-
-def bar_topic_key(timeframe: str) -> AssetKey:
-    return AssetKey(["kafka", bar_topic(timeframe).replace(".", "_")])
-
-
-def golden_bars_key(timeframe: str) -> AssetKey:
-    return AssetKey(["postgres", bar_table(timeframe)])
-
-
-def raw_trades_key() -> AssetKey:
-    return AssetKey(["s3", "raw_trades"])
-
-
-def dead_letter_key() -> AssetKey:
-    return AssetKey(["kafka", "dead_letter"])
-
-
-def bar_timeframes(timeframes: Sequence[str]) -> list[str]:
-    """Timeframes with a bar topic and a golden table (10 ms bins are internal)."""
-    return [tf for tf in timeframes if tf != "10ms"]
 
 
 def streaming_specs(timeframes: Sequence[str], topic_prefix: str, schema: str) -> list[AssetSpec]:

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckResult,
@@ -34,13 +34,13 @@ from dagster import (
     sensor,
 )
 
-from tickforge.assets.external import dead_letter_key
+from tickforge.defs.lib.keys import dead_letter_key
+from tickforge.defs.postgres.alerts import record_alert
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.streaming.resources import KafkaResource
 from tickforge.platform.contracts import DEAD_LETTER_DECODER, UNREADABLE_DEAD_LETTER
-from tickforge.platform.io.kafka import client_config, consume_range, topic_name, topic_offsets
-from tickforge.platform.settings import Settings
+from tickforge.platform.io.kafka import consume_range, topic_offsets
 from tickforge.platform.topics import DEAD_LETTER
-from tickforge.resources import PostgresResource
-from tickforge.sensors.alerts import record_alert
 
 # Reasons that are a tick arriving too late or malformed (duplicates are expected redeliveries).
 BAD_REASONS = frozenset(
@@ -57,19 +57,13 @@ def late_or_bad(counts: Counter[str]) -> int:
 
 
 def read_dead_letters(
-    settings: Settings, start: dict[int, int] | None, deadline_s: float = 20.0
+    kafka: KafkaResource, start: dict[int, int] | None, deadline_s: float = 20.0
 ) -> tuple[Counter[str], dict[int, int]]:
     """Reasons counted from ``start`` offsets (None: from the end, counting nothing) to the
     current end of every partition; returns the counts and the new offsets (where time ran
     out, the offsets reached: the next evaluation carries on from there)."""
-    topic = topic_name(settings, DEAD_LETTER)
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{"group.id": f"{settings.kafka.topic_prefix}dead-letter-sensor", "enable.auto.commit": False,
-               "isolation.level": "read_committed", "enable.partition.eof": False},
-        )
-    )
+    topic = kafka.topic(DEAD_LETTER)
+    consumer = kafka.consumer("dead-letter-sensor")
     counts: Counter[str] = Counter()
 
     def count(batch: list[Message]) -> None:
@@ -89,13 +83,13 @@ def read_dead_letters(
 
 
 def evaluate(
-    settings: Settings, postgres: PostgresResource, cursor: str | None, max_per_minute: float, now_ms: int | None = None
+    kafka: KafkaResource, postgres: PostgresResource, cursor: str | None, max_per_minute: float, now_ms: int | None = None
 ) -> tuple[dict[str, Any], str]:
     """One evaluation: ``(summary, new cursor)``; records an alert when over the rate."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     state = json.loads(cursor) if cursor else None
     start = {int(p): o for p, o in state["offsets"].items()} if state else None
-    counts, ends = read_dead_letters(settings, start)
+    counts, ends = read_dead_letters(kafka, start)
     bad = late_or_bad(counts)
     elapsed_ms = max(now_ms - state["at_ms"], 60_000) if state else 60_000
     rate = bad * 60_000 / elapsed_ms
@@ -119,10 +113,10 @@ def evaluate(
     return summary, new_cursor
 
 
-def recent_offsets(settings: Settings, since_ms: int) -> dict[int, int]:
+def recent_offsets(kafka: KafkaResource, since_ms: int) -> dict[int, int]:
     """Per partition, the first dead-letter offset with a Kafka timestamp at or after ``since_ms``."""
-    topic = topic_name(settings, DEAD_LETTER)
-    consumer = Consumer(client_config(settings, **{"group.id": f"{settings.kafka.topic_prefix}dead-letter-check"}))
+    topic = kafka.topic(DEAD_LETTER)
+    consumer = kafka.consumer("dead-letter-check")
     try:
         ends = {p: high for p, (_, high) in topic_offsets(consumer, topic).items()}
         found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in ends], timeout=10)
@@ -137,17 +131,17 @@ def rate_check_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def build_dead_letter_rate_check(settings: Settings, max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
+def build_dead_letter_rate_check(max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
     @asset_check(
         asset=dead_letter_key(),
         name=RATE_CHECK,
         description=f"Late or bad ticks on the dead-letter topic at most {max_per_minute}/min (the "
         f"sensor reports it every minute; run by hand it measures the last {RECENT_MINUTES} minutes).",
     )
-    def dead_letter_rate_within_limit() -> AssetCheckResult:
+    def dead_letter_rate_within_limit(kafka: KafkaResource) -> AssetCheckResult:
         now_ms = int(time.time() * 1000)
         since_ms = now_ms - RECENT_MINUTES * 60_000
-        counts, _ = read_dead_letters(settings, recent_offsets(settings, since_ms))
+        counts, _ = read_dead_letters(kafka, recent_offsets(kafka, since_ms))
         bad = late_or_bad(counts)
         rate = bad / RECENT_MINUTES
         summary = {"late_or_bad": bad, "per_minute": round(rate, 3), "max_per_minute": max_per_minute,
@@ -159,14 +153,16 @@ def build_dead_letter_rate_check(settings: Settings, max_per_minute: float = DEF
     return dead_letter_rate_within_limit
 
 
-def build_dead_letter_sensor(settings: Settings, max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
+def build_dead_letter_sensor(max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
     @sensor(
         name="dead_letter_sensor",
         minimum_interval_seconds=60,
         description=f"Late or bad ticks on the dead-letter topic: alert over {max_per_minute}/min.",
     )
-    def dead_letter_sensor(context: SensorEvaluationContext, postgres: PostgresResource) -> SensorResult:
-        summary, cursor = evaluate(settings, postgres, context.cursor, max_per_minute)
+    def dead_letter_sensor(
+        context: SensorEvaluationContext, postgres: PostgresResource, kafka: KafkaResource
+    ) -> SensorResult:
+        summary, cursor = evaluate(kafka, postgres, context.cursor, max_per_minute)
         if summary["alert"]:
             context.log.error("dead-letter rate alert: %s", summary)
         metadata = rate_check_metadata(summary)

@@ -39,8 +39,8 @@ from dagster import (
 )
 from psycopg import sql
 
-from tickforge.assets.external import bar_timeframes, bar_topic_key, golden_bars_key
-from tickforge.resources import PostgresResource
+from tickforge.defs.lib.keys import bar_timeframes, bar_topic_key, golden_bars_key
+from tickforge.defs.postgres.resources import PostgresResource
 
 DEFAULT_MAX_LAG_S = 900.0
 MAX_LAG_ENV = "TICKFORGE_STREAMING_FRESHNESS_MAX_LAG_S"

@@ -12,9 +12,10 @@ from datetime import date
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.defs.trading.assets import PAPER_REPORT_KEY, day_bars, day_picks, day_quotes, read_paper
 from tickforge.defs.trading.resources import TradingResource
-from tickforge.resources import ObjectStoreResource, PostgresResource
 from tickforge.trading.audit import identity_violations, overfill_violations, taker_fill_violations
 from tickforge.trading.parity import decision_parity
 

@@ -1,12 +1,13 @@
-"""The raw trade landing layout in object storage.
+"""The raw trade and quote layout in object storage: object keys, landing and reading.
 
 One UTC day of trades lives under ``s3://<raw_bucket>/trades/date=YYYY-MM-DD/`` as Parquet
 objects with the canonical columns ``ts_ms, symbol, price, size, trade_id``, rows in arrival
 (file) order, which the lateness rule depends on. Two producers write there:
 
-* the raw landing sink (:mod:`tickforge.streaming.raw_sink`): ``hour=HH/<partition>-<first
-  offset>-<last offset>.parquet`` with ``row`` = the Kafka offset; arrival order is per Kafka
-  partition (offset order, then order within a message);
+* the raw landing sink (:mod:`tickforge.streaming.raw_sink`): :func:`object_key`,
+  ``hour=HH/<partition>-<first offset>-<last offset>.parquet`` with ``row`` = the Kafka offset;
+  arrival order is per Kafka partition (offset order, then order within a message); quotes the
+  same under ``quotes/``;
 * :func:`land_trades` (files landed in batch): ``<part>.parquet`` directly under the day, rows in
   file order, read as partition 0.
 
@@ -18,20 +19,54 @@ sorted by (partition, arrival); ``raw_trades_daily`` compacts that into one obje
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Protocol
 
 import polars as pl
-
-from tickforge.platform.settings import Settings
-from tickforge.resources import ObjectStoreResource, resources_for
 
 TRADE_COLUMNS = ("ts_ms", "symbol", "price", "size", "trade_id")
 RAW_TRADES_SCHEMA = pl.Schema(
     {"ts_ms": pl.Int64, "symbol": pl.String, "price": pl.Float64, "size": pl.Float64, "trade_id": pl.Int64}
 )
+LANDED_TRADES_SCHEMA = pl.Schema({**RAW_TRADES_SCHEMA, "partition": pl.Int32, "row": pl.Int64})
+
+
+class RawStore(Protocol):
+    """The object store the raw layout lives in (``ObjectStoreResource`` is one)."""
+
+    raw_bucket: str
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
+
+    def write_parquet(self, bucket: str, key: str, frame: pl.DataFrame) -> int: ...
+
+    def read_parquet(self, bucket: str, key: str) -> pl.DataFrame: ...
+
+
+def object_key(kind: str, day: str, hour: int, partition: int, first: int, last: int) -> str:
+    """A landing sink object; partition and offsets zero padded so key order is offset order."""
+    return f"{kind}/date={day}/hour={hour:02d}/{partition:04d}-{first:020d}-{last:020d}.parquet"
+
+
+def parse_object_key(key: str) -> tuple[int, int, int] | None:
+    """``(partition, first_offset, last_offset)`` of a sink object key, None for other keys."""
+    name = key.rsplit("/", 1)[-1].removesuffix(".parquet")
+    parts = name.split("-")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def trades_prefix(day: str) -> str:
     return f"trades/date={day}/"
+
+
+def compacted_key(day: str) -> str:
+    """The day's compacted trades (``raw_trades_daily``), in the raw bucket."""
+    return f"compacted/trades/date={day}/trades.parquet"
+
+
+def utc_day(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def _canonical(trades: pl.DataFrame) -> pl.DataFrame:
@@ -41,9 +76,7 @@ def _canonical(trades: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def land_trades(
-    store: ObjectStoreResource, trades: pl.DataFrame, part: str = "part-00000"
-) -> list[str]:
+def land_trades(store: RawStore, trades: pl.DataFrame, part: str = "part-00000") -> list[str]:
     """Write trades, split by UTC day of ``ts_ms``, one object per day; returns the keys.
 
     Rows keep their order. Writing the same ``part`` again replaces the object (idempotent).
@@ -58,38 +91,21 @@ def land_trades(
     return keys
 
 
-def land_trades_parquet(settings: Settings, trades_df: pl.DataFrame, part: str = "part-00000") -> list[str]:
-    """:func:`land_trades` with the object store the settings describe."""
-    return land_trades(resources_for(settings, env_secrets=False)["object_store"], trades_df, part)
-
-
-LANDED_TRADES_SCHEMA = pl.Schema({**RAW_TRADES_SCHEMA, "partition": pl.Int32, "row": pl.Int64})
-
-
-def compacted_key(day: str) -> str:
-    """The day's compacted trades (``raw_trades_daily``), in the raw bucket."""
-    return f"compacted/trades/date={day}/trades.parquet"
-
-
 def _object_order(key: str) -> tuple[int, int, str]:
-    from tickforge.streaming.raw_sink import parse_object_key  # noqa: PLC0415
-
     parsed = parse_object_key(key)
     return (0, 0, key) if parsed is None else (parsed[0], parsed[1], key)
 
 
-def landed_trade_keys(store: ObjectStoreResource, day: str) -> list[str]:
+def landed_trade_keys(store: RawStore, day: str) -> list[str]:
     """The day's landed trade objects (sink hours and batch parts), in arrival order per partition."""
     keys = [k for k in store.list_keys(store.raw_bucket, trades_prefix(day)) if k.endswith(".parquet")]
     return sorted(keys, key=_object_order)
 
 
-def read_landed_trades(store: ObjectStoreResource, day: str, keys: list[str] | None = None) -> pl.DataFrame:
+def read_landed_trades(store: RawStore, day: str, keys: list[str] | None = None) -> pl.DataFrame:
     """All trades landed for one UTC day with ``partition`` and ``row`` (arrival order within a
     partition), sorted by partition then arrival. Batch-landed parts are partition 0 with ``row``
     their position in key order."""
-    from tickforge.streaming.raw_sink import parse_object_key  # noqa: PLC0415
-
     frames = []
     position = 0
     for key in landed_trade_keys(store, day) if keys is None else keys:
@@ -110,13 +126,9 @@ def read_landed_trades(store: ObjectStoreResource, day: str, keys: list[str] | N
     return pl.concat(frames).sort(["partition", "row"], maintain_order=True)
 
 
-def read_day_trades(store: ObjectStoreResource, day: str) -> pl.DataFrame:
+def read_day_trades(store: RawStore, day: str) -> pl.DataFrame:
     """The day's trades for reconciliation: the compacted object when ``raw_trades_daily`` wrote
     it, else the landed objects; columns of :data:`LANDED_TRADES_SCHEMA`."""
     if store.list_keys(store.raw_bucket, compacted_key(day)):
         return store.read_parquet(store.raw_bucket, compacted_key(day)).cast(dict(LANDED_TRADES_SCHEMA))
     return read_landed_trades(store, day)
-
-
-def utc_day(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
