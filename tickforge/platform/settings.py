@@ -175,6 +175,17 @@ class ResearchSettings(BaseModel):
     registry_path: Path | None = None  # strategy registry YAML; None: the packaged strategies.yaml
 
 
+class AlpacaSettings(BaseModel):
+    """The Alpaca broker adapter (``TICKFORGE_ALPACA__...``): the paper endpoint, and dry-run
+    (no request leaves the process) unless ``enabled`` is set."""
+
+    base_url: str = "https://paper-api.alpaca.markets"
+    key_id: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    enabled: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TICKFORGE_",
@@ -191,6 +202,7 @@ class Settings(BaseSettings):
     signals: SignalSettings = Field(default_factory=SignalSettings)
     http_source: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
     research: ResearchSettings = Field(default_factory=ResearchSettings)
+    alpaca: AlpacaSettings = Field(default_factory=AlpacaSettings)
 
     def redacted(self) -> dict[str, Any]:
         """A printable view: secrets masked, DSN passwords hidden."""
