@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tickforge.platform.bars.validation import trade_reject_reasons
-from tickforge.platform.io import files
+from tickforge.platform.io import csv_chunks, files
 from tickforge.platform.io.files import TickFile, read_quotes, read_trades
 
 # The samples the repository ships (the ``samples`` fixture of tests/conftest.py locates them).
@@ -190,7 +190,7 @@ def test_block_boundaries_do_not_change_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Blocks of a few bytes cut almost every line in two: the carried tails must rejoin them.
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 7)
+    monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 7)
     seen: list[int] = []
     result = read_trades(write_gz(tmp_path / "dirty.csv.gz", dirty_text()), progress=seen.append)
     check_dirty(result)
@@ -367,7 +367,7 @@ def tolerant_read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """What the tolerant path alone makes of a trades file (the fast path's oracle)."""
     header = files._csv_header(path)
     parse, fields, _ = files._trade_parser(header)
-    body = b"".join(chunk.data for chunk in files._csv_chunks(path))
+    body = b"".join(chunk.data for chunk in csv_chunks.csv_chunks(path))
     data, dead = parse(files._split_lines(files._chunk_lines(body), header, fields, 0))
     return data, dead.sort("row")
 
@@ -377,7 +377,7 @@ def fast_chunks(path: Path) -> list[object]:
     fast = files._trade_parser(header)[2]
     assert fast is not None
     rows, done = 0, []
-    for chunk in files._csv_chunks(path):
+    for chunk in csv_chunks.csv_chunks(path):
         assert chunk.plain
         result = fast(chunk, rows)
         done.append(result)
@@ -457,7 +457,7 @@ def test_the_fast_path_on_many_small_chunks_and_trade_ids(
         lines[i] = ",".join(fields)
     path = write_gz(tmp_path / "binance.csv.gz", header + "\n".join(lines) + "\n")
     data, dead = tolerant_read(path)
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 4_096)
+    monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 4_096)
     assert all(fast_chunks(path))
     result = read_trades(path)
     assert result.data.rows() == data.rows()
@@ -483,10 +483,10 @@ def test_a_dirty_file_using_every_separator_candidate_is_split_in_python(tmp_pat
 def test_a_reader_that_stops_early_leaves_no_thread_behind(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 64 * 1024)
-    chunks = files._ahead(files._csv_chunks(samples / EQUITY_TRADES))
-    assert next(chunks).plain
-    chunks.close()  # what an exception in the reader's loop does to the generator
+    monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 64 * 1024)
+    chunks = csv_chunks.ChunksAhead(samples / EQUITY_TRADES)
+    assert next(iter(chunks)).plain
+    chunks.close()  # what the reader does on an exception in its loop
     assert not [t for t in threading.enumerate() if t.name == "csv-chunks"]
 
 

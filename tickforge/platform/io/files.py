@@ -40,12 +40,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
-import queue
-import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
@@ -63,6 +58,7 @@ from tickforge.platform.bars.validation import (
     trade_reject_reasons,
 )
 from tickforge.platform.contracts import MAX_SYMBOL_LENGTH
+from tickforge.platform.io.csv_chunks import Chunk, ChunksAhead, is_parquet
 
 MALFORMED_ROW: Final = "malformed_row"
 BAD_TRADE_ID: Final = "bad_trade_id"
@@ -101,15 +97,11 @@ be categorical)."""
 _Parser = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
 # Decompressed CSV bytes of whole lines and the row number of its first line in, (parsed rows,
 # dead letters, data rows) out; None where the bytes need the tolerant path.
-_FastParser = Callable[["_Chunk", int], "tuple[pl.DataFrame, pl.DataFrame, int] | None"]
+_FastParser = Callable[[Chunk, int], "tuple[pl.DataFrame, pl.DataFrame, int] | None"]
 # A parser with the header fields it reads (the only ones a CSV block needs to split out), and
 # the layout's fast path for clean CSV, if it has one.
 _Layout = tuple[_Parser, list[str], "_FastParser | None"]
 
-# ~400 k equity rows per block: large enough for polars to be efficient, small enough that
-# progress moves on a multi-million-row file.
-_BLOCK_BYTES: Final = 16 * 1024 * 1024
-_READ_BYTES: Final = 4 * 1024 * 1024  # compressed bytes per read
 _PARQUET_BATCH_ROWS: Final = 500_000
 # Separator bytes tried for the one-field-per-line read; the first one absent from the file wins.
 _LINE_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
@@ -177,11 +169,18 @@ def read_trades(path: str | Path, progress: ProgressHook | None = None) -> TickF
     )
 
 
-def stream_trades(path: str | Path, on_rows: RowsHook, progress: ProgressHook | None = None) -> StreamedFile:
+def stream_trades(
+    path: str | Path, on_rows: RowsHook, progress: ProgressHook | None = None, chunks: ChunksAhead | None = None
+) -> StreamedFile:
     """Read trades as :func:`read_trades` does, handing each block's valid rows to ``on_rows``
     as soon as they are read (in file order; the symbol may be categorical) and keeping none:
-    bars can be built while the file is read, and no frame of the whole file is assembled."""
-    return _read(Path(path), "trades", progress, on_rows)
+    bars can be built while the file is read, and no frame of the whole file is assembled.
+    ``chunks``: the file's CSV chunks, already being read ahead (closed when the read ends)."""
+    try:
+        return _read(Path(path), "trades", progress, on_rows, chunks)
+    finally:
+        if chunks is not None:
+            chunks.close()
 
 
 def read_quotes(path: str | Path, progress: ProgressHook | None = None) -> TickFile:
@@ -200,9 +199,13 @@ def read_quotes(path: str | Path, progress: ProgressHook | None = None) -> TickF
 
 
 def _read(
-    path: Path, kind: Literal["trades", "quotes"], progress: ProgressHook | None, on_rows: RowsHook
+    path: Path,
+    kind: Literal["trades", "quotes"],
+    progress: ProgressHook | None,
+    on_rows: RowsHook,
+    chunks: ChunksAhead | None = None,
 ) -> StreamedFile:
-    parquet = _is_parquet(path)
+    parquet = is_parquet(path)
     header = _parquet_header(path) if parquet else _csv_header(path)
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: repeated column names in header {header}")
@@ -221,9 +224,9 @@ def _read(
             if progress is not None:
                 progress(rows)
     else:
-        # closing: a failure below stops the chunk thread now, not when the traceback is freed.
-        with closing(_ahead(_csv_chunks(path))) as chunks:
-            for chunk in chunks:
+        ahead = chunks if chunks is not None else ChunksAhead(path)
+        try:
+            for chunk in ahead:
                 done = fast(chunk, rows) if fast is not None and chunk.plain else None
                 if done is None:
                     block = _split_lines(_chunk_lines(chunk.data), header, fields, rows)
@@ -235,6 +238,8 @@ def _read(
                 on_rows(data)
                 if progress is not None:
                     progress(rows)
+        finally:  # a failure above stops the chunk thread now, not when the traceback is freed
+            ahead.close()
     dead_parts = [part for part in dead_parts if part.height]
     return StreamedFile(
         kind=kind,
@@ -243,11 +248,6 @@ def _read(
         # Rows of the wrong shape come after the others within a block: restore file order.
         dead_letters=pl.concat(dead_parts).sort("row") if dead_parts else pl.DataFrame(schema=DEAD_LETTER_SCHEMA),
     )
-
-
-def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(4) == b"PAR1"
 
 
 def _open_text(path: Path) -> BinaryIO:
@@ -263,119 +263,6 @@ def _csv_header(path: Path) -> list[str]:
     if not header:
         raise ValueError(f"{path}: empty file, no header row")
     return header
-
-
-def _decompressed(path: Path) -> Iterator[bytes]:
-    """The file's bytes in pieces of at most ``_BLOCK_BYTES``, gunzipped if it is gzip (every
-    member of a multi-member file)."""
-    try:
-        with path.open("rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-            f.seek(0)
-            if not gzipped:
-                while piece := f.read(_BLOCK_BYTES):
-                    yield piece
-                return
-            inflate = zlib.decompressobj(31)
-            while compressed := f.read(_READ_BYTES):
-                while compressed:
-                    # Bounded output: a piece is cut into chunks without a copy of the whole.
-                    yield inflate.decompress(compressed, _BLOCK_BYTES)
-                    compressed = inflate.unconsumed_tail
-                    if inflate.eof:  # a member ended; another may follow
-                        compressed = inflate.unused_data
-                        if compressed.strip(b"\0"):
-                            inflate = zlib.decompressobj(31)
-                        else:
-                            compressed = b""
-            if not inflate.eof:
-                raise EOFError("the gzip stream ends before its end-of-stream marker")
-    except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: cannot read the file: {e}") from e
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """Whole lines of a CSV file and what the fast path needs to know about their bytes."""
-
-    data: bytes
-    plain: bool  # ASCII without double quotes or CRs: lines are split at commas, nothing else
-    lines: int  # line ends, plus one for a last line without one
-    commas: int
-
-    @classmethod
-    def of(cls, data: bytes) -> _Chunk:
-        plain = data.isascii() and b'"' not in data and b"\r" not in data
-        if not plain:
-            return cls(data, False, 0, 0)
-        # numpy compares and counts with SIMD: ~3x faster than bytes.count.
-        buffer = np.frombuffer(data, np.uint8)
-        line_ends = int(np.count_nonzero(buffer == ord("\n")))
-        return cls(data, True, line_ends + (not data.endswith(b"\n")), int(np.count_nonzero(buffer == ord(","))))
-
-
-def _ahead(chunks: Iterator[_Chunk]) -> Iterator[_Chunk]:
-    """``chunks``, made one ahead by a thread where there is a second CPU: decompressing and
-    scanning bytes (zlib lets go of the GIL) overlaps polars parsing the chunk before."""
-    if len(os.sched_getaffinity(0)) < 2:
-        yield from chunks
-        return
-    ready: queue.Queue[_Chunk | BaseException | None] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def hand(item: _Chunk | BaseException | None) -> bool:
-        """Queue ``item`` unless the reader stopped listening (then never block)."""
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not hand(chunk):
-                    return
-            hand(None)
-        except BaseException as e:  # handed to the reader, which raises it
-            hand(e)
-
-    worker = threading.Thread(target=produce, name="csv-chunks", daemon=True)
-    worker.start()
-    try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
-
-
-def _csv_chunks(path: Path) -> Iterator[_Chunk]:
-    """The bytes after the header line in pieces of whole lines, each about ``_BLOCK_BYTES``
-    (at least one line; the last one may lack its line end)."""
-    carry = b""  # the start of a line whose end is in a later piece
-    header_done = False
-    for piece in _decompressed(path):
-        if not header_done:
-            carry += piece
-            end = carry.find(b"\n")
-            if end < 0:
-                continue
-            header_done = True
-            piece, carry = carry[end + 1 :], b""
-        cut = piece.rfind(b"\n") + 1
-        if not cut:
-            carry += piece
-            continue
-        # One copy: the carried line start and the piece up to its last line end.
-        yield _Chunk.of(b"".join((carry, memoryview(piece)[:cut])) if carry or cut < len(piece) else piece)
-        carry = piece[cut:]
-    if header_done and carry:
-        yield _Chunk.of(carry)
 
 
 def _chunk_lines(chunk: bytes) -> pl.DataFrame:
@@ -591,7 +478,7 @@ def _fast_trades(
     def positive(name: str) -> pl.Expr:
         return pl.col(name).is_finite() & (pl.col(name) > 0)
 
-    def fast(chunk: _Chunk, first_row: int) -> tuple[pl.DataFrame, pl.DataFrame, int] | None:
+    def fast(chunk: Chunk, first_row: int) -> tuple[pl.DataFrame, pl.DataFrame, int] | None:
         try:
             frame = pl.read_csv(
                 chunk.data,
@@ -644,7 +531,7 @@ def _odd_symbols(symbols: pl.Series) -> pl.Series | None:
 
 
 def _with_suspects(
-    chunk: _Chunk,
+    chunk: Chunk,
     frame: pl.DataFrame,
     suspects: np.ndarray,
     first_row: int,
