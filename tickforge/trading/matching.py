@@ -312,6 +312,11 @@ class PaperMatcher:
         self.clock_ms = max(self.clock_ms, ts_ms)
         return out
 
+    def fills(self, now_ms: int) -> list[VenueEvent]:
+        """The gateway's poll (:class:`~tickforge.trading.gateway.Gateway`): on paper, fills come
+        from the market stream, so this is :meth:`advance_to` (nothing stamped later is known)."""
+        return self.advance_to(now_ms)
+
     def end_session(self, ts_ms: int) -> list[VenueEvent]:
         """Close the session at ``ts_ms``: working orders expire, orders still in flight are rejected."""
         out = self.advance_to(ts_ms)
