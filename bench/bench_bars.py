@@ -4,7 +4,8 @@
 
 Kernel: ticks (decoded columns, batches of one partition as on the wire) -> 1 s bars (and with 10 ms bins,
 the bar worker's path) with the streaming BarBuilder, against a plain per-tick Python loop over tuples building the same
-1 s bars (the usual consumer code). Wire: column-batch messages decoded and built, against one
+1 s bars (the usual consumer code). Wire: column-batch messages decoded as the bar worker does
+(``decode_tick_message``: msgpack, then the buffers checked) and built, against one
 ``json.loads`` per tick message plus the loop. Prints one JSON object.
 """
 
@@ -18,9 +19,10 @@ import numpy as np
 import polars as pl
 
 from tickforge.platform.bars.builder import BarBuilder
-from tickforge.platform.contracts import BATCH_DECODER, BATCH_ENCODER, TradeBatch
+from tickforge.platform.contracts import BATCH_ENCODER, TradeBatch
 from tickforge.platform.data_sets import full_or_sample
 from tickforge.platform.io.files import read_trades
+from tickforge.streaming.codec import decode_tick_message
 
 BATCH = 20_000
 
@@ -60,7 +62,8 @@ def wire_bars(messages: list[bytes]) -> int:
     builder = BarBuilder(["1s"])
     n = 0
     for raw in messages:
-        batch = BATCH_DECODER.decode(raw)
+        batch = decode_tick_message(raw)  # the bar worker's decode: msgpack, then the buffers checked
+        assert isinstance(batch, TradeBatch)
         ts, price, size, ids = batch.arrays()
         names, index = batch.row_symbols()
         codes = np.array([builder.symbols.code(s) for s in names], np.int32)

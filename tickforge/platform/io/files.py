@@ -501,22 +501,20 @@ def _fast_trades(
         odd = _odd_symbols(frame[symbol])
         if odd is not None:
             plain &= ~pl.col(symbol).is_in(odd.implode())
+        # The rows as they will be kept if every one is plain (one pass), and which are not.
         frame = frame.select(
             pl.col(ts).alias("ts_ms"),
             pl.col(symbol).alias("symbol"),
             pl.col(price).alias("price"),
             pl.col(size).alias("size"),
             trade_id_value.alias("trade_id"),
+            pl.int_range(first_row, first_row + frame.height, dtype=pl.Int64).alias("row"),
             plain.alias("plain"),
         )
         suspects = frame.select(pl.arg_where(~pl.col("plain"))).to_series().to_numpy()
         if not len(suspects) and chunk.commas == (n - 1) * frame.height:
-            good = frame.select(
-                *TRADE_SCHEMA.names()[:-1],
-                pl.int_range(first_row, first_row + frame.height, dtype=pl.Int64).alias("row"),
-            ).cast(_FAST_TRADE_SCHEMA)  # type: ignore[arg-type]
-            return good, pl.DataFrame(schema=DEAD_LETTER_SCHEMA), frame.height
-        return _with_suspects(chunk, frame, suspects, first_row, header, fields, parse)
+            return frame.drop("plain"), pl.DataFrame(schema=DEAD_LETTER_SCHEMA), frame.height
+        return _with_suspects(chunk, frame.drop("row"), suspects, first_row, header, fields, parse)
 
     return fast
 
