@@ -66,7 +66,8 @@ def _read_all(client, bucket, kind) -> pl.DataFrame:
 
 def test_raw_sink_lands_hourly_objects_exactly_once(settings, monkeypatch, samples):
     from tickforge.platform.io.files import QUOTE_SCHEMA, TRADE_SCHEMA, read_quotes, read_trades
-    from tickforge.streaming.raw_sink import RawSink, parse_object_key
+    from tickforge.platform.io.raw_layout import parse_object_key
+    from tickforge.streaming.raw_sink import RawSink
     from tickforge.streaming.replay import replay
 
     s, client = _sink_settings(settings, monkeypatch)
