@@ -15,13 +15,13 @@ from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import (
     BAR_DECODER,
     BATCH_DECODER,
+    BATCH_ENCODER,
     DEAD_LETTER_PAYLOAD_LIMIT,
     ID_DTYPE,
-    PRICE_DTYPE,
-    TS_DTYPE,
-    BATCH_ENCODER,
     JSON_ENCODER,
+    PRICE_DTYPE,
     TRADE_DECODER,
+    TS_DTYPE,
     Bar,
     BarBatch,
     DeadLetter,
@@ -84,6 +84,7 @@ def batch_problem(batch: TradeBatch | QuoteBatch) -> str | None:
     msgpack checks only that each buffer is bytes; a buffer cut mid-element, columns of different
     lengths or a symbol index past the symbol list would fail later, inside the worker.
     """
+    columns: dict[str, tuple[bytes, np.dtype]]
     if isinstance(batch, TradeBatch):
         columns = {"ts_ms": (batch.ts_ms, TS_DTYPE), "price": (batch.price, PRICE_DTYPE), "size": (batch.size, PRICE_DTYPE)}
         if batch.trade_id is not None:
@@ -171,7 +172,7 @@ def bars_to_messages(
     )
     spreads = spread.tolist() if spread is not None else None
     imbalances = imbalance.tolist() if imbalance is not None else None
-    for i, (sym, start, o, h, lo, c, vol, notional, count, first, last) in enumerate(zip(*cols)):
+    for i, (sym, start, o, h, lo, c, vol, notional, count, first, last) in enumerate(zip(*cols, strict=True)):
         name = names[sym]
         s = spreads[i] if spreads is not None else None
         m = imbalances[i] if imbalances is not None else None
@@ -260,8 +261,12 @@ class DeadLetterSink(Protocol):
 
 def bar_or_dead_letter(msg: Message, out: DeadLetterSink, source: str) -> Bar | None:
     """A bar message decoded, or None after sending it to the dead letter as undecodable."""
+    value = msg.value()
+    if not value:  # a tombstone or an empty message: nothing to decode (msgspec raises TypeError on None)
+        out.dead_letter(dead_letter_for(msg, Reason.UNDECODABLE, source, "empty message"))
+        return None
     try:
-        return BAR_DECODER.decode(msg.value())
+        return BAR_DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         out.dead_letter(dead_letter_for(msg, Reason.UNDECODABLE, source, str(exc)))
         return None

@@ -1,4 +1,7 @@
-"""Bars from some source (files, the golden tables) against the independent reference."""
+"""Bars from some source (files, the golden tables) against the independent reference.
+
+The sources live at the edges: a folder of bar files (:mod:`tickforge.platform.io.bar_files`), the
+golden tables (:func:`tickforge.platform.io.postgres.golden_bar_source`)."""
 
 from __future__ import annotations
 
@@ -18,26 +21,6 @@ BarSource = Callable[[str, list[str], int, int], pl.DataFrame]
 source may return more than the range, e.g. a whole file)."""
 
 
-def golden_bars(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
-    """Golden bars of one timeframe for some symbols and a time range (settings' PostgreSQL)."""
-    import psycopg
-    from psycopg import sql
-
-    from tickforge.platform.io.postgres import bar_table
-    from tickforge.platform.settings import load_settings
-
-    settings = load_settings()
-    query = sql.SQL(
-        "SELECT symbol, window_start, window_end, open, high, low, close, volume, notional, vwap, "
-        "trade_count, spread_bps, imbalance, closed_at_ms FROM {} "
-        "WHERE symbol = ANY(%s) AND window_start >= %s AND window_start < %s"
-    ).format(sql.Identifier(settings.postgres.schema_name, bar_table(timeframe)))
-    with psycopg.connect(settings.postgres.dsn.get_secret_value()) as conn:
-        cur = conn.execute(query, (symbols, start_ms, end_ms))
-        names = [d.name for d in cur.description]
-        return pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None)
-
-
 def validate_bars(
     trades: pl.DataFrame,
     bars: BarSource,
@@ -51,11 +34,12 @@ def validate_bars(
     tfs = [tf for tf in parse_timeframes(timeframes) if tf != "10ms"]
     expected = reference_bars(trades, tfs, lateness_ms, quotes)
     symbols = trades["symbol"].unique().to_list()
-    start = int(trades["ts_ms"].min())
+    first, last = trades.select(pl.col("ts_ms").min().alias("first"), pl.col("ts_ms").max().alias("last")).row(0)
+    start = int(first)
     report: dict[str, Any] = {"ok": True, "source": source, "timeframes": {}}
     for tf in tfs:
         length = timeframe_ms(tf)
-        actual = bars(tf, symbols, start - start % length, int(trades["ts_ms"].max()) + length)
+        actual = bars(tf, symbols, start - start % length, int(last) + length)
         want = expected[tf]
         if quotes is None or tf != "1s":
             want = want.drop(columns=[c for c in ("spread_bps", "imbalance") if c in want.columns])
@@ -64,7 +48,8 @@ def validate_bars(
         if "closed_at_ms" in actual.columns:
             latency = emit_latency_ms(actual, lateness_ms)
             # Meaningful only when event time ran with the wall clock (a live or real-time replay).
-            if latency["count"] and abs(latency["p50"]) < DAY_MS:
+            p50 = latency["p50"]
+            if latency["count"] and p50 is not None and abs(p50) < DAY_MS:
                 entry["emit_latency_ms"] = latency
         report["timeframes"][tf] = entry
         report["ok"] = report["ok"] and diff.ok

@@ -581,8 +581,8 @@ def _with_suspects(
     data, dead = parse(block)
     good_lines = np.flatnonzero(frame["plain"].to_numpy())
     good = frame.filter("plain").select(TRADE_SCHEMA.names()[:-1])
-    good = good.with_columns(pl.Series("row", row_of(good_lines), dtype=pl.Int64)).cast(_FAST_TRADE_SCHEMA)  # type: ignore[arg-type]
-    merged = good.merge_sorted(data.cast(_FAST_TRADE_SCHEMA), key="row") if data.height else good  # type: ignore[arg-type]
+    good = good.with_columns(pl.Series("row", row_of(good_lines), dtype=pl.Int64)).cast(_FAST_TRADE_SCHEMA)
+    merged = good.merge_sorted(data.cast(_FAST_TRADE_SCHEMA), key="row") if data.height else good
     return merged, dead, frame.height - len(blank_lines)
 
 
