@@ -1,7 +1,8 @@
 """`tickforge up` runs the whole platform on a stack of its own (a private state folder, free ports;
 the shared test stack is untouched): `status` lists every service running, `doctor` is all green, a
 SIGKILLed worker shows as a restart, a stopped PostgreSQL turns the doctor red with a clear verdict,
-and `down` leaves no process behind (checked against every live process on the machine)."""
+and `down` leaves no process behind (checked against every live process on the machine: none has the
+state folder in its command line or environment); the foreground `up` ends with them."""
 
 from __future__ import annotations
 
@@ -84,12 +85,30 @@ def _ours(state_dir: str) -> list[int]:
     return found
 
 
-def test_up_status_doctor_restart_outage_and_down_leaves_nothing(platform_env):
+def _foreground_up(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`tickforge up` as a user runs it: in the foreground, printing one URL a line once healthy."""
+    up = subprocess.Popen([sys.executable, "-m", "tickforge.cli", "up"], env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=log.open("w"), cwd=Path(env["TICKFORGE_STATE_DIR"]))
+    assert up.stdout is not None
+    urls: dict[str, str] = {}
+    while len(urls) < 3:
+        line = up.stdout.readline()
+        assert line, f"`tickforge up` ended early:\n{log.read_text()}"
+        name, url = line.split(None, 1)
+        urls[name] = url.strip()
+    return up, urls
+
+
+def _no_process_left(state_dir: str, pids: set[int]) -> None:
+    assert _process_groups(pids) == []
+    assert _ours(state_dir) == []
+
+
+def test_up_status_doctor_restart_outage_and_down_leave_nothing(platform_env, tmp_path):
     env = platform_env
     state_dir = env["TICKFORGE_STATE_DIR"]
-    up = _cli(env, "up", "--detach", timeout=600)
-    urls = dict(line.split(None, 1) for line in up.stdout.splitlines())
-    assert set(urls) == {"dashboard", "dagster", "prometheus"}, up.stdout
+    up, urls = _foreground_up(env, tmp_path / "up.log")
+    assert set(urls) == {"dashboard", "dagster", "prometheus"}
 
     status = _status(env)
     everything = {"kafka", "postgres", "s3", "snowflake", "prometheus", "supervisor",
@@ -97,6 +116,7 @@ def test_up_status_doctor_restart_outage_and_down_leaves_nothing(platform_env):
     assert set(status) == everything
     assert all(row["running"] and row["pid"] for row in status.values()), status
     assert all(status[s.name]["lag"] is not None for s in registry.consuming())
+    assert urls["dagster"] == status["dagster"]["url"]
     seen = {row["pid"] for row in status.values()}
 
     code, checks = _doctor(env)
@@ -121,9 +141,10 @@ def test_up_status_doctor_restart_outage_and_down_leaves_nothing(platform_env):
     assert checks["postgres"]["hint"]
     assert checks["golden 1s"]["status"] == "skip" and checks["kafka"]["status"] == "ok"
 
-    groups = {row["pid"] for row in _status(env).values() if row["pid"]} | seen
+    seen |= {row["pid"] for row in _status(env).values() if row["pid"]}
     down = _cli(env, "down", timeout=180)
-    assert "stopped workers:" in down.stdout
-    assert _process_groups(groups) == []
-    assert _ours(state_dir) == []
+    assert "stopped workers: bar-worker" in down.stdout
+    assert up.wait(timeout=60) == 0, (tmp_path / "up.log").read_text()  # the foreground `up` ends with them
+    _no_process_left(state_dir, seen)
     assert (Path(state_dir) / "postgres" / "data").is_dir()  # data kept without --wipe
+    assert "stopped workers: none running" in _cli(env, "down").stdout  # a second `down` has nothing to do

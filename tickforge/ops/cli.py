@@ -46,6 +46,10 @@ def up_cmd(
         urls = lifecycle.up(state_dir, with_prometheus=prometheus, timeout=timeout, progress=say)
     except (lifecycle.PlatformError, StackError, ValueError, RuntimeError) as exc:
         raise _fail(f"{exc}\n(`tickforge down` stops what did start)") from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: stopping what started", err=True)
+        _print_down(lifecycle.down(state_dir))
+        raise typer.Exit(130) from None
     for name, url in urls.items():
         typer.echo(f"{name:<12} {url}")
     typer.echo(f"logs in {state_dir / 'logs'}; `tickforge status`, `tickforge doctor`", err=True)
@@ -140,11 +144,12 @@ def dagster_dev_cmd(
     """dagster dev (webserver and daemon) with DAGSTER_HOME in <state>/dagster: what `tickforge up` supervises."""
     import os
 
-    from tickforge.ops.lifecycle import REPO, dagster_dev_argv, dagster_home
+    from tickforge.ops.lifecycle import dagster_dev_argv, dagster_home
 
     argv = dagster_dev_argv(host, port)
-    os.environ["DAGSTER_HOME"] = str(dagster_home(_state_dir()))
-    os.chdir(REPO)
+    home = dagster_home(_state_dir())
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.chdir(home)  # not the repository: dagster warns about the dagster.yaml it finds there
     typer.echo(f"tickforge dagster: http://{host}:{port}", err=True)
     os.execv(argv[0], argv)  # dagster dev takes this process (signals reach it directly)
 

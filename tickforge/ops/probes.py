@@ -24,6 +24,8 @@ from tickforge.streaming.registry import WorkerSpec
 
 TIMEOUT_S = 5.0
 _METADATA = msgspec.json.Decoder(dict)
+# librdkafka's own notices (level 6, e.g. purging its queue on close) are no verdict: warnings and worse only.
+QUIET = {"log_level": 4}
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class GroupLag:
 def _consumer(settings: Settings, group_id: str) -> Any:
     from tickforge.platform.io.kafka import make_consumer
 
-    return make_consumer(settings, group_id, **{"socket.timeout.ms": int(TIMEOUT_S * 1000)})
+    return make_consumer(settings, group_id, **QUIET, **{"socket.timeout.ms": int(TIMEOUT_S * 1000)})
 
 
 def _position(offset: int, metadata: str | None) -> int:
@@ -170,7 +172,7 @@ def topic_states(settings: Settings, names: list[str]) -> dict[str, TopicState]:
 
     from tickforge.platform.io.kafka import client_config
 
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient(client_config(settings, **QUIET))
     listed = admin.list_topics(timeout=TIMEOUT_S).topics
     present = [n for n in names if n in listed and listed[n].error is None]
     out: dict[str, TopicState] = {}
@@ -190,7 +192,7 @@ def kafka_reachable(settings: Settings) -> int:
 
     from tickforge.platform.io.kafka import client_config
 
-    admin = AdminClient(client_config(settings, **{"socket.timeout.ms": int(TIMEOUT_S * 1000)}))
+    admin = AdminClient(client_config(settings, **QUIET, **{"socket.timeout.ms": int(TIMEOUT_S * 1000)}))
     return len(admin.list_topics(timeout=TIMEOUT_S).brokers)
 
 

@@ -123,19 +123,6 @@ def bar_worker_cmd(
     _run_worker("bar-worker", exit_when_idle, instance_id, emit_bins)
 
 
-def _instance_worker_command(name: str) -> None:
-    """``stream <name> [--instance-id] [--exit-when-idle]``: the workers built from (settings, instance id)."""
-
-    def command(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
-        _run_worker(name, exit_when_idle, instance_id)
-
-    stream_app.command(name, help=_summary(name))(command)
-
-
-for _name in ("timeframe-worker", "signal-worker", "pair-worker"):
-    _instance_worker_command(_name)
-
-
 @stream_app.command("bar-store", help=_summary("bar-store"))
 def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
     _run_worker("bar-store", exit_when_idle)
@@ -150,6 +137,29 @@ def raw_sink_cmd(
     from tickforge.streaming.raw_sink import run_raw_sink
 
     run_raw_sink(exit_when_idle, flush_rows, flush_interval_s)
+
+
+def _instance_worker_command(name: str) -> None:
+    """``stream <name> [--instance-id] [--exit-when-idle]``: a worker built from (settings, instance id)."""
+
+    def command(instance_id: InstanceOpt = "0", exit_when_idle: IdleExitOpt = None) -> None:
+        _run_worker(name, exit_when_idle, instance_id)
+
+    stream_app.command(name, help=_summary(name))(command)
+
+
+def _registry_commands() -> None:
+    """Every other ``stream`` worker of the registry (timeframe, signal, pair, ...) gets the common
+    command, so a new worker is its registry entry plus its module."""
+    from tickforge.streaming.registry import WORKERS
+
+    defined = {info.name for info in stream_app.registered_commands}
+    for spec in WORKERS:
+        if spec.factory and spec.command == ("stream", spec.name) and spec.name not in defined:
+            _instance_worker_command(spec.name)
+
+
+_registry_commands()
 
 
 @stream_app.command("start")
