@@ -91,7 +91,10 @@ def up(state_dir: Path, *, with_prometheus: bool = True, timeout: float = HEALTH
     apply_topics(settings)
     progress(f"{'topics':<16} applied")
     names = registry.names(default_only=False)
-    supervisor.start(names, env=env, state_dir=state_dir)
+    running = supervisor.start(names, env=env, state_dir=state_dir)
+    if missing := [n for n in names if n not in running]:
+        # A supervisor started by `stream start` (or the demo) runs another set: it is not adopted.
+        raise PlatformError(f"a supervisor runs here without {', '.join(missing)}: `tickforge stream stop` it first")
     deadline = time.monotonic() + timeout
     pending = list(names)
     while pending:
