@@ -49,6 +49,7 @@ def run_demo(keep_running: bool = True) -> dict:
     from tickforge.streaming import supervisor
     from tickforge.streaming.registry import names
     from tickforge.streaming.replay import replay
+    from tickforge.trading.cli import demo_paper_day
 
     started = time.monotonic()
     # The demo runs on a stack of its own, started clean each time, so a second `make demo`
@@ -85,6 +86,9 @@ def run_demo(keep_running: bool = True) -> dict:
     _say(f"research: {research['picks']} picks for {research['pick_day']} ({research['checks_passed']} research "
          f"checks passed, failed: {research['checks_failed'] or 'none'}; {research['step_seconds']}s of research steps)",
          started)
+    paper = demo_paper_day(trades_path, quotes_path, research["pick_day"], state_dir / "paper")
+    _say(f"paper trading of those picks on {DEMO_DAY}: " + (paper.get("error") or f"{paper['orders']} orders "
+         f"{paper['orders_by_status']}, {paper['fills']} fills, PnL {paper['pnl']}, parity {paper['parity']}"), started)
     urls = {}
     if keep_running:
         urls["dagster"] = _start_dagster(state_dir, {**env, "TICKFORGE_STATE_DIR": str(state_dir)})
@@ -92,7 +96,7 @@ def run_demo(keep_running: bool = True) -> dict:
         _wait_http(urls["live view"], timeout=120)
         urls["research page"] = "http://127.0.0.1:8501/research"
     summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
-               "reference_ok": report["ok"], "nightly": nightly, "urls": urls}
+               "reference_ok": report["ok"], "nightly": nightly, "paper": paper, "urls": urls}
     if not keep_running:
         supervisor.stop(state_dir)
     return summary

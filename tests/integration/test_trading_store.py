@@ -125,3 +125,30 @@ def test_a_database_that_is_not_there_is_a_clear_error(samples, tmp_path, monkey
         "--regular-hours", "--out", str(tmp_path / "out"), "--postgres",
     ])
     assert result.exit_code == 2 and "error: postgres:" in result.output
+
+
+def test_the_demo_step_trades_the_research_picks_and_stores_them(settings, samples, tmp_path):
+    """The demo's trading step: the day's next_day_picks rows (as the research assets store them)
+    traded on paper over the demo day, the OMS stored under the paper-demo account."""
+    from datetime import date
+
+    from tickforge.defs.postgres.resources import PostgresResource
+    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.research.scoring import PICK_SCHEMA
+    from tickforge.trading.cli import demo_paper_day
+
+    dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
+    assert "error" in demo_paper_day(samples / TRADES, samples / QUOTES, "2013-10-09", tmp_path / "none")  # no picks yet
+    picks = tmp_path / "picks.csv"
+    picks.write_text(PICKS_CSV)
+    rows = pl.read_csv(picks, infer_schema=False).with_columns(day=pl.lit(date(2013, 10, 9)),
+                                                               weight=pl.col("weight").cast(pl.Float64))
+    replace_rows(PostgresResource(dsn=dsn, schema_name=schema), NEXT_DAY_PICKS,
+                 rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
+                 '"day" = %s', [date(2013, 10, 9)])
+    summary = demo_paper_day(samples / TRADES, samples / QUOTES, "2013-10-09", tmp_path / "paper")
+    assert summary["picks"] == 3 and summary["fills"] > 20 and summary["parity"] is True
+    assert summary["postgres"]["account"] == "paper-demo" and summary["postgres"]["orders_new"] == summary["orders"]
+    with psycopg.connect(dsn) as conn:
+        stored = read_oms(conn, schema, "paper-demo")
+    assert stored.orders.height == summary["orders"] and stored.fills.height == summary["fills"]

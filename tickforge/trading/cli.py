@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from tickforge.trading.picks import Pick
 
 paper_app = typer.Typer(help="Paper trading over recorded days (the workers' kernels, no Kafka).", no_args_is_help=True)
 
@@ -63,54 +67,90 @@ def replay_command(
     """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,transitions,fills,positions,pnl,decisions}.parquet."""
 
     def work() -> dict[str, Any]:
-        import polars as pl
+        from tickforge.trading.io import read_picks_file
 
-        from tickforge.platform.io.files import read_quotes, read_trades
-        from tickforge.research.bars import DAILY
-        from tickforge.research.io import load_registry
-        from tickforge.trading.accounting import FeeSchedule
-        from tickforge.trading.audit import identity_violations, taker_fill_violations
-        from tickforge.trading.io import load_limits, read_picks_file, write_replay
-        from tickforge.trading.parity import decision_parity
-        from tickforge.trading.replay import replay
-
-        risk_limits = load_limits(limits)  # validated first: no limits, no trading
-        every = read_picks_file(picks)
-        # a daily pick decides at the day's close on daily bars: not something a day of ticks trades
-        chosen = [p for p in every if p.timeframe != DAILY]
-        if not chosen:
-            raise ValueError(f"{picks}: no intraday picks to trade ({len(every)} daily)")
-        for path in (trades, quotes):
-            if not path.is_file():
-                raise ValueError(f"no file at {path}")
-        trade_file, quote_file = read_trades(trades), read_quotes(quotes)
-        if trade_file.data.is_empty():
-            raise ValueError(f"{trades}: no usable trades ({trade_file.dead_letters.height} dead-lettered)")
-        bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms, regular_hours)
-        fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
-        result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
-        paths = write_replay(result, out)
-        stored = store_replay(result, account) if postgres else None
-        parity = decision_parity(result.decisions, bars, chosen)
-        last = result.pnl.row(-1, named=True)
-        final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
-        return {
-            "picks": len(chosen), "daily_picks_not_traded": len(every) - len(chosen),
-            "picks_without_bars": [f"{p.symbol} {p.book}" for p in parity if p.bars == 0],
-            "orders": result.orders.height, "fills": result.fills.height,
-            "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
-            "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
-            "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
-            "open_positions_at_end": dict(zip(final["book"], final["quantity"], strict=True)),
-            "parity": all(p.passed for p in parity), "parity_mismatches": sum(p.mismatches for p in parity),
-            "taker_fill_violations": len(taker_fill_violations(result.fills, quote_file.data)),
-            "identity_violations": len(identity_violations(result.pnl)),
-            "dead_letters": {"trades": trade_file.dead_letters.height, "quotes": quote_file.dead_letters.height},
-            "written": [str(p) for p in paths],
-            **({"postgres": stored} if stored is not None else {}),
-        }
+        return replay_day(trades, quotes, read_picks_file(picks), str(picks), out, bars_from=bars_from,
+                          latency_ms=latency_ms, limits=limits, lateness_ms=lateness_ms, fee_bps=fee_bps,
+                          regular_hours=regular_hours, postgres=postgres, account=account)
 
     _guarded(work)
+
+
+def replay_day(trades: Path, quotes: Path, every: Sequence[Pick], picks_source: str, out: Path, *, bars_from: str = "trades",
+               latency_ms: int = 5, limits: Path | None = None, lateness_ms: int = 500, fee_bps: float | None = None,
+               regular_hours: bool = False, postgres: bool = False, account: str = "paper-replay") -> dict[str, Any]:
+    """The paper path over a day of tick files for the picks ``every`` (daily ones are not traded):
+    the files written, and a summary (orders, fills, PnL, the checks)."""
+    import polars as pl
+
+    from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.research.bars import DAILY
+    from tickforge.research.io import load_registry
+    from tickforge.trading.accounting import FeeSchedule
+    from tickforge.trading.audit import identity_violations, taker_fill_violations
+    from tickforge.trading.io import load_limits, write_replay
+    from tickforge.trading.parity import decision_parity
+    from tickforge.trading.replay import replay
+
+    risk_limits = load_limits(limits)  # validated first: no limits, no trading
+    # a daily pick decides at the day's close on daily bars: not something a day of ticks trades
+    chosen = [p for p in every if p.timeframe != DAILY]
+    if not chosen:
+        raise ValueError(f"{picks_source}: no intraday picks to trade ({len(every)} daily)")
+    for path in (trades, quotes):
+        if not path.is_file():
+            raise ValueError(f"no file at {path}")
+    trade_file, quote_file = read_trades(trades), read_quotes(quotes)
+    if trade_file.data.is_empty():
+        raise ValueError(f"{trades}: no usable trades ({trade_file.dead_letters.height} dead-lettered)")
+    bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms, regular_hours)
+    fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
+    result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
+    paths = write_replay(result, out)
+    stored = store_replay(result, account) if postgres else None
+    parity = decision_parity(result.decisions, bars, chosen)
+    last = result.pnl.row(-1, named=True)
+    final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
+    return {
+        "picks": len(chosen), "daily_picks_not_traded": len(every) - len(chosen),
+        "picks_without_bars": [f"{p.symbol} {p.book}" for p in parity if p.bars == 0],
+        "orders": result.orders.height, "fills": result.fills.height,
+        "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
+        "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
+        "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
+        "open_positions_at_end": dict(zip(final["book"], final["quantity"], strict=True)),
+        "parity": all(p.passed for p in parity), "parity_mismatches": sum(p.mismatches for p in parity),
+        "taker_fill_violations": len(taker_fill_violations(result.fills, quote_file.data)),
+        "identity_violations": len(identity_violations(result.pnl)),
+        "dead_letters": {"trades": trade_file.dead_letters.height, "quotes": quote_file.dead_letters.height},
+        "written": [str(p) for p in paths],
+        **({"postgres": stored} if stored is not None else {}),
+    }
+
+
+def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) -> dict[str, Any]:
+    """The demo's trading step: the picks the research has just chosen (``next_day_picks`` of
+    ``pick_day``) traded on paper over the demo day's regular-session ticks, their OMS stored in
+    PostgreSQL under the account ``paper-demo``. Never raises: a failure is the summary's ``error``."""
+    from datetime import date
+
+    import psycopg
+
+    from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
+    from tickforge.platform.settings import load_settings
+    from tickforge.trading.picks import parse_picks
+
+    if pick_day is None:
+        return {"error": "the research made no picks"}
+    settings = load_settings()
+    try:
+        rows = read_table(settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name, NEXT_DAY_PICKS,
+                          '"day" = %s', [date.fromisoformat(pick_day)])
+        picks = parse_picks(rows.iter_rows(named=True))
+        return replay_day(trades, quotes, picks, f"next_day_picks of {pick_day}", out, regular_hours=True,
+                          postgres=True, account="paper-demo")
+    except (ValueError, OSError, psycopg.Error) as exc:
+        return {"error": str(exc)}
 
 
 def store_replay(result: Any, account: str) -> dict[str, Any]:
