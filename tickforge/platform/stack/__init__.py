@@ -1,5 +1,6 @@
-"""Local stack of real services (Kafka, PostgreSQL, S3 via S3Proxy, Snowflake via fakesnow) started
-as detached processes by the project's own code. See README.md next to this file."""
+"""Local stack of real services (Kafka, PostgreSQL, S3 via S3Proxy, Snowflake via fakesnow, and
+Prometheus when asked for) started as detached processes by the project's own code. See README.md
+next to this file."""
 
 import logging
 
