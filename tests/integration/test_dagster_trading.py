@@ -95,9 +95,20 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     quotes = read_quotes(QUOTES_SAMPLE).data
     again = replay(day_bars(trading, postgres, picks, date.fromisoformat(DAY)), quotes, trades.data, picks,
                    load_limits(), 5, FeeSchedule(taker_bps=1.0))
-    for name in ("orders", "fills", "decisions"):
+    for name in ("orders", "transitions", "fills", "decisions"):
         assert paper[name].equals(getattr(again, name)), name
     assert paper["pnl"]["equity"][-1] == pytest.approx(again.pnl["equity"][-1])
+
+    # The OMS is in PostgreSQL too, the day's slice replaced whole: a rerun stores it again, once.
+    oms = meta["oms_in_postgres"].value
+    assert oms == {"account": "paper-report", "orders_new": meta["orders"].value, "orders": meta["orders"].value,
+                   "transitions": paper["transitions"].height, "fills": meta["fills"].value}
+    assert _job(s, trading).execute_in_process(partition_key=DAY, instance=instance).success
+    from tickforge.trading.store import read_oms
+    with postgres.connect() as conn:
+        stored = read_oms(conn, postgres.schema_name, "paper-report")
+    assert stored.orders.height == meta["orders"].value and stored.fills.height == meta["fills"].value
+    assert stored.transitions.equals(paper["transitions"].sort("client_order_id", "seq"))
 
     # A changed decision in the stored frames fails the parity check.
     decisions = paper["decisions"]

@@ -12,7 +12,7 @@ from tickforge.trading.picks import Pick, PicksError, parse_picks
 from tickforge.trading.replay import ReplayResult
 
 DEFAULT_LIMITS = Path(__file__).with_name("limits.yaml")
-REPLAY_FILES = ("orders", "fills", "positions", "pnl", "decisions")
+REPLAY_FILES = ("orders", "transitions", "fills", "positions", "pnl", "decisions")
 
 
 def read_picks_file(path: str | Path) -> list[Pick]:
@@ -46,4 +46,4 @@ def load_limits(path: str | Path | None = None) -> RiskLimits:
 def write_replay(result: ReplayResult, out: str | Path) -> list[Path]:
     """``OUT/{orders,transitions,fills,positions,pnl,decisions}.parquet``."""
     out = Path(out)
-    return [write_parquet(getattr(result, name), out / f"{name}.parquet") for name in (*REPLAY_FILES, "transitions")]
+    return [write_parquet(getattr(result, name), out / f"{name}.parquet") for name in REPLAY_FILES]

@@ -121,6 +121,24 @@ def store_oms(conn: psycopg.Connection, schema: str, account: str, orders: pl.Da
     return StoredCounts(orders_new, orders_moved, transitions_new, fills_new)
 
 
+def replace_oms_slice(conn: psycopg.Connection, schema: str, account: str, orders: pl.DataFrame,
+                      transitions: pl.DataFrame, fills: pl.DataFrame, decided_from_ms: int, decided_until_ms: int) -> StoredCounts:
+    """A writer that owns an account's orders decided in ``[from, until)`` (a report's day) replaces
+    them whole, with their transitions and fills, inside the caller's transaction: a rerun with
+    other inputs (limits, latency) leaves exactly what it computed."""
+    outside = orders.filter(~pl.col("decision_ts_ms").is_between(decided_from_ms, decided_until_ms, closed="left"))
+    if not outside.is_empty():
+        raise ValueError(f"orders decided outside the slice: {outside['client_order_id'].to_list()[:3]}")
+    slice_ = sql.SQL("SELECT client_order_id FROM {} WHERE account = %s AND decision_ts_ms >= %s AND decision_ts_ms < %s").format(
+        sql.Identifier(schema, ORDERS.name))
+    params = [account, decided_from_ms, decided_until_ms]
+    with conn.cursor() as cur:
+        for table in (FILLS, TRANSITIONS, ORDERS):
+            cur.execute(sql.SQL("DELETE FROM {} WHERE account = %s AND client_order_id IN (").format(
+                sql.Identifier(schema, table.name)) + slice_ + sql.SQL(")"), [account, *params])
+    return store_oms(conn, schema, account, orders, transitions, fills)
+
+
 def read_oms(conn: psycopg.Connection, schema: str, account: str,
              decided_from_ms: int | None = None, decided_until_ms: int | None = None) -> OmsFrames:
     """An account's stored orders (decided in ``[from, until)`` when given), with their

@@ -9,8 +9,10 @@ runner -> risk -> OMS -> matcher -> accounting, the workers' kernels) runs over:
   09:30-16:00 unless ``regular_hours`` is off;
 - the day's quotes (``TradingResource.quotes_path``) and prints (the compacted raw trades of P).
 
-Its frames go to the archive bucket under ``trading/paper/date=P/`` (orders, fills, positions,
-pnl, decisions, and the report tables); the checks re-read them from there.
+Its frames go to the archive bucket under ``trading/paper/date=P/`` (orders, transitions, fills,
+positions, pnl, decisions, and the report tables); the checks re-read them from there. The OMS
+(orders, transitions, fills) also goes to PostgreSQL under the account ``paper-report``: the day's
+orders are replaced whole, so a rerun leaves what it computed.
 """
 
 
@@ -18,32 +20,52 @@ from collections.abc import Sequence
 from datetime import date
 
 import polars as pl
-from dagster import AssetDep, AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
 
+from tickforge.defs.lib.golden_bars import read_golden_bars
 from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions
-from tickforge.platform.io.raw_layout import compacted_key
-from tickforge.defs.lib.golden_bars import read_golden_bars
+from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.research.store import NEXT_DAY_PICKS, read_rows
+from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.defs.trading.resources import TradingResource
 from tickforge.platform.io.files import read_quotes, read_trades
+from tickforge.platform.io.raw_layout import compacted_key
 from tickforge.research.bars import DAILY, next_ny_midnight_ms, ny_midnight_ms
 from tickforge.research.io import load_registry
-from tickforge.defs.postgres.resources import PostgresResource
-from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.io import REPLAY_FILES, load_limits, read_picks_file
 from tickforge.trading.picks import Pick, parse_picks
-from tickforge.trading.replay import DECISION_SCHEMA, FILL_SCHEMA, ORDER_SCHEMA, PNL_SCHEMA, POSITION_SCHEMA, ReplayResult, replay
+from tickforge.trading.replay import (
+    DECISION_SCHEMA,
+    FILL_SCHEMA,
+    ORDER_SCHEMA,
+    PNL_SCHEMA,
+    POSITION_SCHEMA,
+    TRANSITION_SCHEMA,
+    ReplayResult,
+    replay,
+)
 from tickforge.trading.report import paper_report
 from tickforge.trading.sessions import regular_hours
+from tickforge.trading.store import ensure_oms_tables, read_oms, replace_oms_slice
 
 PAPER_REPORT_KEY = AssetKey("paper_trading_report")
 TRADING_GROUP = "trading"
 OWNERS = ["team:trading"]
 PICKS_KEY = AssetKey("next_day_picks")
-_EMPTY = {"orders": ORDER_SCHEMA, "fills": FILL_SCHEMA, "positions": POSITION_SCHEMA, "pnl": PNL_SCHEMA,
-          "decisions": DECISION_SCHEMA}
+PAPER_ACCOUNT = "paper-report"
+_EMPTY = {"orders": ORDER_SCHEMA, "transitions": TRANSITION_SCHEMA, "fills": FILL_SCHEMA, "positions": POSITION_SCHEMA,
+          "pnl": PNL_SCHEMA, "decisions": DECISION_SCHEMA}
 
 
 def paper_object(partition: str, name: str) -> str:
@@ -88,6 +110,19 @@ def read_paper(object_store: ObjectStoreResource, partition: str) -> dict[str, p
             for name in REPLAY_FILES}
 
 
+def store_day_oms(postgres: PostgresResource, day: date, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """The day's OMS in PostgreSQL (replacing the account's orders of that day), read back."""
+    ensure_oms_tables(postgres.dsn, postgres.schema_name)
+    start, end = ny_midnight_ms(day), next_ny_midnight_ms(day)
+    with postgres.connect() as conn:
+        counts = replace_oms_slice(conn, postgres.schema_name, PAPER_ACCOUNT, frames["orders"], frames["transitions"],
+                                   frames["fills"], start, end)
+        conn.commit()
+        stored = read_oms(conn, postgres.schema_name, PAPER_ACCOUNT, start, end)
+    return {"orders_new": counts.orders_new, "orders": stored.orders.height, "transitions": stored.transitions.height,
+            "fills": stored.fills.height}
+
+
 def _markdown(frame: pl.DataFrame) -> MetadataValue:
     if frame.is_empty():
         return MetadataValue.md("_none_")
@@ -129,6 +164,7 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
             frames = {name: pl.DataFrame(schema=schema) for name, schema in _EMPTY.items()}
         for name, frame in frames.items():
             object_store.write_parquet(object_store.archive_bucket, paper_object(partition, name), frame)
+        oms = store_day_oms(postgres, day, frames)
         report = paper_report(frames["orders"], frames["fills"], frames["positions"], frames["pnl"])
         object_store.write_parquet(object_store.archive_bucket, paper_object(partition, "pnl_by_strategy"),
                                    report.pnl_by_strategy)
@@ -140,6 +176,7 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
             "pnl_by_strategy": _markdown(report.pnl_by_strategy),
             "slippage_by_strategy": _markdown(report.slippage_by_strategy),
             "illegal_transitions": result.illegal_transitions if isinstance(result, ReplayResult) else 0,
+            "oms_in_postgres": MetadataValue.json({"account": PAPER_ACCOUNT, **oms}),
             "uri": f"s3://{object_store.archive_bucket}/{paper_object(partition, '')}",
         })
 
