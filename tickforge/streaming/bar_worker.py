@@ -185,12 +185,20 @@ class BarTask:
             self.clock.advance_to(watermark)
             self._moved(watermark)
 
-    def restore(self, watermark: int, out: Output) -> None:
+    @property
+    def idle_limit(self) -> int:
+        return self._idle_limit
+
+    def restore(self, watermark: int, idle_limit: int | None, out: Output) -> None:
         """After a restart's replay: the idle-advanced watermark the checkpoint recorded (its
-        windows were emitted then; ``out`` is replaying, so closing them now emits nothing)."""
+        windows were emitted then; ``out`` is replaying, so closing them now emits nothing), and
+        the idle limit, which depends on trades before the replay (a task restored past the end
+        of a session must not idle beyond it)."""
         self._advance(watermark)
         self.close(out, measure=False)
         self._marked = max(self._marked, watermark)
+        if idle_limit is not None:
+            self._idle_limit = idle_limit
 
     def idle(self, out: Output) -> None:
         """Advance with the wall clock, at most once a second, until every window any timeframe

@@ -31,6 +31,12 @@ GOLDEN_WATERMARK = Gauge(
     "Event-time watermark recorded with the golden bars in PostgreSQL (unix seconds)",
     ["timeframe", "partition"],
 )
+# Seen from the worker itself: input of an assigned partition not processed yet, in messages.
+CONSUMER_LAG = Gauge(
+    "tickforge_consumer_lag_messages",
+    "Input of an assigned partition not processed yet: its high offset minus the worker's position",
+    ["worker", "partition"],
+)
 # The trading state a risk instance applies (TradingState.severity): 0 ACTIVE, 1 REDUCING, 2 HALTED.
 TRADING_STATE = Gauge(
     "tickforge_trading_state", "Trading state of a risk instance: 0 ACTIVE, 1 REDUCING, 2 HALTED", ["worker", "account"]

@@ -32,13 +32,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.contracts import JSON_ENCODER
-from tickforge.platform.io.kafka import client_config, marker_watermark, topic_name
+from tickforge.platform.io.kafka import make_consumer, marker_watermark, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.signals.pairs import PairConfig, PairStats, pair_stats
 from tickforge.platform.topics import PAIRS, bar_topic, partition_for
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import bar_or_dead_letter
-from tickforge.streaming.runtime import Output, TransactionalWorker
+from tickforge.streaming.runtime import InputDrivenTask, Output, TransactionalWorker
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class PairBook:
                 leg.trim(oldest - self.lookback_ms - MINUTE_MS)
 
 
-class PairTask:
+class PairTask(InputDrivenTask):
     """One ``bars.1m`` partition's view of the shared :class:`PairBook`."""
 
     def __init__(self, settings: Settings, book: PairBook, partition: int, start_watermark: int) -> None:
@@ -181,20 +181,13 @@ class PairTask:
             return NO_WATERMARK
         return self.book.add_bar(bar.symbol, bar.window_start, bar.close)
 
-    def idle(self, out: Output) -> None:
-        """Upstream forwards its idle advance as markers: nothing to do here."""
-
     def close(self, out: Output) -> None:
-        # Not through out.send: a minute may become ready while this partition replays although
-        # it was not published before the restart (its other leg is on another partition). The
-        # book's cursors, read from the committed output, decide instead.
+        # Decided, not suppressed while replaying: a minute may become ready while this partition
+        # replays although it was not published before the restart (its other leg is on another
+        # partition). The book's cursors, read from the committed output, decide instead.
         for stats in self.book.ready():
             key = pair_key(stats.symbol_a, stats.symbol_b)
-            out.producer.produce(
-                self.topic, JSON_ENCODER.encode(stats), key,
-                partition=partition_for(key, self.topic_partitions),
-            )
-            out.produced += 1
+            out.send_decided(self.topic, key, JSON_ENCODER.encode(stats), partition_for(key, self.topic_partitions))
             metrics.BARS_OUT.labels(worker=NAME, timeframe=SOURCE).inc()
 
 
@@ -208,12 +201,7 @@ def last_published(settings: Settings, keys: Iterable[str], chunk: int = 2_000, 
     wanted: dict[int, set[str]] = {}
     for key in keys:
         wanted.setdefault(partition_for(key, partitions), set()).add(key)
-    consumer = Consumer(client_config(settings, **{
-        "group.id": f"{settings.kafka.topic_prefix}{NAME}-recovery",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    }))
+    consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}{NAME}-recovery", **{"enable.partition.eof": True})
     found: dict[str, int] = {}
     try:
         for partition, missing in wanted.items():
@@ -233,12 +221,12 @@ def last_published(settings: Settings, keys: Iterable[str], chunk: int = 2_000, 
                                 done = True
                                 continue
                             raise RuntimeError(f"reading {topic}: {err}")
-                        if msg.offset() >= hi:
+                        if (msg.offset() or 0) >= hi:
                             done = True
                             continue
                         key = (msg.key() or b"").decode()
                         if key in missing:
-                            latest[key] = PAIR_STATS_DECODER.decode(msg.value()).as_of
+                            latest[key] = PAIR_STATS_DECODER.decode(msg.value() or b"").as_of
                 if not done:
                     raise RuntimeError(f"timed out reading {topic}[{partition}] back from {start}")
                 for key, as_of in latest.items():

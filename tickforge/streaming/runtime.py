@@ -6,36 +6,47 @@ position but the oldest input message still contributing to an open window (``lo
 metadata carries the watermark as it stood before ``lo`` and the position ``hi`` reached. After a
 crash or a rebalance the new owner replays ``[lo, hi)`` from that watermark with its output
 suppressed (it was committed already), which rebuilds the open windows exactly, then goes on.
+
+Scaling out: the instances of a worker are the members of one consumer group (cooperative-sticky
+assignment, so a rebalance moves only the partitions it must; static membership, so a restarted
+instance takes its partitions back at once). The loop serves the consumer, where rebalances happen,
+at a bounded interval even while it works through a backlog, and only between transactions: a
+partition leaves at a transaction boundary, everything processed for it committed, the rest read
+again by its next owner from the checkpoint. Inside an instance each partition has a backlog of its
+own, taken round robin in bounded slices, so no partition's lag grows while another's shrinks.
+The Kafka clients come from factories (the real ones by default), so the loop runs on fakes too.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
 from tickforge.platform.io.kafka import (
     StopWaiting,
     encode_marker,
-    make_consumer,
+    make_group_consumer,
     make_producer,
     marker_headers,
     retry_retriable,
     topic_name,
 )
-from tickforge.platform.settings import Settings
 from tickforge.platform.reasons import Reason
+from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import payload_text
@@ -47,7 +58,23 @@ log = logging.getLogger(__name__)
 # at most the outage budget, after which the worker exits for its supervisor.
 CALL_TIMEOUT_S = 10.0
 OUTAGE_BUDGET_S = 120.0
+# Failover in seconds: a member that stops heartbeating leaves the group after the session timeout,
+# and its open transaction (which holds back every read_committed reader of its output partitions
+# and the committed offsets its successor reads) is aborted by the coordinator after the
+# transaction timeout. A transaction lasts tens of milliseconds, so both can be short.
+SESSION_TIMEOUT_MS = 3_000
+HEARTBEAT_INTERVAL_MS = 500
+TRANSACTION_TIMEOUT_MS = 2_500
+# The consumer is served (rebalance callbacks, the fetch queue) at least this often while a backlog
+# is worked through, so a new instance gets its partitions within a heartbeat or two.
+SERVE_INTERVAL_S = 0.05
+# Per-partition fetches in small pieces: the client's queue then interleaves the partitions, so the
+# round robin has every partition's input at hand, not one partition's 10 MB ahead of the rest.
+MAX_PARTITION_FETCH_BYTES = 1_048_576
+LAG_INTERVAL_S = 1.0
+REFENCED_WINDOW_S = 30.0
 T = TypeVar("T")
+Headers = list[tuple[str, bytes]] | None
 
 
 class _Stopped(Exception):
@@ -60,16 +87,57 @@ class Checkpoint(msgspec.Struct, frozen=True):
     # Watermark at hi. Replaying [lo, hi) from lo_wm rebuilds it from the input, except where it
     # moved without input (an idle advance): the replay ends by moving there, silently.
     hi_wm: int | None = None
+    # How far an idle advance could still take the watermark at hi (it depends on input before
+    # lo, which the replay does not read): a restored task idles exactly as the one before it.
+    idle_limit: int | None = None
 
 
 _CHECKPOINT_DECODER = msgspec.json.Decoder(Checkpoint)
+
+
+class ProducerClient(Protocol):
+    """The transactional producer calls the runtime makes (confluent_kafka.Producer's)."""
+
+    def init_transactions(self, timeout: float) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def produce(
+        self, topic: str, value: str | bytes | None = None, key: str | bytes | None = None, partition: int = -1,
+        *, headers: Any = None,
+    ) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any, timeout: float) -> None: ...
+    def commit_transaction(self, timeout: float) -> None: ...
+    def abort_transaction(self, timeout: float) -> None: ...
+    def flush(self, timeout: float) -> int: ...
+
+
+Rebalance = Callable[[Any, list[TopicPartition]], None]
+
+
+class ConsumerClient(Protocol):
+    """The group consumer calls the runtime makes (confluent_kafka.Consumer's)."""
+
+    def subscribe(self, topics: list[str], on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance) -> None: ...
+    def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def consumer_group_metadata(self) -> Any: ...
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+# The real clients (make_group_consumer, make_producer) by default; fakes in unit tests.
+ConsumerFactory = Callable[..., ConsumerClient]  # (settings, group_id, **librdkafka config)
+ProducerFactory = Callable[..., ProducerClient]  # (settings, transactional_id=..., **librdkafka config)
 
 
 @dataclass
 class Output:
     """What a task emits during one transaction; dropped while replaying."""
 
-    producer: Producer
+    producer: ProducerClient
     partition: int
     replaying: bool = False
     produced: int = 0
@@ -78,10 +146,29 @@ class Output:
     # (worker, timeframe, wall ms when the watermark passed, bars): observed once committed
     latencies: list[tuple[str, str, int, int]] = field(default_factory=list)
 
-    def send(self, topic: str, key: bytes | str | None, value: bytes, headers=None) -> None:
+    def send(self, topic: str, key: bytes | str | None, value: bytes, headers: Headers = None) -> None:
         if self.replaying:
             return
-        if self._produce(topic, key, value, headers):
+        self._send(topic, key, value, headers, self.partition)
+
+    def send_decided(self, topic: str, key: str, value: bytes, partition: int) -> None:
+        """Emit even while replaying, to ``partition``: for a task that knows from the committed
+        output itself what was emitted before (the pair book's cursors), where a record may be due
+        while its input is being replayed."""
+        self._send(topic, key, value, None, partition)
+
+    @contextmanager
+    def replayed(self, replaying: bool) -> Iterator[None]:
+        """Emit as if the input were (or were not) replayed, for a task that buffers its input
+        and emits for it later (the replay region may end inside its buffer)."""
+        current, self.replaying = self.replaying, replaying
+        try:
+            yield
+        finally:
+            self.replaying = current
+
+    def _send(self, topic: str, key: bytes | str | None, value: bytes, headers: Headers, partition: int) -> None:
+        if self._produce(topic, key, value, headers, partition):
             return
         # The broker's client refused it before it left (over the message size, say): what the
         # input produced is kept in the dead letter, and the partition goes on.
@@ -99,14 +186,14 @@ class Output:
             return
         metrics.DEAD_LETTERS.labels(reason=letter.reason).inc()
         letter = letter.bounded()
-        if not self._produce(self.dead_letter_topic, letter.source, JSON_ENCODER.encode(letter), None):
+        if not self._produce(self.dead_letter_topic, letter.source, JSON_ENCODER.encode(letter), None, self.partition):
             log.error("dead letter refused", extra={"reason": letter.reason, "error": self._refusal})
 
-    def _produce(self, topic: str, key: bytes | str | None, value: bytes, headers) -> bool:
+    def _produce(self, topic: str, key: bytes | str | None, value: bytes, headers: Headers, partition: int) -> bool:
         """Produce, waiting while the client's queue is full; False if the client refuses it."""
         while True:
             try:
-                self.producer.produce(topic, value, key, partition=self.partition, headers=headers)
+                self.producer.produce(topic, value, key, partition=partition, headers=headers)
             except BufferError:
                 self.producer.poll(0.05)  # full queue: let deliveries drain, then try again
                 continue
@@ -120,7 +207,10 @@ class Output:
 
 
 class PartitionTask(Protocol):
-    watermark: int
+    """A kernel's state for one input partition, driven by the runtime."""
+
+    @property
+    def watermark(self) -> int: ...
 
     def process(self, msg: Message, out: Output) -> int:
         """Apply one input message; return the watermark at which it stops being needed."""
@@ -134,8 +224,31 @@ class PartitionTask(Protocol):
         """Called when the partition had no input for a while (idle advance)."""
         ...
 
-    # A task whose watermark can move without input (idle advance) also implements
-    # ``restore(watermark, out)``: move there after a replay, closing windows without output.
+    @property
+    def idle_limit(self) -> int:
+        """How far an idle advance may still take the watermark (recorded in the checkpoint)."""
+        ...
+
+    def restore(self, watermark: int, idle_limit: int | None, out: Output) -> None:
+        """End of a replay: move to the watermark the partition had reached without input (an idle
+        advance; ``out`` is replaying, so the windows it closes emit nothing), and take the idle
+        limit it had then (None: not recorded), so a restored task idles exactly as a fresh one."""
+        ...
+
+
+class InputDrivenTask:
+    """For a task whose watermark moves only with its input (forwarded markers): no idle advance,
+    nothing to restore beyond what the replay rebuilds."""
+
+    @property
+    def idle_limit(self) -> int:
+        return NO_WATERMARK
+
+    def idle(self, out: Output) -> None:
+        """Upstream forwards its idle advance as markers: nothing to do here."""
+
+    def restore(self, watermark: int, idle_limit: int | None, out: Output) -> None:
+        """The replay rebuilt everything: the watermark moves only with input."""
 
 
 @dataclass
@@ -151,7 +264,10 @@ class _Track:
     # (a slow first fetch after a restart, a backlog) is behind, not idle, and advancing its
     # watermark with the wall clock would turn that input into late ticks.
     at_end: bool = False
-    restore_wm: int | None = None  # the checkpoint's hi_wm, until the replay has reached it
+    restoring: bool = False  # restored from a checkpoint, until the replay has reached hi
+    restore_wm: int | None = None  # the checkpoint's hi_wm
+    restore_idle_limit: int | None = None  # the checkpoint's idle_limit
+    backlog: deque[Message] = field(default_factory=deque)  # consumed, not processed yet
 
     def idle_due(self, now_ms: int, idle_timeout_ms: int) -> bool:
         return (
@@ -165,13 +281,21 @@ class _Track:
         while self.pending and self.pending[0][2] <= wm:
             self.pending.popleft()
         # Still replaying what an earlier instance emitted: the next one must suppress up to the
-        # same point, and end at the watermark that instance reached there.
+        # same point, and end at the watermark (and idle limit) that instance reached there.
         hi = max(self.position, self.replay_until)
-        hi_wm = wm if self.restore_wm is None else max(wm, self.restore_wm)
+        if self.restoring:
+            hi_wm = wm if self.restore_wm is None else max(wm, self.restore_wm)
+            idle_limit = self.restore_idle_limit
+        else:
+            hi_wm, idle_limit = wm, self.task.idle_limit
         if self.pending:
             offset, wm_before, _ = self.pending[0]
-            return offset, Checkpoint(wm_before, hi, hi_wm)
-        return self.position, Checkpoint(wm, hi, hi_wm)
+            return offset, Checkpoint(wm_before, hi, hi_wm, idle_limit)
+        return self.position, Checkpoint(wm, hi, hi_wm, idle_limit)
+
+
+def _real_producer(settings: Settings, transactional_id: str, **config: Any) -> ProducerClient:
+    return make_producer(settings, transactional_id=transactional_id, **config)
 
 
 class TransactionalWorker:
@@ -188,6 +312,9 @@ class TransactionalWorker:
         idle_check_ms: int = 200,
         transaction_budget_ms: int = 15,
         latency_budget_ms: int = 3,
+        slice_messages: int = 16,
+        consumer_factory: ConsumerFactory | None = None,
+        producer_factory: ProducerFactory | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -198,62 +325,104 @@ class TransactionalWorker:
         # of ticks, and a bar's emit latency includes the rest of its transaction.
         self.transaction_budget_ms = transaction_budget_ms
         self.latency_budget_ms = latency_budget_ms
-        self._backlog: deque[Message] = deque()
-        # The last consume() returned less than a full batch: the client's queue was drained, so
-        # nothing that has arrived is waiting outside the backlog.
+        self.slice_messages = slice_messages
+        self._queued = 0  # messages in the partitions' backlogs
+        self._resume_from = 0  # the partition whose turn comes first in the next transaction
+        # The last consume() returned less than it asked for: the client's queue was drained, so
+        # nothing that has arrived is waiting outside the backlogs.
         self._drained = False
         self._drained_at = 0.0
+        self._served_at = 0.0
+        self._lag_at = 0.0
         self.idle_check_ms = idle_check_ms
         self.group_id = f"{settings.kafka.topic_prefix}{name}"
-        # Static membership: a restarted instance (same id) takes its partitions back at once
-        # instead of waiting for the dead member's session to time out.
-        self.consumer: Consumer = make_consumer(
-            settings,
+        self.instance_id = instance_id
+        self._consumer_factory: ConsumerFactory = consumer_factory or make_group_consumer
+        self.consumer: ConsumerClient = self._new_consumer()
+        self.transactional_id = f"{self.group_id}-{instance_id}"
+        self._producer_factory: ProducerFactory = producer_factory or _real_producer
+        self.producer: ProducerClient = self._new_producer()
+        self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
+        self.tracks: dict[int, _Track] = {}
+        self._stop = False
+        self._liveness: Any = None
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
+        self._last_idle_check = wall_ms()
+        self._fenced_at = -REFENCED_WINDOW_S
+
+    def _new_consumer(self) -> ConsumerClient:
+        return self._consumer_factory(
+            self.settings,
             self.group_id,
             **{
-                "partition.assignment.strategy": "range",
-                "group.instance.id": f"{self.group_id}-{instance_id}",
-                "session.timeout.ms": 10_000,
+                "partition.assignment.strategy": "cooperative-sticky",
+                # Static membership: a restarted instance (same id) takes its partitions back at
+                # once; a member that vanished is replaced after the (short) session timeout.
+                "group.instance.id": f"{self.group_id}-{self.instance_id}",
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+                "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
                 # End-of-partition events tell a caught-up partition (may idle) from a lagging one.
                 "enable.partition.eof": True,
             },
         )
-        self.transactional_id = f"{self.group_id}-{instance_id}"
-        self.producer: Producer = self._new_producer()
-        self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
-        self.tracks: dict[int, _Track] = {}
-        self._stop = False
-        self._liveness = None
-        self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
-        self._last_idle_check = wall_ms()
 
-    def _new_producer(self) -> Producer:
-        return make_producer(
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+
+    def _rejoin(self, error: KafkaError) -> None:
+        """The consumer is in a fatal state (fenced: after an outage the coordinator gave its
+        instance id to a new member id of the same consumer): a new consumer joins in its place.
+        This happens between transactions, so nothing is lost: the tasks go, and the partitions
+        are read again from their checkpoints."""
+        log.warning("consumer replaced", extra={"worker": self.name, "error": str(error)})
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.info("closing the fatal consumer failed", extra={"worker": self.name, "error": str(exc)})
+        self.tracks.clear()
+        self._queued = 0
+        self.consumer = self._new_consumer()
+        self._subscribe()
+
+    def _new_producer(self) -> ProducerClient:
+        return self._producer_factory(
             self.settings,
             transactional_id=self.transactional_id,
             # The commit flushes anyway: lingering would only add to every bar's latency. A
             # transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
             # coordinator has written the markers; the client retries after retry.backoff.ms,
             # 100 ms by default, which was the whole p99 of a bar's emit latency.
-            **{"transaction.timeout.ms": 10_000, "linger.ms": 1, "retry.backoff.ms": 5},
+            **{"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 1, "retry.backoff.ms": 5},
         )
 
-    # -- assignment -------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = self._retrying("read committed offsets", lambda: consumer.committed(partitions, timeout=CALL_TIMEOUT_S))
+    # -- assignment (cooperative: each callback gets only the partitions that change) ----------
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        committed = self._retrying(
+            "read committed offsets", lambda: self.consumer.committed(partitions, timeout=CALL_TIMEOUT_S)
+        )
         self._install(committed)
 
     def _install(self, committed: list[TopicPartition]) -> None:
         """A fresh task per partition, from the checkpoint committed with its offset."""
         for tp in committed:
-            lo_wm, hi, hi_wm = NO_WATERMARK, -1, None
-            if tp.metadata:
-                point = _CHECKPOINT_DECODER.decode(tp.metadata)
-                lo_wm, hi, hi_wm = point.lo_wm, point.hi, point.hi_wm
+            lo_wm, hi = NO_WATERMARK, -1
+            point = _CHECKPOINT_DECODER.decode(tp.metadata) if tp.metadata else None
+            if point is not None:
+                lo_wm, hi = point.lo_wm, point.hi
             track = _Track(self.task_factory(tp.partition, lo_wm), replay_until=hi)
-            track.restore_wm = hi_wm if hi_wm is not None and hi_wm > lo_wm else None
             track.position = tp.offset if tp.offset >= 0 else -1
             self.tracks[tp.partition] = track
+            if point is not None:
+                track.restoring = True
+                track.restore_wm = point.hi_wm
+                track.restore_idle_limit = point.idle_limit
+                if track.position >= hi:  # nothing to replay: restored at once
+                    self._restore(track, self._output(tp.partition))
             log.info(
                 "assigned",
                 extra={
@@ -262,12 +431,19 @@ class TransactionalWorker:
                 },
             )
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = {tp.partition for tp in partitions}
-        for partition in revoked:
-            self.tracks.pop(partition, None)
-        # Consumed but unprocessed messages of those partitions: the next owner reads them again.
-        self._backlog = deque(m for m in self._backlog if m.partition() not in revoked)
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions handed over (or lost). Called only between transactions, so what was
+        processed for them is committed; what was consumed but not processed is dropped, and the
+        next owner reads it again from the checkpoint."""
+        for tp in partitions:
+            track = self.tracks.pop(tp.partition, None)
+            if track is not None:
+                self._queued -= len(track.backlog)
+            try:
+                metrics.CONSUMER_LAG.remove(self.name, str(tp.partition))  # reported by its new owner
+            except KeyError:
+                pass
+            log.info("revoked", extra={"worker": self.name, "partition": tp.partition})
 
     # -- loop -------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -282,19 +458,15 @@ class TransactionalWorker:
             self._retrying("init transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_S))
         except _Stopped:
             return
-        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._subscribe()
         last_input = time.monotonic()
         try:
             while not self._stop:
                 self._liveness.set(time.time())
-                if not self._backlog:
-                    msgs = self.consumer.consume(self.batch_size, timeout=0.05)
-                    self._drained = len(msgs) < self.batch_size
-                    self._drained_at = time.monotonic()
-                    if msgs:
-                        last_input = time.monotonic()
-                    self._backlog.extend(msgs)
+                if self.serve():
+                    last_input = time.monotonic()
                 self.step()
+                self._observe_lag()
                 if max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
                     break
         except _Stopped:
@@ -305,6 +477,29 @@ class TransactionalWorker:
                 self.producer.flush(10)
             except KafkaException as exc:  # an open transaction is aborted by the coordinator
                 log.warning("flush at exit failed", extra={"worker": self.name, "error": str(exc)})
+
+    def serve(self) -> bool:
+        """Serve the consumer (between transactions: rebalances happen here) when the backlogs are
+        empty or ``SERVE_INTERVAL_S`` has passed; its messages join their partitions' backlogs.
+        The backlogs stay within ``batch_size`` messages (one more per call at most, as the call
+        must hand out something). True when messages came."""
+        now = time.monotonic()
+        if self._queued and now - self._served_at < SERVE_INTERVAL_S:
+            return False
+        wanted = max(1, min(self.batch_size, self.batch_size - self._queued))
+        msgs = self.consumer.consume(wanted, timeout=0.0 if self._queued else 0.05)
+        self._served_at = self._drained_at = time.monotonic()
+        self._drained = len(msgs) < wanted
+        for msg in msgs:
+            err = msg.error()
+            if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                self._rejoin(err)
+                return True
+            track = self.tracks.get(cast(int, msg.partition()))
+            if track is not None:  # else revoked since it was fetched
+                track.backlog.append(msg)
+                self._queued += 1
+        return bool(msgs)
 
     # -- riding out the broker ---------------------------------------------------------------
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
@@ -353,12 +548,19 @@ class TransactionalWorker:
 
     def _recover(self, exc: KafkaException) -> None:
         """After a failed transaction: abort it, or, when the producer is in a fatal state (a
-        coordinator that lost the transaction during an outage), start a new producer under the
-        same transactional id. Fenced means another process holds that id: exit for it."""
+        coordinator that lost or timed out the transaction during an outage), start a new producer
+        under the same transactional id. Fenced twice in a row means another process holds that
+        id: exit for it."""
         error = exc.args[0]
         if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED:
-            log.error("fenced", extra={"worker": self.name, "error": str(exc)})
-            raise exc
+            # A transaction its coordinator timed out (the broker was away longer than the
+            # transaction timeout) fences the producer too: one new producer is tried. Fenced
+            # again soon after, another process holds the id: exit for it.
+            now = time.monotonic()
+            if now - self._fenced_at < REFENCED_WINDOW_S:
+                log.error("fenced", extra={"worker": self.name, "error": str(exc)})
+                raise exc
+            self._fenced_at = now
         if error.fatal():
             log.warning("producer re-initialised", extra={"worker": self.name, "error": str(exc)})
             self.producer = self._new_producer()
@@ -384,8 +586,8 @@ class TransactionalWorker:
     def _rewind(self) -> None:
         """Fresh tasks from the committed checkpoints, the consumer back at those offsets."""
         partitions = [TopicPartition(self.input_topic, p) for p in sorted(self.tracks)]
-        self._backlog.clear()
         self.tracks.clear()
+        self._queued = 0
         if not partitions:
             return
         committed = self._retrying(
@@ -393,15 +595,14 @@ class TransactionalWorker:
         )
         self._install(committed)
         for tp in committed:
-            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self._retrying("seek", lambda tp=tp, start=start: self.consumer.seek(
-                TopicPartition(self.input_topic, tp.partition, start)))
+            start = TopicPartition(self.input_topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            self._retrying("seek", partial(self.consumer.seek, start))
 
+    # -- one transaction ----------------------------------------------------------------------
     def step(self) -> None:
         """One transaction: backlog messages until the time budget is spent, plus idle work."""
-        now = wall_ms()
-        check_idle = now - self._last_idle_check >= self.idle_check_ms
-        if not self._backlog and not check_idle:
+        check_idle = wall_ms() - self._last_idle_check >= self.idle_check_ms
+        if not self._queued and not check_idle:
             return
         try:
             self.producer.begin_transaction()
@@ -409,33 +610,70 @@ class TransactionalWorker:
             self._recover(exc)
             return
         began = time.monotonic()
-        deadline = began + self.transaction_budget_ms / 1000
         outputs: dict[int, Output] = {}
+        self._process_backlogs(outputs, began)
+        self._close_processed(outputs)
+        if check_idle:
+            self._advance_idle(outputs)
+        offsets = self._checkpoints()
+        if not offsets and not any(o.produced for o in outputs.values()):
+            self._retrying("abort", lambda: self.producer.abort_transaction(CALL_TIMEOUT_S))
+            return
+        committing = time.monotonic()
+        if not self._commit(offsets):
+            return
+        self._observe_commit(outputs, began, committing)
+
+    def _process_backlogs(self, outputs: dict[int, Output], began: float) -> None:
+        """The partitions' backlogs round robin, ``slice_messages`` at a turn, until the time
+        budget is spent (and at least a few messages, so a slow call never starves the loop)."""
+        deadline = began + self.transaction_budget_ms / 1000
+        order = sorted(p for p, t in self.tracks.items() if t.backlog)
+        first = next((i for i, p in enumerate(order) if p >= self._resume_from), 0)
+        turns = deque(order[first:] + order[:first])
         taken = 0
         latency_due = False
-        while self._backlog and ((taken < 4 and not latency_due) or time.monotonic() < deadline):
-            msg = self._backlog.popleft()
-            taken += 1
-            track = self.tracks.get(msg.partition())
-            err = msg.error()
-            if track is None or err is not None:
-                if err is None:
-                    continue
-                if err.code() == KafkaError._PARTITION_EOF:
-                    if track is not None:
-                        track.at_end = True
-                else:
-                    log.warning("consume error", extra={"worker": self.name, "error": str(err)})
-                continue
-            track.at_end = False
-            out = outputs.get(msg.partition())
-            if out is None:
-                out = outputs[msg.partition()] = self._output(msg.partition())
-            self._process_one(track, msg, out)
-            if out.latencies and not latency_due:
-                # Bars are waiting in this transaction: commit soon rather than fill the budget.
-                latency_due = True
-                deadline = min(deadline, time.monotonic() + self.latency_budget_ms / 1000)
+        while turns:
+            partition = turns.popleft()
+            track = self.tracks[partition]
+            for _ in range(self.slice_messages):
+                if not track.backlog:
+                    break
+                msg = track.backlog.popleft()
+                self._queued -= 1
+                taken += 1
+                out = self._take(partition, track, msg, outputs)
+                if out is not None and out.latencies and not latency_due:
+                    # Bars are waiting in this transaction: commit soon rather than fill the budget.
+                    latency_due = True
+                    deadline = min(deadline, time.monotonic() + self.latency_budget_ms / 1000)
+                if (taken >= 4 or latency_due) and time.monotonic() >= deadline:
+                    if track.backlog:
+                        turns.append(partition)
+                    self._resume_from = turns[0] if turns else 0
+                    return
+            if track.backlog:
+                turns.append(partition)
+        self._resume_from = 0
+
+    def _take(self, partition: int, track: _Track, msg: Message, outputs: dict[int, Output]) -> Output | None:
+        """One message of a partition's backlog: a data message is processed (its Output returned),
+        an end-of-partition event marks the partition caught up."""
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                track.at_end = True
+            else:
+                log.warning("consume error", extra={"worker": self.name, "error": str(err)})
+            return None
+        track.at_end = False
+        out = outputs.get(partition)
+        if out is None:
+            out = outputs[partition] = self._output(partition)
+        self._process_one(track, msg, out)
+        return out
+
+    def _close_processed(self, outputs: dict[int, Output]) -> None:
         now = wall_ms()
         for partition, out in outputs.items():
             track = self.tracks[partition]
@@ -443,18 +681,25 @@ class TransactionalWorker:
             out.replaying = False
             track.dirty = True
             track.last_input_ms = now
-        # Idle means caught up with nothing left to read: never while input waits to be processed.
-        # The drain must be recent: a backlog that took seconds let new input queue up meanwhile.
+
+    def _advance_idle(self, outputs: dict[int, Output]) -> None:
+        """Idle advance for the partitions that are caught up and quiet. Idle means caught up with
+        nothing left to read: never while input waits to be processed. The drain must be recent:
+        a backlog that took seconds let new input queue up meanwhile."""
         drained = self._drained and time.monotonic() - self._drained_at < self.idle_check_ms / 1000
-        if check_idle and not self._backlog and drained:
-            self._last_idle_check = now
-            for partition, track in self.tracks.items():
-                if partition in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
-                    continue
-                out = outputs[partition] = self._output(partition)
-                wm = track.task.watermark
-                track.task.idle(out)
-                track.dirty |= track.task.watermark != wm
+        if self._queued or not drained:
+            return
+        now = self._last_idle_check = wall_ms()
+        for partition, track in self.tracks.items():
+            if partition in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
+                continue
+            out = outputs[partition] = self._output(partition)
+            wm = track.task.watermark
+            track.task.idle(out)
+            track.dirty |= track.task.watermark != wm
+
+    def _checkpoints(self) -> list[TopicPartition]:
+        """The input offsets (with their checkpoints) of every partition that moved."""
         offsets = []
         for partition, track in self.tracks.items():
             if not track.dirty or track.position < 0:
@@ -464,12 +709,9 @@ class TransactionalWorker:
                 TopicPartition(self.input_topic, partition, offset, metadata=msgspec.json.encode(point).decode())
             )
             track.dirty = False
-        if not offsets and not any(o.produced for o in outputs.values()):
-            self._retrying("abort", lambda: self.producer.abort_transaction(CALL_TIMEOUT_S))
-            return
-        committing = time.monotonic()
-        if not self._commit(offsets):
-            return
+        return offsets
+
+    def _observe_commit(self, outputs: dict[int, Output], began: float, committing: float) -> None:
         committed_at = wall_ms()
         done = time.monotonic()
         metrics.TRANSACTION_MS.observe((self.name, "process"), (committing - began) * 1000)
@@ -479,6 +721,22 @@ class TransactionalWorker:
             for worker, timeframe, passed_at, bars in out.latencies:
                 metrics.EMIT_LATENCY.observe((worker, timeframe), committed_at - passed_at, bars)
 
+    def _observe_lag(self) -> None:
+        """Per assigned partition, input not processed yet (the high offset the client last saw
+        minus the position), about once a second; no broker round trip."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = now
+        for partition, track in self.tracks.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.input_topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and track.position >= 0:
+                lag = max(0, high - track.position)
+                metrics.CONSUMER_LAG.labels(worker=self.name, partition=str(partition)).set(lag)
+
     def _output(self, partition: int) -> Output:
         return Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
 
@@ -486,8 +744,8 @@ class TransactionalWorker:
         """Apply one message; when it moved the watermark, emit what closed at once, so a bar's
         latency is the rest of its transaction (bounded by the time budget)."""
         task = track.task
-        offset = msg.offset()
-        if track.restore_wm is not None and offset >= track.replay_until:
+        offset = cast(int, msg.offset())
+        if track.restoring and offset >= track.replay_until:
             self._restore(track, out)  # offset hi - 1 was not delivered (a control record)
         # Inside [lo, hi) everything was committed before: rebuild state, emit nothing.
         out.replaying = offset < track.replay_until
@@ -508,16 +766,13 @@ class TransactionalWorker:
         if needed_until > task.watermark:
             track.pending.append((offset, wm_before, needed_until))
         track.position = offset + 1
-        if track.restore_wm is not None and track.position >= track.replay_until:
+        if track.restoring and track.position >= track.replay_until:
             self._restore(track, out)
 
     @staticmethod
     def _restore(track: _Track, out: Output) -> None:
-        """End of the replay: the watermark the partition had reached, without output."""
-        watermark, track.restore_wm = track.restore_wm, None
-        restore = getattr(track.task, "restore", None)
-        if restore is None or watermark is None or watermark <= track.task.watermark:
-            return
-        replaying, out.replaying = out.replaying, True
-        restore(watermark, out)
-        out.replaying = replaying
+        """End of the replay: the watermark and idle limit the partition had reached, no output."""
+        track.restoring = False
+        watermark = track.restore_wm if track.restore_wm is not None else track.task.watermark
+        with out.replayed(True):
+            track.task.restore(max(watermark, track.task.watermark), track.restore_idle_limit, out)

@@ -43,7 +43,7 @@ from tickforge.platform.signals.streaming import SignalState
 from tickforge.platform.topics import SIGNALS, bar_topic
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import bar_or_dead_letter
-from tickforge.streaming.runtime import Output, TransactionalWorker
+from tickforge.streaming.runtime import InputDrivenTask, Output, TransactionalWorker
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def session_seq_base(label: str) -> int:
     return date.fromisoformat(label).toordinal() * SEQ_SESSION_STRIDE
 
 
-class SignalTask:
+class SignalTask(InputDrivenTask):
     """The signal worker's state for one ``bars.1s`` partition."""
 
     def __init__(self, settings: Settings, partition: int, start_watermark: int) -> None:
@@ -106,9 +106,6 @@ class SignalTask:
             span = self._session_span[symbol] = (lo, hi)
         return span[1]
 
-    def idle(self, out: Output) -> None:
-        """Upstream forwards its idle advance as markers: nothing to do here."""
-
     def close(self, out: Output) -> None:
         self._flush(out)
         if self._watermark > self._marked:
@@ -120,12 +117,8 @@ class SignalTask:
         """Apply the buffered bars, publishing unless they were read in the replay region."""
         if not self._pending:
             return
-        current = out.replaying
-        out.replaying = self._pending_replaying
-        try:
+        with out.replayed(self._pending_replaying):
             self._apply(out)
-        finally:
-            out.replaying = current
 
     def _apply(self, out: Output) -> None:
         bars, self._pending = self._pending, []

@@ -16,13 +16,13 @@ from tickforge.platform.settings import Settings
 from tickforge.platform.topics import bar_topic
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import bar_or_dead_letter, bars_from_messages, bars_to_messages, encode_bar
-from tickforge.streaming.runtime import Output, TransactionalWorker
+from tickforge.streaming.runtime import InputDrivenTask, Output, TransactionalWorker
 
 NAME = "timeframe-worker"
 SOURCE = "1s"
 
 
-class TimeframeTask:
+class TimeframeTask(InputDrivenTask):
     def __init__(self, settings: Settings, partition: int, start_watermark: int) -> None:
         self.lateness_ms = settings.streaming.allowed_lateness_ms
         self.symbols = SymbolTable()
@@ -55,9 +55,6 @@ class TimeframeTask:
         if self._pending:
             self.chain.add(bars_from_messages(self._pending, self.symbols))
             self._pending = []
-
-    def idle(self, out: Output) -> None:
-        """Upstream forwards its idle advance as markers: nothing to do here."""
 
     def close(self, out: Output) -> None:
         self._flush_pending()

@@ -107,6 +107,42 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     return Consumer(config)
 
 
+# Kafka's default lower bound on a group member's session timeout, assumed where the broker's
+# own setting cannot be read.
+DEFAULT_MIN_SESSION_TIMEOUT_MS = 6_000
+
+
+def make_group_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer-group member; its ``session.timeout.ms`` raised to the broker's
+    ``group.min.session.timeout.ms`` where that is higher (a broker with Kafka's defaults refuses
+    a shorter session and the member could never join)."""
+    wanted = overrides.get("session.timeout.ms")
+    if wanted is not None:
+        floor = min_session_timeout_ms(settings)
+        if int(wanted) < floor:
+            log.info("session timeout raised to the broker's minimum", extra={"wanted": wanted, "minimum": floor})
+            overrides["session.timeout.ms"] = floor
+            heartbeat = overrides.get("heartbeat.interval.ms")
+            if heartbeat is not None:
+                overrides["heartbeat.interval.ms"] = min(int(heartbeat), floor // 3)
+    return make_consumer(settings, group_id, **overrides)
+
+
+def min_session_timeout_ms(settings: Settings, timeout: float = 5.0) -> int:
+    """The broker's ``group.min.session.timeout.ms`` (Kafka's default where unreadable)."""
+    try:
+        admin = AdminClient(client_config(settings))
+        brokers = admin.list_topics(timeout=timeout).brokers
+        if not brokers:
+            return DEFAULT_MIN_SESSION_TIMEOUT_MS
+        resource = ConfigResource("broker", str(min(brokers)))
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+        return int(entries["group.min.session.timeout.ms"].value)
+    except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
+        log.info("broker session bounds unknown", extra={"error": str(exc)})
+        return DEFAULT_MIN_SESSION_TIMEOUT_MS
+
+
 def topic_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """Per partition of ``topic``: (low, high) offsets. For a ``read_committed`` consumer the high
     offset is the last stable one: messages of a transaction still open are not counted."""
