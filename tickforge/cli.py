@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from tickforge.ops.cli import register as register_platform_commands
 from tickforge.platform.commands.bars import bars_app
+from tickforge.platform.commands.topics import plan as topics_plan
 from tickforge.platform.signals.cli import signals_app
 from tickforge.research.cli import backtest_app
 from tickforge.streaming.cli import stream_app
@@ -52,6 +53,7 @@ register_platform_commands(app)  # up, down, status, logs, doctor
 
 topics_app = typer.Typer(help="The Kafka topic registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+topics_app.command("plan")(topics_plan)
 
 
 @topics_app.command("apply")

@@ -9,6 +9,7 @@ and ``tickforge bars build --partitions N`` reproduces live per-partition waterm
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 DAY_MS = 86_400_000
@@ -66,6 +67,46 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
     return specs
 
 
-def partition_for(symbol: str, partitions: int) -> int:
-    """The partition of a symbol's messages in every topic with ``partitions`` partitions."""
-    return zlib.crc32(symbol.encode()) % partitions
+def partition_for(symbol: str, partitions: int, pinned: Sequence[str] = ()) -> int:
+    """The partition of a symbol's messages in every topic with ``partitions`` partitions.
+
+    ``pinned`` hot symbols get a partition of their own each (the i-th pinned symbol partition i),
+    and every other symbol is spread by CRC32 over the partitions left; without pins it is CRC32
+    mod ``partitions``, as librdkafka's default partitioner places keyed messages."""
+    if not pinned:
+        return zlib.crc32(symbol.encode()) % partitions
+    if len(pinned) >= partitions:
+        raise ValueError(f"{len(pinned)} pinned symbols leave none of {partitions} partitions for the others")
+    if symbol in pinned:
+        return list(pinned).index(symbol)
+    return len(pinned) + zlib.crc32(symbol.encode()) % (partitions - len(pinned))
+
+
+@dataclass(frozen=True)
+class PartitionLoad:
+    partition: int
+    ticks: int
+    share: float  # of all ticks
+    symbols: tuple[str, ...]  # busiest first
+
+
+def partition_plan(ticks_by_symbol: Mapping[str, int], partitions: int, pinned: Sequence[str] = ()) -> list[PartitionLoad]:
+    """The load each partition would carry: what a day's ticks per symbol put on each."""
+    members: dict[int, list[tuple[int, str]]] = {p: [] for p in range(partitions)}
+    for symbol, count in ticks_by_symbol.items():
+        members[partition_for(symbol, partitions, pinned)].append((count, symbol))
+    total = sum(ticks_by_symbol.values()) or 1
+    plan = []
+    for p, rows in members.items():
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        load = sum(c for c, _ in rows)
+        plan.append(PartitionLoad(p, load, load / total, tuple(s for _, s in rows)))
+    return plan
+
+
+def hot_symbols(ticks_by_symbol: Mapping[str, int], partitions: int) -> list[str]:
+    """The symbols worth a partition of their own: each carries more than an even share
+    (1/partitions of all ticks), busiest first, leaving at least one partition for the rest."""
+    total = sum(ticks_by_symbol.values())
+    ranked = sorted(ticks_by_symbol, key=lambda s: (-ticks_by_symbol[s], s))
+    return [s for s in ranked if ticks_by_symbol[s] * partitions > total][: partitions - 1]
