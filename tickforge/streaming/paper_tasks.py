@@ -119,7 +119,31 @@ def _day_end(ts_ms: int) -> int:
     return next_ny_midnight_ms(datetime.fromtimestamp(ts_ms // 1000, NEW_YORK).date())
 
 
-class RiskTask:
+class _EventTimeTask:
+    """What both tasks share: their clock is their input's event time (an idle advance never
+    moves it), and they send as they decide (nothing waits for ``close``)."""
+
+    _watermark: int
+
+    @property
+    def watermark(self) -> int:
+        return self._watermark
+
+    def idle(self, out: Output) -> None:
+        """Nothing moves without input."""
+
+    def close(self, out: Output) -> None:
+        """Everything is sent when it happens."""
+
+    @property
+    def idle_limit(self) -> int:
+        return self._watermark
+
+    def restore(self, watermark: int, idle_limit: int | None = None, out: Output | None = None) -> None:
+        self._watermark = max(self._watermark, watermark)
+
+
+class RiskTask(_EventTimeTask):
     def __init__(self, partition: int, start_watermark: int, source: str, approved_topic: str, rejected_topic: str,
                  limits: LimitsFile, control: Callable[[], ControlCommand | None], worker: str = "risk",
                  account: str = "paper", reload_every_s: float = 1.0) -> None:
@@ -134,10 +158,6 @@ class RiskTask:
         self._applied: ControlCommand | None = None
         self._reload_every_s, self._reloaded_at = reload_every_s, 0.0
         self.decisions: list[RiskDecision] = []
-
-    @property
-    def watermark(self) -> int:
-        return self._watermark
 
     @property
     def engine(self) -> RiskEngine | None:
@@ -192,22 +212,9 @@ class RiskTask:
             engine.apply_control(command)
             self._applied = command
 
-    def idle(self, out: Output) -> None:
-        """Nothing moves without orders."""
-
-    def close(self, out: Output) -> None:
-        """Decisions are sent as they are made."""
-
-    @property
-    def idle_limit(self) -> int:
-        """An idle advance never moves this task (its clock is its input's event time)."""
-        return self._watermark
-
-    def restore(self, watermark: int, idle_limit: int | None = None, out: Output | None = None) -> None:
-        self._watermark = max(self._watermark, watermark)
 
 
-class MatcherTask:
+class MatcherTask(_EventTimeTask):
     def __init__(self, partition: int, start_watermark: int, ticks_topic: str, orders_topic: str, fills_topic: str,
                  events_topic: str, config: MatchingConfig | None = None) -> None:
         self.partition = partition
@@ -219,10 +226,6 @@ class MatcherTask:
         self._close_ms: int | None = None
         self.matcher = PaperMatcher(config)
         self._symbols: dict[str, str] = {}  # client_order_id -> symbol (events carry only the id)
-
-    @property
-    def watermark(self) -> int:
-        return self._watermark
 
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
@@ -287,19 +290,6 @@ class MatcherTask:
             else:
                 out.send(self.events_topic, symbol, encode_event(event))
 
-    def idle(self, out: Output) -> None:
-        """Paper orders meet the book only through market events."""
-
-    def close(self, out: Output) -> None:
-        """Fills are sent as they happen."""
-
-    @property
-    def idle_limit(self) -> int:
-        """An idle advance never moves this task (its clock is its input's event time)."""
-        return self._watermark
-
-    def restore(self, watermark: int, idle_limit: int | None = None, out: Output | None = None) -> None:
-        self._watermark = max(self._watermark, watermark)
 
 
 def _market_events(tick: TradeBatch | QuoteBatch | Trade | Quote) -> list[Quote | Trade]:
