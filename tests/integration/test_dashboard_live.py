@@ -113,6 +113,8 @@ class Chromium:
         return self.evaluate(AXIS_JS)
 
     def screenshot(self, path: Path) -> None:
+        # A rerun that takes a while fades the elements it has not redrawn yet: capture between reruns.
+        self.wait_for("document.querySelectorAll('[data-stale=\"true\"]').length === 0", 30)
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
     def close(self) -> None:
@@ -228,6 +230,7 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
         browser.call("Page.navigate", url=f"{url}/?symbol=SPY&timeframe=1s")
         spy = browser.wait_for(
             "document.body.innerText.includes('SPY · 1s') && document.body.innerText.includes('history 120') && "
+            "document.body.innerText.includes('EDT') && "
             "document.querySelectorAll('.vega-embed g.role-axis-label text').length > 0", 60)
         time.sleep(1.0)
         axis, text = browser.axis(), browser.evaluate("document.body.innerText")
@@ -235,7 +238,7 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
         assert spy, f"the SPY chart did not render: {text[:2_000]}"
         assert axis["labels"] and _hours(axis["labels"]) <= {15, 16}, axis
         assert "America/New_York time" in axis["titles"] and "times in America/New_York" in text, axis
-        assert "EDT" in text  # the latest bar's window, in New York time
+        assert "EDT" in text  # the latest bar's window, in New York time (the wait asked for it too)
 
         # No symbol asked for: the one with the most trades in the last hour (SPY's 2013 bars are older).
         browser.call("Page.navigate", url=f"{url}/")

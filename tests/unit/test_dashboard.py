@@ -163,11 +163,18 @@ def test_chart_shows_exchange_time_and_keeps_sparse_candles_readable(spy_close):
     assert xs and all(x["field"] == "slot" and x["type"] == "ordinal" for x in xs)
     slots = xs[0]["scale"]["domain"]
     assert len(slots) == 120 and slots[0].startswith("2013-10-08 16:") and slots[0].endswith("-0400"), slots[0]
-    axis = xs[0]["axis"]
-    assert axis["title"] == "America/New_York time" and axis["labelExpr"] == "slice(datum.value, 11, 19)"
-    assert all(v.startswith("2013-10-08 16:") for v in axis["values"]) and len(axis["values"]) == 8
-    sizes = [layer["mark"]["size"] for layer in spec["vconcat"][0]["layer"] if layer["mark"].get("size")]
-    assert sizes == [view.candle_width(120, 900)] and sizes[0] > 5
+    axes = [x["axis"] for x in xs]
+    assert {a.get("title") for a in axes} == {None, "America/New_York time"}  # the title under the bottom pane
+    labelled = [a for a in axes if a.get("labels", True)]
+    assert labelled and all(a["labelExpr"] == "slice(datum.value, 11, 19)" for a in labelled)
+    assert all(v.startswith("2013-10-08 16:") for v in labelled[0]["values"]) and len(labelled[0]["values"]) == 8
+    price = spec["vconcat"][0]["layer"]
+    sizes = {layer["mark"]["type"]: layer["mark"]["size"] for layer in price if layer["mark"].get("size")}
+    assert sizes == {"bar": view.candle_width(120, 900), "tick": view.candle_width(120, 900)} and sizes["bar"] > 5
+    # The price axis spans the candles, not an overlay blown wide by the closing auction.
+    low, high = _encodings(price, "y")[0]["scale"]["domain"]
+    assert low < frame["low"].min() and frame["high"].max() < high
+    assert high - low < 1.2 * (frame["high"].max() - frame["low"].min())
     # Few bars: candles stop at a readable width instead of filling the chart.
     assert view.candle_width(3, 900) == 16.0 and view.candle_width(1_000, 900) == 1.0
     details = view.latest_details(framed, zone)
@@ -208,6 +215,8 @@ def test_page_shows_chart_details_badges_and_pairs_and_keeps_the_selection(app):
 
     details = dict(zip(latest["field"], latest["value"], strict=True))
     assert details["rsi14"] != "–" and details["ema26"] != "–" and details["boll_upper"] != "–"
+    assert details["window_start"].endswith(" UTC")  # crypto trades on UTC
+    assert any(c.value.startswith("No trading data") for c in app.caption)  # no OMS tables in this source
 
     app.radio(key="timeframe").set_value("5m").run()
     assert not app.exception
@@ -218,3 +227,17 @@ def test_page_shows_chart_details_badges_and_pairs_and_keeps_the_selection(app):
     app.selectbox(key="symbol").set_value("BTCUSDT-SPOT").run()
     assert not app.exception
     assert app.subheader[0].value == "BTCUSDT-SPOT · 5m" and app.toggle(key="auto").value is False
+
+
+def test_page_opens_on_the_most_active_symbol_with_badge_tooltips(app):
+    app.run()
+    assert not app.exception
+    assert app.selectbox(key="symbol").value == "BTCUSDT-PERP"  # the most trades in the sample
+    assert app.subheader[0].value == "BTCUSDT-PERP · 1s" and app.slider(key="window").value == 120
+    helps = [m.help for m in app.markdown if "-badge[" in m.value]
+    assert len(helps) == 4 and all(h and ": " in h for h in helps)
+    assert [c.help for c in app.caption][:4] == helps  # the label says the same on hover
+    # A pick is kept: the busiest symbol no longer takes over.
+    app.selectbox(key="symbol").set_value("ETHUSDT-SPOT").run()
+    app.run()
+    assert app.selectbox(key="symbol").value == "ETHUSDT-SPOT"

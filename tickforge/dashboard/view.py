@@ -78,18 +78,19 @@ def chart_frame(frame: pl.DataFrame, zone: str = "UTC") -> pl.DataFrame:
     )
 
 
-def time_axis(slots: list[str], zone: str, ticks: int = 8) -> alt.Axis:
+def time_axis(slots: list[str], zone: str, ticks: int = 8, labels: bool = True, title: bool = True) -> alt.Axis:
     """An axis of a few evenly spaced bar starts, labelled in the exchange's zone: the time of
     day (to the second where a bar starts off the minute), with the date when the bars span days."""
+    name = f"{zone} time" if title else None
     if not slots:
-        return alt.Axis(title=f"{zone} time")
+        return alt.Axis(title=name, labels=labels)
     count = min(ticks, len(slots))
     values = [slots[round(i * (len(slots) - 1) / max(count - 1, 1))] for i in range(count)]
     one_day = slots[0][:10] == slots[-1][:10]
     to_second = any(slot[17:19] != "00" for slot in slots)
     start, end = (11 if one_day else 5), (19 if to_second else 16)
     return alt.Axis(values=values, labelExpr=f"slice(datum.value, {start}, {end})", labelAngle=0,
-                    labelOverlap=True, title=f"{zone} time")
+                    labelOverlap=True, title=name, labels=labels, ticks=labels)
 
 
 def candle_width(bars: int, width: int) -> float:
@@ -97,51 +98,67 @@ def candle_width(bars: int, width: int) -> float:
     return max(1.0, min(0.7 * width / max(bars, 1), 16.0))
 
 
+def price_domain(frame: pl.DataFrame) -> list[float] | None:
+    """The price axis spans the candles (low to high, padded), not the overlays: a Bollinger band
+    blown wide by one auction print must not flatten every candle (the overlays are clipped)."""
+    if frame.is_empty():
+        return None
+    low, high = float(frame["low"].min()), float(frame["high"].max())  # type: ignore[arg-type]
+    pad = max((high - low) * 0.08, abs(high) * 1e-4)
+    return [low - pad, high + pad]
+
+
 def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900) -> alt.VConcatChart:
     """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane.
 
     One slot per bar (time gaps without bars are closed up), so candles keep their width when
-    bars are sparse (after hours); the axis is labelled in the exchange's time zone.
+    bars are sparse (after hours), and every candle shows a tick at its close, so a bar of one
+    trade (open = close) is not a body of no height. The time axis reads the exchange's zone.
     """
     framed = chart_frame(frame, zone)
     data = framed.to_pandas()
     slots = framed["slot"].to_list()
-    axis = time_axis(slots, zone)
-    x = alt.X("slot:O", sort=slots, scale=alt.Scale(domain=slots, paddingInner=0.2, paddingOuter=0.1),
-              axis=axis)
-    base = alt.Chart(data).encode(x=x)
+    scale = alt.Scale(domain=slots, paddingInner=0.2, paddingOuter=0.1)
+
+    def pane(axis: alt.Axis) -> alt.Chart:
+        return alt.Chart(data).encode(x=alt.X("slot:O", sort=slots, scale=scale, axis=axis))
+
+    top = pane(time_axis(slots, zone, title=False))
+    middle = pane(time_axis(slots, zone, labels=False, title=False))
+    bottom = pane(time_axis(slots, zone))
     color = alt.condition("datum.up", alt.value(UP), alt.value(DOWN))
     size = candle_width(len(slots), width)
-    price_scale = alt.Scale(zero=False)
-    band = base.mark_area(opacity=0.15, color="#7f7f7f").encode(
+    price_scale = alt.Scale(zero=False, domain=price_domain(frame) or alt.Undefined)
+    band = top.mark_area(opacity=0.15, color="#7f7f7f", clip=True).encode(
         y=alt.Y("boll_lower:Q", scale=price_scale, title="price"), y2="boll_upper:Q"
     )
-    wick = base.mark_rule().encode(y=alt.Y("low:Q", scale=price_scale), y2="high:Q", color=color)
-    body = base.mark_bar(size=size).encode(y=alt.Y("open:Q", scale=price_scale), y2="close:Q", color=color)
+    wick = top.mark_rule().encode(y=alt.Y("low:Q", scale=price_scale), y2="high:Q", color=color)
+    body = top.mark_bar(size=size).encode(y=alt.Y("open:Q", scale=price_scale), y2="close:Q", color=color)
+    close = top.mark_tick(size=size, thickness=1.5).encode(y=alt.Y("close:Q", scale=price_scale), color=color)
     lines = (
-        base.transform_fold(list(OVERLAYS), as_=["indicator", "value"])
-        .mark_line(strokeWidth=1.2)
+        top.transform_fold(list(OVERLAYS), as_=["indicator", "value"])
+        .mark_line(strokeWidth=1.2, clip=True)
         .encode(
             y=alt.Y("value:Q", scale=price_scale),
             color=alt.Color("indicator:N", scale=alt.Scale(domain=list(OVERLAYS), range=list(OVERLAYS.values())),
                             legend=alt.Legend(orient="top", title=None)),
         )
     )
-    tooltip = base.mark_bar(opacity=0).encode(  # the bar's whole slot, top to bottom
+    tooltip = top.mark_bar(opacity=0).encode(  # the bar's whole slot, top to bottom
         tooltip=[alt.Tooltip("time:N", title=f"time ({zone})"), "open:Q", "high:Q", "low:Q", "close:Q",
                  "volume:Q", "ema12:Q", "ema26:Q", "vwap_session:Q", "rsi14:Q"],
     )
-    price = alt.layer(band, wick, body, lines, tooltip).properties(height=320, width=width)
-    volume = base.mark_bar(size=size).encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(
+    price = alt.layer(band, wick, body, close, lines, tooltip).properties(height=320, width=width)
+    volume = middle.mark_bar(size=size).encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(
         height=70, width=width)
     macd = alt.layer(
-        base.mark_bar(opacity=0.5, size=size).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
+        middle.mark_bar(opacity=0.5, size=size).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
             "datum.macd_hist >= 0", alt.value(UP), alt.value(DOWN))),
-        base.mark_line(color="#1f77b4").encode(y="macd:Q"),
-        base.mark_line(color="#ff7f0e").encode(y="macd_signal:Q"),
+        middle.mark_line(color="#1f77b4").encode(y="macd:Q"),
+        middle.mark_line(color="#ff7f0e").encode(y="macd_signal:Q"),
     ).properties(height=90, width=width)
     rsi = alt.layer(
-        base.mark_line(color="#9467bd").encode(y=alt.Y("rsi14:Q", title="RSI 14", scale=alt.Scale(domain=[0, 100]))),
+        bottom.mark_line(color="#9467bd").encode(y=alt.Y("rsi14:Q", title="RSI 14", scale=alt.Scale(domain=[0, 100]))),
         alt.Chart(data).mark_rule(strokeDash=[4, 4], color="#999").encode(y="level:Q").transform_calculate(level="30"),
         alt.Chart(data).mark_rule(strokeDash=[4, 4], color="#999").encode(y="level:Q").transform_calculate(level="70"),
     ).properties(height=90, width=width)
@@ -235,3 +252,21 @@ def pairs_table(stats: list[PairStats], session_tz: dict[str, str] | None = None
     if not rows:
         return pl.DataFrame(schema={"pair": pl.String, "as_of": pl.String, "n_obs": pl.Int64})
     return pl.DataFrame(rows)
+
+
+def orders_table(orders: pl.DataFrame, zone: str, limit: int = 50) -> pl.DataFrame:
+    """The latest ``limit`` orders (latest decision first), decision times in the exchange's zone."""
+    return orders.head(limit).select(
+        decided=exchange_times(pl.col("decision_ts_ms"), zone), side="side", quantity="quantity",
+        type="order_type", limit_price="limit_price", status="status", filled="filled_quantity",
+        avg_price="average_fill_price", book=pl.col("book").fill_null(pl.col("strategy")),
+        client_order_id="client_order_id",
+    )
+
+
+def fills_table(fills: pl.DataFrame, zone: str, limit: int = 50) -> pl.DataFrame:
+    """The latest ``limit`` fills (latest first), times in the exchange's zone."""
+    return fills.head(limit).select(
+        time=exchange_times(pl.col("ts_ms"), zone), side="side", quantity="quantity", price="price",
+        liquidity="liquidity", fee="fee", client_order_id="client_order_id",
+    )
