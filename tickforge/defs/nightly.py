@@ -3,7 +3,7 @@ warehouse loads, marts, archive, research), so they live beside them, not in one
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from dagster import (
     AssetSelection,
@@ -47,7 +47,7 @@ nightly_job = define_asset_job(
     description="02:00 New York: the previous UTC day is complete (it closed at 20:00 or 19:00 ET).",
 )
 def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    tick = context.scheduled_execution_time.astimezone(timezone.utc)
+    tick = context.scheduled_execution_time.astimezone(UTC)
     day = (tick - timedelta(days=1)).strftime("%Y-%m-%d")
     return RunRequest(run_key=day, partition_key=day)
 

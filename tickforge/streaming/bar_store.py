@@ -22,16 +22,11 @@ import msgspec
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
+from tickforge.platform.bars.timeframes import bar_timeframes
 from tickforge.platform.contracts import JSON_ENCODER, Bar
 from tickforge.platform.io.kafka import make_consumer, make_producer, marker_watermark, topic_name
-from tickforge.platform.io.postgres import (
-    OUTAGE_ERRORS,
-    apply_migrations,
-    connect_writer,
-    record_watermark,
-    retry_on_outage,
-    upsert_bars,
-)
+from tickforge.platform.io.postgres import OUTAGE_ERRORS, apply_migrations, connect_writer, retry_on_outage, store_bars
+from tickforge.platform.reasons import Reason
 from tickforge.platform.retry import Backoff
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER, bar_topic
@@ -47,7 +42,7 @@ class BarStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schema = settings.postgres.schema_name
-        self.timeframes = [tf for tf in settings.streaming.timeframes if tf != "10ms"]
+        self.timeframes = bar_timeframes(settings.streaming.timeframes)
         self.topic_tf = {topic_name(settings, bar_topic(tf)): tf for tf in self.timeframes}
         self.consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}{NAME}")
         self.dead_letters = make_producer(settings)
@@ -162,18 +157,13 @@ class BarStore:
             try:
                 bar = decode_bar(msg.value())
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                letter = dead_letter_for(msg, "undecodable", msg.topic(), str(exc))
+                letter = dead_letter_for(msg, Reason.UNDECODABLE, msg.topic(), str(exc))
                 self.dead_letters.produce(self.dead_letter_topic, JSON_ENCODER.encode(letter), msg.topic())
-                metrics.DEAD_LETTERS.labels(reason="undecodable").inc()
+                metrics.DEAD_LETTERS.labels(reason=Reason.UNDECODABLE).inc()
                 continue
             # The latest version of a bar in this poll wins (a late correction replaces it).
             bars.setdefault(tf, {})[(bar.symbol, bar.window_start)] = bar
-        stored = 0
-        with conn.transaction():
-            for tf, by_key in bars.items():
-                stored += upsert_bars(conn, self.schema, tf, by_key.values())
-            for (tf, partition), wm in watermarks.items():
-                record_watermark(conn, self.schema, tf, partition, wm)
+        stored = store_bars(conn, self.schema, {tf: by_key.values() for tf, by_key in bars.items()}, watermarks)
         for (tf, partition), wm in watermarks.items():  # durable now
             metrics.GOLDEN_WATERMARK.labels(timeframe=tf, partition=str(partition)).set(wm / 1000)
         self.dead_letters.flush(10)

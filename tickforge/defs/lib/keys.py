@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from dagster import AssetKey
 
+from tickforge.platform.bars.timeframes import bar_timeframes
 from tickforge.platform.io.postgres import bar_table
 from tickforge.platform.topics import TICKS, bar_topic
 
@@ -30,6 +29,6 @@ def dead_letter_key() -> AssetKey:
     return AssetKey(["kafka", "dead_letter"])
 
 
-def bar_timeframes(timeframes: Sequence[str]) -> list[str]:
-    """Timeframes with a bar topic and a golden table (10 ms bins are internal)."""
-    return [tf for tf in timeframes if tf != "10ms"]
+__all__ = [
+    "bar_timeframes", "bar_topic_key", "dead_letter_key", "golden_bars_key", "raw_trades_key", "ticks_key",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import DailyPartitionsDefinition
 
@@ -14,6 +14,6 @@ daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC
 
 def day_bounds_ms(day: str) -> tuple[int, int]:
     """``"2013-10-08"`` -> ``[start, end)`` of that UTC day in epoch milliseconds."""
-    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
     start_ms = int(start.timestamp() * 1000)
     return start_ms, start_ms + 86_400_000

@@ -28,12 +28,13 @@ from dagster import (
 )
 
 from tickforge.defs.lib.golden_bars import read_golden_bars
-from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
+from tickforge.defs.lib.keys import golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.platform.bars.compare import compare_bars
 from tickforge.platform.bars.reference import reference_bars
+from tickforge.platform.bars.timeframes import bar_timeframes
 from tickforge.platform.io.raw_layout import read_day_trades
 
 COUNT_COLUMNS = ("expected", "actual", "missing", "extra", "duplicated", "differing")

@@ -18,7 +18,7 @@ Days inside the retention are skipped (the nightly run of a recent day archives 
 
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
@@ -35,27 +35,19 @@ from dagster import (
     asset,
     asset_check,
 )
-from psycopg import sql
 from pydantic import Field
 
 from tickforge.defs.lib.frames import StoredBars
-from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
+from tickforge.defs.lib.keys import golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.s3.resources import ObjectStoreResource
-from tickforge.platform.io.postgres import BAR_COLUMNS, bar_table
+from tickforge.platform.bars.timeframes import bar_timeframes
+from tickforge.platform.io.postgres import BAR_SCHEMA, count_bars, delete_bars, golden_bars
 
 DEFAULT_RETENTION_DAYS = 100
-ARCHIVE_SCHEMA = pl.Schema(
-    {
-        "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64,
-        "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
-        "volume": pl.Float64, "notional": pl.Float64, "vwap": pl.Float64, "trade_count": pl.Int64,
-        "first_ts": pl.Int64, "last_ts": pl.Int64, "spread_bps": pl.Float64, "imbalance": pl.Float64,
-        "closed_at_ms": pl.Int64,
-    }
-)
-assert tuple(ARCHIVE_SCHEMA) == BAR_COLUMNS
+# An archived day has the golden table's columns and types.
+ARCHIVE_SCHEMA = BAR_SCHEMA
 
 
 class ArchiveConfig(Config):
@@ -74,7 +66,7 @@ def bars_checksum(frame: pl.DataFrame) -> str:
 
 
 def is_past_retention(day: str, retention_days: int, as_of: str | None) -> bool:
-    today = date.fromisoformat(as_of) if as_of else datetime.now(timezone.utc).date()
+    today = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     return (today - date.fromisoformat(day)).days > retention_days
 
 
@@ -87,17 +79,9 @@ def archive_timeframe(
 ) -> dict[str, Any]:
     """Archive one timeframe of one day (see module doc); returns what was done."""
     start_ms, end_ms = day_bounds_ms(day)
-    table = sql.Identifier(postgres.schema_name, bar_table(timeframe))
     key = archive_key(timeframe, day)
     with postgres.connect() as conn:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT {cols} FROM {table} WHERE window_start >= %s AND window_start < %s "
-                "ORDER BY symbol, window_start FOR UPDATE"
-            ).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c in BAR_COLUMNS), table=table),
-            (start_ms, end_ms),
-        ).fetchall()
-        fresh = pl.DataFrame(rows, schema=ARCHIVE_SCHEMA, orient="row")
+        fresh = golden_bars(conn, postgres.schema_name, timeframe, start_ms, end_ms, lock=True)
         existing = (
             store.read_parquet(store.archive_bucket, key).cast(dict(ARCHIVE_SCHEMA)) if _exists(store, key) else None
         )
@@ -114,14 +98,9 @@ def archive_timeframe(
         back = store.read_parquet(store.archive_bucket, key).cast(dict(ARCHIVE_SCHEMA))
         if back.height != merged.height or bars_checksum(back) != checksum:
             raise RuntimeError(f"{key}: verification failed ({back.height} rows read, {merged.height} written)")
-        cur = conn.execute(
-            sql.SQL(
-                "DELETE FROM {table} AS t USING unnest(%s::text[], %s::bigint[]) AS k(symbol, window_start) "
-                "WHERE t.symbol = k.symbol AND t.window_start = k.window_start"
-            ).format(table=table),
-            (fresh["symbol"].to_list(), fresh["window_start"].to_list()),
+        deleted = delete_bars(
+            conn, postgres.schema_name, timeframe, fresh["symbol"].to_list(), fresh["window_start"].to_list()
         )
-        deleted = cur.rowcount
         if deleted != fresh.height:
             raise RuntimeError(f"{timeframe} {day}: deleted {deleted} of {fresh.height} locked rows")
         conn.commit()
@@ -188,12 +167,7 @@ def build_bar_archive(timeframes: list[str]):
         problems: list[str] = []
         with postgres.connect() as conn:
             for tf in frames:
-                left = conn.execute(
-                    sql.SQL("SELECT count(*) FROM {} WHERE window_start >= %s AND window_start < %s").format(
-                        sql.Identifier(postgres.schema_name, bar_table(tf))
-                    ),
-                    (start_ms, end_ms),
-                ).fetchone()[0]
+                left = count_bars(conn, postgres.schema_name, tf, start_ms, end_ms)
                 if left:
                     problems.append(f"{tf}: {left} bars still in PostgreSQL")
                 info = objects.get(tf, {})

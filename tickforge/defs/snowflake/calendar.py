@@ -8,7 +8,7 @@ The asset check verifies every day of the range is present exactly once.
 """
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -40,7 +40,7 @@ def day_range(first: date, last: date) -> list[date]:
 
 
 def _ms_day(ms: int) -> date:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date()
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
 def loaded_span(cur: Any, day: date) -> tuple[date, date]:

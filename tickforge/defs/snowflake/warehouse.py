@@ -30,7 +30,6 @@ from dagster import (
     asset,
 )
 from dagster_snowflake import SnowflakeResource
-from psycopg import sql
 from pydantic import Field
 
 from tickforge.defs.lib.frames import validated_bars
@@ -40,7 +39,7 @@ from tickforge.defs.lib.partitions import daily_partitions, day_bounds_ms
 from tickforge.defs.lib.snowflake import chunks, ddl_statements
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.platform.bars.timeframes import timeframe_ms
-from tickforge.platform.io.postgres import bar_table
+from tickforge.platform.io.postgres import count_bars
 
 # Golden timeframe -> fact table.
 FACT_TABLES: dict[str, str] = {"1m": "CORE.FACT_TICKS_60S", "5m": "CORE.FACT_TICKS_300S"}
@@ -108,20 +107,6 @@ def dim_symbol_statements(stages: Sequence[str]) -> list[tuple[str, str]]:
     ]
 
 
-def with_closed_at(postgres: PostgresResource, timeframe: str, bars: pd.DataFrame) -> pd.DataFrame:
-    """``bars`` with the golden table's ``closed_at_ms`` (emit wall clock; null when unknown)."""
-    if bars.empty:
-        return bars.assign(closed_at_ms=pd.Series(dtype="object"))
-    query = sql.SQL(
-        "SELECT symbol, window_start, closed_at_ms FROM {table} WHERE window_start >= %s AND window_start <= %s"
-    ).format(table=sql.Identifier(postgres.schema_name, bar_table(timeframe)))
-    with postgres.connect() as conn:
-        rows = conn.execute(query, (int(bars["window_start"].min()), int(bars["window_start"].max()))).fetchall()
-    closed = pd.DataFrame(rows, columns=["symbol", "window_start", "closed_at_ms"], dtype="object")
-    closed["window_start"] = closed["window_start"].astype("int64")
-    return bars.merge(closed, on=["symbol", "window_start"], how="left", validate="one_to_one")
-
-
 def fact_day_stats(cur: Any, fact: str, start_ms: int, end_ms: int) -> tuple[int, int]:
     """(rows, BAR_IDs occurring more than once) of the day's slice of a fact table."""
     where = f"WHERE WINDOW_START >= {int(start_ms)} AND WINDOW_START < {int(end_ms)}"
@@ -138,7 +123,7 @@ def load_fact_window(
     """Make the facts' slice ``[start_ms, end_ms)`` equal to the golden 1 m / 5 m bars (one
     transaction over both tables); ``tag`` names the per-run staging tables. Returns counts."""
     golden = {
-        tf: validated_bars(with_closed_at(postgres, tf, read_golden_bars(postgres, tf, start_ms, end_ms)))
+        tf: validated_bars(read_golden_bars(postgres, tf, start_ms, end_ms))
         for tf in FACT_TABLES
     }
     stages = {tf: f"RAW.STG_BAR_FACTS_{tag}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
@@ -193,11 +178,13 @@ def facts_match_golden(
     """The slice's fact rows equal the golden bar count per timeframe; no BAR_ID repeats."""
     metadata: dict[str, Any] = {"start_ms": start_ms, "end_ms": end_ms}
     passed = True
+    with postgres.connect() as pg:
+        goldens = {tf: count_bars(pg, postgres.schema_name, tf, start_ms, end_ms) for tf in FACT_TABLES}
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
         cur.execute(f"USE DATABASE {snowflake.database}")
         for tf, fact in FACT_TABLES.items():
-            golden = len(read_golden_bars(postgres, tf, start_ms, end_ms))
+            golden = goldens[tf]
             rows, dups = fact_day_stats(cur, fact, start_ms, end_ms)
             metadata |= {f"{tf}_golden": golden, f"{tf}_facts": rows, f"{tf}_duplicate_bar_ids": dups}
             passed = passed and rows == golden and dups == 0

@@ -51,12 +51,12 @@ from dagster import (
     sensor,
 )
 from dagster_snowflake import SnowflakeResource
-from psycopg import sql
 
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.snowflake.jobs import snowflake_window_job
 from tickforge.defs.snowflake.warehouse import FACT_TABLES, WINDOW_CHECK, facts_match_golden, load_fact_window
-from tickforge.platform.io.postgres import bar_table, golden_watermark
+from tickforge.platform.io.postgres import golden_watermark
+from tickforge.platform.io.postgres import window_signatures as golden_window_signatures
 
 WINDOW_MS = 300_000
 MAX_WINDOWS = 24
@@ -104,22 +104,8 @@ def window_requests(watermark: int, cursor: int | None) -> tuple[list[int], int 
 
 def window_signatures(postgres: PostgresResource, start_ms: int, end_ms: int) -> dict[int, str]:
     """``{window start: signature}`` of the golden 1 m / 5 m rows per 5-minute window in range."""
-    parts = [
-        sql.SQL(
-            "SELECT {tf} AS tf, window_start - mod(window_start, {w}) AS w, count(*) AS n, "
-            "(extract(epoch FROM max(stored_at)) * 1000000)::bigint AS at_us, "
-            "sum((xmin::text)::bigint) AS xs FROM {table} "
-            "WHERE window_start >= %s AND window_start < %s GROUP BY 2"
-        ).format(tf=sql.Literal(tf), w=sql.Literal(WINDOW_MS), table=sql.Identifier(postgres.schema_name, bar_table(tf)))
-        for tf in FACT_TABLES
-    ]
-    query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY 2, 1")
-    out: dict[int, list[str]] = {}
     with postgres.connect() as conn:
-        rows = conn.execute(query, [start_ms, end_ms] * len(parts)).fetchall()
-    for tf, w, n, at_us, xs in rows:
-        out.setdefault(int(w), []).append(f"{tf}:{n}:{at_us}:{xs}")
-    return {w: "|".join(sigs) for w, sigs in out.items()}
+        return golden_window_signatures(conn, postgres.schema_name, list(FACT_TABLES), start_ms, end_ms, WINDOW_MS)
 
 
 def parse_cursor(cursor: str | None) -> tuple[int | None, dict[int, str]]:

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dagster import AssetSpec
 
 from tickforge.defs.lib.keys import (
-    bar_timeframes,
     bar_topic_key,
     dead_letter_key,
     golden_bars_key,
     raw_trades_key,
     ticks_key,
 )
+from tickforge.platform.bars.timeframes import bar_timeframes
 from tickforge.platform.io.postgres import bar_table
 from tickforge.platform.topics import TICKS, bar_topic
 

@@ -1,8 +1,8 @@
 """``streaming_watermark_sensor``: the live path's progress, reported to Dagster as observations.
 
-Every ``minimum_interval_seconds`` (15 s) the sensor reads ``bar_watermarks`` in PostgreSQL: per
-timeframe, the golden watermark (:func:`tickforge.platform.io.postgres.golden_watermark`, the
-minimum over source partitions) and the time of the latest report (when the minimum
+Every ``minimum_interval_seconds`` (15 s) the sensor reads ``bar_watermarks`` in PostgreSQL
+(:func:`tickforge.platform.io.postgres.watermark_reports`): per timeframe, the golden watermark
+(the minimum over source partitions) and the time of the latest report (when the minimum
 reached its value, at the latest). For each timeframe whose watermark advanced past the one in the cursor it reports an
 :class:`~dagster.AssetObservation` of the golden table (``postgres/bars_<tf>``) and of the bar
 topic feeding it (``kafka/bars_<tf>``) with the watermark (epoch ms and ISO time), its lag
@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -37,10 +37,11 @@ from dagster import (
     build_sensor_for_freshness_checks,
     sensor,
 )
-from psycopg import sql
 
-from tickforge.defs.lib.keys import bar_timeframes, bar_topic_key, golden_bars_key
+from tickforge.defs.lib.keys import bar_topic_key, golden_bars_key
 from tickforge.defs.postgres.resources import PostgresResource
+from tickforge.platform.bars.timeframes import bar_timeframes
+from tickforge.platform.io.postgres import watermark_reports
 
 DEFAULT_MAX_LAG_S = 900.0
 MAX_LAG_ENV = "TICKFORGE_STREAMING_FRESHNESS_MAX_LAG_S"
@@ -53,25 +54,13 @@ def max_lag_from_env() -> timedelta:
 
 
 def read_watermarks(postgres: PostgresResource, timeframes: Sequence[str]) -> dict[str, tuple[int, float]]:
-    """``{timeframe: (golden watermark ms, epoch s of the latest report)}`` for the timeframes that
-    have a watermark. The golden watermark is the minimum over partitions; it reached its value
-    when the last partition below it moved on, i.e. at the latest report (an upper bound)."""
-    query = sql.SQL(
-        "SELECT timeframe, min(watermark_ms), extract(epoch FROM max(updated_at)) "
-        "FROM {}.bar_watermarks WHERE timeframe = ANY(%s) GROUP BY timeframe"
-    ).format(sql.Identifier(postgres.schema_name))
+    """:func:`~tickforge.platform.io.postgres.watermark_reports` through the resource."""
     with postgres.connect() as conn:
-        exists = conn.execute(
-            "SELECT to_regclass(%s)", (f"{postgres.schema_name}.bar_watermarks",)
-        ).fetchone()[0]
-        if exists is None:
-            return {}
-        rows = conn.execute(query, (list(timeframes),)).fetchall()
-    return {tf: (int(mark), float(at)) for tf, mark, at in rows}
+        return watermark_reports(conn, postgres.schema_name, timeframes)
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def watermark_observations(

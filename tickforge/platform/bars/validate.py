@@ -12,7 +12,7 @@ import polars as pl
 
 from tickforge.platform.bars.compare import compare_bars, emit_latency_ms
 from tickforge.platform.bars.reference import reference_bars
-from tickforge.platform.bars.timeframes import parse_timeframes, timeframe_ms
+from tickforge.platform.bars.timeframes import bar_timeframes, parse_timeframes, timeframe_ms
 
 DAY_MS = 86_400_000
 
@@ -31,7 +31,7 @@ def validate_bars(
 ) -> dict[str, Any]:
     """A report per timeframe of ``bars`` against :func:`reference_bars` of ``trades`` (and
     ``quotes``, for the 1 s spread and imbalance); ``source`` names the bars in the report."""
-    tfs = [tf for tf in parse_timeframes(timeframes) if tf != "10ms"]
+    tfs = bar_timeframes(parse_timeframes(timeframes))
     expected = reference_bars(trades, tfs, lateness_ms, quotes)
     symbols = trades["symbol"].unique().to_list()
     first, last = trades.select(pl.col("ts_ms").min().alias("first"), pl.col("ts_ms").max().alias("last")).row(0)

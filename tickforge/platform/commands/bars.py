@@ -116,13 +116,15 @@ def validate_bar_source(
     """:func:`tickforge.platform.bars.validate.validate_bars` over files: the trades (and quotes)
     read from their files, the bars from a folder of ``bars_<tf>.parquet`` or, for
     ``"postgres"``, the golden tables."""
-    from tickforge.platform.bars.validate import BarSource, golden_bars, validate_bars
+    from tickforge.platform.bars.validate import BarSource, validate_bars
     from tickforge.platform.io.bar_files import read_bars
     from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.platform.io.postgres import golden_bar_source
+    from tickforge.platform.settings import load_settings
 
     def from_folder(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
         return read_bars(bars, timeframe)
 
-    source: BarSource = golden_bars if bars == "postgres" else from_folder
+    source: BarSource = golden_bar_source(load_settings()) if bars == "postgres" else from_folder
     quote_rows = read_quotes(quotes).data if quotes else None
     return validate_bars(read_trades(trades).data, source, timeframes, lateness_ms, quote_rows, source=bars)

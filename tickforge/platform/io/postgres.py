@@ -1,8 +1,14 @@
-"""PostgreSQL: migrations and golden bar storage.
+"""PostgreSQL: migrations and the golden bar store.
+
+The store is every read and write of the golden tables ``<schema>.bars_<tf>`` and their
+watermarks: :func:`store_bars` (the bar store's transaction), :func:`golden_bars` (a range),
+:func:`latest_bars`, :func:`window_signatures`, :func:`watermark_reports` and the per-partition
+watermarks. Each takes the caller's connection, so a Dagster resource, a long-lived writer and a
+command share the same SQL.
 
 Bars are keyed by ``(symbol, window_start)`` and replaced whole on conflict: a replay, a redelivery
-or a corrected bar leaves exactly one row with the latest full values (LESSONS: never
-``volume = table.volume + EXCLUDED.volume``).
+or a corrected bar leaves exactly one row with the latest full values. Adding to the stored row
+(``volume = table.volume + EXCLUDED.volume``) would count a redelivered bar twice.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
+import polars as pl
 import psycopg
 from psycopg import sql
 
 from tickforge.platform.contracts import Bar
 from tickforge.platform.retry import Backoff
+from tickforge.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,24 +71,17 @@ def retry_on_outage(
             if stopping():
                 return None
 
-BAR_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "window_start",
-    "window_end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "notional",
-    "vwap",
-    "trade_count",
-    "first_ts",
-    "last_ts",
-    "spread_bps",
-    "imbalance",
-    "closed_at_ms",
+# The golden bar row: the Bar contract's stored fields, in table order (``stored_at`` is the table's own).
+BAR_SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64,
+        "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+        "volume": pl.Float64, "notional": pl.Float64, "vwap": pl.Float64, "trade_count": pl.Int64,
+        "first_ts": pl.Int64, "last_ts": pl.Int64, "spread_bps": pl.Float64, "imbalance": pl.Float64,
+        "closed_at_ms": pl.Int64,
+    }
 )
+BAR_COLUMNS: tuple[str, ...] = tuple(BAR_SCHEMA)
 
 _BAR_TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.{table} (
@@ -245,3 +246,148 @@ def golden_watermark(conn: psycopg.Connection, schema: str, timeframe: str) -> i
         (timeframe,),
     ).fetchone()
     return None if row is None else row[0]
+
+
+def store_bars(
+    conn: psycopg.Connection, schema: str, bars: Mapping[str, Iterable[Bar]], watermarks: Mapping[tuple[str, int], int]
+) -> int:
+    """Bars (by timeframe) and watermarks (by timeframe and source partition) in one transaction:
+    a watermark is only ever durable with the bars below it. Returns the bars written."""
+    stored = 0
+    with conn.transaction():
+        for timeframe, rows in bars.items():
+            stored += upsert_bars(conn, schema, timeframe, rows)
+        for (timeframe, partition), watermark_ms in watermarks.items():
+            record_watermark(conn, schema, timeframe, partition, watermark_ms)
+    return stored
+
+
+def _table(schema: str, timeframe: str) -> sql.Identifier:
+    return sql.Identifier(_check_ident(schema), bar_table(timeframe))
+
+
+_COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in BAR_COLUMNS)
+
+
+def _frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=BAR_SCHEMA, orient="row")
+
+
+def golden_bars(
+    conn: psycopg.Connection,
+    schema: str,
+    timeframe: str,
+    start_ms: int,
+    end_ms: int,
+    symbols: Sequence[str] | None = None,
+    lock: bool = False,
+) -> pl.DataFrame:
+    """The golden bars with ``start_ms <= window_start < end_ms`` (of ``symbols``, else all),
+    sorted by symbol and window; ``lock`` holds the rows (``FOR UPDATE``) until the caller's
+    transaction ends."""
+    where = sql.SQL("window_start >= %s AND window_start < %s")
+    params: list[Any] = [start_ms, end_ms]
+    if symbols is not None:
+        where += sql.SQL(" AND symbol = ANY(%s)")
+        params.append(list(symbols))
+    query = sql.SQL("SELECT {cols} FROM {table} WHERE {where} ORDER BY symbol, window_start{lock}").format(
+        cols=_COLUMN_LIST, table=_table(schema, timeframe), where=where,
+        lock=sql.SQL(" FOR UPDATE" if lock else ""),
+    )
+    return _frame(conn.execute(query, params).fetchall())
+
+
+def latest_bars(
+    conn: psycopg.Connection, schema: str, timeframe: str, symbol: str, limit: int, since_ms: int | None = None
+) -> pl.DataFrame:
+    """A symbol's latest ``limit`` golden bars (from ``since_ms`` on), oldest first."""
+    query = sql.SQL(
+        "SELECT {cols} FROM {table} WHERE symbol = %s AND window_start >= %s ORDER BY window_start DESC LIMIT %s"
+    ).format(cols=_COLUMN_LIST, table=_table(schema, timeframe))
+    rows = conn.execute(query, (symbol, since_ms if since_ms is not None else -(2**62), limit)).fetchall()
+    return _frame(rows[::-1])
+
+
+def bar_symbols(conn: psycopg.Connection, schema: str, timeframe: str) -> list[str]:
+    """The symbols with a golden bar of ``timeframe``, sorted."""
+    rows = conn.execute(sql.SQL("SELECT DISTINCT symbol FROM {}").format(_table(schema, timeframe))).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def count_bars(conn: psycopg.Connection, schema: str, timeframe: str, start_ms: int, end_ms: int) -> int:
+    """How many golden bars have ``start_ms <= window_start < end_ms``."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE window_start >= %s AND window_start < %s").format(
+            _table(schema, timeframe)
+        ),
+        (start_ms, end_ms),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def delete_bars(
+    conn: psycopg.Connection, schema: str, timeframe: str, symbols: Sequence[str], window_starts: Sequence[int]
+) -> int:
+    """Delete exactly the bars keyed ``(symbols[i], window_starts[i])``; returns the rows deleted."""
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {} AS t USING unnest(%s::text[], %s::bigint[]) AS k(symbol, window_start) "
+            "WHERE t.symbol = k.symbol AND t.window_start = k.window_start"
+        ).format(_table(schema, timeframe)),
+        (list(symbols), list(window_starts)),
+    )
+    return cur.rowcount
+
+
+def window_signatures(
+    conn: psycopg.Connection, schema: str, timeframes: Sequence[str], start_ms: int, end_ms: int, window_ms: int
+) -> dict[int, str]:
+    """``{window start: signature}`` of the golden rows of ``timeframes`` per ``window_ms`` window in
+    range. A signature is count, latest ``stored_at`` and the sum of the rows' ``xmin`` per
+    timeframe: every committed upsert of a row changes it, even one whose transaction started
+    before a row already seen."""
+    parts = [
+        sql.SQL(
+            "SELECT {tf} AS tf, window_start - mod(window_start, {w}) AS w, count(*) AS n, "
+            "(extract(epoch FROM max(stored_at)) * 1000000)::bigint AS at_us, "
+            "sum((xmin::text)::bigint) AS xs FROM {table} "
+            "WHERE window_start >= %s AND window_start < %s GROUP BY 2"
+        ).format(tf=sql.Literal(tf), w=sql.Literal(window_ms), table=_table(schema, tf))
+        for tf in timeframes
+    ]
+    query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY 2, 1")
+    out: dict[int, list[str]] = {}
+    for tf, w, n, at_us, xs in conn.execute(query, [start_ms, end_ms] * len(parts)).fetchall():
+        out.setdefault(int(w), []).append(f"{tf}:{n}:{at_us}:{xs}")
+    return {w: "|".join(sigs) for w, sigs in out.items()}
+
+
+def watermark_reports(conn: psycopg.Connection, schema: str, timeframes: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """``{timeframe: (golden watermark ms, epoch s of the latest report)}`` for the timeframes that
+    have a watermark (none before the first migration). The golden watermark is the minimum over
+    partitions; it reached its value when the last partition below it moved on, i.e. at the
+    latest report (an upper bound)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{_check_ident(schema)}.bar_watermarks",)).fetchone()
+    if exists is None or exists[0] is None:
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT timeframe, min(watermark_ms), extract(epoch FROM max(updated_at)) "
+            "FROM {}.bar_watermarks WHERE timeframe = ANY(%s) GROUP BY timeframe"
+        ).format(sql.Identifier(schema)),
+        (list(timeframes),),
+    ).fetchall()
+    return {tf: (int(mark), float(at)) for tf, mark, at in rows}
+
+
+def golden_bar_source(settings: Settings) -> Callable[[str, list[str], int, int], pl.DataFrame]:
+    """A bar source for :func:`tickforge.platform.bars.validate.validate_bars`: the golden bars
+    of a timeframe, some symbols and a range in the settings' database, each call on its own
+    connection."""
+    dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
+
+    def bars(timeframe: str, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+        with psycopg.connect(dsn) as conn:
+            return golden_bars(conn, schema, timeframe, start_ms, end_ms, symbols)
+
+    return bars

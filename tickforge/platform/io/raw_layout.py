@@ -18,7 +18,7 @@ sorted by (partition, arrival); ``raw_trades_daily`` compacts that into one obje
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 import polars as pl
@@ -66,7 +66,7 @@ def compacted_key(day: str) -> str:
 
 
 def utc_day(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 def _canonical(trades: pl.DataFrame) -> pl.DataFrame:
