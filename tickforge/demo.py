@@ -127,14 +127,14 @@ def _wait_for_golden(settings, end_watermark: int | None, started: float, timeou
 
 def _wait_for_raw_sink(settings, started: float, timeout: float = 300.0) -> None:
     """The raw sink has landed every tick once its committed offsets reach the topic's end."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from tickforge.platform.io.kafka import client_config, topic_name
+    from tickforge.platform.io.kafka import make_consumer, topic_name
     from tickforge.platform.topics import TICKS
     from tickforge.streaming.raw_sink import NAME
 
     topic = topic_name(settings, TICKS)
-    probe = Consumer(client_config(settings, **{"group.id": f"{settings.kafka.topic_prefix}{NAME}"}))
+    probe = make_consumer(settings, f"{settings.kafka.topic_prefix}{NAME}")  # reads the sink's commits
     try:
         parts = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
         ends = [probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]

@@ -40,12 +40,13 @@ from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.streaming.resources import KafkaResource
 from tickforge.platform.contracts import DEAD_LETTER_DECODER, UNREADABLE_DEAD_LETTER
 from tickforge.platform.io.kafka import consume_range, topic_offsets
+from tickforge.platform.reasons import Reason
 from tickforge.platform.topics import DEAD_LETTER
 
 # Reasons that are a tick arriving too late or malformed (duplicates are expected redeliveries).
 BAD_REASONS = frozenset(
-    {"late", "bad_timestamp", "missing_symbol", "bad_price", "bad_size", "bad_trade_id",
-     "malformed_row", "undecodable", "schema_violation"}
+    {Reason.LATE, Reason.BAD_TIMESTAMP, Reason.MISSING_SYMBOL, Reason.BAD_PRICE, Reason.BAD_SIZE,
+     Reason.BAD_TRADE_ID, Reason.MALFORMED_ROW, Reason.UNDECODABLE, Reason.SCHEMA_VIOLATION}
 )
 DEFAULT_MAX_PER_MINUTE = 100.0
 RATE_CHECK = "dead_letter_rate_within_limit"
