@@ -4,7 +4,7 @@ One UTC day of real trades (BAC and AIG, 2013-10-08) is landed in S3, golden bar
 the streaming kernel offline and stored in PostgreSQL, and the job runs in-process for that day:
 the landing is compacted, reconciliation passes, the Snowflake facts match the golden bars, the
 day's dead letters on the topic (as the bar worker writes them) are counted per minute into
-CORE.FACT_DEAD_LETTERS_1M, the dbt marts build (local dbt-duckdb target) on those facts and
+CORE.FACT_DEAD_LETTERS_1M, the dbt marts build (views in MART of the Snowflake stand-in) on those facts and
 show the dead letters per minute and symbol, a rerun changes nothing, and a
 corrupted golden bar fails the blocking reconciliation check, keeps the warehouse untouched and
 is recorded as an alert by the run-failure sensor. Finally, with the default 100-day retention,
@@ -164,7 +164,7 @@ RESEARCH_CHECKS = (
     "pick_trades_match_equity", "picks_reproducible", "scorecard_covers_picks", "backtest_results_match_scores",
     "snowflake_picks_match_postgres",
 )
-MARTS = {"mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
+MARTS = {"mart_next_day_picks", "mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
 
 
 def _keys(names):
@@ -173,21 +173,16 @@ def _keys(names):
     return [AssetKey(n) for n in names]
 
 
-def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_path):
-    import duckdb
+def test_nightly_job_on_local_stack(nightly_settings, samples):
     import psycopg
+    import snowflake.connector
     from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
 
-    from tickforge.defs.resources import resources_for
+    from tickforge.definitions import build_definitions
     from tickforge.defs.postgres.alerts import list_alerts
     from tickforge.defs.postgres.run_failure import run_failure_alerts
-
-    marts_db = tmp_path / "marts.duckdb"
-    monkeypatch.setenv("TICKFORGE_DBT_DUCKDB_PATH", str(marts_db))
-    monkeypatch.setenv("TICKFORGE_DBT_TARGET", "local")
-
+    from tickforge.defs.resources import resources_for
     from tickforge.defs.s3.resources import land_trades_parquet
-    from tickforge.definitions import build_definitions
 
     s = nightly_settings
     t0 = time.monotonic()
@@ -226,27 +221,28 @@ def test_nightly_job_on_local_stack(nightly_settings, samples, monkeypatch, tmp_
     assert checks.pop("raw_ticks_match_compacted")
     assert checks.pop("calendar_covers_loaded_days")
     assert checks.pop("dead_letter_facts_match_topic")
-    assert len(checks) == 15 and all(checks.values()), checks  # the dbt tests
+    assert len(checks) == 19 and all(checks.values()), checks  # the dbt tests
     compacted = first.asset_materializations_for_node("raw_trades_daily")[0].metadata
     assert compacted["rows"].value == trades.data.height and compacted["source_objects"].value == 1
     assert first.asset_materializations_for_node("bar_archive")[0].metadata["within_retention"].value is True
-    with duckdb.connect(str(marts_db), read_only=True) as db:
+    with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
+        db = conn.cursor()
         movers = db.execute(
-            "SELECT count(*), count(DISTINCT bucket_start), min(move_rank) FROM analytics_marts.mart_top_movers_15m"
+            "SELECT count(*), count(DISTINCT bucket_start), min(move_rank) FROM MART.MART_TOP_MOVERS_15M"
         ).fetchone()
-        hourly = db.execute("SELECT sum(bars_5m), sum(volume) FROM analytics_marts.mart_price_1h").fetchone()
+        hourly = db.execute("SELECT sum(bars_5m), sum(volume) FROM MART.MART_PRICE_1H").fetchone()
         session = db.execute(
-            "SELECT max_by(session_vwap, window_start) FROM analytics_marts.mart_session_vwap WHERE symbol = 'BAC'"
+            "SELECT max_by(session_vwap, window_start) FROM MART.MART_SESSION_VWAP WHERE symbol = 'BAC'"
         ).fetchone()[0]
         minute = db.execute(
             "SELECT timeframe, symbol, sum(bars), sum(bars_with_latency), min(emit_latency_p50_ms), "
-            "max(emit_latency_max_ms) FROM analytics_marts.mart_pipeline_minute_metrics "
-            "GROUP BY ALL ORDER BY ALL"
+            "max(emit_latency_max_ms) FROM MART.MART_PIPELINE_MINUTE_METRICS "
+            "GROUP BY timeframe, symbol ORDER BY timeframe, symbol"
         ).fetchall()
-        rolling = db.execute("SELECT count(rolling_vwap_30m) FROM analytics_marts.mart_rolling_vwap").fetchone()[0]
+        rolling = db.execute("SELECT count(rolling_vwap_30m) FROM MART.MART_ROLLING_VWAP").fetchone()[0]
         dead = db.execute(
             "SELECT minute_start, timeframe, symbol, bars, dead_letters, late_ticks "
-            "FROM analytics_marts.mart_pipeline_minute_metrics WHERE dead_letters > 0 ORDER BY ALL"
+            "FROM MART.MART_PIPELINE_MINUTE_METRICS WHERE dead_letters > 0 ORDER BY 1, 2, 3"
         ).fetchall()
     assert movers[0] > 0 and movers[2] == 1
     assert hourly[0] == golden["5m"]

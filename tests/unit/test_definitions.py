@@ -55,14 +55,15 @@ def test_definitions_snapshot(default_settings):
     tfs = ["1s", "1m", "3m", "5m", "15m"]
     strategies = ["bollinger_reversion", "donchian_breakout", "ema_cross", "macd_cross", "orb_breakout",
                   "rsi_reversion", "vwap_reversion"]
-    marts = ["mart_pipeline_minute_metrics", "mart_price_1h", "mart_rolling_vwap",
+    marts = ["mart_next_day_picks", "mart_pipeline_minute_metrics", "mart_price_1h", "mart_rolling_vwap",
              "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
     assert asset_keys == sorted(
         ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "snowflake_raw_ticks",
          "bar_reconciliation",
          "snowflake_bar_facts", "snowflake_dim_calendar", "snowflake_window_facts", "bar_archive",
          "snowflake_dead_letter_facts",
-         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s", "snowflake/core/fact_dead_letters_1m"]
+         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s", "snowflake/core/fact_dead_letters_1m",
+         "snowflake/core/next_day_picks"]
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
@@ -71,6 +72,10 @@ def test_definitions_snapshot(default_settings):
         + [f"backtest_sweep/{s}" for s in strategies]
     )
     dbt_tests = [
+        "marts/mart_next_day_picks:not_null_mart_next_day_picks_day",
+        "marts/mart_next_day_picks:not_null_mart_next_day_picks_pick_rank",
+        "marts/mart_next_day_picks:not_null_mart_next_day_picks_weight",
+        "marts/mart_next_day_picks:unique_mart_next_day_picks_day_symbol_strategy_timeframe_params",
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_bars",
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_dead_letters",
         "marts/mart_pipeline_minute_metrics:not_null_mart_pipeline_minute_metrics_late_ticks",
@@ -173,6 +178,8 @@ def test_lineage_ticks_to_golden_tables(default_settings):
     assert parents("picks_scorecard") == {"next_day_picks"}
     assert parents("snowflake_backtest_results") == {"strategy_scores"}
     assert parents("snowflake_next_day_picks") == {"next_day_picks"}
+    assert parents("snowflake/core/next_day_picks") == {"snowflake_next_day_picks"}
+    assert parents("marts/mart_next_day_picks") == {"snowflake_next_day_picks", "snowflake/core/next_day_picks"}
     assert graph.get(AssetKey("kafka/ticks".split("/"))).kinds == {"kafka"}
     assert graph.get(AssetKey(["postgres", "bars_5m"])).kinds == {"postgres"}
 

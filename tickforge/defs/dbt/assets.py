@@ -1,19 +1,14 @@
-"""The dbt marts (``dbt_marts/``) as Dagster assets, each downstream of the Snowflake facts.
+"""The dbt marts (``dbt_marts/``) as Dagster assets: views in schema ``MART`` of the Snowflake
+database the loaders write, each downstream of its tables' loaders.
 
-Targets (``dbt_marts/profiles.yml``, chosen with ``TICKFORGE_DBT_TARGET``):
-
-* ``prod``: Snowflake itself (credentials from the ``TICKFORGE_SNOWFLAKE__*`` variables); the
-  models read ``CORE.FACT_TICKS_60S`` / ``CORE.FACT_TICKS_300S`` / ``CORE.FACT_DEAD_LETTERS_1M``
-  where the loaders wrote them.
-* ``local`` (default): dbt-duckdb. The local Snowflake stand-in (fakesnow) keeps its DuckDB files
-  open in the server process and DuckDB allows one writer process per file, so dbt cannot attach
-  them. Instead the step copies the tables the models read (:data:`MART_SOURCES`) out of the
-  stand-in, through the Snowflake connector, into ``CORE`` of a DuckDB file
-  (``TICKFORGE_DBT_DUCKDB_PATH``, default ``<state_dir>/dbt/marts.duckdb``) and runs the same
-  model SQL there.
+dbt-snowflake runs on both targets of ``dbt_marts/profiles.yml``: ``local`` is the local stack's
+Snowflake endpoint (fakesnow's server, when the Snowflake resource names a host), ``prod`` a
+Snowflake account; ``TICKFORGE_DBT_TARGET`` overrides the choice. The dbt process gets the
+resource's endpoint and credentials as the ``TICKFORGE_SNOWFLAKE__*`` variables profiles.yml
+reads, so it writes into the database the loaders wrote, whatever the environment holds.
 
 The dbt manifest is produced by ``dbt parse`` when it is missing or older than the project's
-models (the asset graph is read from it); ``DBT_SEND_ANONYMOUS_USAGE_STATS`` is forced off.
+models and macros (the asset graph is read from it); ``DBT_SEND_ANONYMOUS_USAGE_STATS`` is forced off.
 """
 
 import os
@@ -21,21 +16,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, BackfillPolicy
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_snowflake import SnowflakeResource
 
 from tickforge.defs.lib.partitions import daily_partitions
+from tickforge.defs.research.warehouse import SNOWFLAKE_NEXT_DAY_PICKS
 from tickforge.defs.snowflake.dead_letter_facts import FACT_DEAD_LETTERS
 from tickforge.defs.snowflake.warehouse import FACT_TABLES
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_marts"
 MARTS_GROUP = "marts"
-# The Snowflake tables the dbt sources name (dbt_marts/models/marts/sources.yml).
-MART_SOURCES = (*FACT_TABLES.values(), FACT_DEAD_LETTERS)
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
 
@@ -45,22 +40,44 @@ def dbt_executable() -> str:
     return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
-def dbt_target() -> str:
-    return os.environ.get("TICKFORGE_DBT_TARGET", "local")
+def profile_env(snowflake: SnowflakeResource) -> dict[str, str]:
+    """The ``TICKFORGE_SNOWFLAKE__*`` variables profiles.yml reads, from the Snowflake resource
+    (the local endpoint's host, port and protocol ride in its additional connection arguments),
+    and ``TICKFORGE_DBT_TARGET``: as set, else ``local`` for an endpoint with a host, else ``prod``."""
+    extra = snowflake.additional_snowflake_connection_args or {}
+    values = {
+        "account": snowflake.account, "user": snowflake.user, "password": snowflake.password,
+        "database": snowflake.database, "warehouse": snowflake.warehouse, "role": snowflake.role,
+        "host": extra.get("host"), "port": extra.get("port"), "protocol": extra.get("protocol"),
+    }
+    env = {f"TICKFORGE_SNOWFLAKE__{key.upper()}": str(value) for key, value in values.items() if value is not None}
+    env["TICKFORGE_DBT_TARGET"] = os.environ.get("TICKFORGE_DBT_TARGET") or ("local" if extra.get("host") else "prod")
+    return env
 
 
-def duckdb_path(state_dir: Path) -> Path:
-    # Absolute: dbt runs inside dbt_marts/, where a relative state folder would point elsewhere.
-    return Path(os.environ.get("TICKFORGE_DBT_DUCKDB_PATH", state_dir / "dbt" / "marts.duckdb")).resolve()
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` while the block runs (the dbt CLI resource starts dbt with a
+    copy of it and takes no environment of its own), the previous values back afterwards."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def manifest_is_stale(manifest: Path, project_dir: Path = DBT_PROJECT_DIR) -> bool:
-    """Missing, or older than a file it is parsed from: an edited model or source would
+    """Missing, or older than a file it is parsed from: an edited model, macro or source would
     otherwise keep its old lineage and tests in Dagster until someone deleted ``target/``."""
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    inputs = [project_dir / "dbt_project.yml", *(project_dir / "models").rglob("*")]
+    inputs = [project_dir / "dbt_project.yml", *(project_dir / "models").rglob("*"), *(project_dir / "macros").rglob("*")]
     return any(p.is_file() and p.stat().st_mtime > built for p in inputs)
 
 
@@ -88,6 +105,7 @@ def fact_table_key(fact: str) -> AssetKey:
 DAILY_LOADERS: dict[AssetKey, AssetKey] = {
     **{fact_table_key(fact): AssetKey("snowflake_bar_facts") for fact in FACT_TABLES.values()},
     fact_table_key(FACT_DEAD_LETTERS): AssetKey("snowflake_dead_letter_facts"),
+    fact_table_key(SNOWFLAKE_NEXT_DAY_PICKS): AssetKey("snowflake_next_day_picks"),
 }
 
 
@@ -114,6 +132,13 @@ def fact_table_specs() -> list[AssetSpec]:
             deps=[AssetKey("snowflake_dead_letter_facts")],
             **common,
         ),
+        AssetSpec(
+            fact_table_key(SNOWFLAKE_NEXT_DAY_PICKS),
+            description=f"`{SNOWFLAKE_NEXT_DAY_PICKS}`: the research picks, replaced a pick day at a time by "
+            "`snowflake_next_day_picks`.",
+            deps=[AssetKey("snowflake_next_day_picks")],
+            **common,
+        ),
     ]
 
 
@@ -132,35 +157,12 @@ class MartsTranslator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("model."):
             loaders = {DAILY_LOADERS[d.asset_key] for d in spec.deps if d.asset_key in DAILY_LOADERS}
-            spec = spec.merge_attributes(deps=sorted(loaders, key=lambda k: k.to_user_string()))
+            ordered: list[AssetKey] = sorted(loaders, key=AssetKey.to_user_string)
+            spec = spec.merge_attributes(deps=ordered)
         return spec
 
 
-def copy_facts_to_duckdb(snowflake: SnowflakeResource, path: Path) -> dict[str, int]:
-    """The local target's input: the tables the models read, copied from the Snowflake stand-in."""
-    import duckdb  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    with snowflake.get_connection() as conn:
-        cur = conn.cursor()
-        frames = {}
-        for fact in MART_SOURCES:
-            frames[fact] = cur.execute(f"SELECT * FROM {snowflake.database}.{fact}").fetch_pandas_all()
-    db = duckdb.connect(str(path))
-    try:
-        db.execute("CREATE SCHEMA IF NOT EXISTS CORE")
-        for fact, frame in frames.items():
-            db.register("facts_frame", frame)
-            db.execute(f"CREATE OR REPLACE TABLE {fact} AS SELECT * FROM facts_frame")
-            db.unregister("facts_frame")
-            counts[fact] = len(frame)
-    finally:
-        db.close()
-    return counts
-
-
-def build_marts(state_dir: Path):
+def build_marts() -> AssetsDefinition:
     project = dbt_project()
 
     @dbt_assets(
@@ -172,14 +174,13 @@ def build_marts(state_dir: Path):
         name="dbt_marts",
     )
     def dbt_marts(context: AssetExecutionContext, dbt: DbtCliResource, snowflake: SnowflakeResource) -> Iterator[Any]:
-        target = dbt_target()
-        if target == "local":
-            path = duckdb_path(state_dir)
-            counts = copy_facts_to_duckdb(snowflake, path)
-            os.environ["TICKFORGE_DBT_DUCKDB_PATH"] = str(path)  # read by profiles.yml in the dbt process
-            context.log.info("local target: facts copied to %s: %s", path, counts)
-        # The marts are whole-table rebuilds over all loaded facts; the partition (the nightly
-        # day whose facts were just loaded) only ties the run to the schedule.
-        yield from dbt.cli(["build", "--target", target], context=context).stream()
+        env = profile_env(snowflake)
+        target = env["TICKFORGE_DBT_TARGET"]
+        context.log.info("dbt target %s: database %s", target, snowflake.database)
+        # The marts are views over all loaded facts; the partition (the nightly day whose facts
+        # were just loaded) only ties the run to the schedule. dbt starts inside cli().
+        with environment(env):
+            invocation = dbt.cli(["build", "--target", target], context=context)
+        yield from invocation.stream()
 
     return dbt_marts

@@ -11,6 +11,6 @@ from tickforge.platform.settings import Settings
 
 def build_dbt_definitions(settings: Settings) -> Definitions:
     return Definitions(
-        assets=[*fact_table_specs(), build_marts(settings.state_dir)],
+        assets=[*fact_table_specs(), build_marts()],
         resources={"dbt": dbt_resource()},
     )
