@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import math
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -481,7 +482,6 @@ def test_a_dirty_file_using_every_separator_candidate_is_split_in_python(tmp_pat
 
 
 def test_a_reader_that_stops_early_leaves_no_thread_behind(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
 
     monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 64 * 1024)
     chunks = csv_chunks.ChunksAhead(samples / EQUITY_TRADES)
@@ -496,3 +496,24 @@ def test_a_multi_member_gzip_file_reads_as_one(tmp_path: Path, samples: Path) ->
     path = tmp_path / "members.csv.gz"
     path.write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
     assert read_trades(path).data.equals(read_trades(samples / BINANCE_TRADES).data)
+
+
+def test_a_streamed_read_hands_every_block_over_and_keeps_only_the_dead_letters(
+    tmp_path: Path, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real rows with the dirty ones in the middle, in many small chunks read ahead by the thread
+    # a command starts before its imports: the blocks handed over are the whole read, in order.
+    with gzip.open(samples / EQUITY_TRADES, "rt") as f:
+        header = next(f)
+        good = [next(f) for _ in range(3_000)]
+    dirty = [line + "\n" for line, _ in DIRTY_LINES]
+    path = write_gz(tmp_path / "mixed.csv.gz", header + "".join(good[:1_500] + dirty + good[1_500:]))
+    monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 16 * 1024)
+    whole = read_trades(path)
+    blocks: list[pl.DataFrame] = []
+    streamed = files.stream_trades(path, blocks.append, chunks=csv_chunks.ChunksAhead(path))
+    assert len(blocks) > 5
+    assert pl.concat([b.with_columns(pl.col("symbol").cast(pl.String)) for b in blocks]).equals(whole.data)
+    assert streamed.dead_letters.equals(whole.dead_letters) and streamed.dead_letters.height > 0
+    assert streamed.rows_read == whole.rows_read == 3_000 + len(DIRTY_LINES)
+    assert not [t for t in threading.enumerate() if t.name == "csv-chunks"]
