@@ -482,7 +482,6 @@ def test_a_dirty_file_using_every_separator_candidate_is_split_in_python(tmp_pat
 
 
 def test_a_reader_that_stops_early_leaves_no_thread_behind(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-
     monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 64 * 1024)
     chunks = csv_chunks.ChunksAhead(samples / EQUITY_TRADES)
     assert next(iter(chunks)).plain
