@@ -1,6 +1,6 @@
 """`tickforge up` runs the whole platform on a stack of its own (a private state folder, free ports;
-the shared test stack is untouched): `status` lists every service running, `doctor` is all green, a
-SIGKILLed worker shows as a restart, a stopped PostgreSQL turns the doctor red with a clear verdict,
+the shared test stack is untouched): `status` lists every service running, `doctor` is all green
+(before and after real ticks went through), a SIGKILLed worker shows as a restart, a stopped PostgreSQL turns the doctor red with a clear verdict,
 and `down` leaves no process behind (checked against every live process on the machine: none has the
 state folder in its command line or environment); the foreground `up` ends with them."""
 
@@ -21,12 +21,14 @@ import pytest
 
 from tests.integration.pipeline import wait_until
 from tests.integration.test_supervisor import _process_groups
+from tickforge.platform.data_sets import SAMPLES_DIR
 from tickforge.platform.stack.launcher import DEFAULT_PORTS, port_env_var
 from tickforge.platform.stack.process import any_free_port
 from tickforge.streaming import registry
 
 pytestmark = pytest.mark.integration
 CACHE = Path.home() / ".cache" / "tickforge"
+CRYPTO_TRADES = "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"  # 78 k real trades, 11 minutes
 
 
 @pytest.fixture
@@ -124,6 +126,14 @@ def test_up_status_doctor_restart_outage_and_down_leave_nothing(platform_env, tm
     assert {"settings", "kafka", "postgres", "s3", "snowflake", "dagster webserver", "prometheus", "processes",
             "topics", "consumer lag", "dead letters", "raw sink", "golden 1s", "golden 15m", "dagster",
             "disk"} <= set(checks)
+
+    # Real ticks through it: the golden watermarks move, the groups catch up, the doctor stays green.
+    _cli(env, "stream", "replay", "--trades", str(SAMPLES_DIR / CRYPTO_TRADES), timeout=300)
+    wait_until(lambda: all(_status(env)[s.name]["lag"] == 0 for s in registry.consuming() if s.name != "raw-sink"),
+               180, 1.0, "the workers catching up with the replay")
+    code, checks = _doctor(env)
+    assert code == 0 and {c["name"] for c in checks.values() if c["status"] != "ok"} <= {"dead letters"}, checks
+    assert all(checks[f"golden {tf}"]["verdict"].startswith("watermark 2024-08-") for tf in ("1s", "1m", "15m"))
 
     killed = status["bar-worker"]["pid"]
     os.kill(killed, signal.SIGKILL)
