@@ -143,6 +143,39 @@ def min_session_timeout_ms(settings: Settings, timeout: float = 5.0) -> int:
         return DEFAULT_MIN_SESSION_TIMEOUT_MS
 
 
+def group_assignment(settings: Settings, group_id: str, timeout: float = 10.0) -> dict[str, set[int]]:
+    """Which member of a consumer group holds which partitions: member (its ``group.instance.id``
+    where it has one, else its member id) -> partition numbers. Empty while the group's
+    coordinator is not ready (a broker just started)."""
+    admin = AdminClient(client_config(settings))
+    try:
+        group = admin.describe_consumer_groups([group_id], request_timeout=timeout)[group_id].result()
+    except KafkaException:
+        return {}
+    return {
+        member.group_instance_id or member.member_id: {tp.partition for tp in member.assignment.topic_partitions}
+        for member in group.members
+    }
+
+
+def first_output_after(settings: Settings, topic: str, since: Mapping[int, int], timeout: float) -> float:
+    """``time.monotonic()`` when the first committed message past ``since[p]`` shows up on one of
+    its partitions (records and markers of aborted transactions are never handed out), for
+    measuring how long a partition's output stalled."""
+    reader = make_consumer(settings, f"{settings.kafka.topic_prefix}probe-{time.time_ns()}")
+    name = topic_name(settings, topic)
+    reader.assign([TopicPartition(name, p, offset) for p, offset in since.items()])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = reader.poll(0.02)
+            if msg is not None and msg.error() is None:
+                return time.monotonic()
+        raise TimeoutError(f"no output on {name} {sorted(since)} within {timeout:.0f}s")
+    finally:
+        reader.close()
+
+
 def topic_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """Per partition of ``topic``: (low, high) offsets. For a ``read_committed`` consumer the high
     offset is the last stable one: messages of a transaction still open are not counted."""
