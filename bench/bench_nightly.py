@@ -81,7 +81,6 @@ def setup(args, tmp: Path) -> tuple[object, dict]:
         "TICKFORGE_S3__ARCHIVE_BUCKET": f"bench-archive-{tag}",
         "TICKFORGE_SNOWFLAKE__DATABASE": f"BENCH_{tag.upper()}",
         "TICKFORGE_DBT_TARGET": "local",
-        "TICKFORGE_DBT_DUCKDB_PATH": str(tmp / "marts.duckdb"),
     }
     s = Settings()
     stack_s = time.monotonic() - t0
