@@ -37,12 +37,16 @@ def platform_env() -> Iterator[dict[str, str]]:
     state_dir = Path(tempfile.mkdtemp(prefix="tickforge-up-test-"))
     state_dir.chmod(state_dir.stat().st_mode | stat.S_IXOTH)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKFORGE_")}
-    env.update({
-        "TICKFORGE_STATE_DIR": str(state_dir),
-        "TICKFORGE_KAFKA_LIB_CACHE": os.environ.get("TICKFORGE_KAFKA_LIB_CACHE", str(CACHE / "kafka-4.1.1" / "lib")),
-        "TICKFORGE_S3_LIB_CACHE": os.environ.get("TICKFORGE_S3_LIB_CACHE", str(CACHE / "s3proxy-3.3.0" / "lib")),
-        "TICKFORGE_STREAMING__LIVENESS_TIMEOUT_S": "30",
-    })
+    env.update(
+        {
+            "TICKFORGE_STATE_DIR": str(state_dir),
+            "TICKFORGE_KAFKA_LIB_CACHE": os.environ.get(
+                "TICKFORGE_KAFKA_LIB_CACHE", str(CACHE / "kafka-4.1.1" / "lib")
+            ),
+            "TICKFORGE_S3_LIB_CACHE": os.environ.get("TICKFORGE_S3_LIB_CACHE", str(CACHE / "s3proxy-3.3.0" / "lib")),
+            "TICKFORGE_STREAMING__LIVENESS_TIMEOUT_S": "30",
+        }
+    )
     ports: set[int] = set()
     for key in DEFAULT_PORTS:
         ports.add(port := any_free_port(ports))
@@ -55,8 +59,14 @@ def platform_env() -> Iterator[dict[str, str]]:
 
 
 def _cli(env: dict[str, str], *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "tickforge.cli", *args], env=env, capture_output=True, text=True,
-                            timeout=timeout, cwd=Path(env["TICKFORGE_STATE_DIR"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "tickforge.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(env["TICKFORGE_STATE_DIR"]),
+    )
     if check:
         assert result.returncode == 0, f"tickforge {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -89,8 +99,14 @@ def _ours(state_dir: str) -> list[int]:
 
 def _foreground_up(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     """`tickforge up` as a user runs it: in the foreground, printing one URL a line once healthy."""
-    up = subprocess.Popen([sys.executable, "-m", "tickforge.cli", "up"], env=env, text=True, stdout=subprocess.PIPE,
-                          stderr=log.open("w"), cwd=Path(env["TICKFORGE_STATE_DIR"]))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tickforge.cli", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        cwd=Path(env["TICKFORGE_STATE_DIR"]),
+    )
     assert up.stdout is not None
     urls: dict[str, str] = {}
     while len(urls) < 3:
@@ -113,8 +129,15 @@ def test_up_status_doctor_restart_outage_and_down_leave_nothing(platform_env, tm
     assert set(urls) == {"dashboard", "dagster", "prometheus"}
 
     status = _status(env)
-    everything = {"kafka", "postgres", "s3", "snowflake", "prometheus", "supervisor",
-                  *registry.names(default_only=False)}
+    everything = {
+        "kafka",
+        "postgres",
+        "s3",
+        "snowflake",
+        "prometheus",
+        "supervisor",
+        *registry.names(default_only=False),
+    }
     assert set(status) == everything
     assert all(row["running"] and row["pid"] for row in status.values()), status
     assert all(status[s.name]["lag"] is not None for s in registry.consuming())
@@ -123,22 +146,45 @@ def test_up_status_doctor_restart_outage_and_down_leave_nothing(platform_env, tm
 
     code, checks = _doctor(env)
     assert code == 0 and {c["status"] for c in checks.values()} == {"ok"}, checks
-    assert {"settings", "kafka", "postgres", "s3", "snowflake", "dagster webserver", "prometheus", "processes",
-            "topics", "consumer lag", "dead letters", "raw sink", "golden 1s", "golden 15m", "dagster",
-            "disk"} <= set(checks)
+    assert {
+        "settings",
+        "kafka",
+        "postgres",
+        "s3",
+        "snowflake",
+        "dagster webserver",
+        "prometheus",
+        "processes",
+        "topics",
+        "consumer lag",
+        "dead letters",
+        "raw sink",
+        "golden 1s",
+        "golden 15m",
+        "dagster",
+        "disk",
+    } <= set(checks)
 
     # Real ticks through it: the golden watermarks move, the groups catch up, the doctor stays green.
     _cli(env, "stream", "replay", "--trades", str(SAMPLES_DIR / CRYPTO_TRADES), timeout=300)
-    wait_until(lambda: all(_status(env)[s.name]["lag"] == 0 for s in registry.consuming() if s.name != "raw-sink"),
-               180, 1.0, "the workers catching up with the replay")
+    wait_until(
+        lambda: all(_status(env)[s.name]["lag"] == 0 for s in registry.consuming() if s.name != "raw-sink"),
+        180,
+        1.0,
+        "the workers catching up with the replay",
+    )
     code, checks = _doctor(env)
     assert code == 0 and {c["name"] for c in checks.values() if c["status"] != "ok"} <= {"dead letters"}, checks
     assert all(checks[f"golden {tf}"]["verdict"].startswith("watermark 2024-08-") for tf in ("1s", "1m", "15m"))
 
     killed = status["bar-worker"]["pid"]
     os.kill(killed, signal.SIGKILL)
-    wait_until(lambda: (row := _status(env)["bar-worker"])["restarts"] == 1 and row["running"], 60, 0.5,
-               "the bar worker's restart")
+    wait_until(
+        lambda: (row := _status(env)["bar-worker"])["restarts"] == 1 and row["running"],
+        60,
+        0.5,
+        "the bar worker's restart",
+    )
     restarted = _status(env)["bar-worker"]
     assert restarted["pid"] != killed and restarted["last_error"].startswith("killed by signal 9")
     seen.add(restarted["pid"])

@@ -82,8 +82,13 @@ def test_raw_sink_buffering_is_fine_until_the_oldest_tick_is_overdue():
 
 
 def test_dagster_daemons_last_run_and_failed_checks():
-    run = {"run_id": "abcdef0123", "status": "SUCCESS", "start_time": 1_700_000_000.0, "end_time": None,
-           "partition": "2013-10-08"}
+    run = {
+        "run_id": "abcdef0123",
+        "status": "SUCCESS",
+        "start_time": 1_700_000_000.0,
+        "end_time": None,
+        "partition": "2013-10-08",
+    }
     assert dagster_check(DagsterFacts({"SCHEDULER": True}, None, [])).status == "ok"
     assert dagster_check(DagsterFacts({"SCHEDULER": True}, run, [])).status == "ok"
     assert dagster_check(DagsterFacts({"SCHEDULER": False}, run, [])).failed
@@ -115,17 +120,23 @@ def test_output_any_failure_makes_the_report_fail():
 def test_last_error_line_reads_json_errors_and_tracebacks(tmp_path):
     log = tmp_path / "w.log"
     assert last_error_line(log) is None
-    log.write_text('{"level": "warning", "msg": "slow"}\n{"level": "error", "msg": "commit failed"}\n'
-                   '{"level": "info", "msg": "ok again"}\n')
+    log.write_text(
+        '{"level": "warning", "msg": "slow"}\n{"level": "error", "msg": "commit failed"}\n'
+        '{"level": "info", "msg": "ok again"}\n'
+    )
     assert last_error_line(log) == "commit failed"
-    log.write_text(log.read_text() + 'Traceback (most recent call last):\n  File "x.py", line 1\n'
-                   "psycopg.OperationalError: connection refused\n")
+    log.write_text(
+        log.read_text() + 'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "psycopg.OperationalError: connection refused\n"
+    )
     assert last_error_line(log) == "psycopg.OperationalError: connection refused"
 
 
 def test_status_table_has_one_row_per_service():
-    rows = [ServiceStatus("kafka", "stack", True, 10, 3_700.0, None, None, None),
-            ServiceStatus("bar-worker", "worker", True, 11, 5.0, 1, 0, "killed by signal 9")]
+    rows = [
+        ServiceStatus("kafka", "stack", True, 10, 3_700.0, None, None, None),
+        ServiceStatus("bar-worker", "worker", True, 11, 5.0, 1, 0, "killed by signal 9"),
+    ]
     lines = format_status(rows).splitlines()
     assert lines[0].split() == ["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAG", "LAST", "ERROR"]
     assert lines[1].split()[:4] == ["kafka", "running", "10", "1h01m"]

@@ -26,8 +26,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 def up_cmd(
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy (stop with `tickforge down`).")]
-    = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once healthy (stop with `tickforge down`).")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 300.0,
     prometheus: Annotated[bool, typer.Option(help="Start Prometheus with the stack.")] = True,
 ) -> None:
@@ -124,15 +125,18 @@ def doctor_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: ok and every check.")] = False,
     max_lag: Annotated[int, typer.Option(help="Messages a consumer group may be behind.")] = 10_000,
     dead_letter_minutes: Annotated[float, typer.Option(help="The window the dead-letter rate is read over.")] = 5.0,
-    dagster_url: Annotated[str | None, typer.Option(help="Dagster's webserver (default: the one `up` runs, else "
-                                                         "TICKFORGE_DAGSTER_URL, else :3000).")] = None,
+    dagster_url: Annotated[
+        str | None,
+        typer.Option(help="Dagster's webserver (default: the one `up` runs, else TICKFORGE_DAGSTER_URL, else :3000)."),
+    ] = None,
 ) -> None:
     """Check the platform: settings and secrets, endpoints, topics, lag, dead letters, golden watermarks, the raw
     sink, Dagster's last nightly run, disk. Exit 1 when any check fails."""
     from tickforge.ops import doctor
 
-    checks = doctor.run_checks(doctor.Options(_state_dir(), max_lag=max_lag, dead_letter_minutes=dead_letter_minutes,
-                                              dagster_url=dagster_url))
+    checks = doctor.run_checks(
+        doctor.Options(_state_dir(), max_lag=max_lag, dead_letter_minutes=dead_letter_minutes, dagster_url=dagster_url)
+    )
     typer.echo(json.dumps(doctor.as_json(checks), indent=2) if as_json else doctor.format_checks(checks))
     raise typer.Exit(1 if any(c.failed for c in checks) else 0)
 

@@ -55,11 +55,19 @@ def skipped(name: str, because: str) -> Check:
 
 def settings_check(error: str | None, missing_secrets: Sequence[str]) -> Check:
     if error:
-        return Check("settings", "fail", f"settings do not load: {error}",
-                     "fix the TICKFORGE_* variable named above (or .env, or <state>/stack.env)")
+        return Check(
+            "settings",
+            "fail",
+            f"settings do not load: {error}",
+            "fix the TICKFORGE_* variable named above (or .env, or <state>/stack.env)",
+        )
     if missing_secrets:
-        return Check("settings", "fail", f"secrets missing: {', '.join(missing_secrets)}",
-                     "set them in the environment or .env (`tickforge config` shows the rest, masked)")
+        return Check(
+            "settings",
+            "fail",
+            f"secrets missing: {', '.join(missing_secrets)}",
+            "set them in the environment or .env (`tickforge config` shows the rest, masked)",
+        )
     return ok("settings", "settings load; every secret is set")
 
 
@@ -97,8 +105,9 @@ def topics_check(expected: Mapping[str, TopicState], actual: Mapping[str, TopicS
             fewer.append(f"{name} ({have.partitions} < {want.partitions} partitions)")
         elif have.partitions > want.partitions:
             more.append(f"{name} ({have.partitions} > {want.partitions} partitions)")
-        drift += [f"{name} {k}={have.config.get(k)} (want {v})" for k, v in want.config.items()
-                  if have.config.get(k) != v]
+        drift += [
+            f"{name} {k}={have.config.get(k)} (want {v})" for k, v in want.config.items() if have.config.get(k) != v
+        ]
     if missing or fewer or drift:
         problems = ([f"missing: {', '.join(missing)}"] if missing else []) + fewer + drift
         return Check("topics", "fail", "; ".join(problems), "run `tickforge topics apply`")
@@ -112,43 +121,65 @@ def lag_check(lags: Mapping[str, GroupLag], max_lag: int = MAX_LAG_MESSAGES) -> 
     text = ", ".join(f"{name} {n}" for name, n in behind.items())
     over = [name for name, n in behind.items() if n > max_lag]
     if over:
-        return Check("consumer lag", "fail", f"behind by more than {max_lag} messages: {text}",
-                     f"see `tickforge status` and `tickforge logs {over[0]}`")
+        return Check(
+            "consumer lag",
+            "fail",
+            f"behind by more than {max_lag} messages: {text}",
+            f"see `tickforge status` and `tickforge logs {over[0]}`",
+        )
     never = [name for name, lag in lags.items() if not lag.committed and lag.behind > 0]
     if never:
-        return Check("consumer lag", "warn", f"never committed: {', '.join(never)} ({text})",
-                     "just started, or not running: see `tickforge status`")
+        return Check(
+            "consumer lag",
+            "warn",
+            f"never committed: {', '.join(never)} ({text})",
+            "just started, or not running: see `tickforge status`",
+        )
     return ok("consumer lag", f"messages behind: {text}")
 
 
-def dead_letter_check(counts: Mapping[str, int], minutes: float,
-                      max_per_min: float = MAX_DEAD_LETTERS_PER_MIN) -> Check:
+def dead_letter_check(
+    counts: Mapping[str, int], minutes: float, max_per_min: float = MAX_DEAD_LETTERS_PER_MIN
+) -> Check:
     total = sum(counts.values())
     if not total:
         return ok("dead letters", f"none in the last {minutes:g} min")
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     rate = total / minutes
     status: Status = "fail" if rate > max_per_min else "warn"
-    return Check("dead letters", status, f"{total} in the last {minutes:g} min ({rate:.1f}/min): {reasons}",
-                 "the dead-letter topic holds each payload and its reason; the dashboard counts them by reason")
+    return Check(
+        "dead letters",
+        status,
+        f"{total} in the last {minutes:g} min ({rate:.1f}/min): {reasons}",
+        "the dead-letter topic holds each payload and its reason; the dashboard counts them by reason",
+    )
 
 
-def watermark_check(timeframe: str, report: tuple[int, float] | None, now_s: float, waiting: int,
-                    max_age_s: float = WATERMARK_MAX_AGE_S) -> Check:
+def watermark_check(
+    timeframe: str, report: tuple[int, float] | None, now_s: float, waiting: int, max_age_s: float = WATERMARK_MAX_AGE_S
+) -> Check:
     """A golden watermark is fresh while it keeps advancing; one that stands still is only
     stale while input waits upstream (an idle or replayed feed stands still by right)."""
     name = f"golden {timeframe}"
     if report is None:
         if waiting:
-            return Check(name, "warn", f"no golden bars yet; {waiting} messages wait upstream",
-                         "just started? else see `tickforge logs bar-store`")
+            return Check(
+                name,
+                "warn",
+                f"no golden bars yet; {waiting} messages wait upstream",
+                "just started? else see `tickforge logs bar-store`",
+            )
         return ok(name, "no golden bars yet (no input)")
     mark_ms, updated_s = report
     age = now_s - updated_s
     mark = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mark_ms / 1000))
     if age > max_age_s and waiting:
-        return Check(name, "fail", f"watermark {mark} UTC has not moved for {age:.0f} s while {waiting} "
-                     "messages wait upstream", "see `tickforge status` and `tickforge logs bar-store`")
+        return Check(
+            name,
+            "fail",
+            f"watermark {mark} UTC has not moved for {age:.0f} s while {waiting} messages wait upstream",
+            "see `tickforge status` and `tickforge logs bar-store`",
+        )
     if age > max_age_s:
         return ok(name, f"watermark {mark} UTC; idle for {age:.0f} s (nothing waits upstream)")
     return ok(name, f"watermark {mark} UTC, advanced {age:.0f} s ago")
@@ -158,8 +189,12 @@ def raw_sink_check(lag: GroupLag, oldest_age_s: float | None, max_age_s: float =
     if lag.behind == 0:
         return ok("raw sink", "caught up: every tick landed in the raw bucket")
     if oldest_age_s is not None and oldest_age_s > max_age_s:
-        return Check("raw sink", "fail", f"{lag.behind} messages not landed, the oldest {oldest_age_s:.0f} s old",
-                     "see `tickforge logs raw-sink` (S3 reachable? the bucket there?)")
+        return Check(
+            "raw sink",
+            "fail",
+            f"{lag.behind} messages not landed, the oldest {oldest_age_s:.0f} s old",
+            "see `tickforge logs raw-sink` (S3 reachable? the bucket there?)",
+        )
     age = "" if oldest_age_s is None else f", the oldest {oldest_age_s:.0f} s old"
     return ok("raw sink", f"{lag.behind} messages buffered{age} (it writes every 30 s)")
 
@@ -176,8 +211,12 @@ def dagster_check(facts: DagsterFacts, job: str = NIGHTLY_JOB) -> Check:
     if run["status"] in ("FAILURE", "CANCELED"):
         return Check("dagster", "fail", what, "open the run in the Dagster UI")
     if facts.failed_checks:
-        return Check("dagster", "fail", f"{what}; failed checks: {', '.join(facts.failed_checks)}",
-                     "open the asset checks in the Dagster UI")
+        return Check(
+            "dagster",
+            "fail",
+            f"{what}; failed checks: {', '.join(facts.failed_checks)}",
+            "open the asset checks in the Dagster UI",
+        )
     return ok("dagster", f"daemons healthy; {what}, no failed check")
 
 
@@ -185,15 +224,20 @@ def processes_check(workers: Mapping[str, Mapping[str, Any]]) -> Check:
     """The supervisor's view: every entry it runs is up."""
     down = [f"{name} ({w.get('last_exit') or 'starting'})" for name, w in workers.items() if not w.get("running")]
     if down:
-        return Check("processes", "fail", f"not running: {', '.join(down)}",
-                     "the supervisor restarts it with backoff; see `tickforge logs <name>`")
+        return Check(
+            "processes",
+            "fail",
+            f"not running: {', '.join(down)}",
+            "the supervisor restarts it with backoff; see `tickforge logs <name>`",
+        )
     restarts = {name: w["restarts"] for name, w in workers.items() if w.get("restarts")}
     note = f"; restarts: {', '.join(f'{n} {c}' for n, c in restarts.items())}" if restarts else ""
     return ok("processes", f"{len(workers)} supervised, all running{note}")
 
 
-def disk_check(path: Path, free: int, total: int, min_free: int = MIN_FREE_BYTES,
-               min_fraction: float = MIN_FREE_FRACTION) -> Check:
+def disk_check(
+    path: Path, free: int, total: int, min_free: int = MIN_FREE_BYTES, min_fraction: float = MIN_FREE_FRACTION
+) -> Check:
     text = f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB under {path}"
     if free < min_free or free < min_fraction * total:
         return Check("disk", "fail", text, "free space, or `tickforge down --wipe` a state folder you no longer need")
@@ -244,25 +288,49 @@ def run_checks(options: Options) -> list[Check]:
         return checks
 
     brokers, kafka_error = _error(lambda: probes.kafka_reachable(settings))
-    checks.append(endpoint_check("kafka", kafka_error, f"{settings.kafka.bootstrap_servers}: {brokers} broker(s)",
-                                 "is the stack up? `tickforge up` (or `tickforge stack up`)"))
+    checks.append(
+        endpoint_check(
+            "kafka",
+            kafka_error,
+            f"{settings.kafka.bootstrap_servers}: {brokers} broker(s)",
+            "is the stack up? `tickforge up` (or `tickforge stack up`)",
+        )
+    )
     version, pg_error = _error(lambda: probes.postgres_version(settings))
-    checks.append(endpoint_check("postgres", pg_error, f"PostgreSQL {version}",
-                                 "is the stack up? check TICKFORGE_POSTGRES__DSN"))
+    checks.append(
+        endpoint_check("postgres", pg_error, f"PostgreSQL {version}", "is the stack up? check TICKFORGE_POSTGRES__DSN")
+    )
     buckets, s3_error = _error(lambda: probes.s3_buckets(settings))
     if s3_error is None and not all(buckets.values()):
         s3_error = "missing buckets: " + ", ".join(b for b, there in buckets.items() if not there)
-    checks.append(endpoint_check("s3", s3_error, f"{settings.s3.endpoint_url or 'AWS'}: buckets "
-                                 f"{', '.join(buckets or [])}", "`tickforge stack up` creates the buckets; check "
-                                 "TICKFORGE_S3__ENDPOINT_URL and the keys"))
+    checks.append(
+        endpoint_check(
+            "s3",
+            s3_error,
+            f"{settings.s3.endpoint_url or 'AWS'}: buckets {', '.join(buckets or [])}",
+            "`tickforge stack up` creates the buckets; check TICKFORGE_S3__ENDPOINT_URL and the keys",
+        )
+    )
     host, port = probes.snowflake_address(settings)
     _, sf_error = _error(lambda: probes.tcp_reachable(host, port))
-    checks.append(endpoint_check("snowflake", sf_error, f"{host}:{port} accepts connections",
-                                 "is the stack up? check TICKFORGE_SNOWFLAKE__HOST/PORT"))
+    checks.append(
+        endpoint_check(
+            "snowflake",
+            sf_error,
+            f"{host}:{port} accepts connections",
+            "is the stack up? check TICKFORGE_SNOWFLAKE__HOST/PORT",
+        )
+    )
     url = options.dagster_url or dagster_url(options.state_dir)
     dagster_up = probes.http_ok(f"{url}/server_info")
-    checks.append(endpoint_check("dagster webserver", None if dagster_up else f"{url}/server_info",
-                                 f"{url} answers", "`tickforge up` runs dagster dev; see `tickforge logs dagster`"))
+    checks.append(
+        endpoint_check(
+            "dagster webserver",
+            None if dagster_up else f"{url}/server_info",
+            f"{url} answers",
+            "`tickforge up` runs dagster dev; see `tickforge logs dagster`",
+        )
+    )
     checks += _prometheus(options.state_dir)
 
     workers = supervisor.status(options.state_dir)["workers"]
@@ -276,20 +344,29 @@ def run_checks(options: Options) -> list[Check]:
     else:
         checks.append(_topics(settings))
         lags, lag_error = _error(lambda: probes.consumer_lag(settings, registry.consuming()))
-        checks.append(lag_check(lags, options.max_lag) if lag_error is None
-                      else Check("consumer lag", "fail", lag_error, "see `tickforge logs kafka`"))
+        checks.append(
+            lag_check(lags, options.max_lag)
+            if lag_error is None
+            else Check("consumer lag", "fail", lag_error, "see `tickforge logs kafka`")
+        )
         lags = lags or {}
         since_ms = int((time.time() - options.dead_letter_minutes * 60) * 1000)
         counts, dl_error = _error(lambda: probes.dead_letters_since(settings, since_ms))
-        checks.append(dead_letter_check(counts, options.dead_letter_minutes, options.max_dead_letters_per_min)
-                      if dl_error is None else Check("dead letters", "fail", dl_error, "run `tickforge topics apply`"))
+        checks.append(
+            dead_letter_check(counts, options.dead_letter_minutes, options.max_dead_letters_per_min)
+            if dl_error is None
+            else Check("dead letters", "fail", dl_error, "run `tickforge topics apply`")
+        )
         checks.append(_raw_sink(settings, lags))
 
     checks += _watermarks(settings, lags, pg_error, options.watermark_max_age_s)
     if dagster_up:
         facts, dagster_error = _error(lambda: probes.dagster_facts(url, NIGHTLY_JOB))
-        checks.append(dagster_check(facts) if dagster_error is None
-                      else Check("dagster", "fail", dagster_error, "see `tickforge logs dagster`"))
+        checks.append(
+            dagster_check(facts)
+            if dagster_error is None
+            else Check("dagster", "fail", dagster_error, "see `tickforge logs dagster`")
+        )
     else:
         checks.append(skipped("dagster", "the webserver does not answer"))
     free, total = probes.disk_free(options.state_dir)
@@ -307,8 +384,14 @@ def _prometheus(state_dir: Path) -> list[Check]:
         return []
     url = str(entry["url"])
     answers = http_ok(f"{url}/-/ready")
-    return [endpoint_check("prometheus", None if answers else f"{url}/-/ready", f"{url} ready",
-                           "`tickforge up` starts it; see `tickforge logs prometheus`")]
+    return [
+        endpoint_check(
+            "prometheus",
+            None if answers else f"{url}/-/ready",
+            f"{url} ready",
+            "`tickforge up` starts it; see `tickforge logs prometheus`",
+        )
+    ]
 
 
 def _topics(settings: Any) -> Check:
@@ -316,8 +399,10 @@ def _topics(settings: Any) -> Check:
     from tickforge.platform.io.kafka import topic_name
     from tickforge.platform.topics import registry
 
-    expected = {topic_name(settings, spec.name): TopicState(spec.partitions or settings.kafka.partitions, spec.config())
-                for spec in registry(settings.streaming.timeframes)}
+    expected = {
+        topic_name(settings, spec.name): TopicState(spec.partitions or settings.kafka.partitions, spec.config())
+        for spec in registry(settings.streaming.timeframes)
+    }
     actual, error = _error(lambda: topic_states(settings, list(expected)))
     if error is not None:
         return Check("topics", "fail", error, "see `tickforge logs kafka`")

@@ -65,8 +65,13 @@ def _ready(spec: registry.WorkerSpec, entry: dict[str, Any], liveness_timeout_s:
     return url is None or http_ok(url + spec.health_path, timeout=2)
 
 
-def up(state_dir: Path, *, with_prometheus: bool = True, timeout: float = HEALTH_TIMEOUT_S,
-       progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+def up(
+    state_dir: Path,
+    *,
+    with_prometheus: bool = True,
+    timeout: float = HEALTH_TIMEOUT_S,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, str]:
     """Start everything and wait until it is healthy; returns name -> URL of what has one."""
     from tickforge.platform.io.kafka import apply_topics
     from tickforge.platform.settings import load_settings
@@ -217,15 +222,34 @@ def status(state_dir: Path, with_lag: bool = True) -> list[ServiceStatus]:
     rows: list[ServiceStatus] = []
     for name, entry in _stack(state_dir).status().items():
         pid = entry.get("pid")
-        rows.append(ServiceStatus(name, "stack", bool(entry.get("running")), pid,
-                                  _clock_ticks_uptime_s(pid) if pid else None, None, None,
-                                  None if entry.get("running") else last_error_line(_log_path(state_dir, name)),
-                                  entry.get("url")))
+        rows.append(
+            ServiceStatus(
+                name,
+                "stack",
+                bool(entry.get("running")),
+                pid,
+                _clock_ticks_uptime_s(pid) if pid else None,
+                None,
+                None,
+                None if entry.get("running") else last_error_line(_log_path(state_dir, name)),
+                entry.get("url"),
+            )
+        )
     current = supervisor.status(state_dir)
     sup = current["supervisor"]
     sup_pid = sup["pid"] if sup["running"] else None
-    rows.append(ServiceStatus(SUPERVISOR, SUPERVISOR, sup["running"], sup_pid,
-                              _clock_ticks_uptime_s(sup_pid) if sup_pid else None, None, None, None))
+    rows.append(
+        ServiceStatus(
+            SUPERVISOR,
+            SUPERVISOR,
+            sup["running"],
+            sup_pid,
+            _clock_ticks_uptime_s(sup_pid) if sup_pid else None,
+            None,
+            None,
+            None,
+        )
+    )
     lags = _lags() if with_lag and current["workers"] else {}
     for spec in registry.WORKERS:
         entry = current["workers"].get(spec.name)
@@ -237,9 +261,19 @@ def status(state_dir: Path, with_lag: bool = True) -> list[ServiceStatus]:
         logged = last_error_line(_log_path(state_dir, spec.name))
         if logged and logged != error:
             error = f"{error}; {logged}" if error else logged
-        rows.append(ServiceStatus(spec.name, "worker" if spec.consumes else "service", entry["running"],
-                                  entry["pid"] if entry["running"] else None, entry.get("uptime_s"),
-                                  entry.get("restarts"), lags.get(spec.name), error, web_url(spec, entry)))
+        rows.append(
+            ServiceStatus(
+                spec.name,
+                "worker" if spec.consumes else "service",
+                entry["running"],
+                entry["pid"] if entry["running"] else None,
+                entry.get("uptime_s"),
+                entry.get("restarts"),
+                lags.get(spec.name),
+                error,
+                web_url(spec, entry),
+            )
+        )
     return rows
 
 
@@ -272,8 +306,10 @@ def format_status(rows: list[ServiceStatus]) -> str:
         state = "running" if row.running else "stopped"
         uptime = None if row.uptime_s is None else _duration(row.uptime_s)
         error = (row.last_error or "-")[:70]
-        lines.append(f"{row.service:<17} {state:<8} {cell(row.pid):>7} {cell(uptime):>9} "
-                     f"{cell(row.restarts):>8} {cell(row.lag):>9}  {error}")
+        lines.append(
+            f"{row.service:<17} {state:<8} {cell(row.pid):>7} {cell(uptime):>9} "
+            f"{cell(row.restarts):>8} {cell(row.lag):>9}  {error}"
+        )
     return "\n".join(lines)
 
 

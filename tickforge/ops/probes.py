@@ -96,8 +96,9 @@ def _data_messages(settings: Settings, spans: dict[tuple[str, int], tuple[int, i
 
     if not spans:
         return 0
-    reader = _consumer(settings, f"{settings.kafka.topic_prefix}doctor-{time.time_ns()}",
-                       **{"enable.partition.eof": True})
+    reader = _consumer(
+        settings, f"{settings.kafka.topic_prefix}doctor-{time.time_ns()}", **{"enable.partition.eof": True}
+    )
     count = 0
     try:
         reader.assign([TopicPartition(name, p, start) for (name, p), (start, _) in spans.items()])
@@ -172,8 +173,10 @@ def dead_letters_since(settings: Settings, since_ms: int, limit: int = 50_000) -
             raise LookupError(f"topic {name} does not exist")
         asked = [TopicPartition(name, p, since_ms) for p in sorted(meta.partitions)]
         starts = reader.offsets_for_times(asked, timeout=TIMEOUT_S)
-        ends = {p: reader.get_watermark_offsets(TopicPartition(name, p), timeout=TIMEOUT_S, cached=False)[1]
-                for p in meta.partitions}
+        ends = {
+            p: reader.get_watermark_offsets(TopicPartition(name, p), timeout=TIMEOUT_S, cached=False)[1]
+            for p in meta.partitions
+        }
         todo = [tp for tp in starts if 0 <= tp.offset < ends[tp.partition]]
         if not todo:
             return counts
@@ -218,8 +221,9 @@ def topic_states(settings: Settings, names: list[str]) -> dict[str, TopicState]:
     futures = admin.describe_configs([ConfigResource("topic", n) for n in present], request_timeout=TIMEOUT_S)
     for resource, future in futures.items():
         entries = future.result(timeout=TIMEOUT_S)
-        out[resource.name] = TopicState(len(listed[resource.name].partitions),
-                                        {k: str(v.value) for k, v in entries.items()})
+        out[resource.name] = TopicState(
+            len(listed[resource.name].partitions), {k: str(v.value) for k, v in entries.items()}
+        )
     return out
 
 
@@ -249,10 +253,14 @@ def s3_buckets(settings: Settings) -> dict[str, bool]:
 
     s3 = settings.s3
     secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
-    client = boto3.client("s3", region_name=s3.region, endpoint_url=s3.endpoint_url,
-                          aws_access_key_id=s3.access_key_id, aws_secret_access_key=secret,
-                          config=Config(connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S,
-                                        retries={"max_attempts": 1}))
+    client = boto3.client(
+        "s3",
+        region_name=s3.region,
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=secret,
+        config=Config(connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S, retries={"max_attempts": 1}),
+    )
     found: dict[str, bool] = {}
     for bucket in (s3.raw_bucket, s3.archive_bucket):
         try:
@@ -337,8 +345,11 @@ def dagster_facts(url: str, job: str = "nightly") -> DagsterFacts:
     if answer.get("errors"):
         raise RuntimeError(f"Dagster GraphQL: {answer['errors'][0].get('message')}")
     data = answer["data"]
-    daemons = {d["daemonType"]: bool(d["healthy"]) for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
-               if d["required"]}
+    daemons = {
+        d["daemonType"]: bool(d["healthy"])
+        for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        if d["required"]
+    }
     runs = data["runsOrError"]
     if runs["__typename"] != "Runs":
         raise RuntimeError(f"Dagster runs: {runs.get('message', runs['__typename'])}")
@@ -346,11 +357,18 @@ def dagster_facts(url: str, job: str = "nightly") -> DagsterFacts:
         return DagsterFacts(daemons, None, [])
     run = runs["results"][0]
     tags = {t["key"]: t["value"] for t in run["tags"]}
-    failed = [f"{'/'.join(e['evaluation']['assetKey']['path'])}:{e['evaluation']['checkName']}"
-              for e in run["eventConnection"]["events"]
-              if e["__typename"] == "AssetCheckEvaluationEvent" and not e["evaluation"]["success"]]
-    last = {"run_id": run["runId"], "status": run["status"], "start_time": run["startTime"],
-            "end_time": run["endTime"], "partition": tags.get("dagster/partition")}
+    failed = [
+        f"{'/'.join(e['evaluation']['assetKey']['path'])}:{e['evaluation']['checkName']}"
+        for e in run["eventConnection"]["events"]
+        if e["__typename"] == "AssetCheckEvaluationEvent" and not e["evaluation"]["success"]
+    ]
+    last = {
+        "run_id": run["runId"],
+        "status": run["status"],
+        "start_time": run["startTime"],
+        "end_time": run["endTime"],
+        "partition": tags.get("dagster/partition"),
+    }
     return DagsterFacts(daemons, last, failed)
 
 

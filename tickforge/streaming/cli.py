@@ -40,8 +40,12 @@ def replay_cmd(
     trades: Annotated[Path, typer.Option(help="Trades file (CSV, .csv.gz or Parquet).")],
     quotes: Annotated[Path | None, typer.Option(help="Quotes file, merged in event-time order.")] = None,
     speed: Annotated[float | None, typer.Option(help="Event-time speed-up (1 = real time).")] = None,
-    max_speed: Annotated[bool, typer.Option("--max", help="As fast as possible (the default without --speed).")] = False,
-    encoding: Annotated[str, typer.Option(help="batch (column batches) or json (one edge message per tick).")] = "batch",
+    max_speed: Annotated[
+        bool, typer.Option("--max", help="As fast as possible (the default without --speed).")
+    ] = False,
+    encoding: Annotated[
+        str, typer.Option(help="batch (column batches) or json (one edge message per tick).")
+    ] = "batch",
     rate: Annotated[float | None, typer.Option(help="Cap the pace at this many ticks per second.")] = None,
     end_marker: Annotated[bool, typer.Option(help="Send the end-of-day watermark when done.")] = True,
 ) -> None:
@@ -57,16 +61,25 @@ def replay_cmd(
     quote_file = read_quotes(quotes) if quotes else None
     total = trade_file.data.height + (quote_file.data.height if quote_file else 0)
     with progress_bar("replaying", total) as update:
-        stats = replay(settings, trade_file, quote_file, None if max_speed else speed, encoding,
-                       end_marker=end_marker, progress=update, rate=rate)
+        stats = replay(
+            settings,
+            trade_file,
+            quote_file,
+            None if max_speed else speed,
+            encoding,
+            end_marker=end_marker,
+            progress=update,
+            rate=rate,
+        )
     typer.echo(json.dumps({**stats.__dict__, "ticks_per_s": round(stats.ticks_per_s)}))
 
 
 @stream_app.command("http-source")
 def http_source_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default: settings.http_source.port, 8090).")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1; off loopback a "
-                                                     "token and TLS are required).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; off loopback a token and TLS are required).")
+    ] = None,
 ) -> None:
     """Accept pushed NDJSON ticks on POST /ticks and publish them to the tick topic."""
     from tickforge.streaming.http_source import run, serve
@@ -94,8 +107,9 @@ def push_cmd(
     from tickforge.streaming.http_source import push_file
 
     token = _settings().http_source.token
-    typer.echo(json.dumps(push_file(url, read_trades(trades), speed,
-                                    token=token.get_secret_value() if token else None)))
+    typer.echo(
+        json.dumps(push_file(url, read_trades(trades), speed, token=token.get_secret_value() if token else None))
+    )
 
 
 def _run_worker(name: str, exit_when_idle: float | None, *options: object) -> None:

@@ -37,25 +37,62 @@ class WorkerSpec:
 
 
 WORKERS: tuple[WorkerSpec, ...] = (
-    WorkerSpec("bar-worker", ("stream", "bar-worker"), "ticks -> 10 ms bins -> 1 s bars (exactly once)",
-               (TICKS,), factory="tickforge.streaming.bar_worker:make_worker"),
-    WorkerSpec("timeframe-worker", ("stream", "timeframe-worker"), "1 s bars -> 1 m -> 3 m / 5 m / 15 m bars "
-               "(exactly once)", (bar_topic("1s"),), factory="tickforge.streaming.timeframe_worker:make_worker"),
-    WorkerSpec("bar-store", ("stream", "bar-store"), "closed bars -> golden tables in PostgreSQL (idempotent upserts)",
-               tuple(bar_topic(tf) for tf in BAR_TIMEFRAMES), factory="tickforge.streaming.bar_store:BarStore"),
-    WorkerSpec("raw-sink", ("stream", "raw-sink"), "ticks -> hourly Parquet objects in the raw bucket",
-               (TICKS,), metrics=False),
-    WorkerSpec("signal-worker", ("stream", "signal-worker"), "1 s bars -> one indicator signal per bar on "
-               "signals.1s (exactly once)", (bar_topic("1s"),), factory="tickforge.streaming.signal_worker:make_worker"),
-    WorkerSpec("pair-worker", ("stream", "pair-worker"), "1 m bars -> statistics of the candidate pairs on pairs.1m "
-               "each minute (exactly once; one instance)", (bar_topic("1m"),),
-               factory="tickforge.streaming.pair_worker:make_worker"),
-    WorkerSpec("dashboard", ("dashboard",), "the Streamlit live view", metrics=False, http_port=8501,
-               health_path="/_stcore/health"),
+    WorkerSpec(
+        "bar-worker",
+        ("stream", "bar-worker"),
+        "ticks -> 10 ms bins -> 1 s bars (exactly once)",
+        (TICKS,),
+        factory="tickforge.streaming.bar_worker:make_worker",
+    ),
+    WorkerSpec(
+        "timeframe-worker",
+        ("stream", "timeframe-worker"),
+        "1 s bars -> 1 m -> 3 m / 5 m / 15 m bars (exactly once)",
+        (bar_topic("1s"),),
+        factory="tickforge.streaming.timeframe_worker:make_worker",
+    ),
+    WorkerSpec(
+        "bar-store",
+        ("stream", "bar-store"),
+        "closed bars -> golden tables in PostgreSQL (idempotent upserts)",
+        tuple(bar_topic(tf) for tf in BAR_TIMEFRAMES),
+        factory="tickforge.streaming.bar_store:BarStore",
+    ),
+    WorkerSpec(
+        "raw-sink", ("stream", "raw-sink"), "ticks -> hourly Parquet objects in the raw bucket", (TICKS,), metrics=False
+    ),
+    WorkerSpec(
+        "signal-worker",
+        ("stream", "signal-worker"),
+        "1 s bars -> one indicator signal per bar on signals.1s (exactly once)",
+        (bar_topic("1s"),),
+        factory="tickforge.streaming.signal_worker:make_worker",
+    ),
+    WorkerSpec(
+        "pair-worker",
+        ("stream", "pair-worker"),
+        "1 m bars -> statistics of the candidate pairs on pairs.1m each minute (exactly once; one instance)",
+        (bar_topic("1m"),),
+        factory="tickforge.streaming.pair_worker:make_worker",
+    ),
+    WorkerSpec(
+        "dashboard",
+        ("dashboard",),
+        "the Streamlit live view",
+        metrics=False,
+        http_port=8501,
+        health_path="/_stcore/health",
+    ),
     # Started by ``tickforge up`` (``stream start`` leaves Dagster to the demo or to the user).
-    WorkerSpec("dagster", ("dagster-dev",), "dagster dev: the webserver and the daemon", metrics=False,
-               started_by_default=False, http_port=3000,
-               health_path="/server_info"),
+    WorkerSpec(
+        "dagster",
+        ("dagster-dev",),
+        "dagster dev: the webserver and the daemon",
+        metrics=False,
+        started_by_default=False,
+        http_port=3000,
+        health_path="/server_info",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in WORKERS}

@@ -107,8 +107,9 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> tuple[subpro
     with log_path.open("ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv[3:])}\n".encode())
         out.flush()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
     start_time = process_start_time(proc.pid)
     return proc, ProcessRef(proc.pid, start_time if start_time is not None else -1)
 
@@ -131,8 +132,12 @@ def scrape_liveness(port: int, timeout: float = 2.0) -> float | None:
     Raises OSError when the endpoint does not answer."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
         text = response.read().decode()
-    stamps = [s.value for family in text_string_to_metric_families(text) if family.name == LIVENESS_GAUGE
-              for s in family.samples]
+    stamps = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == LIVENESS_GAUGE
+        for s in family.samples
+    ]
     return max(stamps) if stamps else None
 
 
@@ -181,8 +186,7 @@ class Supervisor:
         streaming = load_settings().streaming
         self.state_dir = state_dir
         self.liveness_timeout_s = streaming.liveness_timeout_s
-        self.workers = {name: Supervised(name, backoff=Backoff(1.0, streaming.restart_backoff_max_s))
-                        for name in names}
+        self.workers = {name: Supervised(name, backoff=Backoff(1.0, streaming.restart_backoff_max_s)) for name in names}
         self._stop = False
 
     def stop(self, *_: object) -> None:
@@ -208,8 +212,11 @@ class Supervisor:
 
     def _clear_leftovers(self) -> None:
         """Workers a previous supervisor left running (it was killed) are stopped, not adopted."""
-        left = [ref for entry in _read_json(_workers_file(self.state_dir)).get("workers", {}).values()
-                if (ref := _ref(entry)) is not None and is_alive(ref)]
+        left = [
+            ref
+            for entry in _read_json(_workers_file(self.state_dir)).get("workers", {}).values()
+            if (ref := _ref(entry)) is not None and is_alive(ref)
+        ]
         if left:
             log.warning("stopping workers left by a previous supervisor", extra={"pids": [r.pid for r in left]})
             _terminate(*left)
@@ -240,15 +247,18 @@ class Supervisor:
         liveness = worker.liveness
         reported = liveness is not None and liveness > 0
         stale_gauge = liveness is not None and reported and now - liveness > bound
-        never_ran = (liveness is not None and not reported
-                     and now - (worker.started_at or now) > max(bound, STARTUP_GRACE_S))
+        never_ran = (
+            liveness is not None and not reported and now - (worker.started_at or now) > max(bound, STARTUP_GRACE_S)
+        )
         went_silent = worker.last_answer is not None and now - worker.last_answer > bound
         worker.healthy = not (stale_gauge or never_ran or went_silent)
         return worker.healthy
 
     def _exited(self, worker: Supervised, how: str) -> None:
         ran_s = time.time() - (worker.started_at or time.time())
-        log.warning("worker exited", extra={"worker": worker.name, "pid": worker.pid, "how": how, "ran_s": round(ran_s, 1)})
+        log.warning(
+            "worker exited", extra={"worker": worker.name, "pid": worker.pid, "how": how, "ran_s": round(ran_s, 1)}
+        )
         if ran_s >= STABLE_RUN_S:
             worker.backoff.reset()
         worker.next_start = time.time() + worker.backoff.next_delay()
@@ -283,8 +293,12 @@ def supervise(names: list[str], state_dir: Path | None = None) -> None:
     Supervisor(names, state_dir).run()
 
 
-def start(names: list[str] | None = None, env: dict[str, str] | None = None, state_dir: Path | None = None,
-          timeout: float = 30.0) -> dict[str, int]:
+def start(
+    names: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    state_dir: Path | None = None,
+    timeout: float = 30.0,
+) -> dict[str, int]:
     """Start the supervisor with the named registry entries (those started by default when
     none are named); returns worker name -> pid once each has been started. With a supervisor
     running already, its workers' pids (stop it first to change which workers run)."""
@@ -296,8 +310,11 @@ def start(names: list[str] | None = None, env: dict[str, str] | None = None, sta
     if _supervisor_ref(state_dir) is None:
         _workers_file(state_dir).unlink(missing_ok=True)
         argv = [sys.executable, "-m", "tickforge.cli", "stream", "supervise", "--workers", ",".join(names)]
-        _, ref = _spawn(argv, state_dir / "logs" / "supervisor.log",
-                        {**os.environ, **(env or {}), "TICKFORGE_STATE_DIR": str(state_dir)})
+        _, ref = _spawn(
+            argv,
+            state_dir / "logs" / "supervisor.log",
+            {**os.environ, **(env or {}), "TICKFORGE_STATE_DIR": str(state_dir)},
+        )
         _write_json(_supervisor_file(state_dir), {"pid": ref.pid, "start_time": ref.start_time})
     else:
         names = list(_read_json(_workers_file(state_dir)).get("workers", {})) or names
@@ -316,8 +333,10 @@ def status(state_dir: Path | None = None) -> dict:
     health, the age of its liveness timestamp and its ports."""
     state_dir = state_dir or state_dir_from_env()
     supervisor = _read_json(_supervisor_file(state_dir))
-    out = {"supervisor": {"pid": supervisor.get("pid"), "running": _supervisor_ref(state_dir) is not None},
-           "workers": {}}
+    out = {
+        "supervisor": {"pid": supervisor.get("pid"), "running": _supervisor_ref(state_dir) is not None},
+        "workers": {},
+    }
     now = time.time()
     for name, entry in _read_json(_workers_file(state_dir)).get("workers", {}).items():
         if not isinstance(entry, dict):
@@ -353,8 +372,13 @@ def stop(state_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
         if is_alive(supervisor):
             kill_group(supervisor)
     # Whatever a dead (or killed) supervisor left behind.
-    _terminate(*(ref for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values()
-                 if (ref := _ref(entry)) is not None and is_alive(ref)))
+    _terminate(
+        *(
+            ref
+            for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values()
+            if (ref := _ref(entry)) is not None and is_alive(ref)
+        )
+    )
     _supervisor_file(state_dir).unlink(missing_ok=True)
     _workers_file(state_dir).unlink(missing_ok=True)
     return running
