@@ -32,9 +32,9 @@ BAC,donchian_breakout,1d,"{""period"": 20}",LOW,0.1
 def _job(s, trading, checks_only: bool = False):
     from dagster import AssetSelection, Definitions, define_asset_job
 
+    from tickforge.defs.resources import resources_for
     from tickforge.defs.trading.assets import PAPER_REPORT_KEY
     from tickforge.defs.trading.definitions import build_trading_definitions
-    from tickforge.defs.resources import resources_for
 
     selection = AssetSelection.checks_for_assets(PAPER_REPORT_KEY) if checks_only else AssetSelection.assets(PAPER_REPORT_KEY)
     job = define_asset_job("paper", selection=selection)
@@ -48,13 +48,13 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
 
     from dagster import DagsterInstance
 
-    from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key
     from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.defs.resources import resources_for
     from tickforge.defs.trading.assets import day_bars, paper_object, read_paper
-    from tickforge.research.scoring import PICK_SCHEMA
     from tickforge.defs.trading.resources import QUOTES_SAMPLE, TradingResource
     from tickforge.platform.io.files import read_quotes
-    from tickforge.defs.resources import resources_for
+    from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key
+    from tickforge.research.scoring import PICK_SCHEMA
     from tickforge.trading.accounting import FeeSchedule
     from tickforge.trading.io import load_limits, read_picks_file
     from tickforge.trading.replay import replay

@@ -31,8 +31,8 @@ from tickforge.trading.audit import identity_violations, overfill_violations, ta
 from tickforge.trading.io import read_picks_file
 from tickforge.trading.orders import client_order_id
 from tickforge.trading.parity import decision_parity
-from tickforge.trading.sessions import regular_hours
 from tickforge.trading.runner import StrategyRunner
+from tickforge.trading.sessions import regular_hours
 
 TRADES = "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz"
 QUOTES = "us_equity_nbbo_BAC_2013-10-08.csv.gz"
