@@ -117,6 +117,7 @@ class FakeConsumer:
         self.fetch_chunk = 1_000_000  # messages of one partition per turn: a skewed client queue
         self.consume_calls = 0
         self.closed = False
+        self.paused: set[int] = set()
         self.injected: list[FakeMessage] = []  # handed out by the next consume (an error event, say)
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
@@ -130,6 +131,7 @@ class FakeConsumer:
             self.owned -= set(revoked)
             for p in revoked:
                 self.positions.pop(p, None)
+                self.paused.discard(p)
         if self.pending_assign and not self.broker.revokes_outstanding():
             assigned, self.pending_assign = sorted(self.pending_assign), set()
             self.callbacks["assign"](self, [TopicPartition(self.topic, p, OFFSET_INVALID) for p in assigned])
@@ -146,6 +148,8 @@ class FakeConsumer:
         while len(out) < num_messages and progress:
             progress = False
             for p in sorted(self.positions):
+                if p in self.paused:
+                    continue
                 log = self.broker.logs.get((self.topic, p), [])
                 start = self.positions[p]
                 take = log[start : start + min(self.fetch_chunk, num_messages - len(out))]
@@ -172,6 +176,12 @@ class FakeConsumer:
 
     def seek(self, partition: TopicPartition) -> None:
         self.positions[partition.partition] = max(partition.offset, 0)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {tp.partition for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in partitions}
 
     def consumer_group_metadata(self) -> str:
         return self.group_id

@@ -237,3 +237,22 @@ def test_a_fenced_consumer_is_replaced_and_the_partitions_read_again(settings, c
     broker.rebalance({worker.consumer: set(range(PARTITIONS))})
     _until_done(broker, worker)
     assert_bars_equal(_bars(settings, broker), build_bars(crypto_minutes, ["1s"], partitions=PARTITIONS).bars["1s"])
+
+
+def test_a_partition_with_a_full_backlog_is_paused_until_worked_down(settings, crypto_minutes):
+    """Its prefetched messages would stand in the client's one queue before the other partitions'."""
+    ticks = TickFile(crypto_minutes.kind, crypto_minutes.source, crypto_minutes.data.head(3_000),
+                     crypto_minutes.dead_letters)
+    broker = FakeBroker(PARTITIONS)
+    replay(settings, ticks, producer=broker.producer(), encoding="json")  # one message per tick
+    worker = _worker(settings, broker, batch_size=2_000)
+    broker.rebalance({worker.consumer: set(range(PARTITIONS))})
+    worker.serve()
+    assert worker.consumer.paused == {0} and worker.tracks[0].paused
+    while worker.tracks[0].paused:
+        worker.step()
+        time.sleep(runtime.SERVE_INTERVAL_S)
+        worker.serve()
+    assert 0 not in worker.consumer.paused
+    _until_done(broker, worker)
+    assert_bars_equal(_bars(settings, broker), build_bars(ticks, ["1s"], partitions=PARTITIONS).bars["1s"])

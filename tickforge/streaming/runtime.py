@@ -72,6 +72,10 @@ SERVE_INTERVAL_S = 0.05
 # round robin has every partition's input at hand, not one partition's 10 MB ahead of the rest.
 MAX_PARTITION_FETCH_BYTES = 1_048_576
 LAG_INTERVAL_S = 1.0
+# A partition with this many messages waiting in its backlog is paused (the client drops what it
+# prefetched of it and fetches it again from there on resume), so the messages of the others,
+# queued behind it in the client's one queue, come through: a hot partition cannot starve the rest.
+PARTITION_BACKLOG_MAX = 500
 REFENCED_WINDOW_S = 30.0
 T = TypeVar("T")
 Headers = list[tuple[str, bytes]] | None
@@ -121,6 +125,8 @@ class ConsumerClient(Protocol):
     def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]: ...
     def seek(self, partition: TopicPartition) -> None: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
     def consumer_group_metadata(self) -> Any: ...
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = -1, cached: bool = False
@@ -268,6 +274,8 @@ class _Track:
     restore_wm: int | None = None  # the checkpoint's hi_wm
     restore_idle_limit: int | None = None  # the checkpoint's idle_limit
     backlog: deque[Message] = field(default_factory=deque)  # consumed, not processed yet
+    next_offset: int = -1  # after the last message taken into the backlog
+    paused: bool = False
 
     def idle_due(self, now_ms: int, idle_timeout_ms: int) -> bool:
         return (
@@ -496,10 +504,33 @@ class TransactionalWorker:
                 self._rejoin(err)
                 return True
             track = self.tracks.get(cast(int, msg.partition()))
-            if track is not None:  # else revoked since it was fetched
-                track.backlog.append(msg)
-                self._queued += 1
+            if track is None:  # revoked since it was fetched
+                continue
+            if err is None:
+                offset = cast(int, msg.offset())
+                if offset < track.next_offset:  # fetched again after a pause: taken already
+                    continue
+                track.next_offset = offset + 1
+            track.backlog.append(msg)
+            self._queued += 1
+        self._throttle()
         return bool(msgs)
+
+    def _throttle(self) -> None:
+        """Pause the partitions whose backlog is full, resume those that have worked it down."""
+        pause, resume = [], []
+        for partition, track in self.tracks.items():
+            waiting = len(track.backlog)
+            if not track.paused and waiting >= PARTITION_BACKLOG_MAX:
+                track.paused = True
+                pause.append(TopicPartition(self.input_topic, partition))
+            elif track.paused and waiting <= PARTITION_BACKLOG_MAX // 4:
+                track.paused = False
+                resume.append(TopicPartition(self.input_topic, partition))
+        if pause:
+            self.consumer.pause(pause)
+        if resume:
+            self.consumer.resume(resume)
 
     # -- riding out the broker ---------------------------------------------------------------
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
@@ -586,10 +617,13 @@ class TransactionalWorker:
     def _rewind(self) -> None:
         """Fresh tasks from the committed checkpoints, the consumer back at those offsets."""
         partitions = [TopicPartition(self.input_topic, p) for p in sorted(self.tracks)]
+        paused = [TopicPartition(self.input_topic, p) for p, t in self.tracks.items() if t.paused]
         self.tracks.clear()
         self._queued = 0
         if not partitions:
             return
+        if paused:
+            self._retrying("resume", lambda: self.consumer.resume(paused))
         committed = self._retrying(
             "read committed offsets", lambda: self.consumer.committed(partitions, timeout=CALL_TIMEOUT_S)
         )
