@@ -16,15 +16,11 @@ import polars as pl
 
 from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.contracts import Bar, Signal
-from tickforge.platform.io.postgres import BAR_COLUMNS
+from tickforge.platform.io.postgres import BAR_SCHEMA
 
 if TYPE_CHECKING:  # the pairs module loads statsmodels (seconds): only the feed thread needs it
     from tickforge.platform.signals.pairs import PairStats
 
-_INT_COLUMNS = frozenset({"window_start", "window_end", "trade_count", "first_ts", "last_ts", "closed_at_ms"})
-BAR_SCHEMA: dict[str, type[pl.DataType]] = {
-    c: pl.String if c == "symbol" else pl.Int64 if c in _INT_COLUMNS else pl.Float64 for c in BAR_COLUMNS
-}
 
 
 def wall_ms() -> int:
@@ -171,7 +167,7 @@ def _append_in_order(ring: deque[W], item: W) -> None:
 
 
 def bars_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
-    """Bar rows (dicts of bar fields) as a frame of the golden bar columns, typed."""
+    """Bar rows (dicts of bar fields) as a frame of the golden bar columns, typed as the store types them."""
     if not rows:
         return pl.DataFrame(schema=BAR_SCHEMA)
     frame = pl.DataFrame(rows, infer_schema_length=None)

@@ -1,14 +1,17 @@
-"""The live view's history: the golden bars the bar store has made durable in PostgreSQL."""
+"""The live view's history: the golden bars the bar store has made durable in PostgreSQL, read
+through the golden-bar store (:mod:`tickforge.platform.io.postgres`)."""
 
 from __future__ import annotations
 
 import polars as pl
 import psycopg
-from psycopg import sql
 
 from tickforge.dashboard.cache import bars_frame
-from tickforge.platform.io.postgres import BAR_COLUMNS, bar_table
+from tickforge.platform.io.postgres import bar_symbols, latest_bars
 from tickforge.platform.settings import Settings
+
+# What a database without the golden tables (nothing stored yet) raises.
+_NOT_YET = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 
 
 class History:
@@ -19,26 +22,17 @@ class History:
         self.schema = settings.postgres.schema_name
 
     def bars(self, symbol: str, timeframe: str, limit: int, since_ms: int | None = None) -> pl.DataFrame:
-        query = sql.SQL(
-            "SELECT {cols} FROM {table} WHERE symbol = %s AND window_start >= %s "
-            "ORDER BY window_start DESC LIMIT %s"
-        ).format(
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in BAR_COLUMNS),
-            table=sql.Identifier(self.schema, bar_table(timeframe)),
-        )
+        """A symbol's latest ``limit`` golden bars (from ``since_ms`` on), oldest first."""
         try:
             with psycopg.connect(self.dsn, connect_timeout=3) as conn:
-                rows = conn.execute(query, (symbol, since_ms if since_ms is not None else -(2**62), limit)).fetchall()
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                return latest_bars(conn, self.schema, timeframe, symbol, limit, since_ms)
+        except _NOT_YET:
             return bars_frame([])
-        return bars_frame([dict(zip(BAR_COLUMNS, row, strict=True)) for row in reversed(rows)])
 
     def symbols(self) -> list[str]:
+        """The symbols with golden 1 m bars."""
         try:
             with psycopg.connect(self.dsn, connect_timeout=3) as conn:
-                rows = conn.execute(
-                    sql.SQL("SELECT DISTINCT symbol FROM {}").format(sql.Identifier(self.schema, "bars_1m"))
-                ).fetchall()
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                return bar_symbols(conn, self.schema, "1m")
+        except _NOT_YET:
             return []
-        return sorted(r[0] for r in rows)
