@@ -15,6 +15,7 @@ from tickforge.dashboard import source as sources
 from tickforge.dashboard import view
 from tickforge.dashboard.cache import wall_ms
 from tickforge.dashboard.feed import TIMEFRAMES
+from tickforge.dashboard.trading import SymbolTrading
 
 
 @st.cache_resource(show_spinner=False)
@@ -103,12 +104,14 @@ def live_view() -> None:
     signals = src.cache.signals(symbol) if timeframe == "1s" else None
     frame = view.with_indicators(bars, timeframe, symbol, src.session_tz, signals).tail(limit)
     zone = view.exchange_zone(src.session_tz, symbol)
+    trading = read_trading(symbol, None if frame.is_empty() else float(frame["close"][-1]))
+    fills = trading[1].fills if isinstance(trading, tuple) and trading[1] is not None else None
 
     st.subheader(f"{symbol} · {timeframe}")
     if frame.is_empty():
         st.info(f"No {timeframe} bars for {symbol} yet.")
     else:
-        st.altair_chart(view.price_chart(frame, zone), key="price_chart")
+        st.altair_chart(view.price_chart(frame, zone, fills=fills), key="price_chart")
         st.caption(f"{frame.height} bars · live cache {live.height} · "
                    f"history {0 if history is None else history.height} · "
                    f"times in {zone} (the exchange's time) · one slot per bar, gaps without trades closed up")
@@ -126,6 +129,48 @@ def live_view() -> None:
             st.caption("No pair statistics yet (minimum history not met).")
         else:
             st.table(table.to_pandas().set_index("pair"), border="horizontal")
+
+    trading_panel(symbol, zone, trading)
+
+
+TRADING_ROWS = 20  # orders and fills listed (the caption counts them all)
+
+
+def read_trading(symbol: str, mark_price: float | None) -> tuple[list[str], SymbolTrading | None] | str | None:
+    """The symbol's trading in the OMS tables: (accounts, what the chosen one did), an error
+    text when PostgreSQL cannot answer, None when this view reads no OMS tables."""
+    if src.trading is None:
+        return None
+    try:
+        return src.trading.symbol(symbol, st.session_state.get(f"trading_account:{symbol}"), mark_price)
+    except Exception as exc:  # PostgreSQL down: the market data still shows
+        return f"{type(exc).__name__}: {exc}"
+
+
+def trading_panel(symbol: str, zone: str, read: tuple[list[str], SymbolTrading | None] | str | None) -> None:
+    """Orders, fills and positions of the symbol from the OMS tables of the paper path."""
+    st.markdown(f"**Trading** · {symbol} (orders, fills and positions in the OMS tables)")
+    if read is None:
+        st.caption("No trading data: this view reads no OMS tables.")
+        return
+    if isinstance(read, str):
+        st.warning(f"trading data unavailable: {read}")
+        return
+    accounts, trading = read
+    if trading is None:
+        st.caption(f"No trading data for {symbol}: no orders in the OMS tables yet "
+                   "(`tickforge paper replay --postgres`, or the paper workers, write them).")
+        return
+    if len(accounts) > 1:
+        st.selectbox("Account", accounts, index=accounts.index(trading.account), key=f"trading_account:{symbol}")
+    st.caption(f"account {trading.account} · {trading.orders.height} orders · {trading.fills.height} fills · "
+               f"times in {zone} · positions marked at the latest bar's close")
+    st.markdown("Positions")
+    st.table(trading.positions.to_pandas().set_index("book"), border="horizontal")
+    st.markdown(f"Orders (latest {min(trading.orders.height, TRADING_ROWS)} first)")
+    st.table(view.orders_table(trading.orders, zone, TRADING_ROWS).to_pandas(), border="horizontal")
+    st.markdown(f"Fills (latest {min(trading.fills.height, TRADING_ROWS)} first)")
+    st.table(view.fills_table(trading.fills, zone, TRADING_ROWS).to_pandas(), border="horizontal")
 
 
 live_view()

@@ -1,5 +1,5 @@
-"""What the live view reads, put together: the live cache, its Kafka feed, the golden-bar history
-and the symbols' exchange zones. The page asks this module for its source (tests hand it one)."""
+"""What the live view reads, put together: the live cache, its Kafka feed, the golden-bar history,
+the OMS tables and the symbols' exchange zones. The page asks this module for its source (tests hand it one)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tickforge.dashboard.cache import LiveCache
 from tickforge.dashboard.feed import KafkaFeed
 from tickforge.dashboard.history import History
+from tickforge.dashboard.trading import TradingBook
 from tickforge.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -17,12 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DashboardSource:
-    """What the app reads: the live cache, optional history, and the signal settings."""
+    """What the app reads: the live cache, optional history and trading tables, and the symbols' zones."""
 
     cache: LiveCache
     history: History | None
     session_tz: dict[str, str]
     feed: KafkaFeed | None = None
+    trading: TradingBook | None = None
 
     _history_symbols: tuple[float, list[str]] = (0.0, [])
 
@@ -55,7 +57,7 @@ def use_source(source: DashboardSource | None) -> None:
 def build_source(settings: Settings) -> DashboardSource:
     cache = LiveCache(settings.signals.dashboard_cache_bars)
     feed = KafkaFeed(settings, cache).start()
-    return DashboardSource(cache, History(settings), settings.signals.session_tz(), feed)
+    return DashboardSource(cache, History(settings), settings.signals.session_tz(), feed, TradingBook(settings))
 
 
 def overridden_source() -> DashboardSource | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 UP = "#26a69a"
 DOWN = "#ef5350"
+FILL_COLOR = "#1565c0"
 OVERLAYS = {"ema12": "#1f77b4", "ema26": "#ff7f0e", "vwap_session": "#9467bd", "boll_mid": "#7f7f7f"}
 
 
@@ -108,7 +109,22 @@ def price_domain(frame: pl.DataFrame) -> list[float] | None:
     return [low - pad, high + pad]
 
 
-def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900) -> alt.VConcatChart:
+def fill_marks(framed: pl.DataFrame, fills: pl.DataFrame | None) -> pl.DataFrame:
+    """The fills inside the bars shown, each on the slot of the bar whose window holds it."""
+    schema = {"slot": pl.String, "ts_ms": pl.Int64, "side": pl.String, "price": pl.Float64, "quantity": pl.Float64}
+    if fills is None or fills.is_empty() or framed.is_empty():
+        return pl.DataFrame(schema=schema)
+    windows = framed.select("window_start", "window_end", "slot").sort("window_start")
+    return (
+        fills.select("ts_ms", "side", "price", "quantity").sort("ts_ms")
+        .join_asof(windows, left_on="ts_ms", right_on="window_start", strategy="backward")
+        .filter(pl.col("ts_ms") < pl.col("window_end"))
+        .select(list(schema))
+    )
+
+
+def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900,
+                fills: pl.DataFrame | None = None) -> alt.VConcatChart:
     """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane.
 
     One slot per bar (time gaps without bars are closed up), so candles keep their width when
@@ -148,7 +164,17 @@ def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900) -> alt
         tooltip=[alt.Tooltip("time:N", title=f"time ({zone})"), "open:Q", "high:Q", "low:Q", "close:Q",
                  "volume:Q", "ema12:Q", "ema26:Q", "vwap_session:Q", "rsi14:Q"],
     )
-    price = alt.layer(band, wick, body, close, lines, tooltip).properties(height=320, width=width)
+    marks = fill_marks(framed, fills).with_columns(time=exchange_times(pl.col("ts_ms"), zone))
+    layers = [band, wick, body, close, lines, tooltip]
+    if marks.height:
+        layers.append(alt.Chart(marks.to_pandas()).mark_point(filled=True, size=90, color=FILL_COLOR, opacity=0.9).encode(
+            x=alt.X("slot:O", sort=slots, scale=scale, axis=time_axis(slots, zone, title=False)),
+            y=alt.Y("price:Q", scale=price_scale),
+            shape=alt.Shape("side:N", scale=alt.Scale(domain=["buy", "sell"], range=["triangle-up", "triangle-down"]),
+                            legend=alt.Legend(orient="top", title="fills")),
+            tooltip=[alt.Tooltip("time:N", title=f"fill ({zone})"), "side:N", "quantity:Q", "price:Q"],
+        ))
+    price = alt.layer(*layers).properties(height=320, width=width)
     volume = middle.mark_bar(size=size).encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(
         height=70, width=width)
     macd = alt.layer(
