@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from tickforge.defs.research.assets import RESEARCH_GROUP
+from tickforge.defs.trading.assets import TRADING_GROUP
 
 NIGHTLY_ASSETS = (
     "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
@@ -27,7 +28,7 @@ NIGHTLY_ASSETS = (
 # code location, seconds on two cores) for every step.
 nightly_job = define_asset_job(
     "nightly",
-    selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts", RESEARCH_GROUP),
+    selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts", RESEARCH_GROUP, TRADING_GROUP),
     executor_def=in_process_executor,
     description="Compact the previous UTC day's raw trades and load them into RAW.TICKS, reconcile "
     "its golden bars with the reference oracle, load its 1 m / 5 m bars into the Snowflake facts "
@@ -35,7 +36,8 @@ nightly_job = define_asset_job(
     "CORE.FACT_DEAD_LETTERS_1M, extend CORE.DIM_CALENDAR, rebuild the dbt marts, archive the "
     "day if past retention, and run the research loop on the reconciled bars: backtest sweeps (one "
     "step per strategy) -> strategy scores -> next-day picks -> picks scorecard, with their "
-    "Snowflake loads (CORE.FACT_BACKTEST_RESULTS, CORE.NEXT_DAY_PICKS).",
+    "Snowflake loads (CORE.FACT_BACKTEST_RESULTS, CORE.NEXT_DAY_PICKS), and trade the day's picks on "
+    "paper over its golden bars, quotes and prints (paper_trading_report, its parity and book checks).",
 )
 
 
