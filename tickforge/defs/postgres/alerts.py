@@ -55,4 +55,4 @@ def list_alerts(postgres: PostgresResource, source: str | None = None) -> list[d
             return []
         query = sql.SQL("SELECT source, severity, message, details, dedup_key FROM {}.pipeline_alerts").format(schema)
         rows = conn.execute(query + sql.SQL(" WHERE source = %s ORDER BY id") if source else query + sql.SQL(" ORDER BY id"), (source,) if source else ()).fetchall()
-    return [dict(zip(("source", "severity", "message", "details", "dedup_key"), r)) for r in rows]
+    return [dict(zip(("source", "severity", "message", "details", "dedup_key"), r, strict=True)) for r in rows]

@@ -67,7 +67,7 @@ def tick_rows(day: str, key: str, checksum: str, trades: pl.DataFrame) -> list[l
         [key] * n,
         [checksum] * n,
     ]
-    return [list(row) for row in zip(*columns)]
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 def load_raw_ticks(log: Any, snowflake: SnowflakeResource, day: str, key: str, trades: pl.DataFrame,

@@ -54,10 +54,10 @@ def bar_id(symbol: str, window_start: int, window_seconds: int) -> str:
 
 def staging_rows(bars: pd.DataFrame, timeframe: str) -> list[tuple[Any, ...]]:
     seconds = timeframe_ms(timeframe) // 1000
-    ids = [bar_id(s, w, seconds) for s, w in zip(bars["symbol"].tolist(), bars["window_start"].tolist())]
+    ids = [bar_id(s, w, seconds) for s, w in zip(bars["symbol"].tolist(), bars["window_start"].tolist(), strict=True)]
     columns = [ids] + [bars[c.lower()].tolist() for c in STAGE_COLUMNS[1:-1]]
     columns.append([None if pd.isna(v) else int(v) for v in bars["closed_at_ms"].tolist()])
-    return list(zip(*columns))
+    return list(zip(*columns, strict=True))
 
 
 def upsert_statements(fact: str, stage: str, start_ms: int, end_ms: int) -> list[tuple[str, str]]:

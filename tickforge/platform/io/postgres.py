@@ -166,7 +166,7 @@ def apply_migrations(dsn: str, schema: str, timeframes: Sequence[str]) -> list[s
         for version, text in migration_sql(schema, timeframes):
             if version in done:
                 continue
-            conn.execute(text)  # type: ignore[arg-type]  # rendered from trusted package files
+            conn.execute(text)  # rendered from trusted package files
             conn.execute(
                 sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(
                     sql.Identifier(schema)
@@ -175,7 +175,7 @@ def apply_migrations(dsn: str, schema: str, timeframes: Sequence[str]) -> list[s
             )
             applied_now.append(version)
         for tf in timeframes:
-            conn.execute(_BAR_TABLE_DDL.format(schema=schema, table=bar_table(tf)))  # type: ignore[arg-type]
+            conn.execute(_BAR_TABLE_DDL.format(schema=schema, table=bar_table(tf)))
         conn.commit()
     return applied_now
 
@@ -285,7 +285,7 @@ def golden_bars(
     """The golden bars with ``start_ms <= window_start < end_ms`` (of ``symbols``, else all),
     sorted by symbol and window; ``lock`` holds the rows (``FOR UPDATE``) until the caller's
     transaction ends."""
-    where = sql.SQL("window_start >= %s AND window_start < %s")
+    where: sql.Composable = sql.SQL("window_start >= %s AND window_start < %s")
     params: list[Any] = [start_ms, end_ms]
     if symbols is not None:
         where += sql.SQL(" AND symbol = ANY(%s)")

@@ -27,13 +27,14 @@ TRADE_COLUMNS = ("ts_ms", "symbol", "price", "size", "trade_id")
 RAW_TRADES_SCHEMA = pl.Schema(
     {"ts_ms": pl.Int64, "symbol": pl.String, "price": pl.Float64, "size": pl.Float64, "trade_id": pl.Int64}
 )
-LANDED_TRADES_SCHEMA = pl.Schema({**RAW_TRADES_SCHEMA, "partition": pl.Int32, "row": pl.Int64})
+LANDED_TRADES_SCHEMA = pl.Schema({**dict(RAW_TRADES_SCHEMA), "partition": pl.Int32(), "row": pl.Int64()})
 
 
 class RawStore(Protocol):
     """The object store the raw layout lives in (``ObjectStoreResource`` is one)."""
 
-    raw_bucket: str
+    @property
+    def raw_bucket(self) -> str: ...
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
 
@@ -130,5 +131,5 @@ def read_day_trades(store: RawStore, day: str) -> pl.DataFrame:
     """The day's trades for reconciliation: the compacted object when ``raw_trades_daily`` wrote
     it, else the landed objects; columns of :data:`LANDED_TRADES_SCHEMA`."""
     if store.list_keys(store.raw_bucket, compacted_key(day)):
-        return store.read_parquet(store.raw_bucket, compacted_key(day)).cast(dict(LANDED_TRADES_SCHEMA))
+        return store.read_parquet(store.raw_bucket, compacted_key(day)).cast(LANDED_TRADES_SCHEMA)
     return read_landed_trades(store, day)
