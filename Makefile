@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 TF := $(VENV)/bin/tickforge
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration install system-deps stack-up stack-down bench clean
+.PHONY: demo lint test test-unit test-integration install system-deps stack-up stack-down bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,7 +46,13 @@ FULL_DATA_ON := full_data tests run on the full shared files in $(SHARED_DATA)
 FULL_DATA_OFF := full_data tests deselected: no ../shared/data beside the checkout and TICKFORGE_SHARED_DATA unset
 FULL_DATA_NOTE := $(if $(SHARED_DATA),$(FULL_DATA_ON),$(FULL_DATA_OFF))
 
-test: install system-deps
+# Lint, format and types first: a style or type error fails in seconds, before the suites start.
+lint: install
+	$(VENV)/bin/ruff check tickforge tests bench
+	$(VENV)/bin/ruff format --check tickforge tests bench
+	$(VENV)/bin/mypy
+
+test: install system-deps lint
 	@echo "$(FULL_DATA_NOTE)"
 	$(PYTEST) tests/unit
 	$(PYTEST) tests/integration
