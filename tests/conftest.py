@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,4 +88,23 @@ def settings(stack_env, monkeypatch, tmp_path):
     monkeypatch.setenv("TICKFORGE_STATE_DIR", str(tmp_path / "state"))
     s = Settings()
     apply_topics(s)
-    return s
+    yield s
+    _delete_topics(s)
+
+
+def _delete_topics(settings) -> None:
+    """The test's topics go when it ends: a shared stack that kept every test's topics holds
+    thousands of partitions after a few sessions, and its broker then takes minutes to start."""
+    from confluent_kafka.admin import AdminClient
+
+    from tickforge.platform.io.kafka import client_config
+
+    prefix = settings.kafka.topic_prefix
+    try:
+        admin = AdminClient(client_config(settings))
+        mine = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]
+        if mine:
+            for future in admin.delete_topics(mine, request_timeout=30).values():
+                future.result(30)
+    except Exception as exc:  # a broker a test took away is not the test's failure
+        warnings.warn(f"topics {prefix}* not deleted: {exc}", stacklevel=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from importlib import resources
 
 import boto3
 import polars as pl
@@ -73,7 +74,10 @@ def test_transactional_consume_transform_produce_is_read_committed(settings):
 
 def test_postgres_golden_bar_upsert_replaces_whole_rows(settings):
     dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
-    assert apply_migrations(dsn, schema, ["1m"]) == ["001_golden_bars"]
+    folder = resources.files("tickforge.platform.io") / "migrations"
+    shipped = sorted(p.name.removesuffix(".sql") for p in folder.iterdir() if p.name.endswith(".sql"))
+    assert shipped[0] == "001_golden_bars"
+    assert apply_migrations(dsn, schema, ["1m"]) == shipped  # every migration, in order, once
     assert apply_migrations(dsn, schema, ["1m"]) == []  # idempotent
     with psycopg.connect(dsn) as conn:
         upsert_bars(conn, schema, "1m", [_bar()])
