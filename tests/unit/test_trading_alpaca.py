@@ -15,6 +15,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tickforge.platform.settings import AlpacaSettings
+from tickforge.trading import alpaca
 from tickforge.trading.alpaca import AlpacaGateway, BrokerProtocolError, BrokerUnavailable, order_request
 from tickforge.trading.events import CancelRejected, CancelRejectReason, OrderAccepted, OrderCanceled, OrderRejected
 from tickforge.trading.oms import Applied, OrderManager, OrderStatus
@@ -87,14 +89,35 @@ def _settings(url: str, enabled: bool = True) -> AlpacaSettings:
 
 
 def _orders():
-    buy = new_order(client_order_id=client_order_id("ema_cross", "BAC", {"fast": 5, "slow": 20}, "1m", T0),
-                    strategy="ema_cross", symbol="BAC", side="buy", quantity=100, decision_ts_ms=T0, latency_ms=5,
-                    limit_price=13.89)
-    sell_spy = new_order(client_order_id=client_order_id("ema_cross", "SPY", {"fast": 5, "slow": 20}, "1m", T0),
-                         strategy="ema_cross", symbol="SPY", side="sell", quantity=50, decision_ts_ms=T0, latency_ms=5)
-    rest = new_order(client_order_id=client_order_id("orb_breakout", "BAC", {"opening_bars": 6}, "5m", T0 + 300_000),
-                     strategy="orb_breakout", symbol="BAC", side="sell", quantity=100, decision_ts_ms=T0 + 300_000,
-                     latency_ms=5, limit_price=13.95)
+    buy = new_order(
+        client_order_id=client_order_id("ema_cross", "BAC", {"fast": 5, "slow": 20}, "1m", T0),
+        strategy="ema_cross",
+        symbol="BAC",
+        side="buy",
+        quantity=100,
+        decision_ts_ms=T0,
+        latency_ms=5,
+        limit_price=13.89,
+    )
+    sell_spy = new_order(
+        client_order_id=client_order_id("ema_cross", "SPY", {"fast": 5, "slow": 20}, "1m", T0),
+        strategy="ema_cross",
+        symbol="SPY",
+        side="sell",
+        quantity=50,
+        decision_ts_ms=T0,
+        latency_ms=5,
+    )
+    rest = new_order(
+        client_order_id=client_order_id("orb_breakout", "BAC", {"opening_bars": 6}, "5m", T0 + 300_000),
+        strategy="orb_breakout",
+        symbol="BAC",
+        side="sell",
+        quantity=100,
+        decision_ts_ms=T0 + 300_000,
+        latency_ms=5,
+        limit_price=13.95,
+    )
     return buy, sell_spy, rest
 
 
@@ -162,8 +185,11 @@ def test_fills_reread_after_a_restart_are_repeats(broker):
     oms.accept(buy.client_order_id, T0)
     # the order's broker id comes with the fills: looked up once per adapter
     order_id = fills_page["response"]["body"][0]["order_id"]
-    lookup = {"note": "the order behind a fill", "request": {"method": "GET", "path": f"/v2/orders/{order_id}", "body": None},
-              "response": {"status": 200, "body": exchanges[2]["response"]["body"]}}
+    lookup = {
+        "note": "the order behind a fill",
+        "request": {"method": "GET", "path": f"/v2/orders/{order_id}", "body": None},
+        "response": {"status": 200, "body": exchanges[2]["response"]["body"]},
+    }
     recorded.exchanges = [fills_page, lookup, fills_page, lookup]
     first = AlpacaGateway(_settings(url)).fills(T0)
     second = AlpacaGateway(_settings(url)).fills(T0)
@@ -202,3 +228,53 @@ def test_configuration_and_payloads_are_checked(broker):
     assert isinstance(rejected, OrderRejected) and rejected.reason.startswith("broker_401_40110000")
     with pytest.raises(BrokerUnavailable):
         AlpacaGateway(_settings("http://127.0.0.1:9")).submit(buy)
+
+
+def test_a_failure_on_a_later_page_keeps_every_fill_for_the_next_poll(broker, monkeypatch):
+    """The recorded two fills are a full page when a page holds two: the adapter reads page 2, the
+    broker is away (503); the next poll reads both pages again and reports each fill once."""
+    monkeypatch.setattr(alpaca, "PAGE_SIZE", 2)
+    recorded, url = broker
+    exchanges = SESSION["exchanges"]
+    fills_page = next(e for e in exchanges if e["note"] == "both fills of the limit buy")
+    activities = fills_page["response"]["body"]
+    first_page = {"direction": "asc", "page_size": "2"}
+    page_1 = {
+        "note": "page 1",
+        "request": dict(
+            fills_page["request"], path="/v2/account/activities/FILL?" + urllib.parse.urlencode(first_page)
+        ),
+        "response": fills_page["response"],
+    }
+    after_last = urllib.parse.urlencode({**first_page, "page_token": activities[-1]["id"]})
+    page_2 = {
+        "note": "page 2",
+        "request": {"method": "GET", "path": f"/v2/account/activities/FILL?{after_last}", "body": None},
+    }
+    lookup = {
+        "note": "the order behind a fill",
+        "request": {"method": "GET", "path": f"/v2/orders/{activities[0]['order_id']}", "body": None},
+        "response": {"status": 200, "body": exchanges[2]["response"]["body"]},
+    }
+    recorded.exchanges = [
+        page_1,
+        lookup,
+        dict(page_2, response={"status": 503, "body": {"message": "unavailable"}}),
+        page_1,
+        dict(page_2, response={"status": 200, "body": []}),
+        dict(page_2, note="from the last fill on", response={"status": 200, "body": []}),
+    ]
+    buy, _, _ = _orders()
+    oms = OrderManager()
+    oms.submit(buy)
+    oms.accept(buy.client_order_id, T0)
+    gateway = AlpacaGateway(_settings(url))
+    with pytest.raises(BrokerUnavailable, match="503"):
+        gateway.fills(T0)
+    fills = gateway.fills(T0 + 1_000)
+    assert [f.fill_id for f in fills] == [f"{buy.client_order_id}.A{a['id']}" for a in activities]
+    assert _apply(oms, fills) == [Applied.APPLIED, Applied.APPLIED]
+    assert gateway.fills(T0 + 2_000) == []  # the cursor now stands after the last fill
+    assert not recorded.refused, recorded.refused
+    assert len(recorded.served) == len(recorded.exchanges)
+    assert oms.get(buy.client_order_id).status is OrderStatus.FILLED

@@ -50,8 +50,21 @@ PAGE_SIZE = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FRACTION = re.compile(r"\.\d+")
 # Alpaca order statuses -> what the OMS is told (statuses not listed are still working: nothing new)
-_ACCEPTED = frozenset({"new", "accepted", "pending_new", "accepted_for_bidding", "partially_filled", "filled",
-                       "done_for_day", "pending_cancel", "pending_replace", "calculated", "held"})
+_ACCEPTED = frozenset(
+    {
+        "new",
+        "accepted",
+        "pending_new",
+        "accepted_for_bidding",
+        "partially_filled",
+        "filled",
+        "done_for_day",
+        "pending_cancel",
+        "pending_replace",
+        "calculated",
+        "held",
+    }
+)
 _CLOSED_BY_BROKER = frozenset({"canceled", "expired", "rejected", "replaced", "stopped", "suspended"})
 
 
@@ -83,8 +96,11 @@ class Response:
 def order_request(order: Order) -> dict[str, Any]:
     """The ``POST /v2/orders`` body of an order (quantities and prices as decimal strings)."""
     body: dict[str, Any] = {
-        "symbol": order.symbol, "qty": _decimal(order.quantity), "side": str(order.side),
-        "type": str(order.order_type), "time_in_force": str(order.time_in_force).lower(),
+        "symbol": order.symbol,
+        "qty": _decimal(order.quantity),
+        "side": str(order.side),
+        "type": str(order.order_type),
+        "time_in_force": str(order.time_in_force).lower(),
         "client_order_id": order.client_order_id,
     }
     if order.order_type is OrderType.LIMIT:
@@ -150,20 +166,27 @@ class AlpacaGateway:
             raise BrokerError(f"order {client_order_id} cannot be read back after its cancel: {read.status}")
         status = _field(read.body, "status", str)
         if status == "canceled":
-            return [OrderCanceled(client_order_id, _ts_ms(read.body.get("canceled_at")) or arrival_ts_ms, CancelReason.REQUESTED)]
+            return [
+                OrderCanceled(
+                    client_order_id, _ts_ms(read.body.get("canceled_at")) or arrival_ts_ms, CancelReason.REQUESTED
+                )
+            ]
         if status in ("filled", "expired", "rejected"):
             return [CancelRejected(client_order_id, arrival_ts_ms, CancelRejectReason.ALREADY_CLOSED)]
         return []  # pending_cancel: the cancel shows in a later read
 
     def fills(self, now_ms: int) -> list[VenueEvent]:
+        # The cursor moves only once every page is read and mapped: a failure on a later page (or in
+        # an order lookup) leaves it where it was, so the next poll reads those activities again.
         out: list[VenueEvent] = []
+        after = self._after
         while True:
             query = {"direction": "asc", "page_size": str(PAGE_SIZE)}
-            if self._after is not None:
-                query["page_token"] = self._after
+            if after is not None:
+                query["page_token"] = after
             answer = self._call(Request("GET", "/v2/account/activities/FILL?" + urllib.parse.urlencode(query), None))
             if answer is None:
-                return out
+                break
             if answer.status != 200:
                 code, message = _error(answer)
                 raise BrokerError(f"fill activities: broker answered {answer.status} {code}: {message}")
@@ -171,9 +194,11 @@ class AlpacaGateway:
                 raise BrokerProtocolError("fill activities: expected a JSON list")
             for activity in answer.body:
                 out.append(self._fill(activity))
-                self._after = _field(activity, "id", str)
+                after = _field(activity, "id", str)
             if len(answer.body) < PAGE_SIZE:
-                return out
+                break
+        self._after = after
+        return out
 
     # ---------------------------------------------------------------- mapping
 
@@ -210,9 +235,16 @@ class AlpacaGateway:
             raise BrokerProtocolError(f"fill side {side!r}")
         stamp = _ts_ms(_field(activity, "transaction_time", str))
         assert stamp is not None
-        return Fill(fill_id=f"{coid}.A{_field(activity, 'id', str)}", client_order_id=coid,
-                    symbol=_field(activity, "symbol", str), side=Side.BUY if side == "buy" else Side.SELL, ts_ms=stamp,
-                    price=_number(activity, "price"), quantity=_number(activity, "qty"), liquidity=Liquidity.TAKER)
+        return Fill(
+            fill_id=f"{coid}.A{_field(activity, 'id', str)}",
+            client_order_id=coid,
+            symbol=_field(activity, "symbol", str),
+            side=Side.BUY if side == "buy" else Side.SELL,
+            ts_ms=stamp,
+            price=_number(activity, "price"),
+            quantity=_number(activity, "qty"),
+            liquidity=Liquidity.TAKER,
+        )
 
     def _remember(self, body: Any) -> str:
         broker_id, coid = _field(body, "id", str), _field(body, "client_order_id", str)
@@ -241,11 +273,17 @@ class AlpacaGateway:
             return None
         assert self._settings.key_id is not None and self._settings.secret_key is not None
         data = None if request.body is None else json.dumps(request.body).encode()
-        http = urllib.request.Request(self._base + request.path, data=data, method=request.method, headers={
-            "APCA-API-KEY-ID": self._settings.key_id.get_secret_value(),
-            "APCA-API-SECRET-KEY": self._settings.secret_key.get_secret_value(),
-            "Accept": "application/json", **({"Content-Type": "application/json"} if data is not None else {}),
-        })
+        http = urllib.request.Request(
+            self._base + request.path,
+            data=data,
+            method=request.method,
+            headers={
+                "APCA-API-KEY-ID": self._settings.key_id.get_secret_value(),
+                "APCA-API-SECRET-KEY": self._settings.secret_key.get_secret_value(),
+                "Accept": "application/json",
+                **({"Content-Type": "application/json"} if data is not None else {}),
+            },
+        )
         try:
             with urllib.request.urlopen(http, timeout=self._settings.timeout_s) as reply:
                 status, raw = reply.status, reply.read()
