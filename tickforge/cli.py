@@ -13,18 +13,24 @@ from tickforge.ops.cli import register as register_platform_commands
 from tickforge.platform.commands.topics import plan as topics_plan
 
 if TYPE_CHECKING:
-    import click  # ~15 ms to import, for an annotation only
+    # typer 0.29 vendors click: its group's methods take the vendored Context, not click's
+    from typer import _click as click
 
 
 class _Groups(TyperGroup):
     """Imports the stack group's module only when it is asked for: its service clients (boto3,
     psycopg, ...) took ~0.3 s of the start of every other command, e.g. ``tickforge bars build``."""
 
-    lazy = {"stack": ("tickforge.platform.stack.cli", "stack_app"), "paper": ("tickforge.trading.cli", "paper_app"),
-            "risk": ("tickforge.trading.cli", "risk_app"),
-            # and not building the other groups' commands saves ~40 ms of every command's start
-            "bars": ("tickforge.platform.commands.bars", "bars_app"), "stream": ("tickforge.streaming.cli", "stream_app"),
-            "signals": ("tickforge.platform.signals.cli", "signals_app"), "backtest": ("tickforge.research.cli", "backtest_app")}
+    lazy = {
+        "stack": ("tickforge.platform.stack.cli", "stack_app"),
+        "paper": ("tickforge.trading.cli", "paper_app"),
+        "risk": ("tickforge.trading.cli", "risk_app"),
+        # and not building the other groups' commands saves ~40 ms of every command's start
+        "bars": ("tickforge.platform.commands.bars", "bars_app"),
+        "stream": ("tickforge.streaming.cli", "stream_app"),
+        "signals": ("tickforge.platform.signals.cli", "signals_app"),
+        "backtest": ("tickforge.research.cli", "backtest_app"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*self.lazy, *(name for name in super().list_commands(ctx) if name not in self.lazy)]
@@ -70,8 +76,14 @@ def topics_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
     settings = load_settings()
     rows = [
-        {"name": topic_name(settings, s.name), "key": s.key, "partitions": s.partitions or settings.kafka.partitions,
-         "retention_ms": s.retention_ms, "cleanup_policy": s.cleanup_policy, "description": s.description}
+        {
+            "name": topic_name(settings, s.name),
+            "key": s.key,
+            "partitions": s.partitions or settings.kafka.partitions,
+            "retention_ms": s.retention_ms,
+            "cleanup_policy": s.cleanup_policy,
+            "description": s.description,
+        }
         for s in registry(settings.streaming.timeframes)
     ]
     if as_json:
@@ -100,8 +112,10 @@ def demo(
     typer.echo(json.dumps(summary, indent=2, default=str))
     if summary["urls"]:
         typer.echo("\n".join(f"{name}: {url}" for name, url in summary["urls"].items()))
-        typer.echo("stop everything with: TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stream stop && "
-                   "TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stack down")
+        typer.echo(
+            "stop everything with: TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stream stop && "
+            "TICKFORGE_STATE_DIR=.tickforge/demo-stack tickforge stack down"
+        )
 
 
 @app.command("dashboard")
@@ -115,9 +129,23 @@ def dashboard(
     from pathlib import Path
 
     app_path = Path(__file__).resolve().parent / "dashboard" / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app_path),
-            "--server.headless", "true", "--server.address", host, "--server.port", str(port),
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
     typer.echo(f"tickforge dashboard: http://{host}:{port}", err=True)
     os.execv(sys.executable, argv)  # the server takes this process (signals reach it directly)
 

@@ -215,7 +215,7 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, ``.env`` and the local stack's ``stack.env``."""
     state_dir = state_dir_from_env()
     env_files = [p for p in (state_dir / "stack.env", Path(".env")) if p.exists()]
-    return Settings(_env_file=env_files or None, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_files or None, **overrides)
 
 
 @lru_cache(maxsize=1)

@@ -36,7 +36,7 @@ from tickforge.platform.topics import DAY_MS, DEAD_LETTER, TICKS, partition_for
 
 log = logging.getLogger(__name__)
 
-_BATCH_HEADERS = [(CONTENT_TYPE_HEADER, CONTENT_TYPE_BATCH.encode())]
+_BATCH_HEADERS: list[tuple[str, str | bytes | None]] = [(CONTENT_TYPE_HEADER, CONTENT_TYPE_BATCH.encode())]
 
 
 @dataclass
@@ -55,20 +55,27 @@ class ReplayStats:
 
 def merged_ticks(trades: TickFile, quotes: TickFile | None) -> pl.DataFrame:
     """Trades and quotes in one event-time ordered frame (stable: file order within a ms)."""
-    t = trades.data.select(
-        "ts_ms", "symbol", "price", "size", "trade_id", kind=pl.lit(0, pl.Int8), row=pl.col("row")
-    )
+    t = trades.data.select("ts_ms", "symbol", "price", "size", "trade_id", kind=pl.lit(0, pl.Int8), row=pl.col("row"))
     if quotes is None:
         return t
     q = quotes.data.select(
-        "ts_ms", "symbol",
-        price=pl.lit(None, pl.Float64), size=pl.lit(None, pl.Float64), trade_id=pl.lit(None, pl.Int64),
-        kind=pl.lit(1, pl.Int8), row=pl.col("row"),
-        bid="bid", ask="ask", bid_size="bid_size", ask_size="ask_size",
+        "ts_ms",
+        "symbol",
+        price=pl.lit(None, pl.Float64),
+        size=pl.lit(None, pl.Float64),
+        trade_id=pl.lit(None, pl.Int64),
+        kind=pl.lit(1, pl.Int8),
+        row=pl.col("row"),
+        bid="bid",
+        ask="ask",
+        bid_size="bid_size",
+        ask_size="ask_size",
     )
     t = t.with_columns(
-        bid=pl.lit(None, pl.Float64), ask=pl.lit(None, pl.Float64),
-        bid_size=pl.lit(None, pl.Float64), ask_size=pl.lit(None, pl.Float64),
+        bid=pl.lit(None, pl.Float64),
+        ask=pl.lit(None, pl.Float64),
+        bid_size=pl.lit(None, pl.Float64),
+        ask_size=pl.lit(None, pl.Float64),
     )
     # Quotes first within a millisecond: a quote is in force for trades at the same ms.
     return pl.concat([q, t.select(q.columns)]).sort(["ts_ms", "kind"], descending=[False, True], maintain_order=True)
@@ -84,7 +91,8 @@ def _batch_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> 
     quotes = chunk.filter(pl.col("kind") == 1)
     for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
         msg = QuoteBatch.from_arrays(
-            symbol, frame["ts_ms"].to_numpy(),
+            symbol,
+            frame["ts_ms"].to_numpy(),
             *(frame[c].fill_null(np.nan).to_numpy() for c in ("bid", "ask", "bid_size", "ask_size")),
         )
         yield symbol, partition_of(symbol), BATCH_ENCODER.encode(msg)
@@ -101,20 +109,33 @@ def _batch_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> 
         local = frame["symbol"].unique(maintain_order=True).to_list()
         index = frame["symbol"].replace_strict(local, list(range(len(local))), return_dtype=pl.Int32)
         ids = frame["trade_id"]
-        msg = TradeBatch.from_rows(
-            local, index.to_numpy(), frame["ts_ms"].to_numpy(), frame["price"].to_numpy(),
-            frame["size"].to_numpy(), None if ids.null_count() == len(ids) else ids.fill_null(-1).to_numpy(),
+        batch = TradeBatch.from_rows(
+            local,
+            index.to_numpy(),
+            frame["ts_ms"].to_numpy(),
+            frame["price"].to_numpy(),
+            frame["size"].to_numpy(),
+            None if ids.null_count() == len(ids) else ids.fill_null(-1).to_numpy(),
         )
-        yield ",".join(local), partition, BATCH_ENCODER.encode(msg)
+        yield ",".join(local), partition, BATCH_ENCODER.encode(batch)
 
 
 def _json_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> Iterator[tuple[str, int, bytes]]:
     for row in chunk.iter_rows(named=True):
+        msg: Trade | Quote
         if row["kind"] == 0:
-            msg = Trade(ts_ms=row["ts_ms"], symbol=row["symbol"], price=row["price"], size=row["size"], trade_id=row["trade_id"])
+            msg = Trade(
+                ts_ms=row["ts_ms"], symbol=row["symbol"], price=row["price"], size=row["size"], trade_id=row["trade_id"]
+            )
         else:
-            msg = Quote(ts_ms=row["ts_ms"], symbol=row["symbol"], bid=row["bid"], ask=row["ask"],
-                        bid_size=row["bid_size"], ask_size=row["ask_size"])
+            msg = Quote(
+                ts_ms=row["ts_ms"],
+                symbol=row["symbol"],
+                bid=row["bid"],
+                ask=row["ask"],
+                bid_size=row["bid_size"],
+                ask_size=row["ask_size"],
+            )
         yield row["symbol"], partition_of(row["symbol"]), JSON_ENCODER.encode(msg)
 
 
@@ -179,7 +200,8 @@ def replay(
         if progress is not None:
             progress(offset + chunk.height)
     if end_marker and ticks.height:
-        last = int(ticks["ts_ms"].max())
+        last = ticks["ts_ms"].max()
+        assert isinstance(last, int), "ts_ms is an Int64 column"
         # Past the day's end by the allowed lateness: that closes every window ending by then.
         stats.end_watermark = last - last % DAY_MS + DAY_MS + settings.streaming.allowed_lateness_ms
         for p in range(partitions):
@@ -200,8 +222,11 @@ def _publish_file_rejects(settings: Settings, producer: Producer, *files: TickFi
             continue
         for row in tick_file.dead_letters.iter_rows(named=True):
             letter = DeadLetter(
-                reason=row["reason"], source=tick_file.source, payload=row["raw"] or "",
-                offset=row["row"], detail=row["detail"],
+                reason=row["reason"],
+                source=tick_file.source,
+                payload=row["raw"] or "",
+                offset=row["row"],
+                detail=row["detail"],
             )
             producer.produce(topic, JSON_ENCODER.encode(letter), tick_file.source)
             count += 1

@@ -11,6 +11,7 @@ from confluent_kafka import Message
 from tickforge.platform.bars.builder import RollupChain, SymbolTable
 from tickforge.platform.bars.timeframes import timeframe_ms
 from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
+from tickforge.platform.contracts import Bar
 from tickforge.platform.io.kafka import marker_watermark, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import bar_topic
@@ -33,7 +34,7 @@ class TimeframeTask(InputDrivenTask):
         self.source = topic_name(settings, bar_topic(SOURCE))
         self.partition = partition
         self._marked = start_watermark
-        self._pending = []
+        self._pending: list[Bar] = []
 
     @property
     def watermark(self) -> int:

@@ -43,16 +43,18 @@ def s3_client(endpoint: Mapping[str, Any]) -> Any:
         aws_access_key_id=endpoint["access_key_id"],
         aws_secret_access_key=endpoint["secret_access_key"],
         # Fail fast while the server boots instead of botocore's retries with backoff.
-        config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1},
-                      s3={"addressing_style": "path"}),
+        config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
     )
 
 
 def render_properties(*, port: int, data_dir: Path) -> str:
     template = (_RESOURCES / "s3proxy.properties").read_text()
     return string.Template(template).substitute(
-        host=LOCALHOST, port=port, data_dir=data_dir,
-        access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY,
+        host=LOCALHOST,
+        port=port,
+        data_dir=data_dir,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
     )
 
 
@@ -85,10 +87,19 @@ class S3Service(Service):
             argv=[
                 # C1 only and the serial collector: boots in ~2.4 s instead of ~3.5-6.5 s on two
                 # busy cores; a local store of small objects never needs C2's peak speed.
-                java, "-Xms32m", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-                f"-Dlogback.configurationFile={logback}", "-cp", f"{self.lib_dir}/*",
-                "org.gaul.s3proxy.Main", "--properties", str(config),
+                java,
+                "-Xms32m",
+                "-Xmx256m",
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
+                f"-Dlogback.configurationFile={logback}",
+                "-cp",
+                f"{self.lib_dir}/*",
+                "org.gaul.s3proxy.Main",
+                "--properties",
+                str(config),
             ],
             cwd=ctx.home,
         )
@@ -125,8 +136,7 @@ class S3Service(Service):
 
     @classmethod
     def env_vars(cls, endpoint: Mapping[str, Any]) -> dict[str, str]:
-        keys = ("endpoint_url", "region", "access_key_id", "secret_access_key")
-        keys += ("raw_bucket", "archive_bucket")
+        keys = ("endpoint_url", "region", "access_key_id", "secret_access_key", "raw_bucket", "archive_bucket")
         return {f"TICKFORGE_S3__{key.upper()}": str(endpoint[key]) for key in keys}
 
     def kept_on_wipe(self, ctx: ServiceContext) -> list[Path]:

@@ -37,9 +37,15 @@ class SnowflakeService(Service):
         db_path.mkdir(parents=True, exist_ok=True)
         return Launch(
             argv=[
-                sys.executable, "-m", "tickforge.platform.stack.snowflake_server",
-                "--host", LOCALHOST, "--port", str(ctx.ports["snowflake"]),
-                "--db-path", str(db_path),
+                sys.executable,
+                "-m",
+                "tickforge.platform.stack.snowflake_server",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(ctx.ports["snowflake"]),
+                "--db-path",
+                str(db_path),
             ],
             cwd=ctx.home,
         )
@@ -48,10 +54,12 @@ class SnowflakeService(Service):
         if not port_accepts(ctx.ports["snowflake"]):
             return False
         # A real login and query, which also creates the settings' database on first start.
-        import snowflake.connector  # noqa: PLC0415 - 0.5 s import, only needed here
+        import snowflake.connector  # 0.5 s import, only needed here
 
         with snowflake.connector.connect(**connect_args(self.endpoint(ctx))) as conn:
-            return conn.cursor().execute("SELECT 1").fetchone() == (1,)
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
 
     def endpoint(self, ctx: ServiceContext) -> dict[str, Any]:
         return {
