@@ -56,7 +56,9 @@ WORKER = "bar-worker"
 def start(instance: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "stream", WORKER, "--instance-id", instance, "--no-emit-bins"],
-        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -119,8 +121,13 @@ def throughput(instances: int, partitions: int, trade_files: list) -> dict:
     finally:
         for proc in procs:
             stop(proc)
-    return {"instances": instances, "ticks": ticks, "seconds": round(seconds, 2),
-            "ticks_per_s": round(ticks / seconds) if seconds else None, "assignment": shares}
+    return {
+        "instances": instances,
+        "ticks": ticks,
+        "seconds": round(seconds, 2),
+        "ticks_per_s": round(ticks / seconds) if seconds else None,
+        "assignment": shares,
+    }
 
 
 def failovers(kills: int, partitions: int, trades) -> dict:
@@ -153,9 +160,12 @@ def failovers(kills: int, partitions: int, trades) -> dict:
     finally:
         for proc in procs.values():
             stop(proc)
-    return {"kills": len(stalls), "stall_s": [round(x, 2) for x in stalls],
-            "p50_s": round(statistics.median(stalls), 2) if stalls else None,
-            "max_s": round(max(stalls), 2) if stalls else None}
+    return {
+        "kills": len(stalls),
+        "stall_s": [round(x, 2) for x in stalls],
+        "p50_s": round(statistics.median(stalls), 2) if stalls else None,
+        "max_s": round(max(stalls), 2) if stalls else None,
+    }
 
 
 def rebalance(partitions: int, trade_files: list) -> dict:
@@ -182,8 +192,12 @@ def rebalance(partitions: int, trade_files: list) -> dict:
         for proc in (first, second):
             if proc is not None:
                 stop(proc)
-    return {"joined_after_start_s": round(joined - started, 2), "assigned_after_joining_s": round(assigned - joined, 2),
-            "assigned_after_start_s": round(assigned - started, 2), "backlog_messages_left_then": left}
+    return {
+        "joined_after_start_s": round(joined - started, 2),
+        "assigned_after_joining_s": round(assigned - joined, 2),
+        "assigned_after_start_s": round(assigned - started, 2),
+        "backlog_messages_left_then": left,
+    }
 
 
 def main() -> None:
@@ -195,12 +209,17 @@ def main() -> None:
     shared_lib = REPO / ".tickforge" / "test-stack" / "kafka" / "lib"
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as state:
         # Ports of its own: the defaults belong to the shared stacks.
-        stack = LocalStack(state_dir=Path(state), ports={"kafka": free_port(), "kafka_controller": free_port()},
-                           kafka_lib_dir=shared_lib if shared_lib.is_dir() else None)
+        stack = LocalStack(
+            state_dir=Path(state),
+            ports={"kafka": free_port(), "kafka_controller": free_port()},
+            kafka_lib_dir=shared_lib if shared_lib.is_dir() else None,
+        )
         os.environ.update(endpoints_env(stack.up(["kafka"])))
         try:
             equity = read_trades(full_or_sample("us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"))
-            crypto = read_trades(REPO / "data" / "samples" / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+            crypto = read_trades(
+                REPO / "data" / "samples" / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+            )
             one = throughput(1, args.partitions, [equity, crypto])
             two = throughput(2, args.partitions, [equity, crypto])
             result = {

@@ -47,8 +47,11 @@ REBALANCE_BOUND_S = 5.0
 def broker_env(stack_env, tmp_path_factory):
     shared_lib = REPO / ".tickforge" / "test-stack" / "kafka" / "lib"
     # Ports of its own: the defaults belong to the shared stacks (taken or not at this moment).
-    stack = LocalStack(state_dir=tmp_path_factory.mktemp("scale-kafka"), ports={"kafka": _free_port(), "kafka_controller": _free_port()},
-                       kafka_lib_dir=shared_lib if shared_lib.is_dir() else None)
+    stack = LocalStack(
+        state_dir=tmp_path_factory.mktemp("scale-kafka"),
+        ports={"kafka": _free_port(), "kafka_controller": _free_port()},
+        kafka_lib_dir=shared_lib if shared_lib.is_dir() else None,
+    )
     yield endpoints_env(stack.up(["kafka"]))
     stack.down()
 
@@ -87,7 +90,10 @@ def _start(command: str, instance: str, log_dir: Path) -> subprocess.Popen:
     log = open(log_dir / f"{command}-{instance}.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "stream", command, "--instance-id", instance],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
     )
 
 
@@ -99,10 +105,15 @@ def _assignment(settings: Settings, worker: str) -> dict[str, set[int]]:
 
 def _output_ends(settings: Settings, topic: str) -> dict[int, int]:
     """Per partition, the last stable offset of an output topic (committed transactions only)."""
-    probe = Consumer({**client_config(settings), "group.id": f"probe-{time.time_ns()}", "isolation.level": "read_committed"})
+    probe = Consumer(
+        {**client_config(settings), "group.id": f"probe-{time.time_ns()}", "isolation.level": "read_committed"}
+    )
     try:
         name = topic_name(settings, topic)
-        return {p: probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in range(settings.kafka.partitions)}
+        return {
+            p: probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+            for p in range(settings.kafka.partitions)
+        }
     finally:
         probe.close()
 
@@ -110,8 +121,13 @@ def _output_ends(settings: Settings, topic: str) -> dict[int, int]:
 def _committed(settings: Settings, worker: str) -> dict[int, int]:
     # read_uncommitted: the last stable commit at once (read_committed waits for the transaction
     # in flight, and a busy worker always has one).
-    probe = Consumer({**client_config(settings), "group.id": f"{settings.kafka.topic_prefix}{worker}",
-                      "isolation.level": "read_uncommitted"})
+    probe = Consumer(
+        {
+            **client_config(settings),
+            "group.id": f"{settings.kafka.topic_prefix}{worker}",
+            "isolation.level": "read_uncommitted",
+        }
+    )
     try:
         parts = [TopicPartition(topic_name(settings, TICKS), p) for p in range(settings.kafka.partitions)]
         return {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10)}
@@ -177,7 +193,9 @@ def test_two_instances_share_the_partitions_and_take_over_a_killed_one_in_second
         assert stall < FAILOVER_BOUND_S, f"output of partitions {victim} stalled {stall:.1f}s after the kill"
         assert _assignment(s, "bar-worker")["a"] == {0, 1, 2, 3}
         procs["bar-worker", "b"] = _start("bar-worker", "b", tmp_path)  # restarted: a share again
-        wait_until(lambda: len(_assignment(s, "bar-worker").get("b", ())) == 2, 15, 0.2, "the restarted instance's share")
+        wait_until(
+            lambda: len(_assignment(s, "bar-worker").get("b", ())) == 2, 15, 0.2, "the restarted instance's share"
+        )
         thread.join(180)
         _assert_exact(s, expected)
     finally:
@@ -216,6 +234,9 @@ def _tick_offsets(settings: Settings) -> dict[int, tuple[int, int]]:
     probe = Consumer({**client_config(settings), "group.id": f"probe-{time.time_ns()}"})
     try:
         name = topic_name(settings, TICKS)
-        return {p: probe.get_watermark_offsets(TopicPartition(name, p), timeout=10) for p in range(settings.kafka.partitions)}
+        return {
+            p: probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            for p in range(settings.kafka.partitions)
+        }
     finally:
         probe.close()

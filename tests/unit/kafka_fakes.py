@@ -158,8 +158,9 @@ class FakeConsumer:
                 progress |= bool(take)
                 if self.positions[p] == len(log) and self.eof_sent.get(p) != len(log) and len(out) < num_messages:
                     self.eof_sent[p] = len(log)
-                    out.append(FakeMessage(self.topic, p, len(log), None, None, None, 0,
-                                           KafkaError(KafkaError._PARTITION_EOF)))
+                    out.append(
+                        FakeMessage(self.topic, p, len(log), None, None, None, 0, KafkaError(KafkaError._PARTITION_EOF))
+                    )
                 if len(out) >= num_messages:
                     break
         return out
@@ -186,8 +187,9 @@ class FakeConsumer:
     def consumer_group_metadata(self) -> str:
         return self.group_id
 
-    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
-                              cached: bool = False) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
         return 0, len(self.broker.logs.get((partition.topic, partition.partition), []))
 
     def close(self) -> None:
@@ -215,8 +217,9 @@ class FakeProducer:
         assert not self.in_transaction, "a transaction is open already"
         self.in_transaction = True
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | str | None = None, partition: int = -1,
-                headers: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | str | None = None, partition: int = -1, headers: Any = None
+    ) -> None:
         assert partition >= 0, "the runtime always names the partition"
         record = (topic, partition, _bytes(key), value, headers)
         if self.transactional_id is None:
@@ -231,8 +234,7 @@ class FakeProducer:
     def flush(self, timeout: float = 0) -> int:
         return 0
 
-    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: str,
-                                    timeout: float) -> None:
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: str, timeout: float) -> None:
         self.pending_offsets.append((group_metadata, positions))
 
     def commit_transaction(self, timeout: float) -> None:

@@ -39,4 +39,8 @@ def test_the_plan_of_a_real_day_shows_the_skew_and_what_pinning_does(day_counts)
     assert sum(load.ticks for load in crc) == sum(day_counts.values())
     assert hot_symbols(day_counts, 4) == ["SPY"], "only SPY carries more than a quarter of the day"
     pinned = partition_plan(day_counts, 4, ["SPY", "BAC"])
-    assert pinned[0].symbols == ("SPY",) and pinned[1].symbols == ("BAC",) and pinned[2].symbols + pinned[3].symbols == ("AIG",)
+    assert (
+        pinned[0].symbols == ("SPY",)
+        and pinned[1].symbols == ("BAC",)
+        and pinned[2].symbols + pinned[3].symbols == ("AIG",)
+    )

@@ -65,7 +65,12 @@ from tickforge.streaming.replay import replay  # noqa: E402
 from tickforge.streaming.runtime import TransactionalWorker  # noqa: E402
 
 PARTITIONS = 4
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+SAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "data"
+    / "samples"
+    / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +97,19 @@ def _filled(settings: Settings, ticks: TickFile, chunk_rows: int = 400) -> FakeB
 
 def _worker(settings: Settings, broker: FakeBroker, instance: str = "0", **options) -> TransactionalWorker:
     worker = TransactionalWorker(
-        settings, NAME, TICKS, lambda p, wm: BarTask(settings, p, wm), instance_id=instance,
-        consumer_factory=broker.consumer, producer_factory=broker.producer, idle_check_ms=10**9, **options,
+        settings,
+        NAME,
+        TICKS,
+        lambda p, wm: BarTask(settings, p, wm),
+        instance_id=instance,
+        consumer_factory=broker.consumer,
+        producer_factory=broker.producer,
+        idle_check_ms=10**9,
+        **options,
     )
-    worker.consumer.subscribe([worker.input_topic], on_assign=worker._on_assign, on_revoke=worker._on_revoke,
-                              on_lost=worker._on_revoke)
+    worker.consumer.subscribe(
+        [worker.input_topic], on_assign=worker._on_assign, on_revoke=worker._on_revoke, on_lost=worker._on_revoke
+    )
     return worker
 
 
@@ -231,7 +244,9 @@ def test_a_fenced_consumer_is_replaced_and_the_partitions_read_again(settings, c
     broker.rebalance({fenced: set(range(PARTITIONS))})
     _turn(worker, times=8)
     time.sleep(runtime.SERVE_INTERVAL_S)
-    fenced.injected.append(FakeMessage("", -1, -1, None, None, None, 0, KafkaError(KafkaError._FATAL, "fenced", fatal=True)))
+    fenced.injected.append(
+        FakeMessage("", -1, -1, None, None, None, 0, KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    )
     _turn(worker)
     assert fenced.closed and worker.consumer is not fenced and not worker.tracks
     broker.rebalance({worker.consumer: set(range(PARTITIONS))})
@@ -241,8 +256,9 @@ def test_a_fenced_consumer_is_replaced_and_the_partitions_read_again(settings, c
 
 def test_a_partition_with_a_full_backlog_is_paused_until_worked_down(settings, crypto_minutes):
     """Its prefetched messages would stand in the client's one queue before the other partitions'."""
-    ticks = TickFile(crypto_minutes.kind, crypto_minutes.source, crypto_minutes.data.head(3_000),
-                     crypto_minutes.dead_letters)
+    ticks = TickFile(
+        crypto_minutes.kind, crypto_minutes.source, crypto_minutes.data.head(3_000), crypto_minutes.dead_letters
+    )
     broker = FakeBroker(PARTITIONS)
     replay(settings, ticks, producer=broker.producer(), encoding="json")  # one message per tick
     worker = _worker(settings, broker, batch_size=2_000)

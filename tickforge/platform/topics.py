@@ -56,8 +56,13 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
         TopicSpec(DEAD_LETTER, "Rejected input with a reason", 30 * DAY_MS, key="source"),
         TopicSpec(ORDERS, "Orders decided by the strategy runners (JSON), keyed by symbol", 30 * DAY_MS),
         # Compacted, kept forever: every risk instance reads all of it and ends at each scope's latest state.
-        TopicSpec(TRADING_CONTROL, "Trading state set by hand (halt, reduce, resume; JSON), keyed by scope", -1,
-                  cleanup_policy="compact", key="scope"),
+        TopicSpec(
+            TRADING_CONTROL,
+            "Trading state set by hand (halt, reduce, resume; JSON), keyed by scope",
+            -1,
+            cleanup_policy="compact",
+            key="scope",
+        ),
     ]
     specs += [
         TopicSpec(bar_topic(tf), f"Closed {tf} bars and watermark markers", 30 * DAY_MS)
@@ -90,7 +95,9 @@ class PartitionLoad:
     symbols: tuple[str, ...]  # busiest first
 
 
-def partition_plan(ticks_by_symbol: Mapping[str, int], partitions: int, pinned: Sequence[str] = ()) -> list[PartitionLoad]:
+def partition_plan(
+    ticks_by_symbol: Mapping[str, int], partitions: int, pinned: Sequence[str] = ()
+) -> list[PartitionLoad]:
     """The load each partition would carry: what a day's ticks per symbol put on each."""
     members: dict[int, list[tuple[int, str]]] = {p: [] for p in range(partitions)}
     for symbol, count in ticks_by_symbol.items():

@@ -139,8 +139,12 @@ class PairBook:
                 as_of = int(ends[i])
                 first = int(np.searchsorted(ends, as_of - self.lookback_ms, side="right"))
                 stats = pair_stats(
-                    close_a[first : i + 1], close_b[first : i + 1],
-                    symbol_a=a, symbol_b=b, as_of=as_of, config=self.config,
+                    close_a[first : i + 1],
+                    close_b[first : i + 1],
+                    symbol_a=a,
+                    symbol_b=b,
+                    as_of=as_of,
+                    config=self.config,
                 )
                 if stats is not None:
                     out.append(stats)
@@ -191,7 +195,9 @@ class PairTask(InputDrivenTask):
             metrics.BARS_OUT.labels(worker=NAME, timeframe=SOURCE).inc()
 
 
-def last_published(settings: Settings, keys: Iterable[str], chunk: int = 2_000, timeout: float = 30.0) -> dict[str, int]:
+def last_published(
+    settings: Settings, keys: Iterable[str], chunk: int = 2_000, timeout: float = 30.0
+) -> dict[str, int]:
     """The ``as_of`` of each pair's last committed record on ``pairs.1m`` (absent: none).
 
     Reads each partition backwards in chunks until every pair keyed to it is found.
@@ -201,7 +207,9 @@ def last_published(settings: Settings, keys: Iterable[str], chunk: int = 2_000, 
     wanted: dict[int, set[str]] = {}
     for key in keys:
         wanted.setdefault(partition_for(key, partitions), set()).add(key)
-    consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}{NAME}-recovery", **{"enable.partition.eof": True})
+    consumer = make_consumer(
+        settings, f"{settings.kafka.topic_prefix}{NAME}-recovery", **{"enable.partition.eof": True}
+    )
     found: dict[str, int] = {}
     try:
         for partition, missing in wanted.items():
@@ -263,10 +271,16 @@ def make_worker(settings: Settings, instance_id: str = "0") -> TransactionalWork
         if not books or partition in assigned:
             published = last_published(settings, [pair_key(a, b) for a, b in pairs])
             log.info("pair cursors", extra={"worker": NAME, "published": published})
-            books[:] = [PairBook(
-                pairs, settings.kafka.partitions, signals.pair_lookback_minutes, signals.pair_min_history,
-                settings.streaming.allowed_lateness_ms, published,
-            )]
+            books[:] = [
+                PairBook(
+                    pairs,
+                    settings.kafka.partitions,
+                    signals.pair_lookback_minutes,
+                    signals.pair_min_history,
+                    settings.streaming.allowed_lateness_ms,
+                    published,
+                )
+            ]
             assigned.clear()
         assigned.add(partition)
         return PairTask(settings, books[0], partition, start_watermark)

@@ -105,11 +105,18 @@ class ProducerClient(Protocol):
     def init_transactions(self, timeout: float) -> None: ...
     def begin_transaction(self) -> None: ...
     def produce(
-        self, topic: str, value: str | bytes | None = None, key: str | bytes | None = None, partition: int = -1,
-        *, headers: Any = None,
+        self,
+        topic: str,
+        value: str | bytes | None = None,
+        key: str | bytes | None = None,
+        partition: int = -1,
+        *,
+        headers: Any = None,
     ) -> None: ...
     def poll(self, timeout: float) -> int: ...
-    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any, timeout: float) -> None: ...
+    def send_offsets_to_transaction(
+        self, positions: list[TopicPartition], group_metadata: Any, timeout: float
+    ) -> None: ...
     def commit_transaction(self, timeout: float) -> None: ...
     def abort_transaction(self, timeout: float) -> None: ...
     def flush(self, timeout: float) -> int: ...
@@ -178,11 +185,16 @@ class Output:
             return
         # The broker's client refused it before it left (over the message size, say): what the
         # input produced is kept in the dead letter, and the partition goes on.
-        self.dead_letter(DeadLetter(
-            reason=Reason.UNPRODUCIBLE, source=topic, payload=payload_text(value),
-            symbol=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            partition=self.partition, detail=self._refusal,
-        ))
+        self.dead_letter(
+            DeadLetter(
+                reason=Reason.UNPRODUCIBLE,
+                source=topic,
+                payload=payload_text(value),
+                symbol=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+                partition=self.partition,
+                detail=self._refusal,
+            )
+        )
 
     def marker(self, topic: str, watermark_ms: int) -> None:
         self.send(topic, None, encode_marker(watermark_ms), marker_headers())
@@ -278,11 +290,7 @@ class _Track:
     paused: bool = False
 
     def idle_due(self, now_ms: int, idle_timeout_ms: int) -> bool:
-        return (
-            self.at_end
-            and self.position >= self.replay_until
-            and now_ms - self.last_input_ms >= idle_timeout_ms
-        )
+        return self.at_end and self.position >= self.replay_until and now_ms - self.last_input_ms >= idle_timeout_ms
 
     def checkpoint(self) -> tuple[int, Checkpoint]:
         wm = self.task.watermark
@@ -434,8 +442,11 @@ class TransactionalWorker:
             log.info(
                 "assigned",
                 extra={
-                    "worker": self.name, "partition": tp.partition, "offset": tp.offset,
-                    "replay_until": hi, "watermark": lo_wm,
+                    "worker": self.name,
+                    "partition": tp.partition,
+                    "offset": tp.offset,
+                    "replay_until": hi,
+                    "watermark": lo_wm,
                 },
             )
 
@@ -790,10 +801,16 @@ class TransactionalWorker:
             # A worker never exits because of what a message holds: the message is dead-lettered
             # with the error and the partition moves past it (a replay does the same, silently).
             log.exception("message failed", extra={"worker": self.name, "partition": msg.partition(), "offset": offset})
-            out.dead_letter(DeadLetter(
-                reason=Reason.PROCESSING_ERROR, source=self.input_topic, payload=payload_text(msg.value()),
-                partition=msg.partition(), offset=offset, detail=f"{type(exc).__name__}: {exc}",
-            ))
+            out.dead_letter(
+                DeadLetter(
+                    reason=Reason.PROCESSING_ERROR,
+                    source=self.input_topic,
+                    payload=payload_text(msg.value()),
+                    partition=msg.partition(),
+                    offset=offset,
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
+            )
             needed_until = NO_WATERMARK
         if task.watermark > wm_before:
             task.close(out)

@@ -11,8 +11,12 @@ import typer
 
 def plan(
     symbols: Annotated[Path, typer.Option(help="A trades file (CSV, .csv.gz or Parquet): ticks per symbol.")],
-    partitions: Annotated[list[int] | None, typer.Option(help="Partition counts to compare (default: the settings').")] = None,
-    pin: Annotated[list[str] | None, typer.Option(help="A hot symbol to give a partition of its own (repeatable).")] = None,
+    partitions: Annotated[
+        list[int] | None, typer.Option(help="Partition counts to compare (default: the settings').")
+    ] = None,
+    pin: Annotated[
+        list[str] | None, typer.Option(help="A hot symbol to give a partition of its own (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ticks per partition under CRC32(symbol) mod N, and with the hot symbols pinned."""
@@ -28,16 +32,31 @@ def plan(
                 continue
             loads = partition_plan(counts, n, pinned)
             busiest = max(load.share for load in loads)
-            plans.append({"partitions": n, "pinned": list(pinned), "busiest_share": round(busiest, 4),
-                          "balance": round(1 / (busiest * n), 3) if busiest else 1.0,
-                          "loads": [{"partition": x.partition, "ticks": x.ticks, "share": round(x.share, 4),
-                                     "symbols": list(x.symbols)} for x in loads]})
+            plans.append(
+                {
+                    "partitions": n,
+                    "pinned": list(pinned),
+                    "busiest_share": round(busiest, 4),
+                    "balance": round(1 / (busiest * n), 3) if busiest else 1.0,
+                    "loads": [
+                        {
+                            "partition": x.partition,
+                            "ticks": x.ticks,
+                            "share": round(x.share, 4),
+                            "symbols": list(x.symbols),
+                        }
+                        for x in loads
+                    ],
+                }
+            )
     if as_json:
         typer.echo(json.dumps(plans, indent=2))
         return
     for p in plans:
         pins = ", ".join(p["pinned"]) or "none"
-        typer.echo(f"{p['partitions']} partitions, pinned: {pins}; busiest partition {p['busiest_share']:.1%} of "
-                   f"the ticks (balance {p['balance']:.2f}, 1 = even)")
+        typer.echo(
+            f"{p['partitions']} partitions, pinned: {pins}; busiest partition {p['busiest_share']:.1%} of "
+            f"the ticks (balance {p['balance']:.2f}, 1 = even)"
+        )
         for x in p["loads"]:
             typer.echo(f"  {x['partition']:>3} {x['ticks']:>12,} {x['share']:>7.1%}  {' '.join(x['symbols'][:8])}")

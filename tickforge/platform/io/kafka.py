@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -49,7 +49,7 @@ def marker_watermark(msg: Message) -> int | None:
     headers = msg.headers()
     if not headers:
         return None
-    for key, value in headers:
+    for key, value in cast(list[tuple[str, bytes]], headers):  # a consumed message's: a list
         if key == KIND_HEADER and value == KIND_WATERMARK:
             try:
                 return _MARKER_DECODER.decode(msg.value() or b"").watermark_ms
@@ -207,8 +207,9 @@ def consume_range(
     stop_at = time.monotonic() + deadline_s
     while pending and time.monotonic() < stop_at:
         batch = [
-            msg for msg in consumer.consume(2_000, timeout=0.5)
-            if msg.error() is None and msg.offset() < ends[msg.partition()]
+            msg
+            for msg in consumer.consume(2_000, timeout=0.5)
+            if msg.error() is None and cast(int, msg.offset()) < ends[cast(int, msg.partition())]
         ]
         if batch:
             on_batch(batch)
@@ -221,9 +222,7 @@ def consume_range(
     return reached
 
 
-def apply_topics(
-    settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0
-) -> dict[str, str]:
+def apply_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics, grow partition counts, and set configs. Returns name -> action."""
     specs = list(specs if specs is not None else registry(settings.streaming.timeframes))
     admin = AdminClient(client_config(settings))
@@ -303,4 +302,3 @@ def retry_retriable(
             log.warning("retrying", extra={"call": what, "error": str(exc)})
             on_wait()
             time.sleep(backoff.next_delay())
-
