@@ -7,6 +7,8 @@ are stored with other content is refused whole; what is read back equals what th
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -33,10 +35,24 @@ SPY,vwap_reversion,5m,"{""period"": 12, ""band_bps"": 10}",LOW,0.25
 def _replay(samples: Path, tmp: Path, *extra: str) -> dict:
     picks = tmp / "picks.csv"
     picks.write_text(PICKS_CSV)
-    result = CliRunner().invoke(app, [
-        "paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES), "--picks", str(picks),
-        "--regular-hours", "--out", str(tmp / "out"), "--postgres", *extra,
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            str(samples / TRADES),
+            "--quotes",
+            str(samples / QUOTES),
+            "--picks",
+            str(picks),
+            "--regular-hours",
+            "--out",
+            str(tmp / "out"),
+            "--postgres",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -49,9 +65,14 @@ def test_replay_stores_the_oms_once_and_reads_back_equal(settings, samples, tmp_
     first = _replay(samples, tmp_path)
     dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
     written = _frames(tmp_path / "out")
-    assert first["postgres"] == {"account": "paper-replay", "schema": schema, "orders_new": first["orders"],
-                                 "orders_moved": 0, "transitions_new": written["transitions"].height,
-                                 "fills_new": first["fills"]}
+    assert first["postgres"] == {
+        "account": "paper-replay",
+        "schema": schema,
+        "orders_new": first["orders"],
+        "orders_moved": 0,
+        "transitions_new": written["transitions"].height,
+        "fills_new": first["fills"],
+    }
     assert first["fills"] > 20 and written["transitions"].height > first["orders"]
 
     again = _replay(samples, tmp_path)
@@ -62,14 +83,22 @@ def test_replay_stores_the_oms_once_and_reads_back_equal(settings, samples, tmp_
         stored = read_oms(conn, schema, "paper-replay")
     orders = written["orders"].sort("client_order_id")
     assert stored.orders.select("client_order_id", "symbol", "side", "quantity", "status", "filled_quantity").equals(
-        orders.select("client_order_id", "symbol", "side", "quantity", "status", "filled_quantity"))
-    assert (stored.orders["last_seq"].to_list()
-            == written["transitions"].group_by("client_order_id").agg(pl.col("seq").max()).sort("client_order_id")["seq"].to_list())
+        orders.select("client_order_id", "symbol", "side", "quantity", "status", "filled_quantity")
+    )
+    assert (
+        stored.orders["last_seq"].to_list()
+        == written["transitions"]
+        .group_by("client_order_id")
+        .agg(pl.col("seq").max())
+        .sort("client_order_id")["seq"]
+        .to_list()
+    )
     assert stored.transitions.equals(written["transitions"].sort("client_order_id", "seq"))
     assert stored.fills.equals(written["fills"].select(stored.fills.columns).sort("fill_id"))
     # every order's trail starts at NEW and ends at the status the order row carries
-    ends = stored.transitions.group_by("client_order_id").agg(pl.col("to_status").first().alias("start"),
-                                                              pl.col("to_status").last().alias("end"))
+    ends = stored.transitions.group_by("client_order_id").agg(
+        pl.col("to_status").first().alias("start"), pl.col("to_status").last().alias("end")
+    )
     joined = ends.join(stored.orders, on="client_order_id")
     assert (joined["start"] == "NEW").all() and (joined["end"] == joined["status"]).all()
 
@@ -83,11 +112,16 @@ def test_status_moves_only_forward_and_conflicts_write_nothing(settings, samples
     with psycopg.connect(dsn) as conn:
         # the same orders as they stood at submission (only their NEW entry) under a new account,
         # then the full trail: the statuses move forward
-        early = written["orders"].with_columns(status=pl.lit("NEW"), filled_quantity=pl.lit(0.0),
-                                               average_fill_price=pl.lit(None, pl.Float64))
+        early = written["orders"].with_columns(
+            status=pl.lit("NEW"), filled_quantity=pl.lit(0.0), average_fill_price=pl.lit(None, pl.Float64)
+        )
         new_only = written["transitions"].filter(pl.col("seq") == 0)
         counts = store_oms(conn, schema, "a2", early, new_only, written["fills"].clear())
-        assert (counts.orders_new, counts.transitions_new, counts.fills_new) == (written["orders"].height, written["orders"].height, 0)
+        assert (counts.orders_new, counts.transitions_new, counts.fills_new) == (
+            written["orders"].height,
+            written["orders"].height,
+            0,
+        )
         counts = store_oms(conn, schema, "a2", written["orders"], written["transitions"], written["fills"])
         assert counts.orders_new == 0 and counts.orders_moved == written["orders"].height
         assert counts.fills_new == written["fills"].height
@@ -101,13 +135,24 @@ def test_status_moves_only_forward_and_conflicts_write_nothing(settings, samples
         with pytest.raises(ConflictingDuplicate, match="oms_fills"):
             store_oms(conn, schema, "a1", written["orders"], written["transitions"], moved)
         conn.rollback()
-        flipped = written["orders"].with_columns(side=pl.when(pl.col("side") == "buy").then(pl.lit("sell")).otherwise(pl.lit("buy")))
+        flipped = written["orders"].with_columns(
+            side=pl.when(pl.col("side") == "buy").then(pl.lit("sell")).otherwise(pl.lit("buy"))
+        )
         extra = written["orders"].head(1).with_columns(client_order_id=pl.lit("fresh-order"))
-        extra_trail = written["transitions"].filter(pl.col("client_order_id") == written["orders"]["client_order_id"][0]).with_columns(
-            client_order_id=pl.lit("fresh-order"))
+        extra_trail = (
+            written["transitions"]
+            .filter(pl.col("client_order_id") == written["orders"]["client_order_id"][0])
+            .with_columns(client_order_id=pl.lit("fresh-order"))
+        )
         with pytest.raises(ConflictingDuplicate, match="oms_orders"):
-            store_oms(conn, schema, "a1", pl.concat([flipped, extra]), pl.concat([written["transitions"], extra_trail]),
-                      written["fills"].clear())
+            store_oms(
+                conn,
+                schema,
+                "a1",
+                pl.concat([flipped, extra]),
+                pl.concat([written["transitions"], extra_trail]),
+                written["fills"].clear(),
+            )
         conn.rollback()
         count = conn.execute(f'SELECT count(*) FROM "{schema}".{ORDERS.name} WHERE account = %s', ["a1"]).fetchone()
         assert count == (written["orders"].height,)
@@ -120,10 +165,23 @@ def test_a_database_that_is_not_there_is_a_clear_error(samples, tmp_path, monkey
     monkeypatch.setenv("TICKFORGE_POSTGRES__DSN", "postgresql://postgres@127.0.0.1:1/nowhere")
     picks = tmp_path / "picks.csv"
     picks.write_text(PICKS_CSV)
-    result = CliRunner().invoke(app, [
-        "paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES), "--picks", str(picks),
-        "--regular-hours", "--out", str(tmp_path / "out"), "--postgres",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            str(samples / TRADES),
+            "--quotes",
+            str(samples / QUOTES),
+            "--picks",
+            str(picks),
+            "--regular-hours",
+            "--out",
+            str(tmp_path / "out"),
+            "--postgres",
+        ],
+    )
     assert result.exit_code == 2 and "error: postgres:" in result.output
 
 
@@ -138,17 +196,66 @@ def test_the_demo_step_trades_the_research_picks_and_stores_them(settings, sampl
     from tickforge.trading.cli import demo_paper_day
 
     dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
-    assert "error" in demo_paper_day(samples / TRADES, samples / QUOTES, "2013-10-09", tmp_path / "none")  # no picks yet
+    assert "error" in demo_paper_day(
+        samples / TRADES, samples / QUOTES, "2013-10-09", tmp_path / "none"
+    )  # no picks yet
     picks = tmp_path / "picks.csv"
     picks.write_text(PICKS_CSV)
-    rows = pl.read_csv(picks, infer_schema=False).with_columns(day=pl.lit(date(2013, 10, 9)),
-                                                               weight=pl.col("weight").cast(pl.Float64))
-    replace_rows(PostgresResource(dsn=dsn, schema_name=schema), NEXT_DAY_PICKS,
-                 rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
-                 '"day" = %s', [date(2013, 10, 9)])
+    rows = pl.read_csv(picks, infer_schema=False).with_columns(
+        day=pl.lit(date(2013, 10, 9)), weight=pl.col("weight").cast(pl.Float64)
+    )
+    replace_rows(
+        PostgresResource(dsn=dsn, schema_name=schema),
+        NEXT_DAY_PICKS,
+        rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
+        '"day" = %s',
+        [date(2013, 10, 9)],
+    )
     summary = demo_paper_day(samples / TRADES, samples / QUOTES, "2013-10-09", tmp_path / "paper")
     assert summary["picks"] == 3 and summary["fills"] > 20 and summary["parity"] is True
     assert summary["postgres"]["account"] == "paper-demo" and summary["postgres"]["orders_new"] == summary["orders"]
     with psycopg.connect(dsn) as conn:
         stored = read_oms(conn, schema, "paper-demo")
     assert stored.orders.height == summary["orders"] and stored.fills.height == summary["fills"]
+
+
+def test_two_writers_of_one_key_with_other_content_one_is_refused(settings, samples, tmp_path):
+    """Writer A stores the demo day's orders and holds its transaction open; writer B writes the same
+    ids with the sides flipped and waits for A's account lock; A commits: B sees A's rows and is
+    refused whole, and what is stored is A's."""
+    _replay(samples, tmp_path, "--account", "race-source")
+    dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
+    written = _frames(tmp_path / "out")
+    flipped = written["orders"].with_columns(
+        side=pl.when(pl.col("side") == "buy").then(pl.lit("sell")).otherwise(pl.lit("buy"))
+    )
+    no_fills = written["fills"].clear()
+    outcome: dict[str, object] = {}
+
+    def writer_b(conn: psycopg.Connection) -> None:
+        try:
+            outcome["counts"] = store_oms(conn, schema, "race", flipped, written["transitions"], no_fills)
+            conn.commit()
+        except ConflictingDuplicate as exc:
+            conn.rollback()
+            outcome["refused"] = exc
+
+    with psycopg.connect(dsn) as a, psycopg.connect(dsn) as b, psycopg.connect(dsn, autocommit=True) as watch:
+        counts = store_oms(a, schema, "race", written["orders"], written["transitions"], no_fills)
+        assert counts.orders_new == written["orders"].height
+        b_pid = b.info.backend_pid
+        thread = threading.Thread(target=writer_b, args=(b,))
+        thread.start()
+        deadline = time.monotonic() + 20
+        while watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [b_pid]).fetchone() != (
+            "Lock",
+        ):
+            assert time.monotonic() < deadline and thread.is_alive(), f"writer B did not wait for A: {outcome}"
+            time.sleep(0.02)
+        a.commit()
+        thread.join(20)
+        assert not thread.is_alive()
+        assert "counts" not in outcome and isinstance(outcome.get("refused"), ConflictingDuplicate)
+        assert "oms_orders" in str(outcome["refused"])
+        stored = read_oms(watch, schema, "race").orders.sort("client_order_id")
+        assert stored["side"].to_list() == written["orders"].sort("client_order_id")["side"].to_list()

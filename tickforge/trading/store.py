@@ -48,25 +48,69 @@ class _Table:
 
 
 ORDERS = _Table(
-    "oms_orders", ("client_order_id",),
-    {"client_order_id": "text", "strategy": "text", "book": "text", "timeframe": "text", "bucket": "text",
-     "symbol": "text", "side": "text", "quantity": "double precision", "order_type": "text",
-     "limit_price": "double precision", "time_in_force": "text", "decision_ts_ms": "bigint", "arrival_ts_ms": "bigint",
-     "status": "text", "last_seq": "integer", "filled_quantity": "double precision",
-     "average_fill_price": "double precision"},
-    ("strategy", "book", "timeframe", "bucket", "symbol", "side", "quantity", "order_type", "limit_price",
-     "time_in_force", "decision_ts_ms", "arrival_ts_ms"),
+    "oms_orders",
+    ("client_order_id",),
+    {
+        "client_order_id": "text",
+        "strategy": "text",
+        "book": "text",
+        "timeframe": "text",
+        "bucket": "text",
+        "symbol": "text",
+        "side": "text",
+        "quantity": "double precision",
+        "order_type": "text",
+        "limit_price": "double precision",
+        "time_in_force": "text",
+        "decision_ts_ms": "bigint",
+        "arrival_ts_ms": "bigint",
+        "status": "text",
+        "last_seq": "integer",
+        "filled_quantity": "double precision",
+        "average_fill_price": "double precision",
+    },
+    (
+        "strategy",
+        "book",
+        "timeframe",
+        "bucket",
+        "symbol",
+        "side",
+        "quantity",
+        "order_type",
+        "limit_price",
+        "time_in_force",
+        "decision_ts_ms",
+        "arrival_ts_ms",
+    ),
 )
 TRANSITIONS = _Table(
-    "oms_order_transitions", ("client_order_id", "seq"),
-    {"client_order_id": "text", "seq": "integer", "from_status": "text", "to_status": "text", "ts_ms": "bigint",
-     "reason": "text"},
+    "oms_order_transitions",
+    ("client_order_id", "seq"),
+    {
+        "client_order_id": "text",
+        "seq": "integer",
+        "from_status": "text",
+        "to_status": "text",
+        "ts_ms": "bigint",
+        "reason": "text",
+    },
     ("from_status", "to_status", "ts_ms", "reason"),
 )
 FILLS = _Table(
-    "oms_fills", ("fill_id",),
-    {"fill_id": "text", "client_order_id": "text", "symbol": "text", "side": "text", "ts_ms": "bigint",
-     "price": "double precision", "quantity": "double precision", "liquidity": "text", "fee": "double precision"},
+    "oms_fills",
+    ("fill_id",),
+    {
+        "fill_id": "text",
+        "client_order_id": "text",
+        "symbol": "text",
+        "side": "text",
+        "ts_ms": "bigint",
+        "price": "double precision",
+        "quantity": "double precision",
+        "liquidity": "text",
+        "fee": "double precision",
+    },
     ("client_order_id", "symbol", "side", "ts_ms", "price", "quantity", "liquidity", "fee"),
 )
 _MUTABLE_ORDER_COLUMNS = ("status", "last_seq", "filled_quantity", "average_fill_price")
@@ -92,8 +136,14 @@ def ensure_oms_tables(dsn: str, schema: str, timeframes: Sequence[str] = ()) -> 
     apply_migrations(dsn, schema, timeframes)
 
 
-def store_oms(conn: psycopg.Connection, schema: str, account: str, orders: pl.DataFrame,
-              transitions: pl.DataFrame, fills: pl.DataFrame) -> StoredCounts:
+def store_oms(
+    conn: psycopg.Connection,
+    schema: str,
+    account: str,
+    orders: pl.DataFrame,
+    transitions: pl.DataFrame,
+    fills: pl.DataFrame,
+) -> StoredCounts:
     """Write an account's orders, transitions and fills inside the caller's transaction.
 
     ``orders`` needs ORDER_SCHEMA's order columns, ``transitions`` every order's trail so far (its
@@ -110,37 +160,60 @@ def store_oms(conn: psycopg.Connection, schema: str, account: str, orders: pl.Da
     if unknown:
         raise ValueError(f"transitions or fills of orders not in the write: {sorted(unknown)[:5]}")
     with conn.cursor() as cur:
+        _lock_account(cur, schema, account)
         for table, rows in ((ORDERS, order_rows), (TRANSITIONS, transition_rows), (FILLS, fill_rows)):
             clashes = _conflicts(cur, schema, account, table, rows)
             if clashes:
                 raise ConflictingDuplicate(
-                    f"{table.name}: {len(clashes)} stored row(s) of account {account} with other content, e.g. {clashes[:3]}")
+                    f"{table.name}: {len(clashes)} stored row(s) of account {account} with other content, e.g. {clashes[:3]}"
+                )
         orders_new, orders_moved = _upsert_orders(cur, schema, account, order_rows)
         transitions_new = _insert_new(cur, schema, account, TRANSITIONS, transition_rows)
         fills_new = _insert_new(cur, schema, account, FILLS, fill_rows)
     return StoredCounts(orders_new, orders_moved, transitions_new, fills_new)
 
 
-def replace_oms_slice(conn: psycopg.Connection, schema: str, account: str, orders: pl.DataFrame,
-                      transitions: pl.DataFrame, fills: pl.DataFrame, decided_from_ms: int, decided_until_ms: int) -> StoredCounts:
+def replace_oms_slice(
+    conn: psycopg.Connection,
+    schema: str,
+    account: str,
+    orders: pl.DataFrame,
+    transitions: pl.DataFrame,
+    fills: pl.DataFrame,
+    decided_from_ms: int,
+    decided_until_ms: int,
+) -> StoredCounts:
     """A writer that owns an account's orders decided in ``[from, until)`` (a report's day) replaces
     them whole, with their transitions and fills, inside the caller's transaction: a rerun with
     other inputs (limits, latency) leaves exactly what it computed."""
     outside = orders.filter(~pl.col("decision_ts_ms").is_between(decided_from_ms, decided_until_ms, closed="left"))
     if not outside.is_empty():
         raise ValueError(f"orders decided outside the slice: {outside['client_order_id'].to_list()[:3]}")
-    slice_ = sql.SQL("SELECT client_order_id FROM {} WHERE account = %s AND decision_ts_ms >= %s AND decision_ts_ms < %s").format(
-        sql.Identifier(schema, ORDERS.name))
+    slice_ = sql.SQL(
+        "SELECT client_order_id FROM {} WHERE account = %s AND decision_ts_ms >= %s AND decision_ts_ms < %s"
+    ).format(sql.Identifier(schema, ORDERS.name))
     params = [account, decided_from_ms, decided_until_ms]
     with conn.cursor() as cur:
+        _lock_account(cur, schema, account)
         for table in (FILLS, TRANSITIONS, ORDERS):
-            cur.execute(sql.SQL("DELETE FROM {} WHERE account = %s AND client_order_id IN (").format(
-                sql.Identifier(schema, table.name)) + slice_ + sql.SQL(")"), [account, *params])
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE account = %s AND client_order_id IN (").format(
+                    sql.Identifier(schema, table.name)
+                )
+                + slice_
+                + sql.SQL(")"),
+                [account, *params],
+            )
     return store_oms(conn, schema, account, orders, transitions, fills)
 
 
-def read_oms(conn: psycopg.Connection, schema: str, account: str,
-             decided_from_ms: int | None = None, decided_until_ms: int | None = None) -> OmsFrames:
+def read_oms(
+    conn: psycopg.Connection,
+    schema: str,
+    account: str,
+    decided_from_ms: int | None = None,
+    decided_until_ms: int | None = None,
+) -> OmsFrames:
     """An account's stored orders (decided in ``[from, until)`` when given), with their
     transitions and fills, in id order (empty frames when the tables do not exist yet)."""
     where: sql.Composable = sql.SQL("o.account = %s")
@@ -152,11 +225,15 @@ def read_oms(conn: psycopg.Connection, schema: str, account: str,
         where += sql.SQL(" AND o.decision_ts_ms < %s")
         params.append(decided_until_ms)
     out = {}
-    for label, table, order_by in (("orders", ORDERS, "client_order_id"), ("transitions", TRANSITIONS, "client_order_id, t.seq"),
-                                   ("fills", FILLS, "fill_id")):
+    for label, table, order_by in (
+        ("orders", ORDERS, "client_order_id"),
+        ("transitions", TRANSITIONS, "client_order_id, t.seq"),
+        ("fills", FILLS, "fill_id"),
+    ):
         columns = sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in table.columns)
-        query = sql.SQL("SELECT {} FROM {} t JOIN {} o ON o.account = t.account AND o.client_order_id = t.client_order_id "
-                        "WHERE ").format(columns, sql.Identifier(schema, table.name), sql.Identifier(schema, ORDERS.name))
+        query = sql.SQL(
+            "SELECT {} FROM {} t JOIN {} o ON o.account = t.account AND o.client_order_id = t.client_order_id WHERE "
+        ).format(columns, sql.Identifier(schema, table.name), sql.Identifier(schema, ORDERS.name))
         query += where + sql.SQL(" ORDER BY t." + order_by)  # order_by: the constants above
         try:
             with conn.transaction():
@@ -168,6 +245,15 @@ def read_oms(conn: psycopg.Connection, schema: str, account: str,
 
 
 # ------------------------------------------------------------------ internals
+
+
+def _lock_account(cur: psycopg.Cursor, schema: str, account: str) -> None:
+    """One writer of an account at a time, until its transaction ends: without it, two writers of
+    the same key both pass the conflict check (neither sees the other's uncommitted rows) and the
+    second one's rows are dropped by ``ON CONFLICT`` instead of refused. The two-key form keeps
+    these locks apart from the migrations' (one key: the schema)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (f"{schema}.oms", account))
+
 
 _PL_TYPES = {"text": pl.String, "double precision": pl.Float64, "bigint": pl.Int64, "integer": pl.Int32}
 
@@ -184,7 +270,9 @@ def _select(frame: pl.DataFrame, table: _Table, schema: dict) -> pl.DataFrame:
     rows = frame.select(list(table.columns)).cast(types).unique(maintain_order=True)  # type: ignore[arg-type]
     repeated = rows.filter(pl.struct(table.keys).is_duplicated())
     if not repeated.is_empty():
-        raise ConflictingDuplicate(f"{table.name}: one key with two contents in the write: {repeated[table.key].to_list()[:3]}")
+        raise ConflictingDuplicate(
+            f"{table.name}: one key with two contents in the write: {repeated[table.key].to_list()[:3]}"
+        )
     return rows
 
 
@@ -214,10 +302,17 @@ def _conflicts(cur: psycopg.Cursor, schema: str, account: str, table: _Table, ro
     source, params = _unnest(table, rows)
     stored = sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in table.immutable)
     given = sql.SQL(", ").join(sql.SQL("i.") + sql.Identifier(c) for c in table.immutable)
-    query = sql.SQL("SELECT i.{key} FROM {source} JOIN {table} t ON t.account = %s AND {match} "
-                    "WHERE ({stored}) IS DISTINCT FROM ({given})").format(
-        key=sql.Identifier(table.key), source=source, table=sql.Identifier(schema, table.name),
-        match=_key_match(table), stored=stored, given=given)
+    query = sql.SQL(
+        "SELECT i.{key} FROM {source} JOIN {table} t ON t.account = %s AND {match} "
+        "WHERE ({stored}) IS DISTINCT FROM ({given})"
+    ).format(
+        key=sql.Identifier(table.key),
+        source=source,
+        table=sql.Identifier(schema, table.name),
+        match=_key_match(table),
+        stored=stored,
+        given=given,
+    )
     return [r[0] for r in cur.execute(query, [*params, account]).fetchall()]
 
 
@@ -227,7 +322,9 @@ def _upsert_orders(cur: psycopg.Cursor, schema: str, account: str, rows: pl.Data
     source, params = _unnest(ORDERS, rows)
     names = sql.SQL(", ").join(map(sql.Identifier, ORDERS.columns))
     target = sql.Identifier(schema, ORDERS.name)
-    updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _MUTABLE_ORDER_COLUMNS)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _MUTABLE_ORDER_COLUMNS
+    )
     query = sql.SQL(
         "INSERT INTO {target} (account, {names}) SELECT %s, {names} FROM {source} "
         "ON CONFLICT (account, client_order_id) DO UPDATE SET {updates}, updated_at = now() "
@@ -244,5 +341,6 @@ def _insert_new(cur: psycopg.Cursor, schema: str, account: str, table: _Table, r
     names = sql.SQL(", ").join(map(sql.Identifier, table.columns))
     conflict = sql.SQL(", ").join(map(sql.Identifier, ("account", *table.keys)))
     query = sql.SQL("INSERT INTO {} (account, {}) SELECT %s, {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
-        sql.Identifier(schema, table.name), names, names, source, conflict)
+        sql.Identifier(schema, table.name), names, names, source, conflict
+    )
     return cur.execute(query, [account, *params]).rowcount
