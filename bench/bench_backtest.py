@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numba
@@ -92,8 +93,10 @@ def main() -> None:
 
     # engine trades and equity per (symbol, point): the ones everything is compared against
     engine = {(s.symbol, i): backtest(s, strategy, p, COSTS) for s in series for i, p in enumerate(grid)}
-    for (symbol, i), bt in engine.items():
-        row = results.filter((results["symbol"] == symbol) & (results["params"] == bt.metrics["params"])).row(0, named=True)
+    for (symbol, _point), bt in engine.items():
+        row = results.filter((results["symbol"] == symbol) & (results["params"] == bt.metrics["params"])).row(
+            0, named=True
+        )
         assert close(row["total_return"], bt.metrics["total_return"]) and row["n_trades"] == bt.metrics["n_trades"]
 
     vbt_figures, vbt_trades = run_vectorbt(series, strategy, grid, engine, args.repeat)
@@ -101,9 +104,13 @@ def main() -> None:
     python_points = grid[: args.python_points]
     bars = daily_bars(DAILY)
     start = time.perf_counter()
-    reference = {(symbol, i): ref_book(b, ref_targets("ema_cross", b, p), COSTS.fee_bps, COSTS.slippage_bps,
-                                       COSTS.initial_cash, intraday=False)
-                 for symbol, b in bars.items() for i, p in enumerate(python_points)}
+    reference = {
+        (symbol, i): ref_book(
+            b, ref_targets("ema_cross", b, p), COSTS.fee_bps, COSTS.slippage_bps, COSTS.initial_cash, intraday=False
+        )
+        for symbol, b in bars.items()
+        for i, p in enumerate(python_points)
+    }
     python_seconds = time.perf_counter() - start
     python_combos = sum(len(b["close"]) for b in bars.values()) * len(python_points)
     for (symbol, i), ref in reference.items():
@@ -114,29 +121,46 @@ def main() -> None:
             assert all(close(g[k], w[k]) for k in ("entry_price", "exit_price", "units", "pnl")), (symbol, i, g, w)
         assert all(close(a, b) for a, b in zip(bt.equity["equity"].to_list(), ref["equity"], strict=True))
 
-    print(json.dumps({
-        "grid_points": len(grid), "symbols": len(series), "bar_combinations": bar_combos,
-        "cores_used": cores, "numba_threads": numba.get_num_threads(),
-        "engine": {"warm_seconds": round(warm, 4), "bar_combinations_per_s": round(bar_combos / warm),
-                   "cold_first_sweep_seconds_empty_cache": round(cold_compile, 2),
-                   "cold_first_sweep_seconds_cached": round(cold_cached, 2)},
-        "vectorbt": vbt_figures,
-        "python_loop": {"grid_points": len(python_points), "seconds": round(python_seconds, 2),
-                        "bar_combinations_per_s": round(python_combos / python_seconds)},
-        "engine_vs_vectorbt_warm": round(vbt_figures["warm_seconds"] / warm, 1),
-        "engine_vs_python": round((bar_combos / warm) / (python_combos / python_seconds), 1),
-        "agreement": {"tolerance": TOL, "trades_compared_with_vectorbt": vbt_trades,
-                      "books_compared_with_python": len(reference)},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "grid_points": len(grid),
+                "symbols": len(series),
+                "bar_combinations": bar_combos,
+                "cores_used": cores,
+                "numba_threads": numba.get_num_threads(),
+                "engine": {
+                    "warm_seconds": round(warm, 4),
+                    "bar_combinations_per_s": round(bar_combos / warm),
+                    "cold_first_sweep_seconds_empty_cache": round(cold_compile, 2),
+                    "cold_first_sweep_seconds_cached": round(cold_cached, 2),
+                },
+                "vectorbt": vbt_figures,
+                "python_loop": {
+                    "grid_points": len(python_points),
+                    "seconds": round(python_seconds, 2),
+                    "bar_combinations_per_s": round(python_combos / python_seconds),
+                },
+                "engine_vs_vectorbt_warm": round(vbt_figures["warm_seconds"] / warm, 1),
+                "engine_vs_python": round((bar_combos / warm) / (python_combos / python_seconds), 1),
+                "agreement": {
+                    "tolerance": TOL,
+                    "trades_compared_with_vectorbt": vbt_trades,
+                    "books_compared_with_python": len(reference),
+                },
+            },
+            indent=2,
+        )
+    )
 
 
-def _timed(fn) -> float:  # noqa: ANN001
+def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def run_vectorbt(series, strategy, grid, engine, repeat: int) -> tuple[dict, int]:  # noqa: ANN001
+def run_vectorbt(series, strategy, grid, engine, repeat: int) -> tuple[dict, int]:
     import pandas as pd
     import vectorbt as vbt
 
@@ -146,15 +170,28 @@ def run_vectorbt(series, strategy, grid, engine, repeat: int) -> tuple[dict, int
         held = np.zeros_like(targets)
         held[1:] = targets[:-1]  # the target decided at bar t acts at bar t+1's open
         index = pd.RangeIndex(len(s))
-        frame = lambda a: pd.DataFrame(a, index=index)  # noqa: E731
-        inputs.append((s, frame(held == 1), frame(held == 0), pd.Series(s.open, index=index),
-                       pd.Series(s.close, index=index)))
+        frame = partial(pd.DataFrame, index=index)
+        inputs.append(
+            (s, frame(held == 1), frame(held == 0), pd.Series(s.open, index=index), pd.Series(s.close, index=index))
+        )
 
     def run_all() -> list:
-        return [vbt.Portfolio.from_signals(
-            close, entries, exits, price=open_, size=np.inf, fees=COSTS.fee, slippage=COSTS.slippage,
-            init_cash=COSTS.initial_cash, direction="longonly", accumulate=False, freq="1D")
-            for _, entries, exits, open_, close in inputs]
+        return [
+            vbt.Portfolio.from_signals(
+                close,
+                entries,
+                exits,
+                price=open_,
+                size=np.inf,
+                fees=COSTS.fee,
+                slippage=COSTS.slippage,
+                init_cash=COSTS.initial_cash,
+                direction="longonly",
+                accumulate=False,
+                freq="1D",
+            )
+            for _, entries, exits, open_, close in inputs
+        ]
 
     start = time.perf_counter()
     first = run_all()
@@ -182,9 +219,13 @@ def run_vectorbt(series, strategy, grid, engine, repeat: int) -> tuple[dict, int
             upto = len(equity) - 1 if open_at_end else len(equity)
             assert np.allclose(equity[:upto], value[:upto, i], rtol=TOL, atol=TOL), (s.symbol, i)
     bar_combos = sum(len(s) for s in series) * len(grid)
-    return {"version": vbt.__version__, "warm_seconds": round(warm, 4),
-            "bar_combinations_per_s": round(bar_combos / warm), "jit_compile_seconds": round(compile_seconds, 2),
-            "first_call_seconds": round(first_seconds, 2)}, compared
+    return {
+        "version": vbt.__version__,
+        "warm_seconds": round(warm, 4),
+        "bar_combinations_per_s": round(bar_combos / warm),
+        "jit_compile_seconds": round(compile_seconds, 2),
+        "first_call_seconds": round(first_seconds, 2),
+    }, compared
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ from confluent_kafka import Consumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tickforge.platform.data_sets import full_or_sample  # noqa: E402
-from tickforge.platform.io.files import TickFile, read_quotes, read_trades  # noqa: E402
-from tickforge.platform.io.kafka import apply_topics, marker_watermark, topic_name  # noqa: E402
-from tickforge.platform.settings import Settings  # noqa: E402
-from tickforge.platform.stack.launcher import LocalStack, endpoints_env  # noqa: E402
-from tickforge.platform.topics import bar_topic  # noqa: E402
-from tickforge.streaming.replay import replay  # noqa: E402
+from tickforge.platform.data_sets import full_or_sample
+from tickforge.platform.io.files import TickFile, read_quotes, read_trades
+from tickforge.platform.io.kafka import apply_topics, marker_watermark, topic_name
+from tickforge.platform.settings import Settings
+from tickforge.platform.stack.launcher import LocalStack, endpoints_env
+from tickforge.platform.topics import bar_topic
+from tickforge.streaming.replay import replay
 
 WEEK_MS = 7 * 86_400_000
 
@@ -48,8 +48,12 @@ def free_port() -> int:
 
 
 def shifted(tick_file: TickFile, by_ms: int) -> TickFile:
-    return TickFile(tick_file.kind, tick_file.source, tick_file.data.with_columns(pl.col("ts_ms") + by_ms),
-                    tick_file.dead_letters.head(0))
+    return TickFile(
+        tick_file.kind,
+        tick_file.source,
+        tick_file.data.with_columns(pl.col("ts_ms") + by_ms),
+        tick_file.dead_letters.head(0),
+    )
 
 
 def rss_mb(pid: int) -> float:
@@ -59,11 +63,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def histogram_percentiles(text: str, worker: str, timeframe: str, metric: str = "emit_latency_ms",
-                          label: str = "timeframe") -> dict[str, float]:
+def histogram_percentiles(
+    text: str, worker: str, timeframe: str, metric: str = "emit_latency_ms", label: str = "timeframe"
+) -> dict[str, float]:
     """p50/p95/p99 from a Prometheus histogram (linear inside a bucket)."""
     pattern = re.compile(
-        r'tickforge_%s_bucket\{le="([^"]+)",%s="%s",worker="%s"\} ([0-9.e+]+)' % (metric, label, timeframe, worker)
+        rf'tickforge_{metric}_bucket\{{le="([^"]+)",{label}="{timeframe}",worker="{worker}"\}} ([0-9.e+]+)'
     )
     buckets = sorted(((float("inf") if le == "+Inf" else float(le)), float(n)) for le, n in pattern.findall(text))
     if not buckets or buckets[-1][1] == 0:
@@ -74,7 +79,9 @@ def histogram_percentiles(text: str, worker: str, timeframe: str, metric: str = 
         rank, prev_le, prev_n = q * total, 0.0, 0.0
         for le, n in buckets:
             if n >= rank:
-                out[f"p{int(q * 100)}"] = round(le if le == float("inf") else prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-9), 2)
+                out[f"p{int(q * 100)}"] = round(
+                    le if le == float("inf") else prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-9), 2
+                )
                 break
             prev_le, prev_n = le, n
     out["count"] = int(total)
@@ -86,8 +93,14 @@ class BarReader(threading.Thread):
 
     def __init__(self, settings: Settings, partitions: int) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"bench-{time.time_ns()}",
-                                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap_servers,
+                "group.id": f"bench-{time.time_ns()}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
         self.consumer.subscribe([topic_name(settings, bar_topic("1s"))])
         self.bars = 0
         self.watermarks = [0] * partitions
@@ -114,8 +127,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="offered load in ticks/s (default: flat out)")
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="replay batch size (ticks per message)")
     parser.add_argument("--no-bins", action="store_true", help="the bar worker publishes 1 s bars only")
-    parser.add_argument("--speed", type=float, default=None,
-                        help="replay at this event-time speed-up instead of flat out (latency at a steady rate)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="replay at this event-time speed-up instead of flat out (latency at a steady rate)",
+    )
     args = parser.parse_args()
 
     status = LocalStack().up(["kafka"])
@@ -134,7 +151,8 @@ def main() -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "stream", "bar-worker", *(["--no-emit-bins"] if args.no_bins else [])],
         env={**os.environ, "TICKFORGE_STREAMING__METRICS_PORT": str(metrics_port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     reader = BarReader(settings, args.partitions)
     reader.start()
@@ -146,15 +164,27 @@ def main() -> None:
         k = 0
         while time.monotonic() - started < args.duration or k == 0:
             t0 = time.monotonic()
-            stats = replay(settings, shifted(trades, k * WEEK_MS), shifted(quotes, k * WEEK_MS), speed=args.speed,
-                           chunk_rows=args.chunk_rows, rate=args.rate)
+            stats = replay(
+                settings,
+                shifted(trades, k * WEEK_MS),
+                shifted(quotes, k * WEEK_MS),
+                speed=args.speed,
+                chunk_rows=args.chunk_rows,
+                rate=args.rate,
+            )
             produced = time.monotonic() - t0
             while min(reader.watermarks) < stats.end_watermark:
                 rss.append(rss_mb(worker.pid))
                 time.sleep(0.05)
             elapsed = time.monotonic() - t0
-            passes.append({"ticks": ticks_per_pass, "produce_s": round(produced, 2), "to_last_bar_s": round(elapsed, 2),
-                           "ticks_per_s": round(ticks_per_pass / elapsed)})
+            passes.append(
+                {
+                    "ticks": ticks_per_pass,
+                    "produce_s": round(produced, 2),
+                    "to_last_bar_s": round(elapsed, 2),
+                    "ticks_per_s": round(ticks_per_pass / elapsed),
+                }
+            )
             rss.append(rss_mb(worker.pid))
             k += 1
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
@@ -179,8 +209,12 @@ def main() -> None:
         # Per transaction (not bar-weighted): where a bar's latency goes.
         "transaction_process_ms": histogram_percentiles(metrics, "bar-worker", "process", "transaction_ms", "part"),
         "transaction_commit_ms": histogram_percentiles(metrics, "bar-worker", "commit", "transaction_ms", "part"),
-        "worker_rss_mb": {"first": round(rss[0], 1), "max": round(max(rss), 1), "last": round(rss[-1], 1),
-                          "after_first_pass": round(rss[len(rss) // max(len(passes), 1)], 1)},
+        "worker_rss_mb": {
+            "first": round(rss[0], 1),
+            "max": round(max(rss), 1),
+            "last": round(rss[-1], 1),
+            "after_first_pass": round(rss[len(rss) // max(len(passes), 1)], 1),
+        },
         "duration_s": round(time.monotonic() - started, 1),
     }
     if args.quix:

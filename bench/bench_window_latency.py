@@ -30,13 +30,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tickforge.platform.bars.offline import build_bars  # noqa: E402
-from tickforge.platform.contracts import Bar  # noqa: E402
-from tickforge.platform.data_sets import full_or_sample  # noqa: E402
-from tickforge.platform.io.files import TickFile, read_trades  # noqa: E402
-from tickforge.platform.io.postgres import apply_migrations, record_watermark, upsert_bars  # noqa: E402
-from tickforge.platform.settings import Settings  # noqa: E402
-from tickforge.platform.stack.launcher import LocalStack, endpoints_env  # noqa: E402
+from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.contracts import Bar
+from tickforge.platform.data_sets import full_or_sample
+from tickforge.platform.io.files import TickFile, read_trades
+from tickforge.platform.io.postgres import apply_migrations, record_watermark, upsert_bars
+from tickforge.platform.settings import Settings
+from tickforge.platform.stack.launcher import LocalStack, endpoints_env
 
 REPO = Path(__file__).resolve().parents[1]
 T1330 = 1381239000000  # 2013-10-08 13:30 UTC
@@ -54,7 +54,10 @@ def seed_golden(settings: Settings) -> None:
     apply_migrations(dsn, schema, ["1m", "5m"])
     with psycopg.connect(dsn) as conn:
         for tf, frame in built.bars.items():
-            bars = [Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r) for r in frame.to_dicts()]
+            bars = [
+                Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r)
+                for r in frame.to_dicts()
+            ]
             upsert_bars(conn, schema, tf, bars)
         conn.commit()
     advance(settings, T1330)
@@ -115,9 +118,22 @@ def main() -> None:
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     log = open(home / "dagster.log", "ab")
     dagster = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", "3999", "-w", "workspace.yaml"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "DAGSTER_HOME": str(home)}, start_new_session=True,
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "3999",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        start_new_session=True,
     )
     import snowflake.connector
 
@@ -167,7 +183,7 @@ def _facts_exist(cur) -> bool:
     try:
         cur.execute("SELECT COUNT(*) FROM CORE.FACT_TICKS_300S")
         return True
-    except Exception:  # noqa: BLE001 - not created yet
+    except Exception:  # not created yet
         return False
 
 

@@ -19,11 +19,11 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples
     from dagster import DagsterInstance, RunRequest, build_sensor_context
 
     from tickforge.definitions import build_definitions
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.snowflake.window_sensor import INTERVAL_S, snowflake_window_sensor
     from tickforge.platform.contracts import Bar
     from tickforge.platform.io.postgres import upsert_bars
     from tickforge.platform.settings import Settings
-    from tickforge.defs.resources import resources_for
-    from tickforge.defs.snowflake.window_sensor import INTERVAL_S, snowflake_window_sensor
 
     assert INTERVAL_S <= 3  # the facts are due within 5 s of a window closing
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
@@ -35,7 +35,9 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples
     instance = DagsterInstance.ephemeral()
 
     def evaluate(cursor):
-        return snowflake_window_sensor(build_sensor_context(cursor=cursor, resources={"postgres": postgres, "snowflake": resources["snowflake"]}))
+        return snowflake_window_sensor(
+            build_sensor_context(cursor=cursor, resources={"postgres": postgres, "snowflake": resources["snowflake"]})
+        )
 
     def launch(request):
         result = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
@@ -44,9 +46,11 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples
 
     def fact(window_start):
         with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
-            return conn.cursor().execute(
-                f"SELECT HIGH, CLOSE, LOADED_AT FROM CORE.FACT_TICKS_60S WHERE WINDOW_START = {window_start}"
-            ).fetchone()
+            return (
+                conn.cursor()
+                .execute(f"SELECT HIGH, CLOSE, LOADED_AT FROM CORE.FACT_TICKS_60S WHERE WINDOW_START = {window_start}")
+                .fetchone()
+            )
 
     w = T1330 + 35 * MIN  # 14:05-14:10, the latest closed window
     first = evaluate(None)  # the sensor loads the window that just closed itself
@@ -67,13 +71,11 @@ def test_corrected_golden_bar_remerges_its_window(settings, monkeypatch, samples
     # A late correction of the 14:07 bar (replace-whole upsert, as the bar store writes it).
     dsn, schema = s.postgres.dsn.get_secret_value(), s.postgres.schema_name
     with psycopg.connect(dsn) as conn:
+        cols = "symbol window_start window_end open high low close volume notional vwap trade_count first_ts last_ts".split()
         row = conn.execute(
-            f"SELECT symbol, window_start, window_end, open, high, low, close, volume, notional, vwap, "
-            f"trade_count, first_ts, last_ts FROM {schema}.bars_1m WHERE window_start = %s", (w + 2 * MIN,)
+            f"SELECT {', '.join(cols)} FROM {schema}.bars_1m WHERE window_start = %s", (w + 2 * MIN,)
         ).fetchone()
-        cols = ("symbol", "window_start", "window_end", "open", "high", "low", "close", "volume", "notional",
-                "vwap", "trade_count", "first_ts", "last_ts")
-        bar = dict(zip(cols, row)) | {"high": row[4] + 0.05, "close": row[4] + 0.05}
+        bar = dict(zip(cols, row, strict=True)) | {"high": row[4] + 0.05, "close": row[4] + 0.05}
         upsert_bars(conn, schema, "1m", [Bar(timeframe="1m", **bar)])
         conn.commit()
     corrected = evaluate(quiet.cursor)

@@ -77,8 +77,9 @@ def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, cry
         expected_equity = build_bars(trades, TIMEFRAMES, quotes, partitions=settings.kafka.partitions)
         expected_crypto = build_bars(crypto, TIMEFRAMES, partitions=settings.kafka.partitions)
         for tf in TIMEFRAMES:
-            expected = pl.concat([expected_equity.bars[tf].select(expected_crypto.bars[tf].columns),
-                                  expected_crypto.bars[tf]])
+            expected = pl.concat(
+                [expected_equity.bars[tf].select(expected_crypto.bars[tf].columns), expected_crypto.bars[tf]]
+            )
             values, markers = read_topic(settings, bar_topic(tf), idle_s=4, expect=expected.height)
             live = bars_frame(values)
             assert markers, f"no watermark markers on {tf}"
@@ -87,7 +88,7 @@ def test_live_bars_equal_offline_on_kafka_and_in_postgres(settings, bac_day, cry
                 spread = expected_equity.bars["1s"].join(live, on=["symbol", "window_start"], suffix="_live")
                 assert spread["spread_bps"].null_count() < spread.height
                 assert ((spread["spread_bps"] - spread["spread_bps_live"]).abs() > 1e-9).sum() == 0
-            wait_until(lambda: _golden(settings, tf).height >= expected.height, 60, what=f"golden {tf} bars")
+            wait_until(lambda tf=tf, n=expected.height: _golden(settings, tf).height >= n, 60, what=f"golden {tf} bars")
             assert_bars_equal(_golden(settings, tf), expected)
     finally:
         for w in workers:
@@ -98,8 +99,9 @@ def _committed_ticks(settings) -> int:
     """Sum of the bar worker group's committed offsets on the tick topic (its progress)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
-                      "group.id": f"{settings.kafka.topic_prefix}bar-worker"})
+    probe = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"{settings.kafka.topic_prefix}bar-worker"}
+    )
     try:
         topic = topic_name(settings, TICKS)
         parts = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
@@ -131,7 +133,7 @@ def test_bar_worker_killed_mid_stream_emits_each_bar_exactly_once(settings, cryp
     try:
         while not done.is_set() and kills < 4:
             # Kill only after the worker has committed more work since its last start.
-            wait_until(lambda: _committed_ticks(settings) > progress or done.is_set(), 60, 0.2, "progress")
+            wait_until(lambda seen=progress: _committed_ticks(settings) > seen or done.is_set(), 60, 0.2, "progress")
             progress = _committed_ticks(settings)
             time.sleep(0.3)
             bar_worker.send_signal(signal.SIGKILL)
@@ -191,7 +193,7 @@ def test_bad_late_and_duplicate_ticks_go_to_the_dead_letter(settings, tmp_path):
         letters = [msgspec.json.decode(v, type=DeadLetter) for v in values]
         reasons = sorted(letter.reason for letter in letters)
         assert reasons == sorted([*bad.values(), "late"])
-        late_letter = next(l for l in letters if l.reason == "late")
+        late_letter = next(letter for letter in letters if letter.reason == "late")
         assert late_letter.ts_ms == base + 1200 and late_letter.symbol == "BTC" and "999" in late_letter.payload
         bars, _ = read_topic(settings, bar_topic("1s"), idle_s=3, expect=2)
         frame = bars_frame(bars).sort("window_start")

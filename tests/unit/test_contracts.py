@@ -30,13 +30,15 @@ def test_trade_batch_round_trip_keeps_columns_exactly():
     raw = BATCH_ENCODER.encode(TradeBatch.from_arrays("BTCUSDT-SPOT", ts, price, size, ids))
     decoded = BATCH_DECODER.decode(raw)
     assert isinstance(decoded, TradeBatch) and decoded.symbol == "BTCUSDT-SPOT"
-    for got, want in zip(decoded.arrays(), (ts, price, size, ids)):
+    for got, want in zip(decoded.arrays(), (ts, price, size, ids), strict=True):
         np.testing.assert_array_equal(got, want)
 
 
 def test_quote_batch_is_told_apart_from_trade_batch():
     nan = np.array([np.nan])
-    raw = BATCH_ENCODER.encode(QuoteBatch.from_arrays("EURUSD", np.array([1]), np.array([1.1]), np.array([1.2]), nan, nan))
+    raw = BATCH_ENCODER.encode(
+        QuoteBatch.from_arrays("EURUSD", np.array([1]), np.array([1.1]), np.array([1.2]), nan, nan)
+    )
     assert isinstance(BATCH_DECODER.decode(raw), QuoteBatch)
 
 

@@ -53,9 +53,9 @@ def ref_wilder(x: list[float], period: int) -> list[float | None]:
 def ref_rsi(close: list[float], period: int) -> list[float | None]:
     gains = [max(close[i] - close[i - 1], 0.0) for i in range(1, len(close))]
     losses = [max(close[i - 1] - close[i], 0.0) for i in range(1, len(close))]
-    g, l = ref_wilder(gains, period), ref_wilder(losses, period)
+    avg_gain, avg_loss = ref_wilder(gains, period), ref_wilder(losses, period)
     out: list[float | None] = [None]
-    for a, b in zip(g, l):
+    for a, b in zip(avg_gain, avg_loss, strict=True):
         out.append(None if a is None else (0.0 if a + b == 0 else 100.0 * a / (a + b)))
     return out
 
@@ -67,7 +67,10 @@ def ref_macd(close: list[float], fast: int, slow: int, signal: int) -> tuple[lis
     line = [None if slow_ema[i] is None else fast_ema[i] - slow_ema[i] for i in range(n)]
     sig = [None] * (slow - 1) + ref_ema([v for v in line[slow - 1 :]], signal) if n >= slow else [None] * n
     ready = slow + signal - 2
-    return ([v if i >= ready else None for i, v in enumerate(line)], [v if i >= ready else None for i, v in enumerate(sig)])
+    return (
+        [v if i >= ready else None for i, v in enumerate(line)],
+        [v if i >= ready else None for i, v in enumerate(sig)],
+    )
 
 
 def ref_bbands(close: list[float], period: int, ndev: float) -> tuple[list, list, list]:
@@ -138,12 +141,16 @@ def ref_targets(name: str, bars: dict, p: dict) -> list[int]:
         return out
     if name == "vwap_reversion":
         k, band = p["period"], p["band_bps"] / 10_000
-        value = [(a + b + d) / 3 * v for a, b, d, v in zip(h, lo, c, bars["volume"])]
+        value = [(a + b + d) / 3 * v for a, b, d, v in zip(h, lo, c, bars["volume"], strict=True)]
         for i in range(n):
             if i >= k - 1 and sum(bars["volume"][i - k + 1 : i + 1]) > 0:
                 vwap = sum(value[i - k + 1 : i + 1]) / sum(bars["volume"][i - k + 1 : i + 1])
                 if prev == 0:
-                    prev = 1 if c[i] < vwap * (1 - band) else (-1 if p.get("allow_short") and c[i] > vwap * (1 + band) else 0)
+                    prev = (
+                        1
+                        if c[i] < vwap * (1 - band)
+                        else (-1 if p.get("allow_short") and c[i] > vwap * (1 + band) else 0)
+                    )
                 elif prev == 1 and c[i] >= vwap:
                     prev = 0
                 elif prev == -1 and c[i] <= vwap:
@@ -188,8 +195,17 @@ def ref_book(bars: dict, targets: list[int], fee_bps: float, slip_bps: float, ca
         fill = price * (1 - s) if side > 0 else price * (1 + s)
         proceeds = units * fill - f * abs(units * fill)
         cash += proceeds
-        trades.append({"side": "long" if side > 0 else "short", "entry_bar": entry["bar"], "entry_price": entry["price"],
-                       "exit_bar": i, "exit_price": fill, "units": abs(units), "pnl": proceeds + entry["cash"]})
+        trades.append(
+            {
+                "side": "long" if side > 0 else "short",
+                "entry_bar": entry["bar"],
+                "entry_price": entry["price"],
+                "exit_bar": i,
+                "exit_price": fill,
+                "units": abs(units),
+                "pnl": proceeds + entry["cash"],
+            }
+        )
         units, side = 0.0, 0
 
     for i in range(n):
@@ -242,10 +258,12 @@ def daily_bars(path: Path) -> dict[str, dict]:
     with gzip.open(path, "rt") as fh:
         header = fh.readline().strip().split(",")
         for line in fh:
-            row = dict(zip(header, line.strip().split(",")))
+            row = dict(zip(header, line.strip().split(","), strict=True))
             k = float(row["adj_factor"])
             d = date.fromisoformat(row["date"])
-            b = out.setdefault(row["symbol"], {c: [] for c in ("time", "day", "open", "high", "low", "close", "volume")})
+            b = out.setdefault(
+                row["symbol"], {c: [] for c in ("time", "day", "open", "high", "low", "close", "volume")}
+            )
             b["time"].append(int(datetime(d.year, d.month, d.day, tzinfo=NY).timestamp()) * 1000)
             b["day"].append(d)
             for col in ("open", "high", "low", "close"):
@@ -259,8 +277,10 @@ def minute_bars(path: Path) -> dict[str, dict]:
     with gzip.open(path, "rt") as fh:
         header = fh.readline().strip().split(",")
         for line in fh:
-            row = dict(zip(header, line.strip().split(",")))
-            b = out.setdefault(row["symbol"], {c: [] for c in ("time", "day", "open", "high", "low", "close", "volume")})
+            row = dict(zip(header, line.strip().split(","), strict=True))
+            b = out.setdefault(
+                row["symbol"], {c: [] for c in ("time", "day", "open", "high", "low", "close", "volume")}
+            )
             ts = int(row["ts_ms"])
             b["time"].append(ts)
             b["day"].append(datetime.fromtimestamp(ts / 1000, NY).date())
@@ -275,8 +295,25 @@ FEE, SLIP, CASH = 1.5, 2.5, 100_000.0
 
 
 def run_cli(bars: Path, strategy: str, params: dict, out: Path) -> dict[str, pl.DataFrame]:
-    args = [sys.executable, "-m", "tickforge.cli", "backtest", "run", "--bars", str(bars), "--strategy", strategy,
-            "--fee-bps", str(FEE), "--slippage-bps", str(SLIP), "--initial-cash", str(CASH), "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "tickforge.cli",
+        "backtest",
+        "run",
+        "--bars",
+        str(bars),
+        "--strategy",
+        strategy,
+        "--fee-bps",
+        str(FEE),
+        "--slippage-bps",
+        str(SLIP),
+        "--initial-cash",
+        str(CASH),
+        "--out",
+        str(out),
+    ]
     for k, v in params.items():
         args += ["--param", f"{k}={v}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -288,14 +325,20 @@ def assert_same(a: float, b: float, what: str) -> None:
     assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), f"{what}: engine {a!r} reference {b!r}"
 
 
-def compare(out: dict[str, pl.DataFrame], bars: dict[str, dict], strategy: str, params: dict, intraday: bool,
-            bars_per_year: dict[str, float]) -> int:
+def compare(
+    out: dict[str, pl.DataFrame],
+    bars: dict[str, dict],
+    strategy: str,
+    params: dict,
+    intraday: bool,
+    bars_per_year: dict[str, float],
+) -> int:
     checked = 0
     for symbol, b in bars.items():
         book = ref_book(b, ref_targets(strategy, b, params), FEE, SLIP, CASH, intraday)
         trades = out["trades"].filter(pl.col("symbol") == symbol).to_dicts()
         assert len(trades) == len(book["trades"]), f"{symbol}: {len(trades)} trades, reference {len(book['trades'])}"
-        for k, (got, want) in enumerate(zip(trades, book["trades"])):
+        for k, (got, want) in enumerate(zip(trades, book["trades"], strict=True)):
             assert got["side"] == want["side"], (symbol, k)
             assert got["entry_time"] == b["time"][want["entry_bar"]], (symbol, k)
             assert got["exit_time"] == b["time"][want["exit_bar"]], (symbol, k)
@@ -304,7 +347,7 @@ def compare(out: dict[str, pl.DataFrame], bars: dict[str, dict], strategy: str, 
         equity = out["equity"].filter(pl.col("symbol") == symbol)
         assert equity["window_start"].to_list() == b["time"]
         assert equity["position"].to_list() == book["position"]
-        for i, (got, want) in enumerate(zip(equity["equity"].to_list(), book["equity"])):
+        for i, (got, want) in enumerate(zip(equity["equity"].to_list(), book["equity"], strict=True)):
             assert_same(got, want, f"{symbol} equity at bar {i}")
         metrics = out["metrics"].filter(pl.col("symbol") == symbol).row(0, named=True)
         stored = json.loads(metrics["params"])
@@ -341,31 +384,39 @@ def test_run_equals_reference_on_daily_bars(strategy, params, daily, tmp_path):
 
 def minute_parquet(shared_data: Path, tmp_path: Path) -> tuple[Path, dict[str, dict]]:
     source = shared_data / "us_equity_minute_bars_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz"
-    frame = pl.read_csv(source).rename({"ts_ms": "window_start"}).with_columns(
-        window_end=pl.col("window_start") + 60_000, timeframe=pl.lit("1m"))
+    frame = (
+        pl.read_csv(source)
+        .rename({"ts_ms": "window_start"})
+        .with_columns(window_end=pl.col("window_start") + 60_000, timeframe=pl.lit("1m"))
+    )
     path = tmp_path / "bars_1m.parquet"
     frame.write_parquet(path)
     return path, minute_bars(source)
 
 
 @pytest.mark.full_data
-@pytest.mark.parametrize(("strategy", "params"), [
-    ("orb_breakout", {"opening_bars": 30, "allow_short": True}),
-    ("ema_cross", {"fast": 5, "slow": 30, "allow_short": True}),
-])
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [
+        ("orb_breakout", {"opening_bars": 30, "allow_short": True}),
+        ("ema_cross", {"fast": 5, "slow": 30, "allow_short": True}),
+    ],
+)
 def test_run_equals_reference_on_minute_bars_flat_at_each_session_end(strategy, params, shared_data, tmp_path):
     path, bars = minute_parquet(shared_data, tmp_path)
     out = run_cli(path, strategy, params, tmp_path / "out")
     per_session = {s: 252.0 * sorted(pl.Series(b["day"]).value_counts()["count"].to_list())[2] for s, b in bars.items()}
     assert compare(out, bars, strategy, params, intraday=True, bars_per_year=per_session) > 10
     equity = out["equity"].with_columns(
-        day=pl.from_epoch("window_start", "ms").dt.convert_time_zone("America/New_York").dt.date())
+        day=pl.from_epoch("window_start", "ms").dt.convert_time_zone("America/New_York").dt.date()
+    )
     last = equity.group_by("symbol", "day").agg(pl.col("window_start").max())
     trades = out["trades"]
     # no trade spans two sessions, and every session's last bar ends flat (closed at its close)
     spans = trades.with_columns(
         d0=pl.from_epoch("entry_time", "ms").dt.convert_time_zone("America/New_York").dt.date(),
-        d1=pl.from_epoch("exit_time", "ms").dt.convert_time_zone("America/New_York").dt.date())
+        d1=pl.from_epoch("exit_time", "ms").dt.convert_time_zone("America/New_York").dt.date(),
+    )
     assert (spans["d0"] == spans["d1"]).all()
     closing = trades.join(last, left_on=["symbol", "exit_time"], right_on=["symbol", "window_start"], how="inner")
     assert closing.height > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,22 @@ from tickforge.research.grid import expand_grid
 from tickforge.research.io import load_registry, read_bars, read_picks, write_picks
 from tickforge.research.registry import Scoring
 from tickforge.research.scoring import (
-    PICK_SCHEMA, deflated_sharpe, expected_max_sharpe, next_day_picks, robust_z, score, scorecard, select,
+    PICK_SCHEMA,
+    deflated_sharpe,
+    expected_max_sharpe,
+    next_day_picks,
+    robust_z,
+    score,
+    scorecard,
+    select,
     walk_forward_report,
 )
 from tickforge.research.strategies import STRATEGIES, get_strategy
 from tickforge.research.walkforward import walk_forward_windows
 
-DAILY_FILE = Path(__file__).resolve().parents[2] / "data" / "samples" / "us_equity_daily_bars_10_symbols_1998-2021.csv.gz"
+DAILY_FILE = (
+    Path(__file__).resolve().parents[2] / "data" / "samples" / "us_equity_daily_bars_10_symbols_1998-2021.csv.gz"
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,9 @@ def test_metrics_of_a_hand_computed_four_bar_book():
     targets = np.array([1, 0, 0, 0], np.int8)
     m = np.zeros(len(METRICS))
     equity, position, trades = np.empty(4), np.empty(4, np.int8), np.empty((5, 7))
-    count = run_book(o, c, np.log(c), np.zeros(4, bool), targets, 0, 4, 1000.0, 0.01, 0.0, 252.0, m, True,
-                     equity, position, trades)
+    count = run_book(
+        o, c, np.log(c), np.zeros(4, bool), targets, 0, 4, 1000.0, 0.01, 0.0, 252.0, m, True, equity, position, trades
+    )
     units = 1000.0 / (110 * 1.01)
     cash_after_sell = units * 121 * 0.99
     expected_equity = [1000.0, units * 105, cash_after_sell, cash_after_sell]
@@ -95,9 +106,14 @@ def test_robust_z_uses_median_and_mad_and_winsorizes_both_tails():
 def test_latest_decision_equals_the_backtest_target_at_every_bar(daily):
     """The live runner's call (history up to bar t, last decision) is the vectorized target at t."""
     spy = next(s for s in daily if s.symbol == "SPY")
-    cases = {"ema_cross": {"fast": 10, "slow": 30, "allow_short": True}, "rsi_reversion": {"period": 14},
-             "donchian_breakout": {"period": 20}, "macd_cross": {"fast": 12, "slow": 26, "signal": 9},
-             "bollinger_reversion": {"period": 20}, "vwap_reversion": {"period": 10, "band_bps": 100}}
+    cases = {
+        "ema_cross": {"fast": 10, "slow": 30, "allow_short": True},
+        "rsi_reversion": {"period": 14},
+        "donchian_breakout": {"period": 20},
+        "macd_cross": {"fast": 12, "slow": 26, "signal": 9},
+        "bollinger_reversion": {"period": 20},
+        "vwap_reversion": {"period": 10, "band_bps": 100},
+    }
     for name, params in cases.items():
         strat = get_strategy(name)
         full = strat.targets(spy, params)
@@ -123,7 +139,7 @@ def test_sweep_rows_equal_single_backtests_and_walk_forward_windows(daily):
     ins = [w for w in windows if w.sample == "in"]
     outs = [w for w in windows if w.sample == "out"]
     assert all(i.end_ms == o.start_ms for i, o in zip(ins, outs, strict=True))
-    assert all(a.start_ms < b.start_ms for a, b in zip(ins, ins[1:]))
+    assert all(a.start_ms < b.start_ms for a, b in pairwise(ins))
 
 
 def test_walk_forward_selection_never_reads_out_of_sample_bars(daily):
@@ -132,7 +148,9 @@ def test_walk_forward_selection_never_reads_out_of_sample_bars(daily):
     grid = expand_grid(strat, {"fast": "5:25:10", "slow": "30:90:30"}, ["fast < slow"])
     first, last = min(int(s.window_start[0]) for s in daily), max(int(s.window_start[-1]) for s in daily)
     windows = walk_forward_windows(first, last, "3y", "1y")
-    config = Scoring(gates={"min_trades": 1, "min_sharpe": -10, "max_drawdown": 1.0, "positive_return": False, "min_dsr": 0.0})
+    config = Scoring(
+        gates={"min_trades": 1, "min_sharpe": -10, "max_drawdown": 1.0, "positive_return": False, "min_dsr": 0.0}
+    )
     report = walk_forward_report(sweep(daily, strat, grid, Costs(1, 2), windows), config)
     assert report.height > 0 and report["oos_total_return"].null_count() == 0
     k = 5
@@ -148,8 +166,12 @@ def test_walk_forward_selection_never_reads_out_of_sample_bars(daily):
     again = walk_forward_report(sweep(scrambled, strat, grid, Costs(1, 2), windows), config)
     cols = ["window", "symbol", "params", "score", "is_total_return"]
     for w in range(k + 1):
-        assert again.filter(pl.col("window") == w).select(cols).equals(report.filter(pl.col("window") == w).select(cols)), w
-    assert not again.filter(pl.col("window") == k)["oos_total_return"].equals(report.filter(pl.col("window") == k)["oos_total_return"])
+        assert (
+            again.filter(pl.col("window") == w).select(cols).equals(report.filter(pl.col("window") == w).select(cols))
+        ), w
+    assert not again.filter(pl.col("window") == k)["oos_total_return"].equals(
+        report.filter(pl.col("window") == k)["oos_total_return"]
+    )
 
 
 def test_next_day_picks_use_bars_before_the_day_only_and_round_trip(daily, tmp_path):
@@ -162,13 +184,16 @@ def test_next_day_picks_use_bars_before_the_day_only_and_round_trip(daily, tmp_p
     assert set(picks["bucket"]) <= {"LOW", "MED", "HIGH"}
     assert picks.group_by("symbol").len()["len"].max() <= registry.scoring.top_n_per_symbol
     # bars from the day on are cut off: changing them changes nothing
-    changed = [type(s)(**{**s.__dict__, "close": np.where(s.window_start >= ny_midnight_ms(day), 1.0, s.close)}) for s in daily]
+    changed = [
+        type(s)(**{**s.__dict__, "close": np.where(s.window_start >= ny_midnight_ms(day), 1.0, s.close)}) for s in daily
+    ]
     assert next_day_picks({"1d": changed}, registry, day).equals(picks)
     for suffix in ("parquet", "yaml"):
         path = write_picks(picks, tmp_path / f"picks.{suffix}")
         back = read_picks(path)
         assert back.select("day", "symbol", "strategy", "timeframe", "params", "bucket", "weight").equals(
-            picks.select("day", "symbol", "strategy", "timeframe", "params", "bucket", "weight"))
+            picks.select("day", "symbol", "strategy", "timeframe", "params", "bucket", "weight")
+        )
         assert all(isinstance(json.loads(p), dict) for p in back["params"])
     card = scorecard(picks, {"1d": daily}, registry.costs.costs())
     assert card.height == picks.height and card["complete"].all()
@@ -186,4 +211,4 @@ def test_score_weights_gates_and_buckets(daily):
     picked = select(scored, registry.scoring)
     assert picked["gate"].null_count() == picked.height
     b = registry.scoring.buckets
-    assert all((bk == "LOW") == (dd <= b.low) for bk, dd in zip(scored["bucket"], scored["max_drawdown"]))
+    assert all((bk == "LOW") == (dd <= b.low) for bk, dd in zip(scored["bucket"], scored["max_drawdown"], strict=True))

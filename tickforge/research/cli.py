@@ -5,19 +5,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+if TYPE_CHECKING:  # the kernels load lazily so --help stays fast
+    import polars as pl
+
+    from tickforge.research.bars import BarSeries
+    from tickforge.research.engine import Costs
+
 backtest_app = typer.Typer(help="Backtests and parameter sweeps over bar files.", no_args_is_help=True)
 
-BarsOption = Annotated[Path, typer.Option("--bars", help="Bar file: the platform's bars_<tf>.parquet or the daily-bar CSV(.gz).")]
+BarsOption = Annotated[
+    Path, typer.Option("--bars", help="Bar file: the platform's bars_<tf>.parquet or the daily-bar CSV(.gz).")
+]
 OutOption = Annotated[Path, typer.Option("--out", file_okay=False, help="Output folder.")]
 RawOption = Annotated[bool, typer.Option("--raw", help="Daily CSV: raw prices instead of price x adj_factor.")]
-FeeOption = Annotated[Optional[float], typer.Option("--fee-bps", help="Fee in bps of traded notional (registry default).")]
-SlipOption = Annotated[Optional[float], typer.Option("--slippage-bps", help="Slippage in bps of the open (registry default).")]
-CashOption = Annotated[Optional[float], typer.Option("--initial-cash", help="Starting cash of each symbol's book.")]
-RegistryOption = Annotated[Optional[Path], typer.Option("--registry", help="Strategy registry YAML (default: the packaged one).")]
+FeeOption = Annotated[float | None, typer.Option("--fee-bps", help="Fee in bps of traded notional (registry default).")]
+SlipOption = Annotated[
+    float | None, typer.Option("--slippage-bps", help="Slippage in bps of the open (registry default).")
+]
+CashOption = Annotated[float | None, typer.Option("--initial-cash", help="Starting cash of each symbol's book.")]
+RegistryOption = Annotated[
+    Path | None, typer.Option("--registry", help="Strategy registry YAML (default: the packaged one).")
+]
 
 
 @backtest_app.callback()
@@ -38,16 +50,19 @@ def _guarded(work: Callable[[], dict[str, Any]]) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _costs(registry_path: Path | None, fee: float | None, slip: float | None, cash: float | None):  # noqa: ANN202
+def _costs(registry_path: Path | None, fee: float | None, slip: float | None, cash: float | None) -> Costs:
     from tickforge.research.engine import Costs
     from tickforge.research.io import load_registry
 
     base = load_registry(registry_path).costs
-    return Costs(base.fee_bps if fee is None else fee, base.slippage_bps if slip is None else slip,
-                 base.initial_cash if cash is None else cash)
+    return Costs(
+        base.fee_bps if fee is None else fee,
+        base.slippage_bps if slip is None else slip,
+        base.initial_cash if cash is None else cash,
+    )
 
 
-def _read(bars: Path, raw: bool, out: Path):  # noqa: ANN202
+def _read(bars: Path, raw: bool, out: Path) -> tuple[list[BarSeries], pl.DataFrame]:
     from tickforge.research.io import read_bars, write_parquet
 
     series, dead = read_bars(bars, raw)
@@ -60,10 +75,15 @@ def _read(bars: Path, raw: bool, out: Path):  # noqa: ANN202
 
 @backtest_app.command("run")
 def run(
-    bars: BarsOption, strategy: Annotated[str, typer.Option("--strategy", help="Strategy name.")], out: OutOption,
-    param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, repeatable.")] = None,
-    fee_bps: FeeOption = None, slippage_bps: SlipOption = None, initial_cash: CashOption = None,
-    raw: RawOption = False, registry: RegistryOption = None,
+    bars: BarsOption,
+    strategy: Annotated[str, typer.Option("--strategy", help="Strategy name.")],
+    out: OutOption,
+    param: Annotated[list[str] | None, typer.Option("--param", help="name=value, repeatable.")] = None,
+    fee_bps: FeeOption = None,
+    slippage_bps: SlipOption = None,
+    initial_cash: CashOption = None,
+    raw: RawOption = False,
+    registry: RegistryOption = None,
 ) -> None:
     """Backtest one parameter set on every symbol: OUT/trades.parquet, equity.parquet, metrics.parquet."""
 
@@ -85,22 +105,42 @@ def run(
             write_parquet(pl.concat([r.equity for r in results]), out / "equity.parquet"),
             write_parquet(pl.DataFrame([r.metrics for r in results]), out / "metrics.parquet"),
         ]
-        return {"strategy": strat.name, "params": params, "symbols": len(series), "dead_letters": dead.height,
-                "trades": sum(r.trades.height for r in results), "written": [str(p) for p in paths]}
+        return {
+            "strategy": strat.name,
+            "params": params,
+            "symbols": len(series),
+            "dead_letters": dead.height,
+            "trades": sum(r.trades.height for r in results),
+            "written": [str(p) for p in paths],
+        }
 
     _guarded(work)
 
 
 @backtest_app.command("sweep")
 def sweep_command(
-    bars: BarsOption, out: OutOption,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="Strategy name (else every registry strategy).")] = None,
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="name=start:stop:step (inclusive) or name=a,b,c; repeatable.")] = None,
-    constraint: Annotated[Optional[list[str]], typer.Option("--constraint", help="e.g. 'fast < slow' (the registry's apply too).")] = None,
-    train: Annotated[Optional[str], typer.Option("--train", help="Walk-forward in-sample span (e.g. 3y); with --test.")] = None,
-    test: Annotated[Optional[str], typer.Option("--test", help="Walk-forward out-of-sample span and roll (e.g. 1y).")] = None,
-    fee_bps: FeeOption = None, slippage_bps: SlipOption = None, initial_cash: CashOption = None,
-    raw: RawOption = False, registry: RegistryOption = None,
+    bars: BarsOption,
+    out: OutOption,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="Strategy name (else every registry strategy).")
+    ] = None,
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", help="name=start:stop:step (inclusive) or name=a,b,c; repeatable.")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None, typer.Option("--constraint", help="e.g. 'fast < slow' (the registry's apply too).")
+    ] = None,
+    train: Annotated[
+        str | None, typer.Option("--train", help="Walk-forward in-sample span (e.g. 3y); with --test.")
+    ] = None,
+    test: Annotated[
+        str | None, typer.Option("--test", help="Walk-forward out-of-sample span and roll (e.g. 1y).")
+    ] = None,
+    fee_bps: FeeOption = None,
+    slippage_bps: SlipOption = None,
+    initial_cash: CashOption = None,
+    raw: RawOption = False,
+    registry: RegistryOption = None,
 ) -> None:
     """Every grid point on every symbol (and walk-forward window): OUT/results.parquet."""
 
@@ -155,12 +195,17 @@ def sweep_command(
         total = len(series) * len(plans)
         with progress_bar("sweeping", total) as update:
             for k, (name, points) in enumerate(plans):
-                frames.append(sweep(series, name, points, costs, windows,
-                                    progress=_shifted(update, k * len(series))))
+                frames.append(sweep(series, name, points, costs, windows, progress=_shifted(update, k * len(series))))
         results = pl.concat(frames)
         path = write_parquet(results, out / "results.parquet")
-        return {"strategies": {n: len(p) for n, p in plans}, "symbols": len(series), "windows": len(windows),
-                "rows": results.height, "dead_letters": dead.height, "written": str(path)}
+        return {
+            "strategies": {n: len(p) for n, p in plans},
+            "symbols": len(series),
+            "windows": len(windows),
+            "rows": results.height,
+            "dead_letters": dead.height,
+            "written": str(path),
+        }
 
     _guarded(work)
 

@@ -47,8 +47,11 @@ class BarTask:
         self.lateness_ms = streaming.allowed_lateness_ms
         self.dedup_horizon_ms = streaming.dedup_horizon_ms
         self.builder = BarBuilder(
-            [BIN_TIMEFRAME, "1s"], lateness_ms=self.lateness_ms, dedup_horizon_ms=streaming.dedup_horizon_ms,
-            max_event_jump_ms=streaming.max_event_jump_ms, max_future_ms=streaming.max_future_ms,
+            [BIN_TIMEFRAME, "1s"],
+            lateness_ms=self.lateness_ms,
+            dedup_horizon_ms=streaming.dedup_horizon_ms,
+            max_event_jump_ms=streaming.max_event_jump_ms,
+            max_future_ms=streaming.max_future_ms,
             live_lag_ms=streaming.live_lag_ms,
         )
         self.builder.watermark = start_watermark
@@ -66,7 +69,9 @@ class BarTask:
         self._steps_at: list[int] = []
         # Idle advance stops once the longest configured timeframe has closed downstream.
         self._downstream_horizon_ms = max(timeframe_ms(tf) for tf in streaming.timeframes) + self.lateness_ms
-        self._idle_limit = start_watermark + self._downstream_horizon_ms if start_watermark > NO_WATERMARK else NO_WATERMARK
+        self._idle_limit = (
+            start_watermark + self._downstream_horizon_ms if start_watermark > NO_WATERMARK else NO_WATERMARK
+        )
         self._idle_marked_at = 0
 
     @property
@@ -79,7 +84,9 @@ class BarTask:
             # A marker ends a session, so only its arrival bounds it (a replay of an earlier
             # day ends where the next data set's marker says, however far ahead).
             if marker > _arrival_ms(msg) + self.builder.max_future_ms:
-                out.dead_letter(dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker))
+                out.dead_letter(
+                    dead_letter_for(msg, Reason.FUTURE_TIMESTAMP, self.source, "watermark marker", ts_ms=marker)
+                )
             else:
                 self._advance(marker, ends_session=True)
             return NO_WATERMARK
@@ -95,8 +102,15 @@ class BarTask:
         if isinstance(tick, Trade):
             ids = None if tick.trade_id is None else np.array([tick.trade_id], np.int64)
             return self._trades(
-                msg, out, [tick.symbol], None, np.array([tick.ts_ms], np.int64),
-                np.array([tick.price]), np.array([tick.size]), ids, batch=False,
+                msg,
+                out,
+                [tick.symbol],
+                None,
+                np.array([tick.ts_ms], np.int64),
+                np.array([tick.price]),
+                np.array([tick.size]),
+                ids,
+                batch=False,
             )
         if isinstance(tick, QuoteBatch):
             ts, bid, ask, bid_size, ask_size = tick.arrays()
@@ -227,7 +241,7 @@ class BarTask:
         step = np.searchsorted(np.asarray(self._steps_wm), due, side="left")
         step = step[step < len(self._steps_wm)]
         at = np.asarray(self._steps_at)[step]
-        for passed_at, count in zip(*np.unique(at, return_counts=True)):
+        for passed_at, count in zip(*np.unique(at, return_counts=True), strict=True):
             out.latencies.append((NAME, timeframe, int(passed_at), int(count)))
 
     def close(self, out: Output, measure: bool = True) -> None:

@@ -13,9 +13,7 @@ QUOTES_IN = Counter("tickforge_quotes_in_total", "Quote ticks read", ["worker"])
 BARS_OUT = Counter("tickforge_bars_out_total", "Bars emitted", ["worker", "timeframe"])
 MESSAGES_OUT = Counter("tickforge_messages_out_total", "Messages committed", ["worker"])
 DEAD_LETTERS = Counter("tickforge_dead_letters_total", "Rejected input", ["reason"])
-WATERMARK_LAG = Gauge(
-    "tickforge_watermark_lag_ms", "Wall clock minus event-time watermark", ["worker", "partition"]
-)
+WATERMARK_LAG = Gauge("tickforge_watermark_lag_ms", "Wall clock minus event-time watermark", ["worker", "partition"])
 # Unix time of a worker's last loop iteration: the supervisor's health signal (a loop that stops
 # making progress ages it, even while the process stays alive).
 WORKER_LIVENESS = Gauge(
@@ -70,7 +68,10 @@ class WeightedHistogram:
         with self._lock:
             for labels, (counts, total) in self._series.items():
                 cumulative = np.cumsum(counts)
-                buckets = [(repr(float(b)) if b != int(b) else f"{b:.1f}", int(c)) for b, c in zip(self.bounds, cumulative)]
+                buckets = [
+                    (repr(float(b)) if b != int(b) else f"{b:.1f}", int(c))
+                    for b, c in zip(self.bounds, cumulative, strict=False)
+                ]
                 buckets.append(("+Inf", int(cumulative[-1])))
                 family.add_metric(list(labels), buckets, total)
         yield family

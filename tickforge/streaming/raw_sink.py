@@ -35,7 +35,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -83,21 +83,29 @@ def _ticks_of(msg: Message) -> tuple[str, dict[str, Any]] | None:
         return "trades", {"ts_ms": ts, "symbol": symbols, "price": price, "size": size, "trade_id": ids}
     if isinstance(tick, Trade):
         return "trades", {
-            "ts_ms": np.array([tick.ts_ms], np.int64), "symbol": [tick.symbol],
-            "price": np.array([tick.price]), "size": np.array([tick.size]),
+            "ts_ms": np.array([tick.ts_ms], np.int64),
+            "symbol": [tick.symbol],
+            "price": np.array([tick.price]),
+            "size": np.array([tick.size]),
             "trade_id": None if tick.trade_id is None else np.array([tick.trade_id], np.int64),
         }
     if isinstance(tick, QuoteBatch):
         ts, bid, ask, bid_size, ask_size = tick.arrays()
         return "quotes", {
-            "ts_ms": ts, "symbol": [tick.symbol] * len(ts), "bid": bid, "ask": ask,
-            "bid_size": bid_size, "ask_size": ask_size,
+            "ts_ms": ts,
+            "symbol": [tick.symbol] * len(ts),
+            "bid": bid,
+            "ask": ask,
+            "bid_size": bid_size,
+            "ask_size": ask_size,
         }
     assert isinstance(tick, Quote)
     nan = float("nan")
     return "quotes", {
-        "ts_ms": np.array([tick.ts_ms], np.int64), "symbol": [tick.symbol],
-        "bid": np.array([tick.bid]), "ask": np.array([tick.ask]),
+        "ts_ms": np.array([tick.ts_ms], np.int64),
+        "symbol": [tick.symbol],
+        "bid": np.array([tick.bid]),
+        "ask": np.array([tick.ask]),
         "bid_size": np.array([nan if tick.bid_size is None else tick.bid_size]),
         "ask_size": np.array([nan if tick.ask_size is None else tick.ask_size]),
     }
@@ -123,7 +131,10 @@ def _frame(kind: str, offset: int, cols: dict[str, Any]) -> pl.DataFrame:
             {
                 "ts_ms": pl.Series(cols["ts_ms"], dtype=pl.Int64),
                 "symbol": pl.Series(cols["symbol"], dtype=pl.String),
-                **{c: pl.Series(cols[c], dtype=pl.Float64, nan_to_null=True) for c in ("bid", "ask", "bid_size", "ask_size")},
+                **{
+                    c: pl.Series(cols[c], dtype=pl.Float64, nan_to_null=True)
+                    for c in ("bid", "ask", "bid_size", "ask_size")
+                },
             }
         )
         schema = QUOTE_SCHEMA
@@ -135,7 +146,7 @@ def split_hourly(frame: pl.DataFrame) -> Iterator[tuple[str, int, pl.DataFrame]]
     hour_start = pl.col("ts_ms") // HOUR_MS
     keyed = frame.with_columns(_hour=hour_start)
     for (h,), chunk in keyed.group_by(["_hour"], maintain_order=True):
-        stamp = datetime.fromtimestamp(int(h) * 3600, tz=timezone.utc)
+        stamp = datetime.fromtimestamp(int(h) * 3600, tz=UTC)
         yield stamp.strftime("%Y-%m-%d"), stamp.hour, chunk.drop("_hour")
 
 
@@ -255,6 +266,7 @@ class RawSink:
                     log.warning("consume error", extra={"worker": NAME, "error": str(err)})
                 continue
             partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None, "a consumed message has both"
             buffer = self.buffers.setdefault(partition, _Buffer())
             if buffer.plan is not None and buffer.first is None and offset > buffer.plan:
                 buffer.plan = None  # the planned range is no longer in the log (retention)
@@ -287,7 +299,10 @@ class RawSink:
         buffer.reset()
         buffer.plan = None
         self.stats.flushes += 1
-        log.info("flushed", extra={"worker": NAME, "partition": partition, "first": first, "last": last, "objects": len(keys)})
+        log.info(
+            "flushed",
+            extra={"worker": NAME, "partition": partition, "first": first, "last": last, "objects": len(keys)},
+        )
         return keys
 
     def _write(self, partition: int, buffer: _Buffer) -> list[str]:
@@ -297,7 +312,9 @@ class RawSink:
                 continue
             frame = pl.concat(buffer.frames[kind])
             for day, hour, rows in split_hourly(frame):
-                key = object_key(kind, day, hour, partition, int(rows["row"].min()), int(rows["row"].max()))
+                first_row, last_row = rows["row"].min(), rows["row"].max()
+                assert isinstance(first_row, int) and isinstance(last_row, int), "row is an integer column"
+                key = object_key(kind, day, hour, partition, first_row, last_row)
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=parquet_bytes(rows))
                 keys.append(key)
                 self.stats.rows[kind] += rows.height
@@ -321,7 +338,7 @@ class RawSink:
 
 
 def _s3_client(settings: Settings) -> Any:
-    import boto3  # noqa: PLC0415
+    import boto3
 
     s3 = settings.s3
     kwargs: dict[str, Any] = {"region_name": s3.region}
@@ -329,7 +346,9 @@ def _s3_client(settings: Settings) -> Any:
         kwargs["endpoint_url"] = s3.endpoint_url
     if s3.access_key_id:
         kwargs["aws_access_key_id"] = s3.access_key_id
-        kwargs["aws_secret_access_key"] = None if s3.secret_access_key is None else s3.secret_access_key.get_secret_value()
+        kwargs["aws_secret_access_key"] = (
+            None if s3.secret_access_key is None else s3.secret_access_key.get_secret_value()
+        )
     return boto3.client("s3", **kwargs)
 
 
@@ -339,10 +358,10 @@ def run_raw_sink(
     flush_interval_s: float = 30.0,
 ) -> None:
     """``tickforge stream raw-sink``: run the sink with the environment's settings."""
-    import json  # noqa: PLC0415
+    import json
 
-    from tickforge.platform.logs import configure_logging  # noqa: PLC0415
-    from tickforge.platform.settings import load_settings  # noqa: PLC0415
+    from tickforge.platform.logs import configure_logging
+    from tickforge.platform.settings import load_settings
 
     settings = load_settings()
     configure_logging()

@@ -45,7 +45,7 @@ class Service(ABC):
     signal_group: ClassVar[bool] = True
     stop_timeout: ClassVar[float] = 20.0
 
-    def check_prerequisites(self) -> None:
+    def check_prerequisites(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Raise StackError naming what to install when a needed program is missing."""
 
     @abstractmethod
@@ -56,7 +56,7 @@ class Service(ABC):
     def ready(self, ctx: ServiceContext) -> bool:
         """One quick readiness probe; raising counts as not ready."""
 
-    def after_start(self, ctx: ServiceContext) -> None:
+    def after_start(self, ctx: ServiceContext) -> None:  # noqa: B027 - an optional hook, empty by default
         """Idempotent provisioning once ready (buckets, databases, migrations)."""
 
     @abstractmethod
