@@ -224,6 +224,9 @@ class Supervisor:
     def _watch(self, worker: Supervised, now: float) -> None:
         ref = worker.ref
         if ref is not None and not is_alive(ref):
+            # Its children (dagster dev's webserver and daemon) outlive it in its group. Killed
+            # before the leader is reaped: while it is a zombie its pid, the group id, is not reused.
+            kill_group(ref)
             code = worker.proc.poll() if worker.proc is not None else None
             self._exited(worker, f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}")
         elif ref is not None and not self._healthy(worker, now):
@@ -371,14 +374,12 @@ def stop(state_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
             time.sleep(0.1)
         if is_alive(supervisor):
             kill_group(supervisor)
-    # Whatever a dead (or killed) supervisor left behind.
-    _terminate(
-        *(
-            ref
-            for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values()
-            if (ref := _ref(entry)) is not None and is_alive(ref)
-        )
-    )
+    # Whatever a dead (or killed) supervisor left behind: running workers, and the children of
+    # any that died while nothing watched it.
+    left = [ref for entry in _read_json(_workers_file(state_dir)).get("workers", {}).values() if (ref := _ref(entry))]
+    _terminate(*(ref for ref in left if is_alive(ref)))
+    for ref in left:
+        kill_group(ref)
     _supervisor_file(state_dir).unlink(missing_ok=True)
     _workers_file(state_dir).unlink(missing_ok=True)
     return running
