@@ -43,11 +43,14 @@ def up_cmd(
     def say(line: str) -> None:
         typer.echo(f"[{time.monotonic() - started:6.1f}s] {line}", err=True)
 
+    # A SIGTERM while starting (up to `timeout` s) unwinds like Ctrl+C: what started is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         urls = lifecycle.up(state_dir, with_prometheus=prometheus, timeout=timeout, progress=say)
     except (lifecycle.PlatformError, StackError, ValueError, RuntimeError) as exc:
         raise _fail(f"{exc}\n(`tickforge down` stops what did start)") from None
     except KeyboardInterrupt:
+        _ignore_stop_signals()  # a second signal must not cut the stopping short
         typer.echo("interrupted: stopping what started", err=True)
         _print_down(lifecycle.down(state_dir))
         raise typer.Exit(130) from None
@@ -70,7 +73,17 @@ def up_cmd(
         time.sleep(0.5)
     if not stopping:
         typer.echo("the supervisor exited: stopping the rest", err=True)
+    _ignore_stop_signals()
     _print_down(lifecycle.down(state_dir))
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _print_down(result: dict[str, Any]) -> None:
@@ -78,7 +91,7 @@ def _print_down(result: dict[str, Any]) -> None:
     for name, seconds in result["stack"].items():
         typer.echo(f"stopped {name} in {seconds:.1f} s")
     if result["stack_left_running"]:
-        typer.echo("the stack was running before `tickforge up`: left running (`tickforge stack down` stops it)")
+        typer.echo("stack services `tickforge up` did not start: left running (`tickforge stack down` stops them)")
     if result["wiped"]:
         typer.echo("data wiped")
 

@@ -3,9 +3,9 @@
 ``up`` starts the local stack with Prometheus (reusing healthy running services), applies the
 topics, runs every registry entry (the workers, the live view, ``dagster dev``) under the worker
 supervisor, and waits until each is healthy: a worker's loop has run (its liveness gauge), a web
-UI answers its health path. ``<state>/platform.json`` records whether ``up`` started the stack, so
-``down`` stops exactly what ``up`` started (a stack that was running before is left running) and
-keeps every service's data unless ``wipe``. Logs: ``<state>/logs/<service>.log``.
+UI answers its health path. ``<state>/platform.json`` records which stack services ``up`` started,
+so ``down`` stops exactly those (services that were running before are left running) and keeps
+every service's data unless ``wipe``. Logs: ``<state>/logs/<service>.log``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tickforge.platform.stack.process import LOCALHOST
 from tickforge.streaming import registry, supervisor
 
 PLATFORM_FILE = "platform.json"
+STARTED_KEY = "stack_services_started"  # in PLATFORM_FILE: the stack services `up` started
 HEALTH_TIMEOUT_S = 300.0
 SUPERVISOR = "supervisor"
 
@@ -83,7 +84,7 @@ def up(
 
     def on_event(event: UpEvent) -> None:
         if event.action != "reused":
-            record["stack_started"] = True
+            record[STARTED_KEY] = sorted({*record.get(STARTED_KEY, []), event.service})
         progress(f"{event.service:<16} {event.action} in {event.seconds:.1f} s")
 
     try:
@@ -132,18 +133,23 @@ def urls(state_dir: Path) -> dict[str, str]:
     return out
 
 
+def started_services(record: dict[str, Any]) -> list[str] | None:
+    """The stack services ``up`` started, from its record (None: every one, as a record of an
+    older ``up`` that only noted whether it started any says)."""
+    if record.get("stack_started"):
+        return None
+    return [str(name) for name in record.get(STARTED_KEY, [])]
+
+
 def down(state_dir: Path, wipe: bool = False) -> dict[str, Any]:
-    """Stop the workers and services, and the stack when ``up`` started it (or ``wipe`` asks to
-    delete its data); returns what was stopped."""
+    """Stop the workers and services, and the stack services ``up`` started (all of them when
+    ``wipe`` asks to delete their data); returns what was stopped."""
     state_dir = _use_state_dir(state_dir)
     stopped_workers = supervisor.stop(state_dir)
-    record = _read_record(state_dir)
-    stack_stopped: dict[str, float] = {}
-    stack_left = False
-    if record.get("stack_started") or wipe:
-        stack_stopped = _stack(state_dir).down(wipe=wipe)
-    else:
-        stack_left = any(entry.get("running") for entry in _stack(state_dir).status().values())
+    services = None if wipe else started_services(_read_record(state_dir))
+    stack = _stack(state_dir)
+    stack_stopped = stack.down(wipe=wipe, services=services) if services is None or services else {}
+    stack_left = any(entry.get("running") for entry in stack.status().values())
     (state_dir / PLATFORM_FILE).unlink(missing_ok=True)
     return {"workers": stopped_workers, "stack": stack_stopped, "stack_left_running": stack_left, "wiped": wipe}
 

@@ -351,20 +351,28 @@ class LocalStack:
 
     # ---- down ----------------------------------------------------------------------------
 
-    def down(self, wipe: bool = False) -> dict[str, float]:
-        """Stop every service this state folder started (and whatever they spawned); remove
-        ``stack.env``. ``wipe`` also deletes the services' data, keeping the Kafka jar cache.
-        Returns the seconds each running service took to stop."""
+    def down(self, wipe: bool = False, services: Iterable[str] | None = None) -> dict[str, float]:
+        """Stop every service this state folder started (only ``services`` when given, keeping
+        ``stack.env`` then) and whatever they spawned; remove ``stack.env``. ``wipe`` (of all
+        services only) also deletes the services' data, keeping the Kafka jar cache. Returns the
+        seconds each running service took to stop."""
         if not self.state_dir.exists():
             return {}
+        if wipe and services is not None:
+            raise ValueError("wipe deletes every service's data: stop all services with it")
         with file_lock(self.state_dir / LOCK_FILE):
             records = load_records(self.state_dir)
-            refs = {name: r for name, rec in records.items() if (r := rec.process()) is not None}
+            names = set(records) if services is None else set(services)
+            chosen = {name: rec for name, rec in records.items() if name in names}
+            refs = {name: r for name, rec in chosen.items() if (r := rec.process()) is not None}
             timings = self._stop_all(refs)
-            for record in records.values():
+            for record in chosen.values():
                 record.pid = record.start_time = None
             save_records(self.state_dir, records)
-            self.env_file.unlink(missing_ok=True)
+            if services is None:
+                self.env_file.unlink(missing_ok=True)
+            else:
+                self._write_env(self._status(records))
             if wipe:
                 keep = [self.state_dir / LOCK_FILE]
                 for service in self.services.values():
