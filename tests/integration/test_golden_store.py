@@ -99,6 +99,18 @@ def test_store_writes_bars_and_watermarks_and_reads_them_back(pg, samples):
     reports = watermark_reports(conn, schema, ["1m", "5m", "15m"])
     assert {tf: mark for tf, (mark, _) in reports.items()} == {"1m": watermark, "5m": watermark}
 
+    # One stuck partition makes the golden watermark stale however much another advances: its age
+    # is the age of the partition holding the minimum, and a report that does not move a
+    # partition's watermark on leaves its age alone.
+    conn.execute(f"UPDATE {schema}.bar_watermarks SET updated_at = now() - interval '1 hour' WHERE timeframe = '1m'")
+    store_bars(conn, schema, {}, {("1m", 0): watermark, ("1m", 1): watermark + 30 * MIN})
+    (now_s,) = conn.execute("SELECT extract(epoch FROM now())").fetchone()
+    mark, updated_s = watermark_reports(conn, schema, ["1m"])["1m"]
+    assert mark == watermark and float(now_s) - updated_s == pytest.approx(3_600, abs=5)
+    store_bars(conn, schema, {}, {("1m", 0): watermark + MIN})
+    mark, updated_s = watermark_reports(conn, schema, ["1m"])["1m"]
+    assert mark == watermark + MIN and updated_s == pytest.approx(float(now_s), abs=5)
+
     # The validate command's source reads the same rows on its own connection.
     conn.commit()
     source = golden_bar_source(settings)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from tickforge.ops.doctor import (
     Check,
     as_json,
@@ -13,15 +15,19 @@ from tickforge.ops.doctor import (
     disk_check,
     format_checks,
     lag_check,
+    missing_secrets,
     processes_check,
     raw_sink_check,
     settings_check,
+    supervisor_check,
     topics_check,
     watermark_check,
 )
-from tickforge.ops.lifecycle import ServiceStatus, format_status, last_error_line
-from tickforge.ops.probes import DagsterFacts, GroupLag, TopicState
+from tickforge.ops.lifecycle import STARTED_KEY, ServiceStatus, format_status, last_error_line, started_services
+from tickforge.ops.probes import DagsterFacts, GroupLag, TopicState, _position
+from tickforge.platform.settings import AlpacaSettings, Settings
 from tickforge.platform.topics import registry
+from tickforge.streaming.runtime import Checkpoint
 
 CONFIG = {"retention.ms": "604800000", "cleanup.policy": "delete"}
 
@@ -142,3 +148,37 @@ def test_status_table_has_one_row_per_service():
     assert lines[1].split()[:4] == ["kafka", "running", "10", "1h01m"]
     assert lines[2].split()[:6] == ["bar-worker", "running", "11", "5s", "1", "0"]
     assert lines[2].endswith("killed by signal 9")
+
+
+def test_a_dead_supervisor_fails_even_when_its_orphans_run():
+    assert supervisor_check(True, 4242).status == "ok"
+    dead = supervisor_check(False, 4242)
+    assert dead.failed and "4242" in dead.verdict and "restarted" in dead.verdict
+
+
+def test_alpaca_keys_are_secrets_only_when_the_adapter_is_enabled(monkeypatch):
+    for name in ("TICKFORGE_ALPACA__KEY_ID", "TICKFORGE_ALPACA__SECRET_KEY", "TICKFORGE_ALPACA__ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    alpaca_keys = {"TICKFORGE_ALPACA__KEY_ID", "TICKFORGE_ALPACA__SECRET_KEY"}
+    assert not alpaca_keys & set(missing_secrets(Settings()))
+    enabled = Settings(alpaca=AlpacaSettings(enabled=True))
+    assert alpaca_keys <= set(missing_secrets(enabled))
+    blank = Settings(alpaca=AlpacaSettings(enabled=True, key_id="PK123", secret_key=""))
+    assert set(missing_secrets(blank)) & alpaca_keys == {"TICKFORGE_ALPACA__SECRET_KEY"}
+    keyed = Settings(alpaca=AlpacaSettings(enabled=True, key_id="PK123", secret_key="s3cr3t"))
+    assert not alpaca_keys & set(missing_secrets(keyed))
+
+
+def test_a_committed_position_is_the_checkpoints_hi_and_bad_metadata_is_the_offset():
+    checkpoint = msgspec.json.encode(Checkpoint(lo_wm=1_000, hi=120, hi_wm=2_000)).decode()
+    assert _position(100, checkpoint) == 120
+    assert _position(130, checkpoint) == 130  # never behind the committed offset
+    assert _position(100, None) == 100
+    assert _position(100, "not json") == 100
+    assert _position(100, '{"lo": 3}') == 100  # not a checkpoint
+
+
+def test_down_stops_only_the_stack_services_up_started():
+    assert started_services({}) == []  # `down` without `up`: the stack is not ours
+    assert started_services({STARTED_KEY: ["prometheus"]}) == ["prometheus"]
+    assert started_services({"stack_started": True}) is None  # an older record: all of it

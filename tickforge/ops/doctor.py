@@ -83,6 +83,11 @@ def missing_secrets(settings: Any) -> list[str]:
         missing.append("TICKFORGE_S3__SECRET_ACCESS_KEY")
     if not settings.snowflake.password.get_secret_value():
         missing.append("TICKFORGE_SNOWFLAKE__PASSWORD")
+    alpaca = settings.alpaca
+    if alpaca.enabled:  # dry-run needs no keys; a live adapter is refused by the broker without them
+        for secret, variable in ((alpaca.key_id, "KEY_ID"), (alpaca.secret_key, "SECRET_KEY")):
+            if secret is None or not secret.get_secret_value():
+                missing.append(f"TICKFORGE_ALPACA__{variable}")
     return missing
 
 
@@ -220,6 +225,20 @@ def dagster_check(facts: DagsterFacts, job: str = NIGHTLY_JOB) -> Check:
     return ok("dagster", f"daemons healthy; {what}, no failed check")
 
 
+def supervisor_check(running: bool, pid: int | None) -> Check:
+    """The supervisor itself: without it nothing restarts a dead worker, and the workers it
+    left behind run on unwatched."""
+    if not running:
+        left = f" (pid {pid} is gone)" if pid else ""
+        return Check(
+            "supervisor",
+            "fail",
+            f"not running{left}: no worker is watched or restarted",
+            "`tickforge down` then `tickforge up` (or `tickforge stream stop` then `tickforge stream start`)",
+        )
+    return ok("supervisor", f"running (pid {pid})")
+
+
 def processes_check(workers: Mapping[str, Mapping[str, Any]]) -> Check:
     """The supervisor's view: every entry it runs is up."""
     down = [f"{name} ({w.get('last_exit') or 'starting'})" for name, w in workers.items() if not w.get("running")]
@@ -333,8 +352,10 @@ def run_checks(options: Options) -> list[Check]:
     )
     checks += _prometheus(options.state_dir)
 
-    workers = supervisor.status(options.state_dir)["workers"]
+    supervised = supervisor.status(options.state_dir)
+    workers = supervised["workers"]
     if workers:
+        checks.append(supervisor_check(supervised["supervisor"]["running"], supervised["supervisor"]["pid"]))
         checks.append(processes_check(workers))
 
     if kafka_error:
@@ -424,11 +445,12 @@ def _raw_sink(settings: Any, lags: Mapping[str, GroupLag]) -> Check:
 
 def _watermarks(settings: Any, lags: Mapping[str, GroupLag], pg_error: str | None, max_age_s: float) -> list[Check]:
     from tickforge.ops.probes import watermark_reports
+    from tickforge.platform.bars.timeframes import bar_timeframes
 
-    timeframes = [tf for tf in settings.streaming.timeframes if tf != "10ms"]
+    timeframes = bar_timeframes(settings.streaming.timeframes)
     if pg_error:
         return [skipped(f"golden {tf}", "PostgreSQL does not answer") for tf in timeframes]
-    reports, error = _error(lambda: watermark_reports(settings))
+    reports, error = _error(lambda: watermark_reports(settings, timeframes))
     if error is not None:
         return [Check("golden bars", "fail", error, "run the migrations: `tickforge stack up`")]
     # Input waiting anywhere on the way to the golden tables keeps a standing watermark stale.

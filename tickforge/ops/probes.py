@@ -19,11 +19,13 @@ from typing import Any
 
 import msgspec
 
+from tickforge.platform.reasons import Reason
 from tickforge.platform.settings import Settings
 from tickforge.streaming.registry import WorkerSpec
+from tickforge.streaming.runtime import Checkpoint
 
 TIMEOUT_S = 5.0
-_METADATA = msgspec.json.Decoder(dict)
+_CHECKPOINT = msgspec.json.Decoder(Checkpoint)
 # librdkafka's own notices (level 6, e.g. purging its queue on close) are no verdict: warnings and worse only.
 QUIET = {"log_level": 4}
 NEAR_END = 16  # offsets before the end a group may stand with nothing but commit markers left to read
@@ -45,11 +47,12 @@ def _consumer(settings: Settings, group_id: str, **overrides: Any) -> Any:
 
 def _position(offset: int, metadata: str | None) -> int:
     """A committed offset's real position: the exactly-once workers commit the oldest input
-    still needed (a replay point) and keep the position reached (``hi``) in the metadata."""
+    still needed (a replay point) and keep the position reached (the checkpoint's ``hi``) in
+    the metadata."""
     if metadata:
         try:
-            return max(offset, int(_METADATA.decode(metadata).get("hi", -1)))
-        except (msgspec.DecodeError, TypeError, ValueError):
+            return max(offset, _CHECKPOINT.decode(metadata).hi)
+        except (msgspec.DecodeError, msgspec.ValidationError):
             pass
     return offset
 
@@ -157,7 +160,7 @@ def oldest_unread_age_s(settings: Settings, spec: WorkerSpec) -> float | None:
 
 def dead_letters_since(settings: Settings, since_ms: int, limit: int = 50_000) -> dict[str, int]:
     """Dead letters published since ``since_ms`` (broker time), counted by reason (at most
-    ``limit`` read; an undecodable one counts as ``undecodable``)."""
+    ``limit`` read; an undecodable one counts as ``Reason.UNDECODABLE``)."""
     from confluent_kafka import TopicPartition
 
     from tickforge.platform.contracts import DEAD_LETTER_DECODER
@@ -191,7 +194,7 @@ def dead_letters_since(settings: Settings, since_ms: int, limit: int = 50_000) -
                 try:
                     reason = str(DEAD_LETTER_DECODER.decode(msg.value()).reason)
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    reason = "undecodable"
+                    reason = Reason.UNDECODABLE.value
                 counts[reason] = counts.get(reason, 0) + 1
             positions = reader.position([TopicPartition(name, p) for p in pending])
             pending = {tp.partition for tp in positions if tp.offset < ends[tp.partition]}
@@ -295,19 +298,15 @@ def http_ok(url: str, timeout: float = TIMEOUT_S) -> bool:
         return False
 
 
-def watermark_reports(settings: Settings) -> dict[str, tuple[int, float]]:
+def watermark_reports(settings: Settings, timeframes: list[str]) -> dict[str, tuple[int, float]]:
     """Per timeframe: the golden watermark (min over source partitions, epoch ms) and the epoch
-    seconds of the latest report."""
+    seconds it reached that value (see :func:`tickforge.platform.io.postgres.watermark_reports`)."""
     import psycopg
-    from psycopg import sql
 
-    query = sql.SQL(
-        "SELECT timeframe, min(watermark_ms), extract(epoch FROM max(updated_at)) FROM {}.bar_watermarks "
-        "GROUP BY timeframe"
-    ).format(sql.Identifier(settings.postgres.schema_name))
+    from tickforge.platform.io.postgres import watermark_reports as stored_reports
+
     with psycopg.connect(settings.postgres.dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)) as conn:
-        rows = conn.execute(query).fetchall()
-    return {str(tf): (int(mark), float(updated)) for tf, mark, updated in rows}
+        return stored_reports(conn, settings.postgres.schema_name, timeframes)
 
 
 DAGSTER_QUERY = """

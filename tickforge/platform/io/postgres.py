@@ -211,17 +211,17 @@ def upsert_bars(conn: psycopg.Connection, schema: str, timeframe: str, bars: Ite
     return len(rows)
 
 
-def record_watermark(
-    conn: psycopg.Connection, schema: str, timeframe: str, partition: int, watermark_ms: int
-) -> None:
-    """Advance (never move back) a timeframe's stored watermark for one source partition."""
+def record_watermark(conn: psycopg.Connection, schema: str, timeframe: str, partition: int, watermark_ms: int) -> None:
+    """Advance (never move back) a timeframe's stored watermark for one source partition.
+    ``updated_at`` is when it last grew: a partition that keeps reporting the same watermark is
+    stuck, not fresh."""
     conn.execute(
         sql.SQL(
-            "INSERT INTO {}.bar_watermarks (timeframe, partition, watermark_ms) VALUES (%s, %s, %s) "
+            "INSERT INTO {t} (timeframe, partition, watermark_ms) VALUES (%s, %s, %s) "
             "ON CONFLICT (timeframe, partition) DO UPDATE SET "
-            "watermark_ms = GREATEST({}.bar_watermarks.watermark_ms, EXCLUDED.watermark_ms), "
-            "updated_at = now()"
-        ).format(sql.Identifier(schema), sql.Identifier(schema)),
+            "watermark_ms = GREATEST({t}.watermark_ms, EXCLUDED.watermark_ms), "
+            "updated_at = CASE WHEN EXCLUDED.watermark_ms > {t}.watermark_ms THEN now() ELSE {t}.updated_at END"
+        ).format(t=sql.Identifier(_check_ident(schema), "bar_watermarks")),
         (timeframe, partition, watermark_ms),
     )
 
@@ -363,17 +363,19 @@ def window_signatures(
 
 
 def watermark_reports(conn: psycopg.Connection, schema: str, timeframes: Sequence[str]) -> dict[str, tuple[int, float]]:
-    """``{timeframe: (golden watermark ms, epoch s of the latest report)}`` for the timeframes that
-    have a watermark (none before the first migration). The golden watermark is the minimum over
-    partitions; it reached its value when the last partition below it moved on, i.e. at the
-    latest report (an upper bound)."""
+    """``{timeframe: (golden watermark ms, epoch s it reached that value)}`` for the timeframes
+    that have a watermark (none before the first migration). The golden watermark is the minimum
+    over partitions, so its age is that of the partition holding it (of those tied at the
+    minimum, the one that got there last): one stuck partition makes it stale however much the
+    others advance."""
     exists = conn.execute("SELECT to_regclass(%s)", (f"{_check_ident(schema)}.bar_watermarks",)).fetchone()
     if exists is None or exists[0] is None:
         return {}
     rows = conn.execute(
         sql.SQL(
-            "SELECT timeframe, min(watermark_ms), extract(epoch FROM max(updated_at)) "
-            "FROM {}.bar_watermarks WHERE timeframe = ANY(%s) GROUP BY timeframe"
+            "SELECT DISTINCT ON (timeframe) timeframe, watermark_ms, extract(epoch FROM updated_at) "
+            "FROM {}.bar_watermarks WHERE timeframe = ANY(%s) "
+            "ORDER BY timeframe, watermark_ms ASC, updated_at DESC"
         ).format(sql.Identifier(schema)),
         (list(timeframes),),
     ).fetchall()
