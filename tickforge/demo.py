@@ -10,7 +10,6 @@ leaves ``dagster dev`` and the live view (research page at /research) running.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -72,31 +71,50 @@ def run_demo(keep_running: bool = True) -> dict:
     trades_path, quotes_path = demo_sample()
     trades, quotes = read_trades(trades_path), read_quotes(quotes_path)
     stats = replay(settings, trades, quotes)
-    _say(f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
-         f"({stats.ticks_per_s:,.0f} ticks/s)", started)
+    _say(
+        f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes of {DEMO_DAY} "
+        f"({stats.ticks_per_s:,.0f} ticks/s)",
+        started,
+    )
     _wait_for_golden(settings, stats.end_watermark, started)
-    report = validate_bar_source(trades_path, "postgres", "1s,1m,3m,5m,15m", settings.streaming.allowed_lateness_ms,
-                                 quotes_path)
+    report = validate_bar_source(
+        trades_path, "postgres", "1s,1m,3m,5m,15m", settings.streaming.allowed_lateness_ms, quotes_path
+    )
     counts = {tf: r["rows_actual"] for tf, r in report["timeframes"].items()}
     _say(f"golden bars in PostgreSQL {counts}; equal to the independent reference: {report['ok']}", started)
     _wait_for_raw_sink(settings, started)
     nightly = _run_nightly(trades, env)
     _say(f"nightly Dagster job for {DEMO_DAY}: {nightly}", started)
     research = nightly["research"]
-    _say(f"research: {research['picks']} picks for {research['pick_day']} ({research['checks_passed']} research "
-         f"checks passed, failed: {research['checks_failed'] or 'none'}; {research['step_seconds']}s of research steps)",
-         started)
+    _say(
+        f"research: {research['picks']} picks for {research['pick_day']} ({research['checks_passed']} research "
+        f"checks passed, failed: {research['checks_failed'] or 'none'}; {research['step_seconds']}s of research steps)",
+        started,
+    )
     paper = demo_paper_day(trades_path, quotes_path, research["pick_day"], state_dir / "paper")
-    _say(f"paper trading of those picks on {DEMO_DAY}: " + (paper.get("error") or f"{paper['orders']} orders "
-         f"{paper['orders_by_status']}, {paper['fills']} fills, PnL {paper['pnl']}, parity {paper['parity']}"), started)
+    _say(
+        f"paper trading of those picks on {DEMO_DAY}: "
+        + (
+            paper.get("error")
+            or f"{paper['orders']} orders "
+            f"{paper['orders_by_status']}, {paper['fills']} fills, PnL {paper['pnl']}, parity {paper['parity']}"
+        ),
+        started,
+    )
     urls = {}
     if keep_running:
         urls["dagster"] = _start_dagster(state_dir, {**env, "TICKFORGE_STATE_DIR": str(state_dir)})
-        urls["live view"] = "http://127.0.0.1:8501"
-        _wait_http(urls["live view"], timeout=120)
-        urls["research page"] = "http://127.0.0.1:8501/research"
-    summary = {"day": DEMO_DAY, "replay": stats.__dict__, "golden_bars": counts,
-               "reference_ok": report["ok"], "nightly": nightly, "paper": paper, "urls": urls}
+        urls["live view"] = _serving_url(state_dir, "dashboard", timeout=120)
+        urls["research page"] = f"{urls['live view']}/research"
+    summary = {
+        "day": DEMO_DAY,
+        "replay": stats.__dict__,
+        "golden_bars": counts,
+        "reference_ok": report["ok"],
+        "nightly": nightly,
+        "paper": paper,
+        "urls": urls,
+    }
     if not keep_running:
         supervisor.stop(state_dir)
     return summary
@@ -114,8 +132,9 @@ def _wait_for_golden(settings, end_watermark: int | None, started: float, timeou
         with psycopg.connect(dsn) as conn:
             # Each bar topic partition is consumed on its own: every timeframe of every partition
             # must have reached the end (a partition with no row yet has not).
-            reached = [partition_watermarks(conn, settings.postgres.schema_name, tf)
-                       for tf in settings.streaming.timeframes]
+            reached = [
+                partition_watermarks(conn, settings.postgres.schema_name, tf) for tf in settings.streaming.timeframes
+            ]
         if end_watermark is not None and all(
             marks.get(p, -1) >= end_watermark for marks in reached for p in partitions
         ):
@@ -142,7 +161,7 @@ def _wait_for_raw_sink(settings, started: float, timeout: float = 300.0) -> None
         while time.monotonic() < deadline:
             committed = [tp.offset for tp in probe.committed(parts, timeout=10)]
             # The end-of-day markers are the last messages; the sink commits past them too.
-            if all(c >= e for c, e in zip(committed, ends)):
+            if all(c >= e for c, e in zip(committed, ends, strict=True)):
                 _say("raw ticks landed in S3 as hourly Parquet", started)
                 return
             time.sleep(1)
@@ -161,7 +180,9 @@ def _run_nightly(trades, env: dict[str, str]) -> dict:
     # Run as the night after the demo day would: the day is inside the archive's retention.
     next_day = (datetime.strptime(DEMO_DAY, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
     result = defs.get_job_def("nightly").execute_in_process(
-        partition_key=DEMO_DAY, instance=DagsterInstance.get(), raise_on_error=False,
+        partition_key=DEMO_DAY,
+        instance=DagsterInstance.get(),
+        raise_on_error=False,
         run_config={
             "loggers": {"console": {"config": {"log_level": "ERROR"}}},
             "ops": {"bar_archive": {"config": {"as_of": next_day}}},
@@ -173,8 +194,12 @@ def _run_nightly(trades, env: dict[str, str]) -> dict:
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return {"success": result.success, "checks": dict(checks), "failed_steps": failed,
-            "research": _research_summary(result)}
+    return {
+        "success": result.success,
+        "checks": dict(checks),
+        "failed_steps": failed,
+        "research": _research_summary(result),
+    }
 
 
 def _research_summary(result) -> dict:
@@ -185,32 +210,64 @@ def _research_summary(result) -> dict:
         found = result.asset_materializations_for_node(node)
         return {k: v.value for k, v in found[0].metadata.items()} if found else {}
 
-    evaluations = [e.asset_check_evaluation_data for e in result.all_events
-                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    research_checks = [(e.asset_key.to_user_string(), e.check_name, e.passed) for e in evaluations
-                       if e.asset_key.path[0].startswith(RESEARCH_STEPS)]
-    seconds = sum(e.event_specific_data.duration_ms for e in result.all_events
-                  if e.event_type_value == "STEP_SUCCESS" and e.step_key.startswith(RESEARCH_STEPS)) / 1000
+    evaluations = [
+        e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    research_checks = [
+        (e.asset_key.to_user_string(), e.check_name, e.passed)
+        for e in evaluations
+        if e.asset_key.path[0].startswith(RESEARCH_STEPS)
+    ]
+    seconds = (
+        sum(
+            e.event_specific_data.duration_ms
+            for e in result.all_events
+            if e.event_type_value == "STEP_SUCCESS" and e.step_key.startswith(RESEARCH_STEPS)
+        )
+        / 1000
+    )
     picks, card = metadata("next_day_picks"), metadata("picks_scorecard")
-    return {"pick_day": picks.get("pick_day"), "picks": picks.get("picks"), "picks_files": picks.get("files"),
-            "scorecard_complete": card.get("complete"), "checks_passed": sum(c[2] for c in research_checks),
-            "checks_failed": [f"{a}:{n}" for a, n, ok in research_checks if not ok], "step_seconds": round(seconds, 1)}
+    return {
+        "pick_day": picks.get("pick_day"),
+        "picks": picks.get("picks"),
+        "picks_files": picks.get("files"),
+        "scorecard_complete": card.get("complete"),
+        "checks_passed": sum(c[2] for c in research_checks),
+        "checks_failed": [f"{a}:{n}" for a, n, ok in research_checks if not ok],
+        "step_seconds": round(seconds, 1),
+    }
 
 
 def _start_dagster(state_dir: Path, env: dict[str, str]) -> str:
     port = os.environ.get("TICKFORGE_DAGSTER_PORT", "3000")
+    # Started after the nightly run (its sensors must not load windows while the day replays), so
+    # not under the supervisor, whose set of workers is fixed at its start; and not written into
+    # workers.json, which is the supervisor's own (it rewrites the file twice a second).
     log = open(state_dir / "logs" / "dagster.log", "ab")
-    proc = subprocess.Popen(
+    subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **env, "DAGSTER_HOME": str(REPO)}, start_new_session=True,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env, "DAGSTER_HOME": str(REPO)},
+        start_new_session=True,
     )
-    pids_path = state_dir / "workers.json"
-    pids = json.loads(pids_path.read_text()) if pids_path.exists() else {}
-    pids["dagster-dev"] = proc.pid
-    pids_path.write_text(json.dumps(pids, indent=2))
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/server_info", timeout=180)
+    return url
+
+
+def _serving_url(state_dir: Path, name: str, timeout: float) -> str:
+    """The web UI of a registry entry on the port the supervisor gave it, once it answers."""
+    from tickforge.ops.lifecycle import web_url
+    from tickforge.streaming import registry, supervisor
+
+    spec = registry.worker(name)
+    url = web_url(spec, supervisor.status(state_dir)["workers"].get(name, {}))
+    if url is None:
+        raise RuntimeError(f"the supervisor runs no {name}: see {state_dir / 'logs' / 'supervisor.log'}")
+    _wait_http(url + spec.health_path, timeout=timeout)
     return url
 
 
