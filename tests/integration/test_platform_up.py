@@ -204,3 +204,32 @@ def test_up_status_doctor_restart_outage_and_down_leave_nothing(platform_env, tm
     _no_process_left(state_dir, seen)
     assert (Path(state_dir) / "postgres" / "data").is_dir()  # data kept without --wipe
     assert "stopped workers: none running" in _cli(env, "down").stdout  # a second `down` has nothing to do
+
+
+def test_a_sigterm_while_up_starts_stops_only_what_up_started(platform_env, tmp_path):
+    """On a stack that was running before, `up` starts Prometheus; a SIGTERM before it is healthy
+    stops what `up` started (Prometheus, the supervisor and anything under it), not the stack."""
+    from tickforge.platform.stack.launcher import LocalStack
+
+    env = platform_env
+    state_dir = Path(env["TICKFORGE_STATE_DIR"])
+    _cli(env, "stack", "up", timeout=300)
+    try:
+        log = tmp_path / "up.log"
+        up = subprocess.Popen(
+            [sys.executable, "-m", "tickforge.cli", "up"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+            cwd=state_dir,
+        )
+        started = f"{'prometheus':<16} started"  # up's progress line once Prometheus is healthy
+        wait_until(lambda: started in log.read_text() or up.poll() is not None, 180, 0.2, "Prometheus started")
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=120) == 130, log.read_text()
+        stack = LocalStack(state_dir=state_dir, with_prometheus=True).status()
+        assert {name for name, entry in stack.items() if entry["running"]} == {"kafka", "postgres", "s3", "snowflake"}
+        left = set(_ours(str(state_dir))) - set(_process_groups({e["pid"] for e in stack.values() if e["pid"]}))
+        assert left == set(), f"left running after the SIGTERM: {left}\n{log.read_text()}"
+    finally:
+        _cli(env, "stack", "down", check=False, timeout=180)
