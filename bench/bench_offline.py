@@ -14,6 +14,10 @@ Each contender is its own process, timed on the wall clock from start to its Par
 Runs are interleaved (a, b, c, a, b, c, ...) so drift on a shared machine hits all three alike;
 the figures are the best and the median of ``--repeat`` runs. ``--cpus`` pins every contender to
 the same cores with ``taskset``. Prints one JSON object.
+
+``tickforge`` gains on the wall clock from a second idle CPU (inflating, parsing and bar building
+overlap); on a machine whose cores are all busy its wall ratios fall towards the CPU ratios, so
+read them with the load average printed beside them.
 """
 
 from __future__ import annotations
