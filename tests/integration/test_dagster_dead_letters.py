@@ -47,21 +47,27 @@ def _loaded(s, day: str = DAY) -> list[tuple]:
 
     start, end = day_bounds_ms(day)
     with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
-        return conn.cursor().execute(
-            "SELECT MINUTE_START, REASON, SYMBOL, SOURCE, DEAD_LETTER_COUNT, LOADED_AT "
-            f"FROM CORE.FACT_DEAD_LETTERS_1M WHERE MINUTE_START >= {start} AND MINUTE_START < {end} "
-            "ORDER BY MINUTE_START, REASON, SYMBOL, SOURCE"
-        ).fetchall()
+        return (
+            conn.cursor()
+            .execute(
+                "SELECT MINUTE_START, REASON, SYMBOL, SOURCE, DEAD_LETTER_COUNT, LOADED_AT "
+                f"FROM CORE.FACT_DEAD_LETTERS_1M WHERE MINUTE_START >= {start} AND MINUTE_START < {end} "
+                "ORDER BY MINUTE_START, REASON, SYMBOL, SOURCE"
+            )
+            .fetchall()
+        )
 
 
 def _materialize(s, day: str = DAY):
     from dagster import DagsterInstance, materialize
 
-    from tickforge.defs.snowflake.dead_letter_facts import build_dead_letter_facts
     from tickforge.defs.resources import resources_for
+    from tickforge.defs.snowflake.dead_letter_facts import build_dead_letter_facts
 
     result = materialize(
-        [build_dead_letter_facts(s.kafka.topic_prefix)], partition_key=day, instance=DagsterInstance.ephemeral(),
+        [build_dead_letter_facts(s.kafka.topic_prefix)],
+        partition_key=day,
+        instance=DagsterInstance.ephemeral(),
         resources={name: resources_for(s, env_secrets=False)[name] for name in ("snowflake", "kafka")},
     )
     assert result.success
@@ -78,25 +84,33 @@ def test_dead_letter_facts_count_the_day_idempotently(dl_settings):
     now_ms = int(time.time() * 1000)
     yesterday = utc_day(now_ms - 86_400_000)
     noon = day_bounds_ms(yesterday)[0] + 12 * 60 * MIN
-    produce_dead_letters(s, [
-        *((_letter("late", ticks, "BAC", T1430 + 5_000 + i), now_ms) for i in range(3)),
-        (_letter("late", ticks, "BAC", T1430 + MIN), now_ms),
-        (_letter("bad_price", ticks, "AIG", T1430 + 59_999), now_ms),
-        (_letter("late", ticks, "BAC", DAY_MS - 1), now_ms),  # the day before
-        (_letter("late", ticks, "BAC", DAY_MS + 86_400_000), now_ms),  # the day after
-    ], transaction="commit")
+    produce_dead_letters(
+        s,
+        [
+            *((_letter("late", ticks, "BAC", T1430 + 5_000 + i), now_ms) for i in range(3)),
+            (_letter("late", ticks, "BAC", T1430 + MIN), now_ms),
+            (_letter("bad_price", ticks, "AIG", T1430 + 59_999), now_ms),
+            (_letter("late", ticks, "BAC", DAY_MS - 1), now_ms),  # the day before
+            (_letter("late", ticks, "BAC", DAY_MS + 86_400_000), now_ms),  # the day after
+        ],
+        transaction="commit",
+    )
     produce_dead_letters(s, [(_letter("late", ticks, "BAC", T1430), now_ms)] * 5, transaction="abort")
-    produce_dead_letters(s, [
-        (_letter("malformed_row", "trades.csv"), noon + 1),  # a replay's file rejects
-        (_letter("malformed_row", "trades.csv"), noon + 2),
-        (_letter("malformed_row", "trades.csv"), now_ms),  # published today
-        (b"\xffnot a dead letter", noon),
-    ])
+    produce_dead_letters(
+        s,
+        [
+            (_letter("malformed_row", "trades.csv"), noon + 1),  # a replay's file rejects
+            (_letter("malformed_row", "trades.csv"), noon + 2),
+            (_letter("malformed_row", "trades.csv"), now_ms),  # published today
+            (b"\xffnot a dead letter", noon),
+        ],
+    )
 
     meta, check = _materialize(s, yesterday)
     assert check.passed and meta["dead_letters"].value == 3
     assert [r[:5] for r in _loaded(s, yesterday)] == [
-        (noon, "malformed_row", "", "trades.csv", 2), (noon, "unreadable_dead_letter", "", "unknown", 1),
+        (noon, "malformed_row", "", "trades.csv", 2),
+        (noon, "unreadable_dead_letter", "", "unknown", 1),
     ]
 
     meta, check = _materialize(s)

@@ -24,14 +24,35 @@ from tests.integration.test_dagster_nightly import DAY, _day_trades, _store_gold
 pytestmark = pytest.mark.integration
 
 PICK_DAY = date(2013, 10, 9)
-STRATEGIES = ("ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross", "bollinger_reversion",
-              "vwap_reversion", "orb_breakout")
-RESEARCH = {*(f"backtest_sweep/{s}" for s in STRATEGIES), "strategy_scores", "next_day_picks", "picks_scorecard",
-            "snowflake_backtest_results", "snowflake_next_day_picks"}
+STRATEGIES = (
+    "ema_cross",
+    "rsi_reversion",
+    "donchian_breakout",
+    "macd_cross",
+    "bollinger_reversion",
+    "vwap_reversion",
+    "orb_breakout",
+)
+RESEARCH = {
+    *(f"backtest_sweep/{s}" for s in STRATEGIES),
+    "strategy_scores",
+    "next_day_picks",
+    "picks_scorecard",
+    "snowflake_backtest_results",
+    "snowflake_next_day_picks",
+}
 CHECK_DAY = {"dagster/partition": DAY}  # checks alone: no asset for execute_in_process to infer partitions from
-CHECKS = {"sweep_metrics_finite", "scores_finite", "picks_use_only_prior_bars", "picks_within_budget",
-          "pick_trades_match_equity", "picks_reproducible", "scorecard_covers_picks",
-          "backtest_results_match_scores", "snowflake_picks_match_postgres"}
+CHECKS = {
+    "sweep_metrics_finite",
+    "scores_finite",
+    "picks_use_only_prior_bars",
+    "picks_within_budget",
+    "pick_trades_match_equity",
+    "picks_reproducible",
+    "scorecard_covers_picks",
+    "backtest_results_match_scores",
+    "snowflake_picks_match_postgres",
+}
 
 
 def _checks(result) -> list[tuple[str, str, bool]]:
@@ -53,18 +74,30 @@ def _snowflake_rows(s, table: str) -> list[tuple]:
     import snowflake.connector
 
     with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
-        return conn.cursor().execute(f"SELECT DAY, SYMBOL, STRATEGY, TIMEFRAME, PARAMS FROM {table} ORDER BY 1, 2, 3, 4, 5").fetchall()
+        return (
+            conn.cursor()
+            .execute(f"SELECT DAY, SYMBOL, STRATEGY, TIMEFRAME, PARAMS FROM {table} ORDER BY 1, 2, 3, 4, 5")
+            .fetchall()
+        )
 
 
 def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F811
     from dagster import DagsterInstance
 
-    from tickforge.defs.research.assets import pick_day, picks_window_bars
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES, read_rows, replace_rows
     from tickforge.definitions import build_definitions
+    from tickforge.defs.research.assets import pick_day, picks_window_bars
+    from tickforge.defs.research.store import (
+        NEXT_DAY_PICKS,
+        PICK_EQUITY,
+        PICK_KEY,
+        PICKS_SCORECARD,
+        STRATEGY_SCORES,
+        read_rows,
+        replace_rows,
+    )
+    from tickforge.defs.resources import resources_for
     from tickforge.research.io import read_picks
     from tickforge.research.scoring import next_day_picks
-    from tickforge.defs.resources import resources_for
 
     s = nightly_settings
     golden = _store_golden_bars(s, _day_trades(samples))
@@ -91,7 +124,17 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     scores = read_rows(postgres, STRATEGY_SCORES, '"day" = %s', [PICK_DAY])
     # Every daily strategy on the ten symbols and the intraday ones on BAC and AIG, in-sample only.
     assert set(scores.filter(pl.col("timeframe") == "1d")["symbol"]) == {
-        "AAPL", "AIG", "BAC", "BNO", "EEM", "FB", "IWM", "SPY", "USO", "WM"}
+        "AAPL",
+        "AIG",
+        "BAC",
+        "BNO",
+        "EEM",
+        "FB",
+        "IWM",
+        "SPY",
+        "USO",
+        "WM",
+    }
     assert set(scores.filter(pl.col("timeframe") != "1d")["symbol"]) == {"AIG", "BAC"}
     assert set(scores["timeframe"]) == {"1d", "5m", "15m"}
     assert scores["sample"].unique().to_list() == ["in"]
@@ -106,12 +149,16 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     for suffix in ("parquet", "yaml"):
         dated = read_picks(research.picks_path(DAY, suffix)).sort("symbol", "strategy")
         assert dated.select("symbol", "strategy", "timeframe", "params").equals(
-            picks.sort("symbol", "strategy").select("symbol", "strategy", "timeframe", "params"))
+            picks.sort("symbol", "strategy").select("symbol", "strategy", "timeframe", "params")
+        )
         assert read_picks(research.latest_picks_path(suffix)).height == picks.height
     assert all(isinstance(json.loads(p), dict) for p in picks["params"])
     # Snowflake holds the same rows as PostgreSQL.
     assert [(str(r[0]), *r[1:]) for r in _snowflake_rows(s, "CORE.NEXT_DAY_PICKS")] == sorted(
-        picks.select("day", "symbol", "strategy", "timeframe", "params").with_columns(pl.col("day").cast(pl.String)).rows())
+        picks.select("day", "symbol", "strategy", "timeframe", "params")
+        .with_columns(pl.col("day").cast(pl.String))
+        .rows()
+    )
     assert len(_snowflake_rows(s, "CORE.FACT_BACKTEST_RESULTS")) == scores.height
     # The scorecard: the daily sample reaches past the pick day, so daily picks are realized.
     card = read_rows(postgres, PICKS_SCORECARD)
@@ -119,8 +166,10 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     daily = card.filter(pl.col("timeframe") == "1d")
     assert daily.height and daily["complete"].all()
     sweep = first.asset_materializations_for_node("backtest_sweep__ema_cross")[0].metadata
-    print(f"ema_cross sweep: {sweep['rows'].value} rows, {sweep['bar_combinations'].value:,} bar-combinations "
-          f"in {sweep['sweep_seconds'].value}s; {picks.height} picks, {scores.height} scored rows")
+    print(
+        f"ema_cross sweep: {sweep['rows'].value} rows, {sweep['bar_combinations'].value:,} bar-combinations "
+        f"in {sweep['sweep_seconds'].value}s; {picks.height} picks, {scores.height} scored rows"
+    )
 
     # A rerun of the partition gives the same picks.
     second = job.execute_in_process(partition_key=DAY, instance=instance)
@@ -131,7 +180,8 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     # Look-ahead: picks chosen with a month of bars after their day fail the look-ahead check.
     checks_job = _picks_check_job(defs)
     peeking = next_day_picks({"1d": research.daily_bars()[0]}, registry, PICK_DAY + timedelta(days=30)).with_columns(
-        day=pl.lit(PICK_DAY))
+        day=pl.lit(PICK_DAY)
+    )
     assert peeking.height and peeking["period_end"].min() > cutoff
     replace_rows(postgres, NEXT_DAY_PICKS, peeking, '"day" = %s', [PICK_DAY])
     caught = checks_job.execute_in_process(tags=CHECK_DAY, instance=instance, raise_on_error=False)
@@ -167,14 +217,22 @@ def test_sweeps_run_as_parallel_processes(nightly_settings, tmp_path):  # noqa: 
     started = time.monotonic()
     (tmp_path / "dagster").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
-        result = execute_job(reconstructable(research_job_from_environment), instance=instance,
-                             tags={"dagster/partition": DAY}, asset_selection=sweeps)
+        result = execute_job(
+            reconstructable(research_job_from_environment),
+            instance=instance,
+            tags={"dagster/partition": DAY},
+            asset_selection=sweeps,
+        )
         assert result.success
         spans: dict[str, list[float]] = {}
         pids: dict[str, int] = {}
         for record in instance.all_logs(result.run_id):
             event = record.dagster_event
-            if event is None or not (event.step_key or "").startswith("backtest_sweep__") or event.step_key.endswith("_finite"):
+            if (
+                event is None
+                or not (event.step_key or "").startswith("backtest_sweep__")
+                or event.step_key.endswith("_finite")
+            ):
                 continue
             if event.event_type == DagsterEventType.STEP_WORKER_STARTING:  # the executor launched its process
                 spans[event.step_key] = [record.timestamp]

@@ -44,7 +44,10 @@ def _golden(s, samples) -> dict[str, int]:
     counts = {}
     with psycopg.connect(dsn) as conn:
         for tf, frame in built.bars.items():
-            bars = [Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r) for r in frame.to_dicts()]
+            bars = [
+                Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r)
+                for r in frame.to_dicts()
+            ]
             counts[tf] = upsert_bars(conn, s.postgres.schema_name, tf, bars)
             record_watermark(conn, s.postgres.schema_name, tf, 0, T1330 + 42 * MIN)  # 14:12
         conn.commit()
@@ -56,9 +59,9 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
     from dagster import DagsterInstance, build_sensor_context
 
     from tickforge.definitions import build_definitions
-    from tickforge.platform.settings import Settings
     from tickforge.defs.resources import resources_for
     from tickforge.defs.snowflake.window_sensor import snowflake_window_sensor
+    from tickforge.platform.settings import Settings
 
     monkeypatch.setenv("TICKFORGE_SNOWFLAKE__DATABASE", f"TF_{uuid.uuid4().hex[:8].upper()}")
     s = Settings()
@@ -93,7 +96,9 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
         assert all(e.passed for e in result.get_asset_check_evaluations())
     with snowflake.connector.connect(**s.snowflake.connect_args()) as conn:
         cur = conn.cursor()
-        rows_1m = cur.execute("SELECT COUNT(*), MIN(WINDOW_START), MAX(WINDOW_START) FROM CORE.FACT_TICKS_60S").fetchone()
+        rows_1m = cur.execute(
+            "SELECT COUNT(*), MIN(WINDOW_START), MAX(WINDOW_START) FROM CORE.FACT_TICKS_60S"
+        ).fetchone()
         rows_5m = cur.execute("SELECT COUNT(*) FROM CORE.FACT_TICKS_300S").fetchone()[0]
     assert rows_1m == (15, T1330 + 20 * MIN, T1330 + 39 * MIN)  # 20-30 by the runs, 35-40 inline
     assert rows_5m == 3
@@ -102,12 +107,12 @@ def test_snowflake_window_sensor_launches_closed_windows(settings, monkeypatch, 
 def test_dead_letter_sensor_alerts_over_rate(settings):
     from dagster import build_sensor_context
 
+    from tickforge.defs.postgres.alerts import list_alerts
+    from tickforge.defs.resources import resources_for
+    from tickforge.defs.streaming.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor, evaluate
     from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
     from tickforge.platform.io.kafka import make_producer, topic_name
     from tickforge.platform.topics import DEAD_LETTER
-    from tickforge.defs.resources import resources_for
-    from tickforge.defs.postgres.alerts import list_alerts
-    from tickforge.defs.streaming.dead_letters import build_dead_letter_rate_check, build_dead_letter_sensor, evaluate
 
     resources = resources_for(settings, env_secrets=False)
     postgres, kafka = resources["postgres"], resources["kafka"]

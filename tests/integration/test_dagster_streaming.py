@@ -34,11 +34,11 @@ def _record(s, timeframe: str, partition: int, watermark_ms: int) -> None:
 def test_watermark_observations_and_freshness_checks(settings):
     from dagster import AssetSelection, DagsterInstance, Definitions, build_sensor_context, define_asset_job
 
-    from tickforge.defs.streaming.assets import streaming_specs
     from tickforge.definitions import build_definitions
-    from tickforge.platform.io.postgres import apply_migrations
     from tickforge.defs.resources import resources_for
+    from tickforge.defs.streaming.assets import streaming_specs
     from tickforge.defs.streaming.watermarks import build_streaming_watermark_sensor, streaming_freshness_checks
+    from tickforge.platform.io.postgres import apply_migrations
 
     s = settings
     schema = s.postgres.schema_name
@@ -102,5 +102,9 @@ def test_watermark_observations_and_freshness_checks(settings):
     moved = evaluate(first.cursor)
     assert json.loads(moved.cursor) == {"1m": T1330 + 11 * MIN, "5m": T1330 + 5 * MIN}
     assert {e.asset_key.to_user_string() for e in moved.asset_events} == {"postgres/bars_1m", "kafka/bars_1m"}
-    assert freshness() == {"postgres/bars_1m": True, "kafka/bars_1m": True,
-                           "postgres/bars_5m": False, "kafka/bars_5m": False}
+    assert freshness() == {
+        "postgres/bars_1m": True,
+        "kafka/bars_1m": True,
+        "postgres/bars_5m": False,
+        "kafka/bars_5m": False,
+    }

@@ -21,8 +21,8 @@ from tests.integration.pipeline import assert_bars_equal, bars_frame, read_topic
 from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.contracts import DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Trade
 from tickforge.platform.io.files import TickFile, read_trades
-from tickforge.platform.stack.process import any_free_port, port_accepts
 from tickforge.platform.io.kafka import encode_marker, make_producer, marker_headers, topic_name
+from tickforge.platform.stack.process import any_free_port, port_accepts
 from tickforge.platform.topics import DAY_MS, DEAD_LETTER, TICKS, bar_topic
 from tickforge.streaming.http_source import push_file
 
@@ -42,9 +42,12 @@ def crypto(samples) -> TickFile:
 def lines(crypto) -> list[bytes]:
     """The sample's trades as NDJSON lines, as a pushing feed sends them."""
     encoder = msgspec.json.Encoder()
-    return [encoder.encode(Trade(ts_ms=r["ts_ms"], symbol=r["symbol"], price=r["price"], size=r["size"],
-                                 trade_id=r["trade_id"]))
-            for r in crypto.data.head(20_000).iter_rows(named=True)]
+    return [
+        encoder.encode(
+            Trade(ts_ms=r["ts_ms"], symbol=r["symbol"], price=r["price"], size=r["size"], trade_id=r["trade_id"])
+        )
+        for r in crypto.data.head(20_000).iter_rows(named=True)
+    ]
 
 
 class Source:
@@ -147,8 +150,12 @@ def _end_of_feed(settings, sample: TickFile) -> None:
 
 
 def test_pushed_ticks_become_the_same_bars_as_offline(settings, crypto, start_source, tmp_path):
-    sample = TickFile("trades", crypto.source, crypto.data.filter(pl.col("symbol").is_in(["ETHUSD_PERP", "BTCUSD_PERP"])),
-                      crypto.dead_letters)
+    sample = TickFile(
+        "trades",
+        crypto.source,
+        crypto.data.filter(pl.col("symbol").is_in(["ETHUSD_PERP", "BTCUSD_PERP"])),
+        crypto.dead_letters,
+    )
     source = start_source()
     worker = start_worker("bar-worker", log_dir=tmp_path)
     try:
@@ -159,7 +166,10 @@ def test_pushed_ticks_become_the_same_bars_as_offline(settings, crypto, start_so
         assert headers["x-request-id"] == answer["request_id"]
         _end_of_feed(settings, sample)
         letters = _published(settings, DEAD_LETTER, 2)
-        assert sorted(msgspec.json.decode(v, type=DeadLetter).reason for v in letters) == ["schema_violation", "undecodable"]
+        assert sorted(msgspec.json.decode(v, type=DeadLetter).reason for v in letters) == [
+            "schema_violation",
+            "undecodable",
+        ]
         expected = build_bars(sample, ["1s"], partitions=settings.kafka.partitions).bars["1s"]
         values, _ = read_topic(settings, bar_topic("1s"), idle_s=3, expect=expected.height)
         assert_bars_equal(bars_frame(values), expected)
@@ -172,12 +182,16 @@ def test_a_50mb_body_is_refused_with_413_and_nothing_is_published(settings, line
     block = b"\n".join(lines) + b"\n"
     body = block * (50 * 1024 * 1024 // len(block) + 1)
     assert len(body) > 50 * 1024 * 1024
-    head = (f"POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
-    status, _, seconds = _answer(source.port, head, [body[i:i + 65_536] for i in range(0, len(body), 65_536)])
+    head = (
+        f"POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    status, _, seconds = _answer(source.port, head, [body[i : i + 65_536] for i in range(0, len(body), 65_536)])
     assert status == 413 and seconds < 10
     # Chunked, so the size is only known while it streams in: refused once past the bound.
-    chunked = [b"%x\r\n%s\r\n" % (len(body[i:i + 1_048_576]), body[i:i + 1_048_576]) for i in range(0, len(body), 1_048_576)]
+    chunked = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + 1_048_576]), body[i : i + 1_048_576])
+        for i in range(0, len(body), 1_048_576)
+    ]
     head = f"POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
     status, _, seconds = _answer(source.port, head, [*chunked, b"0\r\n\r\n"])
     assert status == 413 and seconds < 20
@@ -221,8 +235,13 @@ def test_a_chunked_body_is_read_whole_and_published(settings, lines, start_sourc
     conn = http.client.HTTPConnection("127.0.0.1", source.port, timeout=60)
     # Chunk borders fall inside lines: the source must join them.
     blob = b"\n".join(sent)
-    conn.request("POST", "/ticks", body=iter(blob[i:i + 10_007] for i in range(0, len(blob), 10_007)),
-                 headers={"Content-Type": NDJSON}, encode_chunked=True)
+    conn.request(
+        "POST",
+        "/ticks",
+        body=iter(blob[i : i + 10_007] for i in range(0, len(blob), 10_007)),
+        headers={"Content-Type": NDJSON},
+        encode_chunked=True,
+    )
     response = conn.getresponse()
     answer = msgspec.json.decode(response.read())
     conn.close()
@@ -231,12 +250,13 @@ def test_a_chunked_body_is_read_whole_and_published(settings, lines, start_sourc
 
 
 @pytest.mark.parametrize(("length", "expected"), [("abc", 400), ("-1", 400), ("1e3", 400), ("larger", 408)])
-def test_a_malformed_or_unkept_content_length_gets_an_answer_not_a_hang(settings, lines, start_source, length, expected):
+def test_a_malformed_or_unkept_content_length_gets_an_answer_not_a_hang(
+    settings, lines, start_source, length, expected
+):
     source = start_source()
     body = b"\n".join(lines[:10])
     declared = str(len(body) + 1000) if length == "larger" else length
-    head = (f"POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\n"
-            f"Content-Length: {declared}\r\n\r\n").encode()
+    head = (f"POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Length: {declared}\r\n\r\n").encode()
     status, _, seconds = _answer(source.port, head + body)
     assert status == expected
     assert seconds < BODY_TIMEOUT_S + 3
@@ -276,9 +296,14 @@ def test_a_retried_request_with_the_same_idempotency_key_is_published_once(setti
     assert again[2].get("idempotent-replayed") == "true"
     # Two retries at once (the first answer lost on the way): one publishes, the other waits for it.
     answers: list = []
-    racers = [threading.Thread(target=lambda: answers.append(source.post(body[:len(body) // 2].rsplit(b"\n", 1)[0],
-                                                                          {"Idempotency-Key": "feed-7-batch-2"})))
-              for _ in range(2)]
+    racers = [
+        threading.Thread(
+            target=lambda: answers.append(
+                source.post(body[: len(body) // 2].rsplit(b"\n", 1)[0], {"Idempotency-Key": "feed-7-batch-2"})
+            )
+        )
+        for _ in range(2)
+    ]
     for t in racers:
         t.start()
     for t in racers:
@@ -305,7 +330,21 @@ def test_a_configured_token_is_required(settings, crypto, lines, start_source):
 
 
 def test_off_loopback_the_source_refuses_to_start_without_token_and_tls(settings):
-    result = subprocess.run([sys.executable, "-m", "tickforge.cli", "stream", "http-source", "--host", "0.0.0.0",
-                             "--port", str(any_free_port(set()))], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tickforge.cli",
+            "stream",
+            "http-source",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(any_free_port(set())),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "TICKFORGE_HTTP_SOURCE__TOKEN" in result.stderr and "TLS_CERTFILE" in result.stderr

@@ -24,10 +24,10 @@ from tests.integration.pipeline import bars_frame, read_topic, start_worker, sto
 from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.contracts import SIGNAL_DECODER
 from tickforge.platform.io.files import TickFile, read_quotes, read_trades
+from tickforge.platform.io.kafka import topic_name
 from tickforge.platform.signals.batch import compute_signals
 from tickforge.platform.signals.pairs import PairConfig, PairStats, align_closes, pair_stats
 from tickforge.platform.signals.spec import SIGNAL_COLUMNS, VALUE_FIELDS
-from tickforge.platform.io.kafka import topic_name
 from tickforge.platform.topics import PAIRS, SIGNALS, bar_topic
 from tickforge.streaming.replay import replay
 from tickforge.streaming.signal_worker import SEQ_SESSION_STRIDE, session_seq_base
@@ -63,8 +63,10 @@ def _published(settings, topic: str) -> int:
     probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "probe"})
     try:
         name = topic_name(settings, topic)
-        return sum(probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                   for p in range(settings.kafka.partitions))
+        return sum(
+            probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+            for p in range(settings.kafka.partitions)
+        )
     except KafkaException:  # metadata not there yet: no progress seen
         return 0
     finally:
@@ -82,11 +84,13 @@ def _assert_signals_equal(live: pl.DataFrame, expected: pl.DataFrame, rel: float
     assert live.select(keys).is_duplicated().sum() == 0, "a signal appears more than once"
     if live.height != expected.height:
         missing = expected.join(live, on=keys, how="anti")
-        summary = missing.group_by("symbol", "session").agg(pl.len(), first=pl.col("window_start").min(),
-                                                            last=pl.col("window_start").max())
+        summary = missing.group_by("symbol", "session").agg(
+            pl.len(), first=pl.col("window_start").min(), last=pl.col("window_start").max()
+        )
         extra = live.join(expected, on=keys, how="anti").height
-        raise AssertionError(f"{live.height} signals, expected {expected.height}; {extra} unexpected; "
-                             f"missing:\n{summary}")
+        raise AssertionError(
+            f"{live.height} signals, expected {expected.height}; {extra} unexpected; missing:\n{summary}"
+        )
     assert live["is_final"].all()
     joined = expected.join(live, on=keys, how="left", suffix="_live")
     for col in SIGNAL_COLUMNS:
@@ -149,8 +153,12 @@ def test_live_signals_and_pairs_equal_offline(settings, crypto, bac, tmp_path, m
 
         # Kill the signal worker once it has published part of the (paced) crypto stream.
         bac_signals = expected_bac.bars["1s"].height
-        wait_until(lambda: _published(settings, SIGNALS) > bac_signals + 600 or done.is_set(),
-                   60, 0.2, "signal worker progress before the kill")
+        wait_until(
+            lambda: _published(settings, SIGNALS) > bac_signals + 600 or done.is_set(),
+            60,
+            0.2,
+            "signal worker progress before the kill",
+        )
         assert not done.is_set(), "the replay ended before the kill"
         worker = workers[2]
         worker.send_signal(signal.SIGKILL)
@@ -170,8 +178,11 @@ def test_live_signals_and_pairs_equal_offline(settings, crypto, bac, tmp_path, m
         _assert_signals_equal(live, compute_signals(bars_frame(bar_values), session_tz))
         _assert_seq(live)
         # The restart did go through the recovery path: a partition replayed part of its input.
-        assigned = [json.loads(line) for line in (tmp_path / "signal-worker.log").read_text().splitlines()
-                    if '"assigned"' in line]
+        assigned = [
+            json.loads(line)
+            for line in (tmp_path / "signal-worker.log").read_text().splitlines()
+            if '"assigned"' in line
+        ]
         assert any(0 <= a["offset"] < a["replay_until"] for a in assigned), assigned
 
         config = PairConfig(lookback=settings.signals.pair_lookback_minutes, min_history=MIN_HISTORY)
@@ -179,8 +190,14 @@ def test_live_signals_and_pairs_equal_offline(settings, crypto, bac, tmp_path, m
         for a, b in PAIRS_UNDER_WATCH:
             minutes = align_closes(expected_crypto.bars["1m"], a, b)
             for i in range(minutes.height):
-                stats = pair_stats(minutes["close_a"][: i + 1].to_numpy(), minutes["close_b"][: i + 1].to_numpy(),
-                                   symbol_a=a, symbol_b=b, as_of=int(minutes["window_end"][i]), config=config)
+                stats = pair_stats(
+                    minutes["close_a"][: i + 1].to_numpy(),
+                    minutes["close_b"][: i + 1].to_numpy(),
+                    symbol_a=a,
+                    symbol_b=b,
+                    as_of=int(minutes["window_end"][i]),
+                    config=config,
+                )
                 if stats is not None:
                     want.append(stats)
         assert len(want) >= 12

@@ -49,8 +49,10 @@ def _expected(bars: pl.DataFrame, picks, limits) -> list[tuple]:
     series = split_bars(bars, "1m")[0][0]
     out = []
     for i, row in enumerate(bars.to_dicts()):
-        step = runner.on_bar(Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row),
-                             bool(series.session_last[i]))
+        step = runner.on_bar(
+            Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row),
+            bool(series.session_last[i]),
+        )
         out += [tuple(getattr(o.order, k) if k != "side" else str(o.order.side) for k in KEYS) for o in step.orders]
     return out
 
@@ -60,7 +62,9 @@ def _produce(settings, frame: pl.DataFrame, marker_ms: int | None = None) -> Non
     topic = topic_name(settings, bar_topic("1m"))
     for row in frame.to_dicts():
         bar = Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
-        producer.produce(topic, msgspec.json.encode(bar), bar.symbol, partition=partition_for(bar.symbol, settings.kafka.partitions))
+        producer.produce(
+            topic, msgspec.json.encode(bar), bar.symbol, partition=partition_for(bar.symbol, settings.kafka.partitions)
+        )
     if marker_ms is not None:
         for p in range(settings.kafka.partitions):
             producer.produce(topic, encode_marker(marker_ms), None, partition=p, headers=marker_headers())
@@ -70,7 +74,11 @@ def _produce(settings, frame: pl.DataFrame, marker_ms: int | None = None) -> Non
 def _start(picks: str, log) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tickforge.streaming.strategy_runner", "--picks", picks, "--timeframe", "1m"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
 
 
 def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
@@ -81,11 +89,13 @@ def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
 def _store_picks(settings, picks_path) -> None:
     """The picks as the day's next_day_picks rows, where the research assets write them."""
     from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
-    from tickforge.research.scoring import PICK_SCHEMA
     from tickforge.defs.resources import resources_for
+    from tickforge.research.scoring import PICK_SCHEMA
 
     day = date(2013, 10, 8)
-    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(day=pl.lit(day), weight=pl.col("weight").cast(pl.Float64))
+    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(
+        day=pl.lit(day), weight=pl.col("weight").cast(pl.Float64)
+    )
     rows = rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns)
     replace_rows(resources_for(settings, env_secrets=False)["postgres"], NEXT_DAY_PICKS, rows, '"day" = %s', [day])
 
@@ -112,8 +122,12 @@ def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path, sourc
     log = open(tmp_path / "strategy-runner.log", "ab")
     worker = _start(picks, log)
     try:
-        wait_until(lambda: len(_orders(settings, len(first_half), idle_s=0.5)) >= len(first_half), 120,
-                   interval=1.0, what="the first half's orders")
+        wait_until(
+            lambda: len(_orders(settings, len(first_half), idle_s=0.5)) >= len(first_half),
+            120,
+            interval=1.0,
+            what="the first half's orders",
+        )
         stop_worker(worker, signal.SIGKILL)
         assert worker.returncode == -signal.SIGKILL
         _produce(settings, bars.tail(bars.height - half), marker_ms=int(bars["window_end"].max()) + 60_000)

@@ -9,7 +9,15 @@ from typing import Any
 import polars as pl
 import yaml
 
-from tickforge.research.bars import DAILY, DEAD_LETTER_COLUMNS, PRICE_COLUMNS, SESSION_ZONE, BarsError, BarSeries, split_bars
+from tickforge.research.bars import (
+    DAILY,
+    DEAD_LETTER_COLUMNS,
+    PRICE_COLUMNS,
+    SESSION_ZONE,
+    BarSeries,
+    BarsError,
+    split_bars,
+)
 from tickforge.research.registry import Registry, RegistryError, parse_registry
 from tickforge.research.scoring import PICK_COLUMNS
 
@@ -50,19 +58,29 @@ def split_daily_csv(frame: pl.DataFrame, raw: bool = False) -> tuple[list[BarSer
     bad_day = parsed.filter(pl.col("_day").is_null())
     factor_ok = (pl.col("_factor") > 0).fill_null(False)
     bad_factor = parsed.filter(pl.col("_day").is_not_null() & ~factor_ok)
-    dead = pl.concat([
-        bad_day.select(pl.col("symbol"), pl.lit(None, pl.Int64).alias("window_start"),
-                       pl.lit("unparseable date").alias("reason")),
-        bad_factor.select(pl.col("symbol"), _window_start(), pl.lit("missing or non-positive adj_factor").alias("reason")),
-    ]).cast({"symbol": pl.String, "window_start": pl.Int64, "reason": pl.String})
+    dead = pl.concat(
+        [
+            bad_day.select(
+                pl.col("symbol"),
+                pl.lit(None, pl.Int64).alias("window_start"),
+                pl.lit("unparseable date").alias("reason"),
+            ),
+            bad_factor.select(
+                pl.col("symbol"), _window_start(), pl.lit("missing or non-positive adj_factor").alias("reason")
+            ),
+        ]
+    ).cast({"symbol": pl.String, "window_start": pl.Int64, "reason": pl.String})
     good = parsed.filter(pl.col("_day").is_not_null() & factor_ok).with_columns(
-        *(pl.col(c) * pl.col("_factor") for c in PRICE_COLUMNS), _window_start())
+        *(pl.col(c) * pl.col("_factor") for c in PRICE_COLUMNS), _window_start()
+    )
     series, refused = split_bars(good.select("symbol", "window_start", *PRICE_COLUMNS, "volume"), DAILY)
     return series, pl.concat([dead.select(DEAD_LETTER_COLUMNS), refused.select(DEAD_LETTER_COLUMNS)])
 
 
 def _window_start() -> pl.Expr:
-    return pl.col("_day").cast(pl.Datetime("ms")).dt.replace_time_zone(SESSION_ZONE).dt.epoch("ms").alias("window_start")
+    return (
+        pl.col("_day").cast(pl.Datetime("ms")).dt.replace_time_zone(SESSION_ZONE).dt.epoch("ms").alias("window_start")
+    )
 
 
 def load_registry(path: str | Path | None = None) -> Registry:

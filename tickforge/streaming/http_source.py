@@ -48,6 +48,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
@@ -115,7 +116,8 @@ class TickGateway:
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self.config = settings.http_source
         timeout_ms = int(self.config.delivery_timeout_s * 1000)
-        self.producer = producer or make_producer(settings, **{"message.timeout.ms": timeout_ms})
+        overrides: dict[str, Any] = {"message.timeout.ms": timeout_ms}
+        self.producer = producer or make_producer(settings, **overrides)
         self.topic = topic_name(settings, TICKS)
         self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
         self.partitions = self._partition_count(10.0)
@@ -154,8 +156,10 @@ class TickGateway:
                 continue
             try:
                 if len(line) > self.config.max_line_bytes:
-                    raise Undecodable(Reason.UNDECODABLE, f"a line of {len(line)} bytes, over the "
-                                                          f"{self.config.max_line_bytes}-byte line limit")
+                    raise Undecodable(
+                        Reason.UNDECODABLE,
+                        f"a line of {len(line)} bytes, over the {self.config.max_line_bytes}-byte line limit",
+                    )
                 tick = decode_tick_message(line)
                 if not isinstance(tick, (Trade, Quote)):
                     raise Undecodable("schema_violation", "a pushed tick is one JSON object")
@@ -166,16 +170,21 @@ class TickGateway:
                 rejected += 1
                 continue
             # The line as sent is what goes on: the bar worker applies the value rules.
-            self._produce(deliveries, deadline, self.topic, line, tick.symbol, partition_for(tick.symbol, self.partitions))
+            self._produce(
+                deliveries, deadline, self.topic, line, tick.symbol, partition_for(tick.symbol, self.partitions)
+            )
             accepted += 1
         if not deliveries.wait(deadline):
-            raise BrokerUnavailable(f"{deliveries.pending} lines not acknowledged in {self.config.delivery_timeout_s:.0f} s")
+            raise BrokerUnavailable(
+                f"{deliveries.pending} lines not acknowledged in {self.config.delivery_timeout_s:.0f} s"
+            )
         if deliveries.failures:
             raise BrokerUnavailable(f"{len(deliveries.failures)} lines not delivered: {deliveries.failures[0]}")
         return {"accepted": accepted, "rejected": rejected}
 
-    def _produce(self, deliveries: _Deliveries, deadline: float, topic: str, value: bytes, key: str,
-                 partition: int = -1) -> None:
+    def _produce(
+        self, deliveries: _Deliveries, deadline: float, topic: str, value: bytes, key: str, partition: int = -1
+    ) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, partition=partition, on_delivery=deliveries.report)
@@ -206,12 +215,14 @@ class IdempotencyCache:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     def _expire(self, now: float) -> None:
-        while self._answers and (len(self._answers) > self.max_keys
-                                 or now - next(iter(self._answers.values())).at > self.ttl_s):
+        while self._answers and (
+            len(self._answers) > self.max_keys or now - next(iter(self._answers.values())).at > self.ttl_s
+        ):
             self._answers.popitem(last=False)
 
-    async def answer(self, key: str, digest: bytes, compute: Callable[[], Awaitable[tuple[int, dict]]]
-                     ) -> tuple[int, dict, bool]:
+    async def answer(
+        self, key: str, digest: bytes, compute: Callable[[], Awaitable[tuple[int, dict]]]
+    ) -> tuple[int, dict, bool]:
         """(status, body, replayed): the stored answer of ``key``, or ``compute()``'s."""
         while (running := self._in_flight.get(key)) is not None:
             await asyncio.shield(running)
@@ -358,8 +369,15 @@ def check_exposure(config: HttpSourceSettings) -> None:
         loopback = config.host == "localhost"
     if loopback:
         return
-    missing = [name for name, value in (("token", config.token), ("tls_certfile", config.tls_certfile),
-                                        ("tls_keyfile", config.tls_keyfile)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("token", config.token),
+            ("tls_certfile", config.tls_certfile),
+            ("tls_keyfile", config.tls_keyfile),
+        )
+        if not value
+    ]
     if missing:
         raise ValueError(
             f"the HTTP source binds {config.host}, not loopback: set TICKFORGE_HTTP_SOURCE__"
@@ -373,22 +391,24 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     config = settings.http_source.model_copy(update=updates)
     check_exposure(config)
     gateway = TickGateway(settings)
-    server = uvicorn.Server(uvicorn.Config(
-        make_app(gateway, config),
-        host=config.host,
-        port=config.port,
-        http=_with_header_timeout(config.header_timeout_s),
-        loop="asyncio",
-        lifespan="off",
-        limit_concurrency=config.max_connections,
-        timeout_keep_alive=int(config.keep_alive_s) or 1,
-        timeout_graceful_shutdown=int(config.delivery_timeout_s) + 5,
-        h11_max_incomplete_event_size=65_536,  # request line and headers
-        ssl_certfile=config.tls_certfile,
-        ssl_keyfile=config.tls_keyfile,
-        access_log=False,
-        log_level="warning",
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            make_app(gateway, config),
+            host=config.host,
+            port=config.port,
+            http=_with_header_timeout(config.header_timeout_s),
+            loop="asyncio",
+            lifespan="off",
+            limit_concurrency=config.max_connections,
+            timeout_keep_alive=int(config.keep_alive_s) or 1,
+            timeout_graceful_shutdown=int(config.delivery_timeout_s) + 5,
+            h11_max_incomplete_event_size=65_536,  # request line and headers
+            ssl_certfile=config.tls_certfile,
+            ssl_keyfile=config.tls_keyfile,
+            access_log=False,
+            log_level="warning",
+        )
+    )
     server.gateway = gateway  # type: ignore[attr-defined]  # closed by run()
     return server
 
@@ -404,8 +424,14 @@ def run(server: uvicorn.Server) -> None:
         server.gateway.close()  # type: ignore[attr-defined]
 
 
-def push_file(url: str, trades: TickFile, speed: float | None = None, chunk_rows: int = 5_000,
-              token: str | None = None, attempts: int = 10) -> dict[str, int]:
+def push_file(
+    url: str,
+    trades: TickFile,
+    speed: float | None = None,
+    chunk_rows: int = 5_000,
+    token: str | None = None,
+    attempts: int = 10,
+) -> dict[str, int]:
     """Replay a trades file to an NDJSON endpoint in event-time order; returns the totals.
 
     Each chunk carries its own idempotency key and is retried with it (on 503, after
@@ -426,8 +452,9 @@ def push_file(url: str, trades: TickFile, speed: float | None = None, chunk_rows
             if wait > 0:
                 time.sleep(wait)
         body = b"\n".join(
-            encoder.encode(Trade(ts_ms=r["ts_ms"], symbol=r["symbol"], price=r["price"], size=r["size"],
-                                 trade_id=r["trade_id"]))
+            encoder.encode(
+                Trade(ts_ms=r["ts_ms"], symbol=r["symbol"], price=r["price"], size=r["size"], trade_id=r["trade_id"])
+            )
             for r in chunk.iter_rows(named=True)
         )
         result = _post_with_retries(url, body, {**headers, "Idempotency-Key": uuid.uuid4().hex}, attempts)
@@ -449,5 +476,5 @@ def _post_with_retries(url: str, body: bytes, headers: dict[str, str], attempts:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if attempt == attempts:
                 raise
-            time.sleep(min(2 ** attempt * 0.1, 5))
+            time.sleep(min(2**attempt * 0.1, 5))
     raise AssertionError("unreachable")

@@ -34,9 +34,9 @@ from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.io.kafka import marker_watermark, topic_name
 from tickforge.platform.settings import Settings, load_settings
 from tickforge.platform.topics import ORDERS, bar_topic, partition_for
-from tickforge.streaming.codec import bar_or_dead_letter
-from tickforge.streaming.runtime import Output, TransactionalWorker
 from tickforge.research.bars import DAILY, NEW_YORK
+from tickforge.streaming.codec import bar_or_dead_letter
+from tickforge.streaming.runtime import InputDrivenTask, Output, TransactionalWorker
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.limits import RiskLimits
 from tickforge.trading.picks import Pick, parse_picks
@@ -72,15 +72,30 @@ def postgres_picks(settings: Settings) -> PicksSource:
 
 def encode_order(intent: RunnerOrder) -> bytes:
     fields = {k: str(v) if hasattr(v, "value") else v for k, v in dataclasses.asdict(intent.order).items()}
-    return msgspec.json.encode({**fields, "bucket": str(intent.pick.bucket), "weight": intent.pick.weight,
-                                "timeframe": intent.pick.timeframe, "reference_price": intent.reference_price})
+    return msgspec.json.encode(
+        {
+            **fields,
+            "bucket": str(intent.pick.bucket),
+            "weight": intent.pick.weight,
+            "timeframe": intent.pick.timeframe,
+            "reference_price": intent.reference_price,
+        }
+    )
 
 
-class StrategyRunnerTask:
+class StrategyRunnerTask(InputDrivenTask):
     """The runner's state for one partition of one timeframe's bar topic."""
 
-    def __init__(self, settings: Settings, partition: int, start_watermark: int, timeframe: str,
-                 picks: PicksSource, limits: RiskLimits, latency_ms: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        partition: int,
+        start_watermark: int,
+        timeframe: str,
+        picks: PicksSource,
+        limits: RiskLimits,
+        latency_ms: int,
+    ) -> None:
         self._partitions = settings.kafka.partitions
         self._partition = partition
         self._timeframe = timeframe
@@ -128,7 +143,11 @@ class StrategyRunnerTask:
         except ValueError as exc:  # picks that do not validate: nothing is traded that day
             log.error("picks refused, the session is not traded", extra={"day": str(day), "error": str(exc)})
             return []
-        return [p for p in picks if p.timeframe == self._timeframe and partition_for(p.symbol, self._partitions) == self._partition]
+        return [
+            p
+            for p in picks
+            if p.timeframe == self._timeframe and partition_for(p.symbol, self._partitions) == self._partition
+        ]
 
     def _size(self, pick: Pick, price: float) -> float:
         return target_quantity(self.limits, pick.bucket, pick.weight, price)
@@ -147,25 +166,34 @@ class StrategyRunnerTask:
                 out.send(self.topic, intent.order.symbol, encode_order(intent))
         self._runner, self._session = None, None
 
-    def idle(self, out: Output) -> None:
-        """Upstream forwards its idle advance as markers: nothing to do here."""
-
     def close(self, out: Output) -> None:
         """Orders are sent as they are decided."""
 
 
-def make_worker(settings: Settings, picks: PicksSource, timeframe: str, limits: RiskLimits,
-                latency_ms: int = 5, instance_id: str = "0") -> TransactionalWorker:
+def make_worker(
+    settings: Settings,
+    picks: PicksSource,
+    timeframe: str,
+    limits: RiskLimits,
+    latency_ms: int = 5,
+    instance_id: str = "0",
+) -> TransactionalWorker:
     return TransactionalWorker(
-        settings, f"{NAME}-{timeframe}", bar_topic(timeframe),
+        settings,
+        f"{NAME}-{timeframe}",
+        bar_topic(timeframe),
         lambda partition, wm: StrategyRunnerTask(settings, partition, wm, timeframe, picks, limits, latency_ms),
         instance_id=instance_id,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tickforge.streaming.strategy_runner", description=__doc__.split("\n")[0])
-    parser.add_argument("--picks", required=True, help="Picks file (CSV, Parquet, YAML), or 'postgres': the day's next_day_picks")
+    parser = argparse.ArgumentParser(
+        prog="python -m tickforge.streaming.strategy_runner", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--picks", required=True, help="Picks file (CSV, Parquet, YAML), or 'postgres': the day's next_day_picks"
+    )
     parser.add_argument("--timeframe", required=True, help="The bar topic to run on (bars.<tf>)")
     parser.add_argument("--limits", default=None, help="Risk limits YAML (sizing); default: the packaged one")
     parser.add_argument("--latency-ms", type=int, default=5)

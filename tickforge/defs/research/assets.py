@@ -19,7 +19,6 @@ Every step exchanges data through S3 and PostgreSQL, never the local filesystem,
 in its own process, pod or Celery worker (see :mod:`tickforge.defs.research.jobs`).
 """
 
-
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -29,21 +28,37 @@ from typing import Any
 
 import polars as pl
 import psycopg
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
+from tickforge.defs.lib.golden_bars import read_golden_bars
 from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions
-from tickforge.defs.lib.golden_bars import read_golden_bars
+from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.research.resources import ResearchResource
-from tickforge.defs.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES, read_rows, replace_rows
+from tickforge.defs.research.store import (
+    NEXT_DAY_PICKS,
+    PICK_EQUITY,
+    PICK_KEY,
+    PICKS_SCORECARD,
+    STRATEGY_SCORES,
+    read_rows,
+    replace_rows,
+)
+from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.research.bars import DAILY, BarSeries, ny_midnight_ms, split_bars
 from tickforge.research.engine import RESULT_SCHEMA, backtest
 from tickforge.research.io import write_picks
 from tickforge.research.registry import Registry
 from tickforge.research.scoring import PICK_SCHEMA, score, scorecard, select, trailing_sweep
 from tickforge.research.walkforward import trailing_window
-from tickforge.defs.postgres.resources import PostgresResource
-from tickforge.defs.s3.resources import ObjectStoreResource
 
 DAILY_BARS_KEY = AssetKey(["files", "daily_bars"])
 RESEARCH_GROUP = "research"
@@ -52,8 +67,14 @@ SCORES_KEY = AssetKey("strategy_scores")
 PICKS_KEY = AssetKey("next_day_picks")
 SCORECARD_KEY = AssetKey("picks_scorecard")
 # Step-key (and first asset-key path element) prefixes of the research assets and their checks.
-RESEARCH_STEPS = ("backtest_sweep", "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results",
-                  "snowflake_next_day_picks")
+RESEARCH_STEPS = (
+    "backtest_sweep",
+    "strategy_scores",
+    "next_day_picks",
+    "picks_scorecard",
+    "snowflake_backtest_results",
+    "snowflake_next_day_picks",
+)
 
 
 def pick_day(partition: str) -> date:
@@ -91,7 +112,11 @@ def daily_bars_spec(path: str) -> AssetSpec:
 
 
 def research_bars(
-    research: ResearchResource, postgres: PostgresResource, registry: Registry, start_ms: int, end_ms: int,
+    research: ResearchResource,
+    postgres: PostgresResource,
+    registry: Registry,
+    start_ms: int,
+    end_ms: int,
 ) -> tuple[dict[str, list[BarSeries]], dict[str, int]]:
     """Series per timeframe: the whole daily file and the golden bars with window_start in
     ``[start_ms, end_ms)``; and the rows refused per timeframe (dead letters, with reasons, in
@@ -111,8 +136,9 @@ def research_bars(
     return bars, refused
 
 
-def picks_window_bars(research: ResearchResource, postgres: PostgresResource, registry: Registry,
-                      day: date) -> tuple[dict[str, list[BarSeries]], dict[str, int]]:
+def picks_window_bars(
+    research: ResearchResource, postgres: PostgresResource, registry: Registry, day: date
+) -> tuple[dict[str, list[BarSeries]], dict[str, int]]:
     """The bars the picks of ``day`` are chosen from (golden bars over its in-sample window)."""
     window = trailing_window(day, registry.walk_forward.train)
     return research_bars(research, postgres, registry, window.start_ms, window.end_ms)
@@ -140,8 +166,12 @@ def build_sweep_asset(strategy: str, golden: Sequence[str]) -> AssetsDefinition:
         "(one compiled pass per grid point): one RESULT_SCHEMA row per symbol, timeframe and params.",
         metadata={"strategy": strategy},
     )
-    def _sweep(context: AssetExecutionContext, research: ResearchResource, postgres: PostgresResource,
-               object_store: ObjectStoreResource) -> MaterializeResult:
+    def _sweep(
+        context: AssetExecutionContext,
+        research: ResearchResource,
+        postgres: PostgresResource,
+        object_store: ObjectStoreResource,
+    ) -> MaterializeResult:
         day = pick_day(context.partition_key)
         registry = research.registry()
         bars, refused = picks_window_bars(research, postgres, registry, day)
@@ -151,12 +181,18 @@ def build_sweep_asset(strategy: str, golden: Sequence[str]) -> AssetsDefinition:
         key = sweep_object(context.partition_key, strategy)
         object_store.write_parquet(object_store.archive_bucket, key, results)
         bar_combinations = int(results["n_bars"].sum()) if results.height else 0
-        return MaterializeResult(metadata={
-            "pick_day": str(day), "rows": results.height, "params": results["params"].n_unique(),
-            "symbols": {tf: len(s) for tf, s in bars.items()}, "refused_bars": refused,
-            "sweep_seconds": round(seconds, 4), "bar_combinations": bar_combinations,
-            "uri": f"s3://{object_store.archive_bucket}/{key}",
-        })
+        return MaterializeResult(
+            metadata={
+                "pick_day": str(day),
+                "rows": results.height,
+                "params": results["params"].n_unique(),
+                "symbols": {tf: len(s) for tf, s in bars.items()},
+                "refused_bars": refused,
+                "sweep_seconds": round(seconds, 4),
+                "bar_combinations": bar_combinations,
+                "uri": f"s3://{object_store.archive_bucket}/{key}",
+            }
+        )
 
     return _sweep
 
@@ -178,20 +214,35 @@ def build_scores_asset(strategies: Sequence[str]) -> AssetsDefinition:
         "z-scores, weights, deflated Sharpe over the trials of each symbol), bucketed by drawdown "
         "and gated (gate null: the row may be picked). PostgreSQL `strategy_scores`, one slice per pick day.",
     )
-    def strategy_scores(context: AssetExecutionContext, research: ResearchResource, postgres: PostgresResource,
-                        object_store: ObjectStoreResource) -> MaterializeResult:
+    def strategy_scores(
+        context: AssetExecutionContext,
+        research: ResearchResource,
+        postgres: PostgresResource,
+        object_store: ObjectStoreResource,
+    ) -> MaterializeResult:
         day = pick_day(context.partition_key)
         registry = research.registry()
         results = read_sweeps(object_store, context.partition_key, strategies)
         scored = score(results, registry.scoring).with_columns(day=pl.lit(day))
         replace_rows(postgres, STRATEGY_SCORES, scored, '"day" = %s', [day])
-        cohorts = scored.group_by("strategy", "timeframe").agg(
-            rows=pl.len(), passing=pl.col("gate").is_null().sum(), best_score=pl.col("score").max(),
-            median_sharpe=pl.col("sharpe").median()).sort("strategy", "timeframe")
-        return MaterializeResult(metadata={
-            "pick_day": str(day), "rows": scored.height, "passing": int(scored["gate"].is_null().sum()),
-            "cohorts": _markdown(cohorts, 50),
-        })
+        cohorts = (
+            scored.group_by("strategy", "timeframe")
+            .agg(
+                rows=pl.len(),
+                passing=pl.col("gate").is_null().sum(),
+                best_score=pl.col("score").max(),
+                median_sharpe=pl.col("sharpe").median(),
+            )
+            .sort("strategy", "timeframe")
+        )
+        return MaterializeResult(
+            metadata={
+                "pick_day": str(day),
+                "rows": scored.height,
+                "passing": int(scored["gate"].is_null().sum()),
+                "cohorts": _markdown(cohorts, 50),
+            }
+        )
 
     return strategy_scores
 
@@ -226,28 +277,35 @@ def build_picks_asset() -> AssetsDefinition:
         "equity curve before its day in `pick_equity`), and the picks files the strategy runners "
         "read: <picks_dir>/date=P/next_day_picks.{parquet,yaml} and the newest day's at <picks_dir>/next_day_picks.*.",
     )
-    def next_day_picks(context: AssetExecutionContext, research: ResearchResource,
-                       postgres: PostgresResource) -> MaterializeResult:
+    def next_day_picks(
+        context: AssetExecutionContext, research: ResearchResource, postgres: PostgresResource
+    ) -> MaterializeResult:
         day = pick_day(context.partition_key)
         registry = research.registry()
         scored = read_rows(postgres, STRATEGY_SCORES, '"day" = %s', [day]).drop("day")
         picks = picks_of_scores(scored, registry, day)
         replace_rows(postgres, NEXT_DAY_PICKS, picks, '"day" = %s', [day])
         bars, _ = picks_window_bars(research, postgres, registry, day)
-        curves = [run.equity.drop("symbol").with_columns(**{k: pl.lit(v) for k, v in zip(PICK_KEY, key, strict=True)})
-                  for key, run in pick_backtests(picks, bars, registry.costs.costs()).items()]
+        curves = [
+            run.equity.drop("symbol").with_columns(**{k: pl.lit(v) for k, v in zip(PICK_KEY, key, strict=True)})
+            for key, run in pick_backtests(picks, bars, registry.costs.costs()).items()
+        ]
         equity = pl.concat(curves) if curves else pl.DataFrame(schema=dict(PICK_EQUITY.schema))
         replace_rows(postgres, PICK_EQUITY, equity, '"day" = %s', [day])
         paths = [write_picks(picks, research.picks_path(context.partition_key, s)) for s in ("parquet", "yaml")]
         newest = max(p.name for p in Path(research.picks_dir).glob("date=*"))
         if newest == f"date={context.partition_key}":
             paths += [write_picks(picks, research.latest_picks_path(s)) for s in ("parquet", "yaml")]
-        return MaterializeResult(metadata={
-            "pick_day": str(day), "picks": picks.height, "candidates": scored.height,
-            "passing": int(scored["gate"].is_null().sum()) if scored.height else 0,
-            "picks_table": _markdown(picks.drop("day", "period_start", "period_end")),
-            "files": [str(p) for p in paths],
-        })
+        return MaterializeResult(
+            metadata={
+                "pick_day": str(day),
+                "picks": picks.height,
+                "candidates": scored.height,
+                "passing": int(scored["gate"].is_null().sum()) if scored.height else 0,
+                "picks_table": _markdown(picks.drop("day", "period_start", "period_end")),
+                "files": [str(p) for p in paths],
+            }
+        )
 
     return next_day_picks
 
@@ -270,8 +328,9 @@ def build_scorecard_asset() -> AssetsDefinition:
         "(the strategy's book over that day's bars, indicators warmed on the history); `complete` "
         "is false while the bars do not reach past the day. PostgreSQL `picks_scorecard`.",
     )
-    def picks_scorecard(context: AssetExecutionContext, research: ResearchResource,
-                        postgres: PostgresResource) -> MaterializeResult:
+    def picks_scorecard(
+        context: AssetExecutionContext, research: ResearchResource, postgres: PostgresResource
+    ) -> MaterializeResult:
         day = pick_day(context.partition_key)
         registry = research.registry()
         picks = read_rows(postgres, NEXT_DAY_PICKS, '"day" <= %s', [day])
@@ -280,11 +339,15 @@ def build_scorecard_asset() -> AssetsDefinition:
         replace_rows(postgres, PICKS_SCORECARD, card, '"day" <= %s', [day])
         done = card.filter("complete")
         by_day = done.group_by("day").agg(picks=pl.len(), portfolio_return=pl.col("weighted_return").sum()).sort("day")
-        return MaterializeResult(metadata={
-            "pick_day": str(day), "picks": card.height, "complete": done.height,
-            "hit_rate": float((done["realized_return"] > 0).mean()) if done.height else 0.0,  # type: ignore[arg-type]
-            "mean_portfolio_return": float(by_day["portfolio_return"].mean()) if by_day.height else 0.0,  # type: ignore[arg-type]
-            "by_day": _markdown(by_day.tail(20)),
-        })
+        return MaterializeResult(
+            metadata={
+                "pick_day": str(day),
+                "picks": card.height,
+                "complete": done.height,
+                "hit_rate": float((done["realized_return"] > 0).mean()) if done.height else 0.0,  # type: ignore[arg-type]
+                "mean_portfolio_return": float(by_day["portfolio_return"].mean()) if by_day.height else 0.0,  # type: ignore[arg-type]
+                "by_day": _markdown(by_day.tail(20)),
+            }
+        )
 
     return picks_scorecard

@@ -16,7 +16,9 @@ import warnings
 from pathlib import Path
 
 import fakesnow.instance
-import fakesnow.server
+
+# Bound as a module: the package also has a function named ``server`` that type checkers would see
+import fakesnow.server as fakesnow_server
 import uvicorn
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -52,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     args.db_path.mkdir(parents=True, exist_ok=True)
     instance = fakesnow.instance.FakeSnow(db_path=args.db_path)
     attach_existing(instance, args.db_path)
-    fakesnow.server.shared_fs = instance
+    fakesnow_server.shared_fs = instance
     # No access log: one line per HTTP call of the connector (login, query, heartbeat).
-    uvicorn.run(fakesnow.server.app, host=args.host, port=args.port, access_log=False)
+    uvicorn.run(fakesnow_server.app, host=args.host, port=args.port, access_log=False)
 
 
 if __name__ == "__main__":
