@@ -58,15 +58,31 @@ def order_stream(events: list[MarketEvent], every_ms: int, cancel_after_ms: int,
         coid = f"b{n}"
         if kind == 0:
             limit = last.ask if side is Side.BUY else last.bid
-            order = new_order(client_order_id=coid, strategy="bench", symbol="BAC", side=side, quantity=100,
-                              decision_ts_ms=ev.ts_ms, latency_ms=latency_ms, limit_price=limit,
-                              time_in_force=TimeInForce.IOC)
+            order = new_order(
+                client_order_id=coid,
+                strategy="bench",
+                symbol="BAC",
+                side=side,
+                quantity=100,
+                decision_ts_ms=ev.ts_ms,
+                latency_ms=latency_ms,
+                limit_price=limit,
+                time_in_force=TimeInForce.IOC,
+            )
             controls.append((ev.ts_ms, order))
             continue
         behind = (kind - 1) * 0.01
         limit = round(last.bid - behind, 2) if side is Side.BUY else round(last.ask + behind, 2)
-        order = new_order(client_order_id=coid, strategy="bench", symbol="BAC", side=side, quantity=100 * kind,
-                          decision_ts_ms=ev.ts_ms, latency_ms=latency_ms, limit_price=limit)
+        order = new_order(
+            client_order_id=coid,
+            strategy="bench",
+            symbol="BAC",
+            side=side,
+            quantity=100 * kind,
+            decision_ts_ms=ev.ts_ms,
+            latency_ms=latency_ms,
+            limit_price=limit,
+        )
         controls.append((ev.ts_ms, order))
         cancel_ms = ev.ts_ms + cancel_after_ms
         controls.append((cancel_ms, (coid, cancel_ms + latency_ms)))

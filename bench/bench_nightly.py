@@ -84,29 +84,46 @@ def setup(args, tmp: Path) -> tuple[object, dict]:
     }
     s = Settings()
     stack_s = time.monotonic() - t0
-    client = boto3.client("s3", endpoint_url=s.s3.endpoint_url, region_name=s.s3.region,
-                          aws_access_key_id=s.s3.access_key_id,
-                          aws_secret_access_key=s.s3.secret_access_key.get_secret_value())
+    client = boto3.client(
+        "s3",
+        endpoint_url=s.s3.endpoint_url,
+        region_name=s.s3.region,
+        aws_access_key_id=s.s3.access_key_id,
+        aws_secret_access_key=s.s3.secret_access_key.get_secret_value(),
+    )
     for bucket in (s.s3.raw_bucket, s.s3.archive_bucket):
         client.create_bucket(Bucket=bucket)
     ticks = read_trades(shared_data_dir() / TRADES_FILE)
     start, end = day_bounds_ms(args.day)
-    data = ticks.data.filter(pl.col("symbol").is_in(args.symbols) & pl.col("ts_ms").is_between(start, end, closed="left"))
+    data = ticks.data.filter(
+        pl.col("symbol").is_in(args.symbols) & pl.col("ts_ms").is_between(start, end, closed="left")
+    )
     trades = TickFile("trades", ticks.source, data, ticks.dead_letters.clear())
     land_trades_parquet(s, trades.data)
     dsn = s.postgres.dsn.get_secret_value()
     apply_migrations(dsn, s.postgres.schema_name, s.streaming.timeframes)
-    built = build_bars(trades, s.streaming.timeframes, lateness_ms=s.streaming.allowed_lateness_ms,
-                       dedup_horizon_ms=s.streaming.dedup_horizon_ms)
+    built = build_bars(
+        trades,
+        s.streaming.timeframes,
+        lateness_ms=s.streaming.allowed_lateness_ms,
+        dedup_horizon_ms=s.streaming.dedup_horizon_ms,
+    )
     golden = {}
     with psycopg.connect(dsn) as conn:
         for tf, frame in built.bars.items():
-            bars = [Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r)
-                    for r in frame.to_dicts()]
+            bars = [
+                Bar(timeframe=tf, first_ts=r["window_start"], last_ts=r["window_end"] - 1, **r)
+                for r in frame.to_dicts()
+            ]
             golden[tf] = upsert_bars(conn, s.postgres.schema_name, tf, bars)
         conn.commit()
-    info = {"trades": data.height, "symbols": sorted(set(data["symbol"])), "golden_bars": golden,
-            "stack_up_s": round(stack_s, 1), "setup_s": round(time.monotonic() - t0, 1)}
+    info = {
+        "trades": data.height,
+        "symbols": sorted(set(data["symbol"])),
+        "golden_bars": golden,
+        "stack_up_s": round(stack_s, 1),
+        "setup_s": round(time.monotonic() - t0, 1),
+    }
     return s, info
 
 
@@ -131,7 +148,9 @@ def main() -> None:
     os.dup2(2, 1)  # dbt's output to stderr: stdout carries the JSON only
     try:
         result = job.execute_in_process(
-            partition_key=args.day, instance=instance, raise_on_error=False,
+            partition_key=args.day,
+            instance=instance,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
     finally:

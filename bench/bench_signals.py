@@ -69,7 +69,9 @@ def bench_batch(bars: pl.DataFrame, repeat: int) -> dict[str, object]:
     tz = dict.fromkeys(bars["symbol"].unique().to_list(), NY)
     sessions = [frame["close"].to_numpy() for frame in bars.partition_by("symbol", maintain_order=True)]
     close, notional, volume = (bars[c].to_numpy() for c in ("close", "notional", "volume"))
-    starts = np.flatnonzero(bars.select(pl.col("symbol") != pl.col("symbol").shift()).to_series().fill_null(True).to_numpy())
+    starts = np.flatnonzero(
+        bars.select(pl.col("symbol") != pl.col("symbol").shift()).to_series().fill_null(True).to_numpy()
+    )
 
     def with_talib() -> None:
         for c in sessions:
@@ -129,7 +131,9 @@ class PurePythonSignals:
         e12, e26 = self._ema(12, c, close), self._ema(26, c, close)
         macd = None if e26 is None or e12 is None else e12 - e26
         signal = None if macd is None else self._ema(9, c - 25, macd)
-        out.update(ema12=e12, ema26=e26, macd=macd, macd_signal=signal, macd_hist=None if signal is None else macd - signal)
+        out.update(
+            ema12=e12, ema26=e26, macd=macd, macd_signal=signal, macd_hist=None if signal is None else macd - signal
+        )
         out["rsi14"] = None
         if c >= 2:
             change = close - self.prev
@@ -163,7 +167,9 @@ class PurePythonSignals:
 
 def bench_streaming(bars: pl.DataFrame, symbols: int, steps: int, python_steps: int, repeat: int) -> dict[str, object]:
     """Symbol i replays one of the day's real series from its own offset (realistic prices)."""
-    series = [f.select("close", "notional", "volume").to_numpy() for f in bars.partition_by("symbol", maintain_order=True)]
+    series = [
+        f.select("close", "notional", "volume").to_numpy() for f in bars.partition_by("symbol", maintain_order=True)
+    ]
     warmup = 80  # past every readiness bar, so the timed updates publish every field
     total = warmup + steps
     data = np.empty((total, symbols, 3))

@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".tickforge" / "quix-venv"
 
-APP = r'''
+APP = r"""
 import json, sys, time
 from quixstreams import Application
 
@@ -50,7 +50,7 @@ sdf.to_topic(bars)
 started = time.monotonic()
 app.run(timeout=5.0)
 print(json.dumps({"ticks": seen["n"], "seconds": time.monotonic() - (seen["first"] or started) - 5.0}))
-'''
+"""
 
 
 def ensure_venv() -> Path:
@@ -76,16 +76,28 @@ def run_quix_baseline(settings, trades, limit: int = 300_000) -> dict:
     for future in admin.create_topics([NewTopic(t, settings.kafka.partitions, 1) for t in (source, sink)]).values():
         future.result()
     sample = TickFile(trades.kind, trades.source, trades.data.head(limit), trades.dead_letters.head(0))
-    json_settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": f"{prefix}quix-"})})
+    json_settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topic_prefix": f"{prefix}quix-"})}
+    )
     # replay() writes to <prefix>ticks: with the quix- prefix that is the source topic above.
     replay(json_settings, sample, encoding="json", end_marker=False)
-    result = subprocess.run([str(python), "-c", APP, settings.kafka.bootstrap_servers, source, sink, str(limit)],
-                            capture_output=True, text=True, timeout=1_800)
+    result = subprocess.run(
+        [str(python), "-c", APP, settings.kafka.bootstrap_servers, source, sink, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=1_800,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"count-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"count-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
     consumer.subscribe([sink])
     bars, idle = 0, time.monotonic()
     while time.monotonic() - idle < 3:
@@ -94,5 +106,9 @@ def run_quix_baseline(settings, trades, limit: int = 300_000) -> dict:
             bars += len(msgs)
             idle = time.monotonic()
     consumer.close()
-    return {"ticks": figures["ticks"], "ticks_per_s": round(figures["ticks"] / max(figures["seconds"], 1e-9)),
-            "bars_1s": bars, "note": "JSON ticks, one message each; exactly-once; same broker"}
+    return {
+        "ticks": figures["ticks"],
+        "ticks_per_s": round(figures["ticks"] / max(figures["seconds"], 1e-9)),
+        "bars_1s": bars,
+        "note": "JSON ticks, one message each; exactly-once; same broker",
+    }

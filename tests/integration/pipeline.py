@@ -18,8 +18,19 @@ from tickforge.platform.io.kafka import make_producer, marker_watermark, topic_n
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER
 
-BAR_FIELDS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume",
-              "notional", "vwap", "trade_count"]
+BAR_FIELDS = [
+    "symbol",
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "notional",
+    "vwap",
+    "trade_count",
+]
 
 
 def start_worker(command: str, *args: str, log_dir: Path) -> subprocess.Popen:
@@ -28,7 +39,10 @@ def start_worker(command: str, *args: str, log_dir: Path) -> subprocess.Popen:
     log = open(log_dir / f"{command}.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "stream", command, *args],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
     )
 
 
@@ -51,14 +65,16 @@ def read_topic(
     Waits (up to ``max_s``) for at least ``expect`` data messages, then until the topic has been
     quiet for ``idle_s``: extra or duplicate output would show up in that time.
     """
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "group.id": f"reader-{time.time_ns()}",
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"reader-{time.time_ns()}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     consumer.subscribe([topic_name(settings, name)])
     values, markers = [], []
     started = last = time.monotonic()

@@ -60,8 +60,10 @@ def test_fact_expectations_pass_then_fail_on_corrupted_row(settings, monkeypatch
     assert not failed.passed
     report = failed.metadata["report"].value
     assert report["CORE.FACT_TICKS_300S"]["failed"] == []
-    broken = {(f["kwargs"]["column_A"], f["kwargs"]["column_B"]): f["unexpected_count"]
-              for f in report["CORE.FACT_TICKS_60S"]["failed"]}
+    broken = {
+        (f["kwargs"]["column_A"], f["kwargs"]["column_B"]): f["unexpected_count"]
+        for f in report["CORE.FACT_TICKS_60S"]["failed"]
+    }
     assert broken[("HIGH", "LOW")] == 1 and set(broken) <= {("HIGH", "LOW"), ("HIGH", "OPEN"), ("HIGH", "CLOSE")}
 
     # The nightly load repairs the row (it differs from the golden bar); a 5 m window off the clock fails.

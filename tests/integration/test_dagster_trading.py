@@ -36,10 +36,13 @@ def _job(s, trading, checks_only: bool = False):
     from tickforge.defs.trading.assets import PAPER_REPORT_KEY
     from tickforge.defs.trading.definitions import build_trading_definitions
 
-    selection = AssetSelection.checks_for_assets(PAPER_REPORT_KEY) if checks_only else AssetSelection.assets(PAPER_REPORT_KEY)
+    selection = (
+        AssetSelection.checks_for_assets(PAPER_REPORT_KEY) if checks_only else AssetSelection.assets(PAPER_REPORT_KEY)
+    )
     job = define_asset_job("paper", selection=selection)
-    defs = Definitions.merge(Definitions(resources=resources_for(s, env_secrets=False), jobs=[job]),
-                             build_trading_definitions(s, trading))
+    defs = Definitions.merge(
+        Definitions(resources=resources_for(s, env_secrets=False), jobs=[job]), build_trading_definitions(s, trading)
+    )
     return defs.resolve_job_def("paper")
 
 
@@ -64,13 +67,24 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     _store_golden_bars(s, trades)
     resources = resources_for(s, env_secrets=False)
     store, postgres = resources["object_store"], resources["postgres"]
-    landed = trades.data.with_columns(partition=pl.lit(0, pl.Int32)).select(list(LANDED_TRADES_SCHEMA)).cast(dict(LANDED_TRADES_SCHEMA))
+    landed = (
+        trades.data.with_columns(partition=pl.lit(0, pl.Int32))
+        .select(list(LANDED_TRADES_SCHEMA))
+        .cast(dict(LANDED_TRADES_SCHEMA))
+    )
     store.write_parquet(store.raw_bucket, compacted_key(DAY), landed)
     picks_path = tmp_path / "picks.csv"
     picks_path.write_text(PICKS_CSV)
-    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(day=pl.lit(date.fromisoformat(DAY)), weight=pl.col("weight").cast(pl.Float64))
-    replace_rows(postgres, NEXT_DAY_PICKS, rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
-                 '"day" = %s', [date.fromisoformat(DAY)])
+    rows = pl.read_csv(picks_path, infer_schema=False).with_columns(
+        day=pl.lit(date.fromisoformat(DAY)), weight=pl.col("weight").cast(pl.Float64)
+    )
+    replace_rows(
+        postgres,
+        NEXT_DAY_PICKS,
+        rows.with_columns(pl.lit(None).alias(c) for c in PICK_SCHEMA if c not in rows.columns),
+        '"day" = %s',
+        [date.fromisoformat(DAY)],
+    )
     trading = TradingResource()  # picks from next_day_picks, trades from the compacted raw trades
 
     instance = DagsterInstance.ephemeral()
@@ -84,8 +98,15 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     assert checks["paper_fills_keep_the_book"].metadata["fills"].value > 0
 
     meta = result.asset_materializations_for_node("paper_trading_report")[0].metadata
-    assert meta["picks"].value == 3 and meta["daily_picks_not_traded"].value == 1 and meta["fills"].value > 0 and meta["open_positions_at_end"].value == 0
-    assert meta["rejected_by_rule"].value == {"no_reference_price": meta["rejected"].value} and meta["rejected"].value > 0
+    assert (
+        meta["picks"].value == 3
+        and meta["daily_picks_not_traded"].value == 1
+        and meta["fills"].value > 0
+        and meta["open_positions_at_end"].value == 0
+    )
+    assert (
+        meta["rejected_by_rule"].value == {"no_reference_price": meta["rejected"].value} and meta["rejected"].value > 0
+    )
     assert 0 < meta["fill_ratio"].value <= 1
     assert "ema_cross" in meta["pnl_by_strategy"].value and "orb_breakout" in meta["slippage_by_strategy"].value
 
@@ -93,18 +114,31 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
     paper = read_paper(store, DAY)
     picks = [p for p in read_picks_file(picks_path) if p.timeframe != "1d"]
     quotes = read_quotes(QUOTES_SAMPLE).data
-    again = replay(day_bars(trading, postgres, picks, date.fromisoformat(DAY)), quotes, trades.data, picks,
-                   load_limits(), 5, FeeSchedule(taker_bps=1.0))
+    again = replay(
+        day_bars(trading, postgres, picks, date.fromisoformat(DAY)),
+        quotes,
+        trades.data,
+        picks,
+        load_limits(),
+        5,
+        FeeSchedule(taker_bps=1.0),
+    )
     for name in ("orders", "transitions", "fills", "decisions"):
         assert paper[name].equals(getattr(again, name)), name
     assert paper["pnl"]["equity"][-1] == pytest.approx(again.pnl["equity"][-1])
 
     # The OMS is in PostgreSQL too, the day's slice replaced whole: a rerun stores it again, once.
     oms = meta["oms_in_postgres"].value
-    assert oms == {"account": "paper-report", "orders_new": meta["orders"].value, "orders": meta["orders"].value,
-                   "transitions": paper["transitions"].height, "fills": meta["fills"].value}
+    assert oms == {
+        "account": "paper-report",
+        "orders_new": meta["orders"].value,
+        "orders": meta["orders"].value,
+        "transitions": paper["transitions"].height,
+        "fills": meta["fills"].value,
+    }
     assert _job(s, trading).execute_in_process(partition_key=DAY, instance=instance).success
     from tickforge.trading.store import read_oms
+
     with postgres.connect() as conn:
         stored = read_oms(conn, postgres.schema_name, "paper-report")
     assert stored.orders.height == meta["orders"].value and stored.fills.height == meta["fills"].value
@@ -112,10 +146,15 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
 
     # A changed decision in the stored frames fails the parity check.
     decisions = paper["decisions"]
-    flipped = decisions.with_columns(target=pl.when(pl.int_range(pl.len()) == 10).then(1 - pl.col("target"))
-                                     .otherwise(pl.col("target")).cast(pl.Int8))
+    flipped = decisions.with_columns(
+        target=pl.when(pl.int_range(pl.len()) == 10)
+        .then(1 - pl.col("target"))
+        .otherwise(pl.col("target"))
+        .cast(pl.Int8)
+    )
     store.write_parquet(store.archive_bucket, paper_object(DAY, "decisions"), flipped)
     rerun = _job(s, trading, checks_only=True).execute_in_process(
-        instance=instance, tags={"dagster/partition": DAY}, raise_on_error=False)
+        instance=instance, tags={"dagster/partition": DAY}, raise_on_error=False
+    )
     parity_again = {e.check_name: e for e in rerun.get_asset_check_evaluations()}["paper_decisions_match_backtest"]
     assert not parity_again.passed and parity_again.metadata["mismatches"].value == 1

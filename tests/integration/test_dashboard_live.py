@@ -64,11 +64,25 @@ class Chromium:
     def __init__(self, out_dir: Path, width: int = 1400, height: int = 1300) -> None:
         port = _free_port()
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tempfile.mkdtemp(dir=out_dir)}", f"--window-size={width},{height}",
-             f"--remote-debugging-port={port}", "--remote-allow-origins=*", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=open(out_dir / "chromium.log", "ab"), start_new_session=True,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tempfile.mkdtemp(dir=out_dir)}",
+                f"--window-size={width},{height}",
+                f"--remote-debugging-port={port}",
+                "--remote-allow-origins=*",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(out_dir / "chromium.log", "ab"),
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -85,8 +99,7 @@ class Chromium:
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10))
         self._id = 0
-        self.call("Emulation.setDeviceMetricsOverride",
-                  width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def call(self, method: str, **params):
         self._id += 1
@@ -128,8 +141,10 @@ def start_dashboard(log_dir: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "dashboard", "--port", str(port)],
-        stdout=open(log_dir / "dashboard.log", "ab"), stderr=subprocess.STDOUT,
-        env=dict(os.environ), start_new_session=True,
+        stdout=open(log_dir / "dashboard.log", "ab"),
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
     )
 
     def healthy() -> bool:
@@ -181,12 +196,20 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
     crypto = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
     equity = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
     # SPY from 15:55 to 16:20 New York time (19:55-20:20 UTC): the close, then sparse after-hours bars.
-    close = dataclasses.replace(equity, symbols=None, dead_letters=equity.dead_letters.head(0), data=equity.data.filter(
-        pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(1_381_262_100_000, 1_381_263_600_000, closed="left")))
+    close = dataclasses.replace(
+        equity,
+        symbols=None,
+        dead_letters=equity.dead_letters.head(0),
+        data=equity.data.filter(
+            pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(1_381_262_100_000, 1_381_263_600_000, closed="left")
+        ),
+    )
     busiest = crypto.data.group_by("symbol").len().sort("len", "symbol", descending=[True, False])["symbol"][0]
     started = time.monotonic()
-    workers = [start_worker(name, log_dir=tmp_path) for name in
-               ("bar-worker", "timeframe-worker", "signal-worker", "pair-worker", "bar-store")]
+    workers = [
+        start_worker(name, log_dir=tmp_path)
+        for name in ("bar-worker", "timeframe-worker", "signal-worker", "pair-worker", "bar-store")
+    ]
     dashboard, url = start_dashboard(tmp_path)
     browser = None
     try:
@@ -203,7 +226,9 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
             f"document.body.innerText.includes('{SYMBOL} · 1s') && "
             "document.body.innerText.includes('BTCUSDT-SPOT/BTCUSD_PERP') && "
             "document.body.innerText.includes('history 120') && "
-            "/rsi14\\s+[0-9]/.test(document.body.innerText)", 180)  # signals and golden bars arrived (2 busy cores)
+            "/rsi14\\s+[0-9]/.test(document.body.innerText)",
+            180,
+        )  # signals and golden bars arrived (2 busy cores)
         time.sleep(1.0)  # let the chart's last frame paint
         dom = browser.evaluate("document.documentElement.outerHTML")
         text = browser.evaluate("document.body.innerText")
@@ -231,7 +256,9 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
         spy = browser.wait_for(
             "document.body.innerText.includes('SPY · 1s') && document.body.innerText.includes('history 120') && "
             "document.body.innerText.includes('EDT') && "
-            "document.querySelectorAll('.vega-embed g.role-axis-label text').length > 0", 60)
+            "document.querySelectorAll('.vega-embed g.role-axis-label text').length > 0",
+            60,
+        )
         time.sleep(1.0)
         axis, text = browser.axis(), browser.evaluate("document.body.innerText")
         browser.screenshot(tmp_path / "spy.png")
@@ -244,8 +271,10 @@ def test_dashboard_renders_live_chart_in_headless_chromium(settings, samples, tm
         browser.call("Page.navigate", url=f"{url}/")
         default = browser.wait_for(f"document.body.innerText.includes('{busiest} · 1s')", 60)
         assert default, f"not the most active symbol ({busiest}): {browser.evaluate('document.body.innerText')[:1_000]}"
-        print(f"dashboard: page rendered {time.monotonic() - started:.1f}s after start; "
-              f"{up} up / {down} down candle pixels; SPY axis {axis['labels']}; screenshot {shot}")
+        print(
+            f"dashboard: page rendered {time.monotonic() - started:.1f}s after start; "
+            f"{up} up / {down} down candle pixels; SPY axis {axis['labels']}; screenshot {shot}"
+        )
     finally:
         if browser is not None:
             browser.close()

@@ -28,8 +28,11 @@ def test_research_page_renders_in_headless_chromium(nightly_settings, tmp_path):
     from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
 
     s = nightly_settings
-    run = build_definitions(s).resolve_job_def("research").execute_in_process(
-        partition_key=DAY, instance=DagsterInstance.ephemeral())
+    run = (
+        build_definitions(s)
+        .resolve_job_def("research")
+        .execute_in_process(partition_key=DAY, instance=DagsterInstance.ephemeral())
+    )
     assert run.success
     picks = read_table(s.postgres.dsn.get_secret_value(), s.postgres.schema_name, NEXT_DAY_PICKS)
     assert picks.height > 0
@@ -44,7 +47,9 @@ def test_research_page_renders_in_headless_chromium(nightly_settings, tmp_path):
             "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 2 && "
             "document.body.innerText.includes('Cohorts') && document.body.innerText.includes('Scorecard') && "
             "document.body.innerText.includes('Equity curve of') && "
-            "document.body.innerText.includes('bars before')", 120)
+            "document.body.innerText.includes('bars before')",
+            120,
+        )
         time.sleep(1.5)  # let the charts' last frame paint
         text = browser.evaluate("document.body.innerText")
         shot = tmp_path / "research.png"
@@ -59,7 +64,9 @@ def test_research_page_renders_in_headless_chromium(nightly_settings, tmp_path):
         pixels = list(Image.open(shot).convert("RGB").get_flattened_data())
         line = sum(_near(p, _rgb(EQUITY_COLOR), 30) for p in pixels)
         assert line > 200, f"no equity curve in the screenshot ({line} line pixels)"
-        print(f"research page rendered {time.monotonic() - started:.1f}s after navigation; {line} equity-line pixels; {shot}")
+        print(
+            f"research page rendered {time.monotonic() - started:.1f}s after navigation; {line} equity-line pixels; {shot}"
+        )
     finally:
         if browser is not None:
             browser.close()

@@ -77,8 +77,13 @@ def demo_traffic(samples) -> tuple[TickFile, TickFile]:
 
 def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, demo_traffic) -> None:
     state_dir = Path(os.environ["TICKFORGE_STATE_DIR"])  # the supervisor's, from the settings fixture
-    stack = LocalStack(state_dir=state_dir, settings=settings, with_prometheus=True, scrape_interval_s=1,
-                       ports={"prometheus": any_free_port(set())})
+    stack = LocalStack(
+        state_dir=state_dir,
+        settings=settings,
+        with_prometheus=True,
+        scrape_interval_s=1,
+        ports={"prometheus": any_free_port(set())},
+    )
     url = stack.up(["prometheus"])["prometheus"]["url"]
     try:
         pids = supervisor.start(WORKERS, state_dir=state_dir)
@@ -87,15 +92,23 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
         # A restart: the store comes back on another metrics port, the target file follows it.
         old_port = read_targets(state_dir)["bar-store"]
         os.kill(pids["bar-store"], signal.SIGKILL)
-        wait_until(lambda: read_targets(state_dir).get("bar-store", old_port) != old_port, 30, 0.3,
-                   "the restarted bar store in the target file")
+        wait_until(
+            lambda: read_targets(state_dir).get("bar-store", old_port) != old_port,
+            30,
+            0.3,
+            "the restarted bar store in the target file",
+        )
         wait_until(lambda: scraped(url).get("bar-store") == 1.0, 60, 1, "the restarted bar store scraped")
 
         trades, quotes = demo_traffic
         producer = make_producer(settings)
         # Bad input as a feed may send it: one message that is no tick batch at all (a dead letter).
-        producer.produce(topic_name(settings, TICKS), b"not a tick batch", b"BAC",
-                         partition=partition_for("BAC", settings.kafka.partitions))
+        producer.produce(
+            topic_name(settings, TICKS),
+            b"not a tick batch",
+            b"BAC",
+            partition=partition_for("BAC", settings.kafka.partitions),
+        )
         # Paced over ~10 s, so the rates have samples while ticks flow.
         replay(settings, trades, quotes, producer=producer, rate=(trades.data.height + quotes.data.height) / 10)
 
@@ -123,8 +136,10 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
         # Every tick read and counted (more only if a transaction was aborted and its input read again).
         assert values(query(url, "sum(tickforge_ticks_in_total)"))[""] >= trades.data.height
         assert values(query(url, "sum(tickforge_quotes_in_total)"))[""] >= quotes.data.height
-        bars = values(query(url, 'sum by (timeframe) (tickforge_bars_out_total{worker=~"bar-worker|timeframe-worker"})'),
-                      "timeframe")
+        bars = values(
+            query(url, 'sum by (timeframe) (tickforge_bars_out_total{worker=~"bar-worker|timeframe-worker"})'),
+            "timeframe",
+        )
         assert set(bars) == set(TIMEFRAMES) and all(n > 0 for n in bars.values())
     finally:
         supervisor.stop(state_dir)

@@ -33,7 +33,9 @@ def equity_day(samples) -> TickFile:
 
 
 def _between(day: TickFile, start_h: float, end_h: float, rows: int | None = None) -> TickFile:
-    data = day.data.filter(pl.col("ts_ms").is_between(DAY + int(start_h * HOUR), DAY + int(end_h * HOUR), closed="left"))
+    data = day.data.filter(
+        pl.col("ts_ms").is_between(DAY + int(start_h * HOUR), DAY + int(end_h * HOUR), closed="left")
+    )
     return TickFile(day.kind, day.source, data if rows is None else data.head(rows), day.dead_letters.head(0))
 
 

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 def _batch(frame: pl.DataFrame) -> TradeBatch:
     names = frame["symbol"].unique(maintain_order=True).to_list()
     index = frame["symbol"].replace_strict(names, list(range(len(names))), return_dtype=pl.Int32).to_numpy()
-    return TradeBatch.from_rows(names, index, frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy())
+    return TradeBatch.from_rows(
+        names, index, frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy()
+    )
 
 
 def test_poison_messages_never_stop_the_bar_worker(settings, samples, tmp_path):
@@ -38,20 +40,41 @@ def test_poison_messages_never_stop_the_bar_worker(settings, samples, tmp_path):
     sound = BATCH_ENCODER.encode(_batch(sample))
     rng = random.Random(5)
     poison: list[tuple[bytes, list | None, str]] = [
-        (BATCH_ENCODER.encode(msgspec.structs.replace(_batch(sample), ts_ms=b"\x01" * 7)), None, Reason.MALFORMED_BATCH),
-        (BATCH_ENCODER.encode(msgspec.structs.replace(_batch(sample), price=_batch(sample.head(5)).price)),
-         None, Reason.MALFORMED_BATCH),
-        (BATCH_ENCODER.encode(msgspec.structs.replace(
-            _batch(sample), symbols=[symbol, "X"], symbol_idx=np.full(20, 7, np.int32).tobytes())),
-         None, Reason.MALFORMED_BATCH),
+        (
+            BATCH_ENCODER.encode(msgspec.structs.replace(_batch(sample), ts_ms=b"\x01" * 7)),
+            None,
+            Reason.MALFORMED_BATCH,
+        ),
+        (
+            BATCH_ENCODER.encode(msgspec.structs.replace(_batch(sample), price=_batch(sample.head(5)).price)),
+            None,
+            Reason.MALFORMED_BATCH,
+        ),
+        (
+            BATCH_ENCODER.encode(
+                msgspec.structs.replace(
+                    _batch(sample), symbols=[symbol, "X"], symbol_idx=np.full(20, 7, np.int32).tobytes()
+                )
+            ),
+            None,
+            Reason.MALFORMED_BATCH,
+        ),
         (b"not json at all", marker_headers(), Reason.UNDECODABLE),
-        (JSON_ENCODER.encode(Trade(ts_ms=int(sample["ts_ms"][0]), symbol="Y" * 900_000, price=1.0, size=1.0)),
-         None, Reason.BAD_SYMBOL),
-        (JSON_ENCODER.encode(Trade(ts_ms=1_900_000_000_000, symbol=symbol, price=60_000.0, size=1.0)),
-         None, Reason.FUTURE_TIMESTAMP),
+        (
+            JSON_ENCODER.encode(Trade(ts_ms=int(sample["ts_ms"][0]), symbol="Y" * 900_000, price=1.0, size=1.0)),
+            None,
+            Reason.BAD_SYMBOL,
+        ),
+        (
+            JSON_ENCODER.encode(Trade(ts_ms=1_900_000_000_000, symbol=symbol, price=60_000.0, size=1.0)),
+            None,
+            Reason.FUTURE_TIMESTAMP,
+        ),
         *((sound[: rng.randrange(1, len(sound))], None, Reason.UNDECODABLE) for _ in range(3)),
-        *((bytes(rng.randrange(256) for _ in range(rng.randrange(1, 500))), None, Reason.UNDECODABLE)
-          for _ in range(3)),
+        *(
+            (bytes(rng.randrange(256) for _ in range(rng.randrange(1, 500))), None, Reason.UNDECODABLE)
+            for _ in range(3)
+        ),
     ]
     worker = start_worker("bar-worker", log_dir=tmp_path)
     try:

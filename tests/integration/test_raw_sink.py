@@ -35,8 +35,11 @@ def _sink_settings(settings, monkeypatch):
     monkeypatch.setenv("TICKFORGE_S3__RAW_BUCKET", f"raw-{uuid.uuid4().hex[:8]}")
     s = Settings()
     client = boto3.client(
-        "s3", endpoint_url=s.s3.endpoint_url, region_name=s.s3.region,
-        aws_access_key_id=s.s3.access_key_id, aws_secret_access_key=s.s3.secret_access_key.get_secret_value(),
+        "s3",
+        endpoint_url=s.s3.endpoint_url,
+        region_name=s.s3.region,
+        aws_access_key_id=s.s3.access_key_id,
+        aws_secret_access_key=s.s3.secret_access_key.get_secret_value(),
     )
     client.create_bucket(Bucket=s.s3.raw_bucket)
     return s, client

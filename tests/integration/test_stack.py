@@ -37,12 +37,8 @@ from tickforge.platform.stack.snowflake import connect_args
 
 pytestmark = pytest.mark.integration
 
-LIB_CACHE = Path(
-    os.environ.get("TICKFORGE_KAFKA_LIB_CACHE", Path.home() / ".cache/tickforge/kafka-4.1.1/lib")
-)
-S3_LIB_CACHE = Path(
-    os.environ.get("TICKFORGE_S3_LIB_CACHE", Path.home() / ".cache/tickforge/s3proxy-3.3.0/lib")
-)
+LIB_CACHE = Path(os.environ.get("TICKFORGE_KAFKA_LIB_CACHE", Path.home() / ".cache/tickforge/kafka-4.1.1/lib"))
+S3_LIB_CACHE = Path(os.environ.get("TICKFORGE_S3_LIB_CACHE", Path.home() / ".cache/tickforge/s3proxy-3.3.0/lib"))
 CLI = "from tickforge.platform.stack.cli import stack_app; stack_app()"
 # A raw landing object as the raw sink names them: it must outlive `down`.
 RAW_KEY = "trades/date=2013-10-08/hour=13/0-100-199.parquet"
@@ -111,8 +107,13 @@ def test_up_starts_every_service_and_each_answers(stack: LocalStack) -> None:
     )
     names = {b["Name"] for b in client.list_buckets()["Buckets"]}
     assert {s3["raw_bucket"], s3["archive_bucket"]} <= names
-    stranger = boto3.client("s3", endpoint_url=s3["endpoint_url"], region_name=s3["region"],
-                            aws_access_key_id="someone", aws_secret_access_key="else")
+    stranger = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        region_name=s3["region"],
+        aws_access_key_id="someone",
+        aws_secret_access_key="else",
+    )
     with pytest.raises(ClientError) as refused:
         stranger.list_buckets()
     assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "AccessDenied")
@@ -145,16 +146,12 @@ def test_env_file_points_settings_at_the_stack(
 
 def test_cli_status_json_is_one_object_and_human_status_masks_secrets(stack: LocalStack) -> None:
     env = {**os.environ, "TICKFORGE_STATE_DIR": str(stack.state_dir)}
-    as_json = subprocess.run(
-        [sys.executable, "-c", CLI, "status", "--json"], env=env, capture_output=True, text=True
-    )
+    as_json = subprocess.run([sys.executable, "-c", CLI, "status", "--json"], env=env, capture_output=True, text=True)
     assert as_json.returncode == 0, as_json.stderr
     parsed = json.loads(as_json.stdout)
     assert set(parsed) == {"kafka", "postgres", "s3", "snowflake"}
     assert parsed["s3"]["secret_access_key"]  # machine-readable output carries the fake secret
-    human = subprocess.run(
-        [sys.executable, "-c", CLI, "status"], env=env, capture_output=True, text=True
-    )
+    human = subprocess.run([sys.executable, "-c", CLI, "status"], env=env, capture_output=True, text=True)
     assert human.returncode == 0, human.stderr
     assert parsed["s3"]["secret_access_key"] not in human.stdout
     assert "password=***" in human.stdout
@@ -213,8 +210,13 @@ def test_down_stops_everything_and_data_survives_up(stack: LocalStack) -> None:
 
 def _s3(status: Status):
     s3 = status["s3"]
-    return boto3.client("s3", endpoint_url=s3["endpoint_url"], region_name=s3["region"],
-                        aws_access_key_id=s3["access_key_id"], aws_secret_access_key=s3["secret_access_key"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        region_name=s3["region"],
+        aws_access_key_id=s3["access_key_id"],
+        aws_secret_access_key=s3["secret_access_key"],
+    )
 
 
 def _rows_kept(status: Status) -> list[tuple[object, ...]]:

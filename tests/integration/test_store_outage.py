@@ -81,8 +81,12 @@ def test_bar_store_rides_out_a_30s_postgres_outage_mid_replay(private_postgres, 
         stack.up(["postgres"])
         publisher.join(300)
         assert done.is_set()
-        wait_until(lambda: all(_stored(settings, tf) >= expected[tf].height for tf in TIMEFRAMES), 180, 1,
-                   "the golden bars to catch up")
+        wait_until(
+            lambda: all(_stored(settings, tf) >= expected[tf].height for tf in TIMEFRAMES),
+            180,
+            1,
+            "the golden bars to catch up",
+        )
         time.sleep(3)  # extra or repeated rows would land now
         assert store.poll() is None, "the bar store did not ride out the outage"
         for tf in TIMEFRAMES:

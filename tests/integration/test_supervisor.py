@@ -25,8 +25,13 @@ LIVENESS_TIMEOUT_S = 4
 
 
 def _cli(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "tickforge.cli", "stream", *args], capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-m", "tickforge.cli", "stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -53,8 +58,12 @@ def _process_groups(pgids: set[int]) -> list[int]:
 def test_supervisor_restarts_killed_and_hung_workers_and_stop_leaves_nothing(settings, samples, monkeypatch):
     monkeypatch.setenv("TICKFORGE_STREAMING__LIVENESS_TIMEOUT_S", str(LIVENESS_TIMEOUT_S))
     crypto = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
-    sample = TickFile("trades", crypto.source, crypto.data.filter(pl.col("symbol").is_in(["ETHUSD_PERP", "BTCUSD_PERP"])),
-                      crypto.dead_letters)
+    sample = TickFile(
+        "trades",
+        crypto.source,
+        crypto.data.filter(pl.col("symbol").is_in(["ETHUSD_PERP", "BTCUSD_PERP"])),
+        crypto.dead_letters,
+    )
     started = json.loads(_cli("start", "--only", "bar-worker", "--only", "timeframe-worker"))
     seen: set[int] = set(started.values())
     try:
@@ -62,23 +71,41 @@ def test_supervisor_restarts_killed_and_hung_workers_and_stop_leaves_nothing(set
         supervisor_pid = status["supervisor"]["pid"]
         assert status["supervisor"]["running"]
         assert {n: (w["running"], w["restarts"]) for n, w in status["workers"].items()} == {
-            "bar-worker": (True, 0), "timeframe-worker": (True, 0)}
+            "bar-worker": (True, 0),
+            "timeframe-worker": (True, 0),
+        }
         assert json.loads(_cli("start"))["bar-worker"] == started["bar-worker"]  # running: not started twice
 
         os.kill(started["bar-worker"], signal.SIGKILL)
-        wait_until(lambda: _status()["workers"]["bar-worker"]["restarts"] == 1
-                   and _status()["workers"]["bar-worker"]["running"], 30, 0.3, "the bar worker's restart")
+        wait_until(
+            lambda: (
+                _status()["workers"]["bar-worker"]["restarts"] == 1 and _status()["workers"]["bar-worker"]["running"]
+            ),
+            30,
+            0.3,
+            "the bar worker's restart",
+        )
         restarted = _status()["workers"]["bar-worker"]
         assert restarted["pid"] != started["bar-worker"] and restarted["last_exit"] == "killed by signal 9"
         seen.add(restarted["pid"])
 
         # A hung worker: alive, but its metrics endpoint (once answering) goes silent.
-        wait_until(lambda: _status()["workers"]["timeframe-worker"]["healthy"] is True, 60, 0.5,
-                   "the timeframe worker's metrics endpoint")
+        wait_until(
+            lambda: _status()["workers"]["timeframe-worker"]["healthy"] is True,
+            60,
+            0.5,
+            "the timeframe worker's metrics endpoint",
+        )
         os.kill(started["timeframe-worker"], signal.SIGSTOP)
-        wait_until(lambda: _status()["workers"]["timeframe-worker"]["restarts"] == 1
-                   and _status()["workers"]["timeframe-worker"]["running"], LIVENESS_TIMEOUT_S + 30, 0.5,
-                   "the hung timeframe worker's replacement")
+        wait_until(
+            lambda: (
+                _status()["workers"]["timeframe-worker"]["restarts"] == 1
+                and _status()["workers"]["timeframe-worker"]["running"]
+            ),
+            LIVENESS_TIMEOUT_S + 30,
+            0.5,
+            "the hung timeframe worker's replacement",
+        )
         replaced = _status()["workers"]["timeframe-worker"]
         assert replaced["last_exit"] == "unhealthy" and replaced["pid"] != started["timeframe-worker"]
         seen.add(replaced["pid"])

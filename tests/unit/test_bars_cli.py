@@ -15,23 +15,60 @@ def test_build_then_validate_against_the_reference_and_catch_a_corrupted_bar(sam
     trades = samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
     quotes = samples / "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
     out = tmp_path / "bars"
-    built = runner.invoke(app, ["bars", "build", "--trades", str(trades), "--quotes", str(quotes),
-                                "--timeframes", "1s,1m,5m", "--out", str(out)])
+    built = runner.invoke(
+        app,
+        [
+            "bars",
+            "build",
+            "--trades",
+            str(trades),
+            "--quotes",
+            str(quotes),
+            "--timeframes",
+            "1s,1m,5m",
+            "--out",
+            str(out),
+        ],
+    )
     assert built.exit_code == 0, built.output
     summary = json.loads(built.output)
     assert summary["bars"]["1s"] > 2_000 and summary["dead_letters"] == []
     one_s = pl.read_parquet(out / "bars_1s.parquet")
-    assert one_s.columns == ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume",
-                             "notional", "vwap", "trade_count", "spread_bps", "imbalance"]
+    assert one_s.columns == [
+        "symbol",
+        "window_start",
+        "window_end",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "notional",
+        "vwap",
+        "trade_count",
+        "spread_bps",
+        "imbalance",
+    ]
     assert one_s["spread_bps"].null_count() < one_s.height
-    args = ["bars", "validate", "--trades", str(trades), "--quotes", str(quotes), "--bars", str(out),
-            "--timeframes", "1s,1m,5m"]
+    args = [
+        "bars",
+        "validate",
+        "--trades",
+        str(trades),
+        "--quotes",
+        str(quotes),
+        "--bars",
+        str(out),
+        "--timeframes",
+        "1s,1m,5m",
+    ]
     checked = runner.invoke(app, args)
     assert checked.exit_code == 0, checked.output
     assert json.loads(checked.output)["ok"] is True
     one_m = pl.read_parquet(out / "bars_1m.parquet")
-    one_m.with_columns(high=pl.when(pl.int_range(pl.len()) == 3).then(pl.col("high") + 1).otherwise("high")) \
-        .write_parquet(out / "bars_1m.parquet")
+    one_m.with_columns(
+        high=pl.when(pl.int_range(pl.len()) == 3).then(pl.col("high") + 1).otherwise("high")
+    ).write_parquet(out / "bars_1m.parquet")
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1
     report = json.loads(failed.output)
@@ -91,8 +128,9 @@ def test_twenty_thousand_real_rows_with_twelve_malformed_ones(samples, tmp_path)
     path = tmp_path / "mixed.csv"
     path.write_text(header + "".join(lines))
 
-    built = runner.invoke(app, ["bars", "build", "--trades", str(path), "--timeframes", "1s,1m,5m",
-                                "--out", str(tmp_path / "o")])
+    built = runner.invoke(
+        app, ["bars", "build", "--trades", str(path), "--timeframes", "1s,1m,5m", "--out", str(tmp_path / "o")]
+    )
     assert built.exit_code == 0, built.output
     dead = pl.read_parquet(tmp_path / "o" / "dead_letter.parquet")
     assert list(zip(dead["row"], dead["reason"], dead["raw"], strict=True)) == expected_dead

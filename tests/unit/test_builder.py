@@ -16,8 +16,11 @@ def run(builder, batches):
     out = {tf: [] for tf in builder.timeframes}
     codes = []
     for symbol, ts, price, size, *ids in batches:
-        codes.append(builder.add_trades(symbol, arr(*ts, dtype=np.int64), arr(*price), arr(*size),
-                                        arr(*ids[0], dtype=np.int64) if ids else None))
+        codes.append(
+            builder.add_trades(
+                symbol, arr(*ts, dtype=np.int64), arr(*price), arr(*size), arr(*ids[0], dtype=np.int64) if ids else None
+            )
+        )
         for closed in builder.close():
             out[closed.timeframe].append(closed.bars)
     for closed in builder.close(flush=True):
@@ -67,7 +70,14 @@ def test_invalid_and_duplicate_trades_are_rejected_with_reasons():
     size = arr(1, 1, 1, 0, np.inf, 1)
     ids = arr(1, 2, 3, 4, 5, 1, dtype=np.int64)
     codes = b.add_trades("X", ts, price, size, ids)
-    assert [Reject(c).reason for c in codes] == ["accepted", "bad_price", "bad_price", "bad_size", "bad_size", "duplicate"]
+    assert [Reject(c).reason for c in codes] == [
+        "accepted",
+        "bad_price",
+        "bad_price",
+        "bad_size",
+        "bad_size",
+        "duplicate",
+    ]
     assert b.add_trades("", ts[:1], price[:1], size[:1]).tolist() == [Reject.MISSING_SYMBOL]
     # A repeat across batches is a duplicate too; without ids, identical rows are separate trades.
     assert b.add_trades("X", ts[:1], price[:1], size[:1], ids[:1]).tolist() == [Reject.DUPLICATE]
@@ -84,7 +94,7 @@ def test_no_empty_bars_and_higher_timeframes_equal_direct_folds():
     b = BarBuilder(tfs)
     out = {tf: [] for tf in tfs}
     for i in range(0, len(ts), 997):
-        b.add_trades("X", ts[i:i + 997], price[i:i + 997], size[i:i + 997])
+        b.add_trades("X", ts[i : i + 997], price[i : i + 997], size[i : i + 997])
         for closed in b.close():
             out[closed.timeframe].append(closed.bars)
     for closed in b.close(flush=True):
@@ -125,7 +135,14 @@ def test_rollup_chain_closes_on_the_forwarded_watermark():
 def test_spread_and_imbalance_come_from_the_last_quote_before_window_end():
     b = BarBuilder(["1s"])
     nan = np.nan
-    b.add_quotes("X", arr(500, 999, 1000, dtype=np.int64), arr(9.9, 9.98, 1.0), arr(10.1, 10.02, 2.0), arr(100, 300, 1), arr(100, 100, 1))
+    b.add_quotes(
+        "X",
+        arr(500, 999, 1000, dtype=np.int64),
+        arr(9.9, 9.98, 1.0),
+        arr(10.1, 10.02, 2.0),
+        arr(100, 300, 1),
+        arr(100, 100, 1),
+    )
     b.add_quotes("Y", arr(10, dtype=np.int64), arr(10.2), arr(10.0), arr(nan), arr(nan))  # crossed
     b.add_trades("X", arr(100, dtype=np.int64), arr(10.0), arr(1.0))
     b.add_trades("Y", arr(100, dtype=np.int64), arr(10.0), arr(1.0))

@@ -39,11 +39,14 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
     assert errors == []
 
 
-@pytest.mark.parametrize("path, value", [
-    (("services", "bar-worker", "restart"), 5),  # a string in the specification
-    (("services", "grafana", "ports"), "3001:3000"),  # a list
-    (("services", "prometheus", "imagee"), "prom/prometheus"),  # no such service attribute
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("services", "bar-worker", "restart"), 5),  # a string in the specification
+        (("services", "grafana", "ports"), "3001:3000"),  # a list
+        (("services", "prometheus", "imagee"), "prom/prometheus"),  # no such service attribute
+    ],
+)
 def test_the_schema_refuses_a_broken_file(compose: dict[str, Any], path: tuple[str, ...], value: object) -> None:
     broken = copy.deepcopy(compose)
     node = broken

@@ -47,8 +47,13 @@ def _bar_messages(trades: TickFile, built: dict[str, pl.DataFrame]) -> list[Bar]
 def spy_close(samples) -> list[Bar]:
     """SPY's 1 s and 1 m bars from 15:55 to 16:20 New York time: the close, then sparse after-hours bars."""
     trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
-    trades = dataclasses.replace(trades, symbols=None, data=trades.data.filter(
-        pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(AFTER_HOURS_MS - 300_000, AFTER_HOURS_MS + 1_200_000)))
+    trades = dataclasses.replace(
+        trades,
+        symbols=None,
+        data=trades.data.filter(
+            pl.col("symbol") == "SPY", pl.col("ts_ms").is_between(AFTER_HOURS_MS - 300_000, AFTER_HOURS_MS + 1_200_000)
+        ),
+    )
     return _bar_messages(trades, build_bars(trades, ["1s", "1m"]).bars)
 
 
@@ -83,7 +88,9 @@ def test_cache_is_bounded_and_keeps_the_latest(records):
     assert live.signals("BTCUSDT-SPOT").height == 100
     # An older bar is ignored; a repeat of the latest replaces it (never two rows for one window).
     oldest = next(m for m in messages if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
-    latest = next(m for m in reversed(messages) if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s")
+    latest = next(
+        m for m in reversed(messages) if isinstance(m, Bar) and m.symbol == "BTCUSDT-SPOT" and m.timeframe == "1s"
+    )
     live.add_bar(oldest)
     # A redelivery of the latest bar with other (possible) values replaces it.
     flat = {"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "vwap": 1.0, "notional": latest.volume}
@@ -113,8 +120,12 @@ def test_badges_grade_latency_lag_freshness_and_dead_letters():
     now = 1_000_000
     fresh = cache.Health(latency_ms=[40, 60, 50], last_received_ms=now - 500, lag={"bar-worker": 3}, dead_letters={})
     assert [b.color for b in view.badges(fresh, now)] == ["green", "green", "green", "green"]
-    stale = cache.Health(latency_ms=[9_000], last_received_ms=now - 120_000, lag={"signal-worker": 80_000},
-                        dead_letters={"late": 2, "bad_price": 1})
+    stale = cache.Health(
+        latency_ms=[9_000],
+        last_received_ms=now - 120_000,
+        lag={"signal-worker": 80_000},
+        dead_letters={"late": 2, "bad_price": 1},
+    )
     graded = view.badges(stale, now)
     assert [b.color for b in graded] == ["red", "red", "red", "orange"]
     assert graded[3].value == "3" and "late: 2" in graded[3].help

@@ -26,10 +26,14 @@ def _resource(**snowflake):
 def test_the_local_endpoint_is_the_local_target():
     env = profile_env(_resource(host="127.0.0.1", port=18765, protocol="http", database="TF_X", password="pw"))
     assert env == {
-        "TICKFORGE_SNOWFLAKE__ACCOUNT": "fakesnow", "TICKFORGE_SNOWFLAKE__USER": "fake",
-        "TICKFORGE_SNOWFLAKE__PASSWORD": "pw", "TICKFORGE_SNOWFLAKE__DATABASE": "TF_X",
-        "TICKFORGE_SNOWFLAKE__HOST": "127.0.0.1", "TICKFORGE_SNOWFLAKE__PORT": "18765",
-        "TICKFORGE_SNOWFLAKE__PROTOCOL": "http", "TICKFORGE_DBT_TARGET": "local",
+        "TICKFORGE_SNOWFLAKE__ACCOUNT": "fakesnow",
+        "TICKFORGE_SNOWFLAKE__USER": "fake",
+        "TICKFORGE_SNOWFLAKE__PASSWORD": "pw",
+        "TICKFORGE_SNOWFLAKE__DATABASE": "TF_X",
+        "TICKFORGE_SNOWFLAKE__HOST": "127.0.0.1",
+        "TICKFORGE_SNOWFLAKE__PORT": "18765",
+        "TICKFORGE_SNOWFLAKE__PROTOCOL": "http",
+        "TICKFORGE_DBT_TARGET": "local",
     }
 
 

@@ -33,7 +33,11 @@ def test_dagster_definitions_validate(tmp_path):
     proc = subprocess.run(
         [str(DAGSTER), "definitions", "validate", "-m", "tickforge.definitions"],
         # Not from REPO: its dagster.yaml wants the stack's PostgreSQL.
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stdout + proc.stderr
@@ -53,22 +57,54 @@ def test_definitions_snapshot(default_settings):
     }
     sensors = sorted(s.name for s in defs.sensors or [])
     tfs = ["1s", "1m", "3m", "5m", "15m"]
-    strategies = ["bollinger_reversion", "donchian_breakout", "ema_cross", "macd_cross", "orb_breakout",
-                  "rsi_reversion", "vwap_reversion"]
-    marts = ["mart_next_day_picks", "mart_pipeline_minute_metrics", "mart_price_1h", "mart_rolling_vwap",
-             "mart_session_vwap", "mart_top_movers_15m", "mart_volatility_bands"]
+    strategies = [
+        "bollinger_reversion",
+        "donchian_breakout",
+        "ema_cross",
+        "macd_cross",
+        "orb_breakout",
+        "rsi_reversion",
+        "vwap_reversion",
+    ]
+    marts = [
+        "mart_next_day_picks",
+        "mart_pipeline_minute_metrics",
+        "mart_price_1h",
+        "mart_rolling_vwap",
+        "mart_session_vwap",
+        "mart_top_movers_15m",
+        "mart_volatility_bands",
+    ]
     assert asset_keys == sorted(
-        ["kafka/ticks", "kafka/dead_letter", "s3/raw_trades", "raw_trades_daily", "snowflake_raw_ticks",
-         "bar_reconciliation",
-         "snowflake_bar_facts", "snowflake_dim_calendar", "snowflake_window_facts", "bar_archive",
-         "snowflake_dead_letter_facts",
-         "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s", "snowflake/core/fact_dead_letters_1m",
-         "snowflake/core/next_day_picks"]
+        [
+            "kafka/ticks",
+            "kafka/dead_letter",
+            "s3/raw_trades",
+            "raw_trades_daily",
+            "snowflake_raw_ticks",
+            "bar_reconciliation",
+            "snowflake_bar_facts",
+            "snowflake_dim_calendar",
+            "snowflake_window_facts",
+            "bar_archive",
+            "snowflake_dead_letter_facts",
+            "snowflake/core/fact_ticks_60s",
+            "snowflake/core/fact_ticks_300s",
+            "snowflake/core/fact_dead_letters_1m",
+            "snowflake/core/next_day_picks",
+        ]
         + [f"kafka/bars_{tf}" for tf in tfs]
         + [f"postgres/bars_{tf}" for tf in tfs]
         + [f"marts/{m}" for m in marts]
-        + ["files/daily_bars", "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results",
-           "snowflake_next_day_picks", "paper_trading_report"]
+        + [
+            "files/daily_bars",
+            "strategy_scores",
+            "next_day_picks",
+            "picks_scorecard",
+            "snowflake_backtest_results",
+            "snowflake_next_day_picks",
+            "paper_trading_report",
+        ]
         + [f"backtest_sweep/{s}" for s in strategies]
     )
     dbt_tests = [
@@ -121,21 +157,41 @@ def test_definitions_snapshot(default_settings):
     assert jobs == ["nightly", "research", "snowflake_window_facts_job"]
     assert schedules == {"nightly_schedule": ("0 2 * * *", "America/New_York", "nightly")}
     assert sensors == [
-        "dead_letter_sensor", "run_failure_alerts", "snowflake_window_sensor",
-        "streaming_freshness_checks_sensor", "streaming_watermark_sensor",
+        "dead_letter_sensor",
+        "run_failure_alerts",
+        "snowflake_window_sensor",
+        "streaming_freshness_checks_sensor",
+        "streaming_watermark_sensor",
     ]
     nightly = defs.resolve_job_def("nightly")
     assert {n.name for n in nightly.nodes} >= {
-        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
-        "snowflake_dead_letter_facts", "snowflake_dim_calendar", "dbt_marts",
-        *(f"backtest_sweep__{s}" for s in strategies), "strategy_scores", "next_day_picks", "picks_scorecard",
-        "snowflake_backtest_results", "snowflake_next_day_picks",
+        "raw_trades_daily",
+        "snowflake_raw_ticks",
+        "bar_reconciliation",
+        "snowflake_bar_facts",
+        "bar_archive",
+        "snowflake_dead_letter_facts",
+        "snowflake_dim_calendar",
+        "dbt_marts",
+        *(f"backtest_sweep__{s}" for s in strategies),
+        "strategy_scores",
+        "next_day_picks",
+        "picks_scorecard",
+        "snowflake_backtest_results",
+        "snowflake_next_day_picks",
     }
     research = defs.resolve_job_def("research")
-    assert {n.name for n in research.nodes if not n.name.endswith(("_finite", "_reproducible", "_budget",
-                                                                    "_equity", "_prior_bars", "_covers_picks"))} == {
-        *(f"backtest_sweep__{s}" for s in strategies), "strategy_scores", "next_day_picks", "picks_scorecard",
-        "snowflake_backtest_results", "snowflake_next_day_picks",
+    assert {
+        n.name
+        for n in research.nodes
+        if not n.name.endswith(("_finite", "_reproducible", "_budget", "_equity", "_prior_bars", "_covers_picks"))
+    } == {
+        *(f"backtest_sweep__{s}" for s in strategies),
+        "strategy_scores",
+        "next_day_picks",
+        "picks_scorecard",
+        "snowflake_backtest_results",
+        "snowflake_next_day_picks",
     }
     assert research.executor_def.name == "multiprocess"
 
@@ -164,16 +220,32 @@ def test_lineage_ticks_to_golden_tables(default_settings):
     assert parents("snowflake_dead_letter_facts") == {"kafka/dead_letter"}
     assert parents("snowflake/core/fact_dead_letters_1m") == {"snowflake_dead_letter_facts"}
     assert parents("marts/mart_pipeline_minute_metrics") == {
-        "snowflake_bar_facts", "snowflake/core/fact_ticks_60s", "snowflake/core/fact_ticks_300s",
-        "snowflake_dead_letter_facts", "snowflake/core/fact_dead_letters_1m",
+        "snowflake_bar_facts",
+        "snowflake/core/fact_ticks_60s",
+        "snowflake/core/fact_ticks_300s",
+        "snowflake_dead_letter_facts",
+        "snowflake/core/fact_dead_letters_1m",
     }
     assert parents("marts/mart_top_movers_15m") == {"snowflake_bar_facts", "snowflake/core/fact_ticks_60s"}
     # Research: daily bars and the golden intraday bars -> sweeps -> scores -> picks -> scorecard.
     assert parents("backtest_sweep/ema_cross") == {
-        "files/daily_bars", "postgres/bars_5m", "postgres/bars_15m", "bar_reconciliation"}
+        "files/daily_bars",
+        "postgres/bars_5m",
+        "postgres/bars_15m",
+        "bar_reconciliation",
+    }
     assert parents("strategy_scores") == {
-        f"backtest_sweep/{s}" for s in ("ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross",
-                                        "bollinger_reversion", "vwap_reversion", "orb_breakout")}
+        f"backtest_sweep/{s}"
+        for s in (
+            "ema_cross",
+            "rsi_reversion",
+            "donchian_breakout",
+            "macd_cross",
+            "bollinger_reversion",
+            "vwap_reversion",
+            "orb_breakout",
+        )
+    }
     assert parents("next_day_picks") == {"strategy_scores"}
     assert parents("picks_scorecard") == {"next_day_picks"}
     assert parents("snowflake_backtest_results") == {"strategy_scores"}
@@ -229,8 +301,14 @@ def test_snowflake_ddl_is_idempotent_sql():
     altered = [s for s in statements if s.startswith("ALTER")]
     assert altered and all("ADD COLUMN IF NOT EXISTS" in s for s in altered)
     assert created == {
-        "CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL", "RAW.TICKS", "CORE.DIM_CALENDAR",
-        "CORE.FACT_DEAD_LETTERS_1M", "CORE.FACT_BACKTEST_RESULTS", "CORE.NEXT_DAY_PICKS",
+        "CORE.FACT_TICKS_60S",
+        "CORE.FACT_TICKS_300S",
+        "CORE.DIM_SYMBOL",
+        "RAW.TICKS",
+        "CORE.DIM_CALENDAR",
+        "CORE.FACT_DEAD_LETTERS_1M",
+        "CORE.FACT_BACKTEST_RESULTS",
+        "CORE.NEXT_DAY_PICKS",
     }
     assert bar_id("BAC", 1381219200000, 60) == "BAC-1381219200000-60"
     with pytest.raises(ValueError):

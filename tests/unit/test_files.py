@@ -126,9 +126,7 @@ def test_binance_bbo_spot_falls_back_to_capture_clock(samples: Path) -> None:
         columns=["ts_recv_ns", "ts_event_ms", "symbol"],
         schema_overrides={"ts_event_ms": pl.Int64},  # spot rows come first and are empty
     )
-    expected = source.select(
-        pl.coalesce("ts_event_ms", pl.col("ts_recv_ns") // 1_000_000).alias("ts_ms")
-    )
+    expected = source.select(pl.coalesce("ts_event_ms", pl.col("ts_recv_ns") // 1_000_000).alias("ts_ms"))
     assert quotes.data["ts_ms"].to_list() == expected["ts_ms"].to_list()
     spot = source["symbol"].str.ends_with("-SPOT")
     assert source.filter(spot)["ts_event_ms"].null_count() == spot.sum()
@@ -159,15 +157,11 @@ DIRTY_LINES = [
 def dirty_text() -> str:
     # A blank line and a CRLF line ending on top: neither is a row nor part of one.
     body = "\n".join(line for line, _ in DIRTY_LINES)
-    return "ts_ms,symbol,price,size,trade_id\n" + body.replace("\n1003", "\n\n1003", 1).replace(
-        "\n1012", "\r\n1012", 1
-    )
+    return "ts_ms,symbol,price,size,trade_id\n" + body.replace("\n1003", "\n\n1003", 1).replace("\n1012", "\r\n1012", 1)
 
 
 def check_dirty(result: TickFile) -> None:
-    expected_dead = [
-        (row, reason, line) for row, (line, reason) in enumerate(DIRTY_LINES) if reason
-    ]
+    expected_dead = [(row, reason, line) for row, (line, reason) in enumerate(DIRTY_LINES) if reason]
     dead = result.dead_letters
     assert list(zip(dead["row"], dead["reason"], dead["raw"], strict=True)) == expected_dead
     assert dead["detail"].null_count() == 0
@@ -187,9 +181,7 @@ def test_malformed_rows_go_to_the_dead_letter_with_their_reason(tmp_path: Path) 
     assert details[4] == "ts_ms='2013-10-07'"
 
 
-def test_block_boundaries_do_not_change_the_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_block_boundaries_do_not_change_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Blocks of a few bytes cut almost every line in two: the carried tails must rejoin them.
     monkeypatch.setattr(csv_chunks, "BLOCK_BYTES", 7)
     seen: list[int] = []
@@ -424,13 +416,11 @@ def edited_equity_file(path: Path, samples: Path, rows: int = 3_000) -> Path:
     for k, edit in enumerate(SHAPE_AND_VALUE_EDITS):
         i = step * (k + 1)
         lines[i] = ",".join(edit(lines[i].split(",")))
-    body = "\n".join(lines[:step * 2] + ["", "   ", "\t"] + lines[step * 2 :])
+    body = "\n".join(lines[: step * 2] + ["", "   ", "\t"] + lines[step * 2 :])
     return write_gz(path, header + body + "\n")
 
 
-def test_the_fast_path_reads_clean_files_exactly_as_the_tolerant_path(
-    tmp_path: Path, samples: Path
-) -> None:
+def test_the_fast_path_reads_clean_files_exactly_as_the_tolerant_path(tmp_path: Path, samples: Path) -> None:
     path = edited_equity_file(tmp_path / "edited.csv.gz", samples)
     assert all(fast_chunks(path)), "a clean file must not fall back to the tolerant path"
     data, dead = tolerant_read(path)

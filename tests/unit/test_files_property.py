@@ -56,17 +56,40 @@ def layout(name: str) -> Layout:
 # A corruption: (field it touches or None for the whole line, new text or a function of the
 # old, the reason the row must get). Encoded later, so non-UTF-8 bytes can be spliced in.
 BAD_FIELD_VALUES = {
-    "price": [("-{}", "bad_price"), ("0", "bad_price"), ("NaN", "bad_price"), ("inf", "bad_price"),
-              ("-inf", "bad_price"), ("abc", "bad_price"), ("1.2.3", "bad_price"), ("", "bad_price")],
-    "size": [("-{}", "bad_size"), ("0", "bad_size"), ("1e400", "bad_size"), ("nan", "bad_size"),
-             ("ten", "bad_size"), ("", "bad_size")],
+    "price": [
+        ("-{}", "bad_price"),
+        ("0", "bad_price"),
+        ("NaN", "bad_price"),
+        ("inf", "bad_price"),
+        ("-inf", "bad_price"),
+        ("abc", "bad_price"),
+        ("1.2.3", "bad_price"),
+        ("", "bad_price"),
+    ],
+    "size": [
+        ("-{}", "bad_size"),
+        ("0", "bad_size"),
+        ("1e400", "bad_size"),
+        ("nan", "bad_size"),
+        ("ten", "bad_size"),
+        ("", "bad_size"),
+    ],
     "symbol": [("", "missing_symbol"), ("   ", "missing_symbol")],
-    "ts": [("{}x", "bad_timestamp"), ("2013-10-08", "bad_timestamp"), ("", "bad_timestamp"),
-           ("1.5", "bad_timestamp")],
+    "ts": [("{}x", "bad_timestamp"), ("2013-10-08", "bad_timestamp"), ("", "bad_timestamp"), ("1.5", "bad_timestamp")],
     "trade_id": [("x{}", "bad_trade_id"), ("1.5", "bad_trade_id")],
 }
-KINDS = [*BAD_FIELD_VALUES, "too_few", "too_many", "stray_quote", "unclosed_quote", "not_utf8",
-         "quoted", "quoted_comma", "padded", "crlf"]
+KINDS = [
+    *BAD_FIELD_VALUES,
+    "too_few",
+    "too_many",
+    "stray_quote",
+    "unclosed_quote",
+    "not_utf8",
+    "quoted",
+    "quoted_comma",
+    "padded",
+    "crlf",
+]
 HARMLESS = {"quoted", "quoted_comma", "padded", "crlf"}
 
 
@@ -155,8 +178,13 @@ def corrupted_files(draw: st.DrawFn) -> tuple[str, bytes, list[Row]]:
     return name, bom + ",".join(lay.header).encode() + b"\n" + b"\n".join(body) + end, rows
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(corrupted_files())
 def test_corrupted_real_rows_never_crash_and_every_bad_row_is_one_dead_letter(tmp_path_factory, case) -> None:
     name, content, rows = case
@@ -169,15 +197,14 @@ def test_corrupted_real_rows_never_crash_and_every_bad_row_is_one_dead_letter(tm
     bad = [(i, row.reason) for i, row in enumerate(rows) if row.reason]
     dead = result.dead_letters
     assert dead.select("row", "reason").rows() == bad  # each bad row once, in file order
-    assert dead["raw"].to_list() == [
-        rows[i].text.decode("utf-8", errors="replace").removesuffix("\r") for i, _ in bad
-    ]
+    assert dead["raw"].to_list() == [rows[i].text.decode("utf-8", errors="replace").removesuffix("\r") for i, _ in bad]
     good = [i for i, row in enumerate(rows) if row.reason is None]
     assert result.data["row"].to_list() == good
     original = independent_frame(lay, [rows[i].source for i in good], good)
-    assert result.data.select("ts_ms", "symbol", "price", "size").rows() == original.select(
-        "ts_ms", "symbol", "price", "size"
-    ).rows()
+    assert (
+        result.data.select("ts_ms", "symbol", "price", "size").rows()
+        == original.select("ts_ms", "symbol", "price", "size").rows()
+    )
 
     built = build_bars(result, TIMEFRAMES)
     expected = reference_bars(original, TIMEFRAMES)
@@ -198,6 +225,12 @@ def independent_frame(lay: Layout, sources: list[int], rows: list[int]) -> pl.Da
         columns["trade_id"].append(int(fields[lay.at("trade_id")]) if "trade_id" in lay.header else None)
     return pl.DataFrame(
         {**columns, "row": rows},
-        schema={"ts_ms": pl.Int64, "symbol": pl.String, "price": pl.Float64, "size": pl.Float64,
-                "trade_id": pl.Int64, "row": pl.Int64},
+        schema={
+            "ts_ms": pl.Int64,
+            "symbol": pl.String,
+            "price": pl.Float64,
+            "size": pl.Float64,
+            "trade_id": pl.Int64,
+            "row": pl.Int64,
+        },
     )

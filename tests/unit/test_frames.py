@@ -40,8 +40,15 @@ def test_broken_bars_fail(bars, broken):
 
 def test_landed_trades_must_be_in_arrival_order():
     frame = pl.DataFrame(
-        {"ts_ms": [1, 2, 3], "symbol": ["A", "A", None], "price": [1.0, -1.0, 2.0], "size": [1.0, 1.0, 1.0],
-         "trade_id": [None, None, None], "partition": [0, 0, 1], "row": [0, 1, 0]},
+        {
+            "ts_ms": [1, 2, 3],
+            "symbol": ["A", "A", None],
+            "price": [1.0, -1.0, 2.0],
+            "size": [1.0, 1.0, 1.0],
+            "trade_id": [None, None, None],
+            "partition": [0, 0, 1],
+            "row": [0, 1, 0],
+        },
         schema_overrides={"partition": pl.Int32, "trade_id": pl.Int64},
     )
     LandedTrades.validate(frame)  # invalid ticks are landed as they came: reconciliation judges them

@@ -86,12 +86,19 @@ def test_stats_match_an_independent_computation(equity_minutes, symbol_a, symbol
     assert stats is not None
     window = align_closes(equity_minutes, symbol_a, symbol_b).tail(120)
     a, b = window["close_a"].to_numpy(), window["close_b"].to_numpy()
-    assert (stats.symbol_a, stats.symbol_b, stats.n_obs, stats.as_of) == (symbol_a, symbol_b, 120, window["window_end"][-1])
+    assert (stats.symbol_a, stats.symbol_b, stats.n_obs, stats.as_of) == (
+        symbol_a,
+        symbol_b,
+        120,
+        window["window_end"][-1],
+    )
 
     ols = sm.OLS(a, sm.add_constant(b)).fit()
     assert stats.intercept == pytest.approx(ols.params[0], rel=1e-9)
     assert stats.hedge_ratio == pytest.approx(ols.params[1], rel=1e-9)
-    assert stats.return_correlation == pytest.approx(np.corrcoef(np.diff(np.log(a)), np.diff(np.log(b)))[0, 1], rel=1e-9)
+    assert stats.return_correlation == pytest.approx(
+        np.corrcoef(np.diff(np.log(a)), np.diff(np.log(b)))[0, 1], rel=1e-9
+    )
     assert stats.coint_pvalue == pytest.approx(coint(a, b)[1], rel=1e-12)
     spread = ols.resid
     assert stats.spread == pytest.approx(spread[-1], rel=1e-6, abs=1e-9)

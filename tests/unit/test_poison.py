@@ -60,12 +60,20 @@ def trades(samples) -> pl.DataFrame:
 def _batch(frame: pl.DataFrame) -> TradeBatch:
     names = frame["symbol"].unique(maintain_order=True).to_list()
     index = frame["symbol"].replace_strict(names, list(range(len(names))), return_dtype=pl.Int32).to_numpy()
-    return TradeBatch.from_rows(names, index, frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy())
+    return TradeBatch.from_rows(
+        names, index, frame["ts_ms"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy()
+    )
 
 
 def _message(value: bytes, offset: int, headers=None, arrived_ms: int = NOW_MS) -> Message:
-    return Message(topic="ticks", partition=0, offset=offset, value=value, headers=headers,
-                   timestamp=(TIMESTAMP_CREATE_TIME, arrived_ms))
+    return Message(
+        topic="ticks",
+        partition=0,
+        offset=offset,
+        value=value,
+        headers=headers,
+        timestamp=(TIMESTAMP_CREATE_TIME, arrived_ms),
+    )
 
 
 def _run(messages: list[Message]) -> tuple[list[DeadLetter], pl.DataFrame, BarTask]:

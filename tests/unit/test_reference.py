@@ -213,9 +213,9 @@ def test_quote_features_on_one_second_bars() -> None:
 
 
 def test_compare_bars_reports_each_kind_of_difference() -> None:
-    expected = reference_bars(
-        trades((T0, "A", 10.0, 1.0), (T0, "B", 5.0, 3.0), (T0 + 1_000, "A", 11.0, 2.0)), ["1s"]
-    )["1s"]
+    expected = reference_bars(trades((T0, "A", 10.0, 1.0), (T0, "B", 5.0, 3.0), (T0 + 1_000, "A", 11.0, 2.0)), ["1s"])[
+        "1s"
+    ]
     assert compare_bars(pl.from_pandas(expected), expected).ok
 
     actual = expected.copy()

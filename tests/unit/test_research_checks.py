@@ -44,7 +44,9 @@ def test_look_ahead_check_passes_honest_picks_and_fails_peeking_ones(daily):
     assert len(problems) == peeking.height and all("must end by" in p for p in problems)
     # An equity bar of the day itself, and a partition that is not before the pick day.
     day_bar = pl.DataFrame({"window_start": [trailing_window(DAY, "1d").end_ms]})
-    assert look_ahead_violations(honest, day_bar, DAY, "2013-10-08") == ["1 equity bars at or after 2013-10-09 in the picks' curves"]
+    assert look_ahead_violations(honest, day_bar, DAY, "2013-10-08") == [
+        "1 equity bars at or after 2013-10-09 in the picks' curves"
+    ]
     assert look_ahead_violations(honest, day_bar.head(0), DAY, "2013-10-09")[0].startswith("pick day")
 
 
@@ -61,11 +63,16 @@ def test_budget_check_passes_selected_picks_and_fails_every_passing_row(daily):
     assert any("more than max_picks" in p for p in problems) and any("for symbol" in p for p in problems)
     failing = scored.filter(pl.col("gate").is_not_null()).head(3).with_columns(weight=pl.lit(1 / 3))
     assert any("fails its gate" in p for p in budget_violations(failing, registry.scoring))
-    assert any("not non-negative summing to 1" in p for p in budget_violations(picks.with_columns(weight=pl.lit(0.5)), registry.scoring))
+    assert any(
+        "not non-negative summing to 1" in p
+        for p in budget_violations(picks.with_columns(weight=pl.lit(0.5)), registry.scoring)
+    )
 
 
-@pytest.mark.parametrize("strategy", ["ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross",
-                                      "bollinger_reversion", "vwap_reversion"])
+@pytest.mark.parametrize(
+    "strategy",
+    ["ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross", "bollinger_reversion", "vwap_reversion"],
+)
 def test_trades_agree_with_their_equity_curve(daily, strategy):
     registry = load_registry()
     params = registry.grid(strategy, "1d")[len(registry.grid(strategy, "1d")) // 2]

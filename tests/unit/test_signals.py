@@ -28,8 +28,18 @@ EQUITY_TZ = {"BAC": NY, "AIG": NY}
 TOKYO = "Asia/Tokyo"
 EQUITY_TOKYO_TZ = {"BAC": TOKYO, "AIG": TOKYO}
 INDICATORS = [
-    "ema12", "ema26", "macd", "macd_signal", "macd_hist", "rsi14", "boll_mid", "boll_upper",
-    "boll_lower", "vwap_session", "vwap_rolling", "realized_volatility",
+    "ema12",
+    "ema26",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "rsi14",
+    "boll_mid",
+    "boll_upper",
+    "boll_lower",
+    "vwap_session",
+    "vwap_rolling",
+    "realized_volatility",
 ]
 
 
@@ -226,8 +236,17 @@ def test_matches_independent_reference(kind, symbol, session, equity_signals, cr
 def test_readiness_bars(crypto_signals):
     """First published bar (1-based) of each field, per the issue, in every session."""
     first_bar = {
-        "ema12": 12, "ema26": 26, "macd": 26, "macd_signal": 34, "macd_hist": 34, "rsi14": 15,
-        "boll_mid": 20, "boll_upper": 20, "boll_lower": 20, "vwap_session": 1, "vwap_rolling": 20,
+        "ema12": 12,
+        "ema26": 26,
+        "macd": 26,
+        "macd_signal": 34,
+        "macd_hist": 34,
+        "rsi14": 15,
+        "boll_mid": 20,
+        "boll_upper": 20,
+        "boll_lower": 20,
+        "vwap_session": 1,
+        "vwap_rolling": 20,
         "realized_volatility": 61,
     }
     sessions = crypto_signals.filter(pl.len().over("symbol", "session") > 61).partition_by("symbol", "session")
@@ -298,7 +317,9 @@ def mixed_bars(equity_bars, crypto_bars) -> pl.DataFrame:
 def stream(state: SignalState, bars: pl.DataFrame, group: pl.Expr, newest_first: bool = False) -> SignalBatch:
     """One update per group of bars (all symbols interleaved), groups in time order; within a
     group the rows come oldest first or, to exercise the update's own ordering, newest first."""
-    bars = bars.with_columns(group=group).sort("group", "window_start", "symbol", descending=[False, newest_first, False])
+    bars = bars.with_columns(group=group).sort(
+        "group", "window_start", "symbol", descending=[False, newest_first, False]
+    )
     cut = np.flatnonzero(np.diff(bars["group"].to_numpy())) + 1
     parts = []
     for chunk in np.split(np.arange(bars.height), cut):

@@ -40,7 +40,7 @@ STATUS = {
         "endpoint_url": "http://127.0.0.1:19000",
         "region": "us-east-1",
         "access_key_id": "key",
-        "secret_access_key": "se\"cr#et",
+        "secret_access_key": 'se"cr#et',
         "raw_bucket": "raw-b",
         "archive_bucket": "archive-b",
     },
@@ -60,9 +60,7 @@ STATUS = {
 
 def test_server_properties_render_a_single_node_with_transactions(tmp_path: Path) -> None:
     text = render_server_properties(broker_port=19092, controller_port=19093, log_dir=tmp_path)
-    props = dict(
-        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
     assert props["log.dirs"] == str(tmp_path)
@@ -96,25 +94,19 @@ def test_java_major_version(output: str, major: int | None) -> None:
     assert java_major_version(output) == major
 
 
-def test_missing_java_is_one_sentence_naming_the_package(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_java_is_one_sentence_naming_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
     with pytest.raises(StackError, match=r"apt-get install openjdk-17-jre-headless$"):
         find_java()
 
 
-def test_missing_maven_is_one_sentence_naming_the_package(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_maven_is_one_sentence_naming_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(StackError, match=r"apt-get install maven$"):
         ensure_classpath(tmp_path / "lib")
 
 
-def test_missing_postgres_binaries_name_the_package(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_postgres_binaries_name_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(StackError, match=r"apt-get install postgresql-15$"):
         find_bindir(debian_root=tmp_path)
@@ -150,9 +142,7 @@ def test_endpoints_env_covers_running_services_only() -> None:
     assert env["TICKFORGE_SNOWFLAKE__PORT"] == "18765"
 
 
-def test_env_file_round_trips_through_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_env_file_round_trips_through_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     write_env_file(state_dir / "stack.env", endpoints_env(STATUS))

@@ -38,7 +38,12 @@ from tickforge.streaming.signal_worker import SignalTask
 from tickforge.streaming.timeframe_worker import TimeframeTask
 
 PARTITIONS = 4
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+SAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "data"
+    / "samples"
+    / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+)
 ROLLUPS = ["1m", "3m", "5m"]
 PAIR = ("BTCUSDT-SPOT", "BTCUSD_PERP")  # spot and the coin-margined perpetual: partitions 0 and 1
 
@@ -58,8 +63,9 @@ class KeepingProducer:
 
     records: list[Produced] = field(default_factory=list)
 
-    def produce(self, topic: str, value: bytes, key: bytes | str | None = None, partition: int = -1, *,
-                headers: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | str | None = None, partition: int = -1, *, headers: Any = None
+    ) -> None:
         self.records.append(Produced(topic, partition, key, value, headers))
 
     def poll(self, timeout: float) -> int:
@@ -95,8 +101,9 @@ def _tick_messages(settings: Settings, ticks: TickFile) -> dict[int, list[FakeMe
 def _as_messages(records: list[Produced], partition: int) -> list[FakeMessage]:
     """What a task sent, as the next task reads it from that partition."""
     return [
-        FakeMessage(r.topic, partition, offset, r.key.encode() if isinstance(r.key, str) else r.key, r.value,
-                    r.headers, 0)
+        FakeMessage(
+            r.topic, partition, offset, r.key.encode() if isinstance(r.key, str) else r.key, r.value, r.headers, 0
+        )
         for offset, r in enumerate(r for r in records if r.partition == partition)
     ]
 
@@ -126,15 +133,19 @@ def _markers(records: list[Produced]) -> list[int]:
 
 def _bins_frame(values: list[bytes]) -> pl.DataFrame:
     """The 10 ms bin batches (one column message per symbol) as a frame of bars."""
-    ints, floats = ("window_start", "trade_count", "first_ts", "last_ts"), ("open", "high", "low", "close", "volume", "notional")
+    ints, floats = (
+        ("window_start", "trade_count", "first_ts", "last_ts"),
+        ("open", "high", "low", "close", "volume", "notional"),
+    )
     parts = []
     for value in values:
         batch = BAR_BATCH_DECODER.decode(value)
         columns = {c: np.frombuffer(getattr(batch, c), np.int64) for c in ints}
         columns |= {c: np.frombuffer(getattr(batch, c), np.float64) for c in floats}
         frame = pl.DataFrame(columns).with_columns(symbol=pl.lit(batch.symbol))
-        parts.append(frame.with_columns(window_end=pl.col("window_start") + 10,
-                                        vwap=pl.col("notional") / pl.col("volume")))
+        parts.append(
+            frame.with_columns(window_end=pl.col("window_start") + 10, vwap=pl.col("notional") / pl.col("volume"))
+        )
     return pl.concat(parts)
 
 
@@ -177,8 +188,9 @@ def test_bar_task_dead_letters_bad_input_and_goes_on(settings, ticks):
         FakeMessage(topic, 0, 1, b"BTCUSDT-SPOT", bad_price, None, arrival),
         FakeMessage(topic, 0, 2, None, encode_marker(arrival + 10 * 86_400_000), marker_headers(), arrival),
     ]
-    first = [FakeMessage(topic, 0, i + 3, m.key(), m.value(), m.headers(), m.timestamp()[1])
-             for i, m in enumerate(messages)]
+    first = [
+        FakeMessage(topic, 0, i + 3, m.key(), m.value(), m.headers(), m.timestamp()[1]) for i, m in enumerate(messages)
+    ]
     producer = KeepingProducer()
     _drive(BarTask(settings, 0, NO_WATERMARK), junk + first, _output(settings, producer, 0))
 
@@ -187,8 +199,9 @@ def test_bar_task_dead_letters_bad_input_and_goes_on(settings, ticks):
     assert letters[0].payload == "{not json" and all(letter.source == topic for letter in letters)
     # The far-future marker moved nothing: the partition's bars are those of its ticks.
     expected = build_bars(ticks, ["1s"], partitions=PARTITIONS).bars["1s"]
-    expected = expected.filter(pl.col("symbol").map_elements(lambda s: partition_for(s, PARTITIONS) == 0,
-                                                             return_dtype=pl.Boolean))
+    expected = expected.filter(
+        pl.col("symbol").map_elements(lambda s: partition_for(s, PARTITIONS) == 0, return_dtype=pl.Boolean)
+    )
     assert_bars_equal(bars_frame(_bar_values(producer.on(topic_name(settings, bar_topic("1s"))))), expected)
 
 
@@ -239,8 +252,11 @@ def test_timeframe_task_rolls_the_bars_up_as_the_offline_build(settings, ticks, 
     seconds = _one_second_bars(settings, ticks)
     producer = KeepingProducer()
     for partition in range(PARTITIONS):
-        _drive(TimeframeTask(settings, partition, NO_WATERMARK), _as_messages(seconds, partition),
-               _output(settings, producer, partition))
+        _drive(
+            TimeframeTask(settings, partition, NO_WATERMARK),
+            _as_messages(seconds, partition),
+            _output(settings, producer, partition),
+        )
     offline = build_bars(ticks, ROLLUPS, partitions=PARTITIONS).bars
     for tf in ROLLUPS:
         emitted = producer.on(topic_name(settings, bar_topic(tf)))
@@ -302,22 +318,31 @@ def test_signal_task_replays_its_session_silently(settings, ticks):
     after = _bar_values(replayed.on(topic_name(settings, SIGNALS)))
     later_bars = [m for m in messages[cut:] if marker_watermark(m) is None]
     assert 0 < len(after) == len(later_bars) < len(straight)
-    assert after == straight[-len(after):]
+    assert after == straight[-len(after) :]
 
 
 def _minute_bars(settings: Settings, ticks: TickFile) -> list[Produced]:
     seconds = _one_second_bars(settings, ticks)
     producer = KeepingProducer()
     for partition in range(PARTITIONS):
-        _drive(TimeframeTask(settings, partition, NO_WATERMARK), _as_messages(seconds, partition),
-               _output(settings, producer, partition))
+        _drive(
+            TimeframeTask(settings, partition, NO_WATERMARK),
+            _as_messages(seconds, partition),
+            _output(settings, producer, partition),
+        )
     return producer.on(topic_name(settings, bar_topic("1m")))
 
 
 def _book(settings: Settings, published: dict[str, int] | None = None) -> PairBook:
     s = settings.signals
-    return PairBook([PAIR], PARTITIONS, s.pair_lookback_minutes, s.pair_min_history,
-                    settings.streaming.allowed_lateness_ms, published)
+    return PairBook(
+        [PAIR],
+        PARTITIONS,
+        s.pair_lookback_minutes,
+        s.pair_min_history,
+        settings.streaming.allowed_lateness_ms,
+        published,
+    )
 
 
 def _run_pairs(settings: Settings, minutes: list[Produced], book: PairBook) -> KeepingProducer:

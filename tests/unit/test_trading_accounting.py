@@ -75,9 +75,17 @@ def test_ledger_refuses_impossible_values():
 
 prices = st.decimals(min_value="0.01", max_value="1000", places=2).map(float)
 fills = st.lists(
-    st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["BAC", "SPY"]), st.sampled_from(["buy", "sell"]),
-              st.integers(1, 5000).map(float), prices, st.sampled_from(["maker", "taker"]), st.none() | prices),
-    min_size=1, max_size=60,
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["BAC", "SPY"]),
+        st.sampled_from(["buy", "sell"]),
+        st.integers(1, 5000).map(float),
+        prices,
+        st.sampled_from(["maker", "taker"]),
+        st.none() | prices,
+    ),
+    min_size=1,
+    max_size=60,
 )
 
 
@@ -94,7 +102,11 @@ def test_identity_holds_after_every_fill(steps):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["buy", "sell"]), st.integers(1, 1000).map(float), prices), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["buy", "sell"]), st.integers(1, 1000).map(float), prices), min_size=1, max_size=40
+    )
+)
 def test_realized_pnl_of_a_round_trip_equals_the_cash_it_made(steps):
     # Without fees, once flat again the cash gained is exactly the realized PnL.
     ledger = Ledger(1_000_000)
@@ -122,9 +134,18 @@ def test_identity_over_a_real_morning_of_paper_fills(samples: Path):
             n += 1
             side = "buy" if n % 2 else "sell"
             limit = None if n % 4 < 2 else (last_quote.bid if side == "buy" else last_quote.ask)
-            out += matcher.submit(new_order(client_order_id=f"o{n}", strategy="s", symbol="BAC", side=side,
-                                            quantity=100 * (1 + n % 3), decision_ts_ms=ev.ts_ms, latency_ms=5,
-                                            limit_price=limit))
+            out += matcher.submit(
+                new_order(
+                    client_order_id=f"o{n}",
+                    strategy="s",
+                    symbol="BAC",
+                    side=side,
+                    quantity=100 * (1 + n % 3),
+                    decision_ts_ms=ev.ts_ms,
+                    latency_ms=5,
+                    limit_price=limit,
+                )
+            )
             next_decision += 20_000
         if isinstance(ev, Quote):
             last_quote = ev

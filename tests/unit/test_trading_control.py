@@ -20,22 +20,29 @@ from tickforge.trading.risk import RiskEngine, RiskRule
 
 def test_a_command_round_trips_through_its_message():
     command = ControlCommand("halt", "  exchange outage ", "alice", T0, "paper")
-    assert command.action is ControlAction.HALT and command.state is TradingState.HALTED and command.reason == "exchange outage"
+    assert (
+        command.action is ControlAction.HALT
+        and command.state is TradingState.HALTED
+        and command.reason == "exchange outage"
+    )
     assert decode_control(encode_control(command)) == command
     assert decode_control(b'{"action": "resume", "reason": "ok", "operator": "bob", "ts_ms": 5.0}').scope == "all"
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    (b"", "empty"),
-    (b"not json", "not JSON"),
-    (b"[1]", "JSON object"),
-    (b'{"action": "pause", "reason": "x", "operator": "a", "ts_ms": 1}', "action must be one of"),
-    (b'{"action": "halt", "reason": " ", "operator": "a", "ts_ms": 1}', "reason must be"),
-    (b'{"action": "halt", "reason": "x", "ts_ms": 1}', "lacks"),
-    (b'{"action": "halt", "reason": "x", "operator": "a", "ts_ms": -1}', "ts_ms"),
-    (b'{"action": "halt", "reason": "x", "operator": "a", "ts_ms": 1, "state": "HALTED"}', "unknown fields"),
-    (b'{"action": "halt", "reason": "' + b"x" * 501 + b'", "operator": "a", "ts_ms": 1}', "longer than"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"not json", "not JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"action": "pause", "reason": "x", "operator": "a", "ts_ms": 1}', "action must be one of"),
+        (b'{"action": "halt", "reason": " ", "operator": "a", "ts_ms": 1}', "reason must be"),
+        (b'{"action": "halt", "reason": "x", "ts_ms": 1}', "lacks"),
+        (b'{"action": "halt", "reason": "x", "operator": "a", "ts_ms": -1}', "ts_ms"),
+        (b'{"action": "halt", "reason": "x", "operator": "a", "ts_ms": 1, "state": "HALTED"}', "unknown fields"),
+        (b'{"action": "halt", "reason": "' + b"x" * 501 + b'", "operator": "a", "ts_ms": 1}', "longer than"),
+    ],
+)
 def test_bad_control_messages_are_refused_with_their_reason(payload, message):
     with pytest.raises(ControlError, match=message):
         decode_control(payload)
@@ -77,6 +84,10 @@ def test_commands_move_the_state_machine_and_the_limits_tighten_again():
     engine.on_trade("BAC", 13.37)  # still over the limit at the next mark: tightened again
     assert engine.state is TradingState.REDUCING
     assert [c.to_state for c in engine.state_changes] == [
-        TradingState.HALTED, TradingState.REDUCING, TradingState.ACTIVE, TradingState.REDUCING, TradingState.ACTIVE,
+        TradingState.HALTED,
+        TradingState.REDUCING,
+        TradingState.ACTIVE,
+        TradingState.REDUCING,
+        TradingState.ACTIVE,
         TradingState.REDUCING,
     ]

@@ -41,14 +41,34 @@ def opening(samples: Path) -> list[MarketEvent]:
     return market_events(quotes.filter(window), trades.filter(window), "BAC")
 
 
-def order(coid: str, side: str, qty: float, decision_ms: int, limit: float | None = None, tif: str = "DAY", latency_ms: int = 0) -> Order:
+def order(
+    coid: str,
+    side: str,
+    qty: float,
+    decision_ms: int,
+    limit: float | None = None,
+    tif: str = "DAY",
+    latency_ms: int = 0,
+) -> Order:
     return new_order(
-        client_order_id=coid, strategy="s", symbol="BAC", side=side, quantity=qty,
-        decision_ts_ms=decision_ms, latency_ms=latency_ms, limit_price=limit, time_in_force=tif,
+        client_order_id=coid,
+        strategy="s",
+        symbol="BAC",
+        side=side,
+        quantity=qty,
+        decision_ts_ms=decision_ms,
+        latency_ms=latency_ms,
+        limit_price=limit,
+        time_in_force=tif,
     )
 
 
-def run(matcher: PaperMatcher, events: list[MarketEvent], controls: list[tuple[int, Order | str]] = (), until_ms: int | None = None) -> list:
+def run(
+    matcher: PaperMatcher,
+    events: list[MarketEvent],
+    controls: list[tuple[int, Order | str]] = (),
+    until_ms: int | None = None,
+) -> list:
     """Feed the stream; each control (an order, or a cancel id with its arrival) is sent
     when the stream reaches its send time, as a live sender would."""
     pending = sorted(controls, key=lambda c: c[0])
@@ -64,7 +84,11 @@ def run(matcher: PaperMatcher, events: list[MarketEvent], controls: list[tuple[i
 
 
 def fills(events: list, coid: str | None = None) -> list[tuple[int, float, float, str]]:
-    return [(f.ts_ms, f.price, f.quantity, str(f.liquidity)) for f in events if isinstance(f, Fill) and (coid is None or f.client_order_id == coid)]
+    return [
+        (f.ts_ms, f.price, f.quantity, str(f.liquidity))
+        for f in events
+        if isinstance(f, Fill) and (coid is None or f.client_order_id == coid)
+    ]
 
 
 def of(events: list, kind: type, coid: str) -> list:
@@ -185,7 +209,9 @@ def test_latency_decides_which_quote_an_order_meets(opening):
         assert fills(out, "l1") == [(decided + latency, expected, 100.0, "taker")]
     m = PaperMatcher()
     assert m.submit(order("l2", "buy", 100, decided, latency_ms=5)) == []
-    assert m.on_quote(Quote(ts_ms=decided + 5, symbol="BAC", bid=13.80, ask=13.85, bid_size=1000.0, ask_size=500.0)) == []
+    assert (
+        m.on_quote(Quote(ts_ms=decided + 5, symbol="BAC", bid=13.80, ask=13.85, bid_size=1000.0, ask_size=500.0)) == []
+    )
 
 
 # ------------------------------------------------------------------ locked and crossed books
@@ -230,7 +256,9 @@ def crossed(tmp_path) -> list[MarketEvent]:
     path = tmp_path / "crossed.csv"
     path.write_text(CROSSED_ROWS)
     quotes = read_quotes(path).data
-    return market_events(quotes, pl.DataFrame(schema={"ts_ms": pl.Int64, "symbol": pl.String, "price": pl.Float64, "size": pl.Float64}))
+    return market_events(
+        quotes, pl.DataFrame(schema={"ts_ms": pl.Int64, "symbol": pl.String, "price": pl.Float64, "size": pl.Float64})
+    )
 
 
 def test_no_fill_at_a_crossed_quote_real_rows(crossed):
@@ -302,8 +330,18 @@ def test_depth_levels_give_the_queue_ahead_behind_the_best():
     q = Quote(ts_ms=1000, symbol="X", bid=10.00, ask=10.01, bid_size=200.0, ask_size=100.0)
     m.on_quote(q, bid_depth=[(9.99, 300.0), (9.98, 400.0)])
     for coid, px in (("p1", 9.99), ("p2", 9.985), ("p3", 9.97)):
-        m.submit(new_order(client_order_id=coid, strategy="s", symbol="X", side="buy", quantity=100,
-                           decision_ts_ms=1000, latency_ms=0, limit_price=px))
+        m.submit(
+            new_order(
+                client_order_id=coid,
+                strategy="s",
+                symbol="X",
+                side="buy",
+                quantity=100,
+                decision_ts_ms=1000,
+                latency_ms=0,
+                limit_price=px,
+            )
+        )
     m.advance_to(1000)
     assert [m.queue_position(c).ahead for c in ("p1", "p2", "p3")] == [300, 0, None]
     # the depth shrinks at 9.99 by 150 (cancels): pro rata 300 x 150/300
@@ -346,7 +384,9 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
             best, opposite = (prevailing.bid, prevailing.ask) if side == "buy" else (prevailing.ask, prevailing.bid)
             step = 0.01 if side == "buy" else -0.01
             limit = [None, opposite, best, round(best - 2 * step, 2)][kind]
-            o = order(f"d{n}", side, 100 * (1 + n % 5), ev.ts_ms, limit=limit, tif="IOC" if kind == 0 else "DAY", latency_ms=5)
+            o = order(
+                f"d{n}", side, 100 * (1 + n % 5), ev.ts_ms, limit=limit, tif="IOC" if kind == 0 else "DAY", latency_ms=5
+            )
             orders[o.client_order_id] = o
             oms.submit(o)
             out += m.submit(o)
@@ -372,7 +412,9 @@ def test_every_fill_of_the_real_day_keeps_the_rules(samples):
                 q = before if f.ts_ms < ev.ts_ms else ev  # at arrival: the quote before this event
                 assert isinstance(q, Quote) and q.bid < q.ask, (f, q)
                 assert f.price == (q.ask if o.side == "buy" else q.bid), (f, q)
-                assert o.limit_price is None or (f.price <= o.limit_price if o.side == "buy" else f.price >= o.limit_price)
+                assert o.limit_price is None or (
+                    f.price <= o.limit_price if o.side == "buy" else f.price >= o.limit_price
+                )
                 if q is ev:
                     taken_here += f.quantity
                     assert taken_here <= (ev.ask_size if o.side == "buy" else ev.bid_size)

@@ -35,8 +35,16 @@ T0 = 1381239900000
 
 
 def buy(coid: str = "o1", qty: float = 300, limit: float | None = 13.84) -> Order:
-    return new_order(client_order_id=coid, strategy="sma", symbol="BAC", side="buy", quantity=qty,
-                     decision_ts_ms=T0, latency_ms=5, limit_price=limit)
+    return new_order(
+        client_order_id=coid,
+        strategy="sma",
+        symbol="BAC",
+        side="buy",
+        quantity=qty,
+        decision_ts_ms=T0,
+        latency_ms=5,
+        limit_price=limit,
+    )
 
 
 def fill(coid: str, n: int, qty: float, price: float = 13.84, side: Side = Side.BUY) -> Fill:
@@ -81,9 +89,18 @@ def test_client_order_id_is_deterministic_from_its_cause():
     ],
 )
 def test_order_refuses_impossible_values(changes, message):
-    fields = dict(client_order_id="o1", strategy="sma", symbol="BAC", side=Side.BUY, quantity=100,
-                  order_type=OrderType.LIMIT, limit_price=13.84, time_in_force=TimeInForce.DAY,
-                  decision_ts_ms=T0, arrival_ts_ms=T0 + 5)
+    fields = dict(
+        client_order_id="o1",
+        strategy="sma",
+        symbol="BAC",
+        side=Side.BUY,
+        quantity=100,
+        order_type=OrderType.LIMIT,
+        limit_price=13.84,
+        time_in_force=TimeInForce.DAY,
+        decision_ts_ms=T0,
+        arrival_ts_ms=T0 + 5,
+    )
     fields.update(changes)
     with pytest.raises(ValueError, match=message):
         Order(**fields)
@@ -143,9 +160,12 @@ def test_illegal_transitions_are_refused_and_change_nothing(steps, illegal):
     oms = OrderManager()
     oms.submit(buy())
     for step in steps:
-        {"accept": lambda: oms.accept("o1", T0), "reject": lambda: oms.reject("o1", T0, "max_notional"),
-         "cancel": lambda: oms.cancel("o1", T0, "requested"),
-         "fill": lambda: oms.apply_fill(fill("o1", 1, 300))}[step]()
+        {
+            "accept": lambda: oms.accept("o1", T0),
+            "reject": lambda: oms.reject("o1", T0, "max_notional"),
+            "cancel": lambda: oms.cancel("o1", T0, "requested"),
+            "fill": lambda: oms.apply_fill(fill("o1", 1, 300)),
+        }[step]()
     before = (oms.get("o1").status, len(oms.audit_trail()), oms.get("o1").filled_quantity)
     with pytest.raises(IllegalTransition) as caught:
         illegal(oms)

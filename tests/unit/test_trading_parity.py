@@ -52,10 +52,26 @@ def day(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     picks_path = tmp / "picks.csv"
     picks_path.write_text(PICKS_CSV)
     out = tmp / "out"
-    result = CliRunner().invoke(app, [
-        "paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES),
-        "--picks", str(picks_path), "--bars-from", "trades", "--regular-hours", "--latency-ms", "5", "--out", str(out),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            str(samples / TRADES),
+            "--quotes",
+            str(samples / QUOTES),
+            "--picks",
+            str(picks_path),
+            "--bars-from",
+            "trades",
+            "--regular-hours",
+            "--latency-ms",
+            "5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     trades = read_trades(samples / TRADES)
     return {
@@ -63,13 +79,25 @@ def day(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "picks": read_picks_file(picks_path),
         "bars": build_bars(dataclasses.replace(trades, data=regular_hours(trades.data)), ["1m", "5m"]).bars,
         "quotes": read_quotes(samples / QUOTES).data,
-        **{name: pl.read_parquet(out / f"{name}.parquet") for name in ("orders", "fills", "positions", "pnl", "decisions")},
+        **{
+            name: pl.read_parquet(out / f"{name}.parquet")
+            for name in ("orders", "fills", "positions", "pnl", "decisions")
+        },
     }
 
 
 def test_output_files_have_the_issue_columns(day):
-    assert day["orders"].columns[:9] == ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price",
-                                         "decision_ts_ms", "arrival_ts_ms", "status"]
+    assert day["orders"].columns[:9] == [
+        "client_order_id",
+        "symbol",
+        "side",
+        "quantity",
+        "order_type",
+        "limit_price",
+        "decision_ts_ms",
+        "arrival_ts_ms",
+        "status",
+    ]
     assert day["fills"].columns[:7] == ["client_order_id", "symbol", "side", "ts_ms", "price", "quantity", "liquidity"]
     assert set(day["orders"]["side"]) <= {"buy", "sell"} and set(day["fills"]["liquidity"]) <= {"maker", "taker"}
     assert (day["orders"]["arrival_ts_ms"] - day["orders"]["decision_ts_ms"] == 5).all()
@@ -88,7 +116,9 @@ def test_parity_fails_on_one_changed_decision(day):
     d = day["decisions"]
     book = day["picks"][0].book
     i = d.with_row_index().filter((pl.col("book") == book) & (pl.col("target") != 0))["index"][0]
-    changed = d.with_columns(target=pl.when(pl.int_range(pl.len()) == i).then(0).otherwise(pl.col("target")).cast(pl.Int8))
+    changed = d.with_columns(
+        target=pl.when(pl.int_range(pl.len()) == i).then(0).otherwise(pl.col("target")).cast(pl.Int8)
+    )
     report = {p.book: p for p in decision_parity(changed, day["bars"], day["picks"])}
     assert report[book].mismatches == 1 and not report[book].passed
     dropped = {p.book: p for p in decision_parity(d.filter(pl.int_range(pl.len()) != i), day["bars"], day["picks"])}
@@ -100,13 +130,17 @@ def test_every_taker_fill_is_at_the_opposite_best_within_the_displayed_size(day)
     assert fills.filter(pl.col("liquidity") == "taker").height > 50
     assert taker_fill_violations(fills, quotes) == []
     assert overfill_violations(day["orders"], fills) == []
-    moved = fills.with_columns(price=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("price") + 0.01).otherwise(pl.col("price")))
+    moved = fills.with_columns(
+        price=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("price") + 0.01).otherwise(pl.col("price"))
+    )
     assert len(taker_fill_violations(moved, quotes)) == 1
     first = fills.row(0, named=True)
     ts = first["ts_ms"]
     shown = quotes.filter((pl.col("symbol") == first["symbol"]) & (pl.col("ts_ms") <= ts)).row(-1, named=True)
     size = shown["ask_size" if first["side"] == "buy" else "bid_size"]
-    too_big = fills.with_columns(quantity=pl.when(pl.int_range(pl.len()) == 0).then(size + 1).otherwise(pl.col("quantity")))
+    too_big = fills.with_columns(
+        quantity=pl.when(pl.int_range(pl.len()) == 0).then(size + 1).otherwise(pl.col("quantity"))
+    )
     assert any("displayed" in v for v in taker_fill_violations(too_big, quotes))
 
 
@@ -114,10 +148,14 @@ def test_accounting_identity_after_every_fill(day):
     pnl, fills = day["pnl"], day["fills"]
     assert pnl.height == fills.height + 1 and pnl["fill_id"].drop_nulls().to_list() == fills["fill_id"].to_list()
     assert identity_violations(pnl) == []
-    off = pnl.with_columns(identity_gap=pl.when(pl.int_range(pl.len()) == 3).then(0.5).otherwise(pl.col("identity_gap")))
+    off = pnl.with_columns(
+        identity_gap=pl.when(pl.int_range(pl.len()) == 3).then(0.5).otherwise(pl.col("identity_gap"))
+    )
     assert len(identity_violations(off)) == 1
     last = pnl.row(-1, named=True)
-    assert last["equity"] == pytest.approx(100_000 + last["realized_pnl"] + last["unrealized_pnl"] - last["fees"], abs=1e-6)
+    assert last["equity"] == pytest.approx(
+        100_000 + last["realized_pnl"] + last["unrealized_pnl"] - last["fees"], abs=1e-6
+    )
     assert last["fees"] == pytest.approx(fills["fee"].sum()) and last["fees"] > 0
 
 
@@ -152,9 +190,11 @@ def test_orders_without_a_reference_quote_are_rejected_by_that_rule(day):
 def test_client_order_ids_are_the_bar_window_and_leg_digest(day):
     pick = next(p for p in day["picks"] if p.strategy == "ema_cross")
     d = day["decisions"].filter((pl.col("book") == pick.book) & (pl.col("target") != pl.col("previous")))
-    expected = {client_order_id(pick.strategy, pick.symbol, pick.params, pick.timeframe, w, leg)
-                for w, prev, target in d.select("window_start", "previous", "target").iter_rows()
-                for leg in ((0,) if target == 0 else (1,) if prev == 0 else (0, 1))}
+    expected = {
+        client_order_id(pick.strategy, pick.symbol, pick.params, pick.timeframe, w, leg)
+        for w, prev, target in d.select("window_start", "previous", "target").iter_rows()
+        for leg in ((0,) if target == 0 else (1,) if prev == 0 else (0, 1))
+    }
     assert set(day["orders"].filter(pl.col("book") == pick.book)["client_order_id"]) == expected
 
 
@@ -179,28 +219,70 @@ def test_a_bar_delivered_twice_decides_nothing_new(day):
     assert set(orders) == set(day["orders"].filter(pl.col("book") == pick.book)["client_order_id"])
 
 
-@pytest.mark.parametrize("picks, message", [
-    ("symbol,strategy,timeframe,params,bucket,weight\nBAC,nope,1m,{},LOW,1\n", "unknown strategy 'nope'"),
-    ("symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,\"{\"\"fast\"\": 5}\",LOW,1\n", "missing parameter 'slow'"),
-    ("symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,\"{\"\"fast\"\": 5, \"\"slow\"\": 9}\",MAX,1\n", "'MAX' is not a valid Bucket"),
-    ("symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,[1],LOW,1\n", "params must be a JSON object"),
-    ("symbol,strategy\nBAC,ema_cross\n", "missing timeframe, params, bucket, weight"),
-])
+@pytest.mark.parametrize(
+    "picks, message",
+    [
+        ("symbol,strategy,timeframe,params,bucket,weight\nBAC,nope,1m,{},LOW,1\n", "unknown strategy 'nope'"),
+        (
+            'symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,"{""fast"": 5}",LOW,1\n',
+            "missing parameter 'slow'",
+        ),
+        (
+            'symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,"{""fast"": 5, ""slow"": 9}",MAX,1\n',
+            "'MAX' is not a valid Bucket",
+        ),
+        (
+            "symbol,strategy,timeframe,params,bucket,weight\nBAC,ema_cross,1m,[1],LOW,1\n",
+            "params must be a JSON object",
+        ),
+        ("symbol,strategy\nBAC,ema_cross\n", "missing timeframe, params, bucket, weight"),
+    ],
+)
 def test_bad_picks_are_one_clear_error(samples, tmp_path, picks, message):
     path = tmp_path / "picks.csv"
     path.write_text(picks)
-    result = CliRunner().invoke(app, ["paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES),
-                                      "--picks", str(path), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            str(samples / TRADES),
+            "--quotes",
+            str(samples / QUOTES),
+            "--picks",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output, result.output
 
 
 def test_bad_limits_file_is_rejected_before_anything_runs(samples, tmp_path):
     picks, limits = tmp_path / "picks.csv", tmp_path / "limits.yaml"
     picks.write_text(PICKS_CSV)
-    limits.write_text("capital: 100000\nbucket_shares: {LOW: 0.5}\nmax_order_notional: 1\nmax_order_quantity: 1\n"
-                      "max_position: 1\nmax_positon: 5\n")
-    result = CliRunner().invoke(app, ["paper", "replay", "--trades", "missing.csv", "--quotes", "missing.csv",
-                                      "--picks", str(picks), "--limits", str(limits), "--out", str(tmp_path / "out")])
+    limits.write_text(
+        "capital: 100000\nbucket_shares: {LOW: 0.5}\nmax_order_notional: 1\nmax_order_quantity: 1\n"
+        "max_position: 1\nmax_positon: 5\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            "missing.csv",
+            "--quotes",
+            "missing.csv",
+            "--picks",
+            str(picks),
+            "--limits",
+            str(limits),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2 and "max_positon: Extra inputs are not permitted" in result.stderr, result.output
 
 
@@ -216,14 +298,24 @@ def test_report_figures_add_up_to_the_ledger(day):
     # slippage of the first fill by hand: bps of its decision bar's close, positive = paid more
     fill = day["fills"].row(0, named=True)
     order = day["orders"].filter(pl.col("client_order_id") == fill["client_order_id"]).row(0, named=True)
-    bar = day["bars"][order["timeframe"]].filter(
-        (pl.col("symbol") == fill["symbol"]) & (pl.col("window_end") == order["decision_ts_ms"])).row(0, named=True)
+    bar = (
+        day["bars"][order["timeframe"]]
+        .filter((pl.col("symbol") == fill["symbol"]) & (pl.col("window_end") == order["decision_ts_ms"]))
+        .row(0, named=True)
+    )
     assert order["reference_price"] == bar["close"]
     mine = report.slippage_by_strategy.filter(pl.col("strategy") == order["strategy"]).row(0, named=True)
-    one = day["fills"].join(day["orders"].select("client_order_id", "strategy", "reference_price"), on="client_order_id")
+    one = day["fills"].join(
+        day["orders"].select("client_order_id", "strategy", "reference_price"), on="client_order_id"
+    )
     one = one.filter(pl.col("strategy") == order["strategy"])
-    by_hand = sum((1 if s == "buy" else -1) * (p - r) / r * 1e4 * q for s, p, r, q in
-                  one.select("side", "price", "reference_price", "quantity").iter_rows()) / one["quantity"].sum()
+    by_hand = (
+        sum(
+            (1 if s == "buy" else -1) * (p - r) / r * 1e4 * q
+            for s, p, r, q in one.select("side", "price", "reference_price", "quantity").iter_rows()
+        )
+        / one["quantity"].sum()
+    )
     assert mine["slippage_bps"] == pytest.approx(by_hand) and mine["fills"] == one.height
 
 
@@ -235,10 +327,27 @@ def test_bars_from_a_bar_folder_daily_picks_and_picks_without_bars(day, samples,
     for tf, frame in day["bars"].items():
         frame.write_parquet(folder / f"bars_{tf}.parquet")
     picks = tmp_path / "picks.csv"
-    picks.write_text(PICKS_CSV + 'MSFT,ema_cross,1m,"{""fast"": 5, ""slow"": 20}",MED,0.1\n'
-                     'BAC,donchian_breakout,1d,"{""period"": 20}",LOW,0.1\n')
-    result = CliRunner().invoke(app, ["paper", "replay", "--trades", str(samples / TRADES), "--quotes", str(samples / QUOTES),
-                                      "--picks", str(picks), "--bars-from", str(folder), "--out", str(tmp_path / "out")])
+    picks.write_text(
+        PICKS_CSV + 'MSFT,ema_cross,1m,"{""fast"": 5, ""slow"": 20}",MED,0.1\n'
+        'BAC,donchian_breakout,1d,"{""period"": 20}",LOW,0.1\n'
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "paper",
+            "replay",
+            "--trades",
+            str(samples / TRADES),
+            "--quotes",
+            str(samples / QUOTES),
+            "--picks",
+            str(picks),
+            "--bars-from",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["daily_picks_not_traded"] == 1 and summary["picks"] == len(day["picks"]) + 1

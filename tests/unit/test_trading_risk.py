@@ -63,16 +63,34 @@ def engine(clock) -> RiskEngine:
 _n = 0
 
 
-def order(side: str = "buy", qty: float = 100, limit: float | None = ASK, symbol: str = "BAC", strategy: str = "sma") -> Order:
+def order(
+    side: str = "buy", qty: float = 100, limit: float | None = ASK, symbol: str = "BAC", strategy: str = "sma"
+) -> Order:
     global _n
     _n += 1
-    return new_order(client_order_id=f"o{_n}", strategy=strategy, symbol=symbol, side=side, quantity=qty,
-                     decision_ts_ms=T0, latency_ms=5, limit_price=limit)
+    return new_order(
+        client_order_id=f"o{_n}",
+        strategy=strategy,
+        symbol=symbol,
+        side=side,
+        quantity=qty,
+        decision_ts_ms=T0,
+        latency_ms=5,
+        limit_price=limit,
+    )
 
 
 def filled(o: Order, qty: float | None = None, price: float | None = None, n: int = 1) -> Fill:
-    return Fill(fill_id(o.client_order_id, n), o.client_order_id, o.symbol, o.side, T0, price or o.limit_price or ASK,
-                qty or o.quantity, Liquidity.TAKER)
+    return Fill(
+        fill_id(o.client_order_id, n),
+        o.client_order_id,
+        o.symbol,
+        o.side,
+        T0,
+        price or o.limit_price or ASK,
+        qty or o.quantity,
+        Liquidity.TAKER,
+    )
 
 
 def test_an_ordinary_order_is_approved(engine):
@@ -104,9 +122,11 @@ def test_collar_edge_is_inclusive(engine):
 
 def spaced(engine: RiskEngine, clock: Clock):
     """``engine.check`` one second apart, clear of the throttles."""
+
     def check(o: Order, bucket: Bucket):
         clock.now += 1000
         return engine.check(o, bucket)
+
     return check
 
 
@@ -194,13 +214,18 @@ def test_states_by_hand_and_by_loss_limits(engine, clock):
     engine.on_quote("BAC", 13.38, 13.39)
     assert engine.check(order(qty=100, limit=13.39), Bucket.LOW).rule is RiskRule.TRADING_REDUCING
     assert engine.check(order(side="sell", qty=1000, limit=13.38), Bucket.LOW).approved
-    assert engine.check(order(side="sell", qty=1, limit=13.38), Bucket.LOW).rule is RiskRule.TRADING_REDUCING  # would flip
+    assert (
+        engine.check(order(side="sell", qty=1, limit=13.38), Bucket.LOW).rule is RiskRule.TRADING_REDUCING
+    )  # would flip
     engine.on_trade("BAC", 11.80)  # -2,090: drawdown 2.09 % of the 100,000 peak
     assert engine.state is TradingState.HALTED
     engine.on_trade("BAC", 13.89)  # recovering never resumes by itself
     assert engine.state is TradingState.HALTED
     assert [c.to_state for c in engine.state_changes] == [
-        TradingState.HALTED, TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED,
+        TradingState.HALTED,
+        TradingState.ACTIVE,
+        TradingState.REDUCING,
+        TradingState.HALTED,
     ]
 
 
@@ -242,7 +267,9 @@ def test_bad_limits_are_rejected_with_a_clear_error(edit, message):
 
 
 def test_defaults_follow_nautilus_submit_throttle():
-    limits = RiskLimits(capital=1e5, bucket_shares={"LOW": 0.5}, max_order_notional=1e4, max_order_quantity=1e3, max_position=1e3)
+    limits = RiskLimits(
+        capital=1e5, bucket_shares={"LOW": 0.5}, max_order_notional=1e4, max_order_quantity=1e3, max_position=1e3
+    )
     assert limits.throttle.total_orders_per_second == 100 and limits.throttle.per_symbol_orders_per_second == 100
 
 
@@ -269,7 +296,7 @@ def test_limits_file_reloads_on_change_and_keeps_the_last_good_limits(tmp_path):
     assert "cannot read" in watched.reload_if_changed().error
     assert watched.current.max_order_quantity == 1000
     _rewrite(path, LIMITS_YAML, 3_000_000)
-    assert watched.reload_if_changed() .changed is True and watched.last_error is None
+    assert watched.reload_if_changed().changed is True and watched.last_error is None
 
 
 def test_a_bad_limits_file_at_start_is_an_error(tmp_path):

@@ -45,8 +45,9 @@ _CHECKPOINT_DECODER = msgspec.json.Decoder(Checkpoint)
 class KafkaFeed:
     """Background consumer thread that fills a :class:`LiveCache` (and polls worker lag)."""
 
-    def __init__(self, settings: Settings, cache: LiveCache, backfill: int | None = None,
-                 lag_every_s: float = 3.0) -> None:
+    def __init__(
+        self, settings: Settings, cache: LiveCache, backfill: int | None = None, lag_every_s: float = 3.0
+    ) -> None:
         self.settings = settings
         self.cache = cache
         self.backfill = backfill if backfill is not None else cache.max_bars * 4
@@ -140,7 +141,9 @@ class KafkaFeed:
                 live = (msg.offset() or 0) >= self._live_from.get((topic, msg.partition() or 0), 0)
                 bar = BAR_DECODER.decode(value)
                 if bar.timeframe != timeframe:
-                    log.warning("dashboard feed: bar of another timeframe", extra={"topic": topic, "bar": bar.timeframe})
+                    log.warning(
+                        "dashboard feed: bar of another timeframe", extra={"topic": topic, "bar": bar.timeframe}
+                    )
                     return
                 self.cache.add_bar(bar, received, measure=live)
             elif kind == "signal":

@@ -33,7 +33,9 @@ class ResearchSource:
         return sorted(set(picks["day"].to_list()), reverse=True)
 
     def picks(self, day: date) -> pl.DataFrame:
-        return read_table(self.dsn, self.schema, NEXT_DAY_PICKS, '"day" = %s', [day]).sort("weight", "score", descending=True)
+        return read_table(self.dsn, self.schema, NEXT_DAY_PICKS, '"day" = %s', [day]).sort(
+            "weight", "score", descending=True
+        )
 
     def scores(self, day: date) -> pl.DataFrame:
         return read_table(self.dsn, self.schema, STRATEGY_SCORES, '"day" = %s', [day])

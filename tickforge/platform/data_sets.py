@@ -19,14 +19,10 @@ SAMPLES_DIR = REPO / "data" / "samples"
 SAMPLE_OF = {
     "us_equity_trades_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz": "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz",
     "us_equity_nbbo_BAC_2013-10-07_2013-10-11.csv.gz": "us_equity_nbbo_BAC_2013-10-08.csv.gz",
-    "us_equity_minute_bars_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz":
-        "us_equity_minute_bars_SPY_BAC_AIG_2013-10-08.csv.gz",
-    "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-15.csv.gz":
-        "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-02.csv.gz",
-    "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz":
-        "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
-    "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz":
-        "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
+    "us_equity_minute_bars_SPY_BAC_AIG_2013-10-07_2013-10-11.csv.gz": "us_equity_minute_bars_SPY_BAC_AIG_2013-10-08.csv.gz",
+    "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-15.csv.gz": "fx_quotes_oanda_EURUSD_NZDUSD_2014-05-01_2014-05-02.csv.gz",
+    "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz": "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
+    "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz": "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz",
     "us_equity_daily_bars_10_symbols_1998-2021.csv.gz": "us_equity_daily_bars_10_symbols_1998-2021.csv.gz",
 }
 

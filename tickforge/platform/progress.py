@@ -16,7 +16,10 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         yield lambda done: None
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)

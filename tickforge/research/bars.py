@@ -103,13 +103,22 @@ def split_bars(frame: pl.DataFrame, timeframe: str | None = None) -> tuple[list[
         raise BarsError(f"bars have a column of the wrong type: {exc}") from exc
     if bars["symbol"].null_count() or bars["window_start"].null_count():
         raise BarsError("bars have rows without a symbol or window_start")
-    price_ok = pl.all_horizontal(pl.col(c).is_not_null() & pl.col(c).is_not_nan() & (pl.col(c) > 0) for c in PRICE_COLUMNS)
+    price_ok = pl.all_horizontal(
+        pl.col(c).is_not_null() & pl.col(c).is_not_nan() & (pl.col(c) > 0) for c in PRICE_COLUMNS
+    )
     reason = (
-        pl.when(~price_ok).then(pl.lit("null, NaN or non-positive price"))
-        .when(pl.col("volume").is_null() | pl.col("volume").is_nan() | (pl.col("volume") < 0)).then(pl.lit("null, NaN or negative volume"))
-        .when((pl.col("high") < pl.max_horizontal("open", "close")) | (pl.col("low") > pl.min_horizontal("open", "close")))
+        pl.when(~price_ok)
+        .then(pl.lit("null, NaN or non-positive price"))
+        .when(pl.col("volume").is_null() | pl.col("volume").is_nan() | (pl.col("volume") < 0))
+        .then(pl.lit("null, NaN or negative volume"))
+        .when(
+            (pl.col("high") < pl.max_horizontal("open", "close")) | (pl.col("low") > pl.min_horizontal("open", "close"))
+        )
         .then(pl.lit("high/low do not bracket open and close"))
-        .when(pl.col("window_start").is_duplicated().over("symbol") & (pl.col("row") != pl.col("row").min().over("symbol", "window_start")))
+        .when(
+            pl.col("window_start").is_duplicated().over("symbol")
+            & (pl.col("row") != pl.col("row").min().over("symbol", "window_start"))
+        )
         .then(pl.lit("duplicate (symbol, window_start)"))
     )
     bars = bars.with_columns(reason=reason)
@@ -132,7 +141,9 @@ def _timeframe_of(frame: pl.DataFrame) -> str:
             raise BarsError(f"bars must hold one timeframe, found {sorted(names)}")
         return str(names[0])
     if "window_end" in frame.columns and frame.height:
-        length = frame.select((pl.col("window_end").cast(pl.Int64) - pl.col("window_start").cast(pl.Int64)).median()).item()
+        length = frame.select(
+            (pl.col("window_end").cast(pl.Int64) - pl.col("window_start").cast(pl.Int64)).median()
+        ).item()
         if length is not None and length > 0:
             return timeframe_name(int(length))
     raise BarsError("bars carry neither a timeframe nor window_end: pass the timeframe")
@@ -156,8 +167,16 @@ def _series(part: pl.DataFrame, timeframe: str) -> BarSeries:
         session_last = np.zeros(len(session), bool)
         bars_per_year = float(TRADING_DAYS_PER_YEAR)
     return BarSeries(
-        symbol=str(part["symbol"][0]), timeframe=timeframe, window_start=start,
-        open=part["open"].to_numpy().astype(np.float64), high=high, low=low, close=close,
-        volume=volume, notional=notional, session_id=session, session_last=session_last,
+        symbol=str(part["symbol"][0]),
+        timeframe=timeframe,
+        window_start=start,
+        open=part["open"].to_numpy().astype(np.float64),
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        notional=notional,
+        session_id=session,
+        session_last=session_last,
         bars_per_year=bars_per_year,
     )

@@ -27,11 +27,37 @@ from tickforge.research.bars import BarSeries
 from tickforge.research.strategies import MAX_SERIES, Strategy, compute_series, fill_targets, get_strategy
 
 METRICS = (
-    "total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "win_rate", "exposure", "turnover",
-    "avg_holding_bars", "stability", "skew", "kurtosis", "n_bars", "final_equity",
+    "total_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "n_trades",
+    "win_rate",
+    "exposure",
+    "turnover",
+    "avg_holding_bars",
+    "stability",
+    "skew",
+    "kurtosis",
+    "n_bars",
+    "final_equity",
 )
-(_TOTAL_RETURN, _SHARPE, _SORTINO, _MAX_DD, _N_TRADES, _WIN_RATE, _EXPOSURE, _TURNOVER, _HOLDING, _STABILITY,
- _SKEW, _KURTOSIS, _N_BARS, _FINAL_EQUITY) = range(len(METRICS))
+(
+    _TOTAL_RETURN,
+    _SHARPE,
+    _SORTINO,
+    _MAX_DD,
+    _N_TRADES,
+    _WIN_RATE,
+    _EXPOSURE,
+    _TURNOVER,
+    _HOLDING,
+    _STABILITY,
+    _SKEW,
+    _KURTOSIS,
+    _N_BARS,
+    _FINAL_EQUITY,
+) = range(len(METRICS))
 _TRADE_FIELDS = 7  # entry bar, exit bar, side, entry price, exit price, units, pnl
 
 TRADE_COLUMNS = ("symbol", "side", "entry_time", "entry_price", "exit_time", "exit_price", "units", "pnl")
@@ -74,8 +100,16 @@ def _exit(units: float, price: float, fee: float, slip: float) -> tuple[float, f
 
 
 @njit(cache=True, nogil=True)
-def _record(row: np.ndarray, entry_bar: int, exit_bar: int, side: int, entry_fill: float, exit_fill: float,
-            units: float, pnl: float) -> None:
+def _record(
+    row: np.ndarray,
+    entry_bar: int,
+    exit_bar: int,
+    side: int,
+    entry_fill: float,
+    exit_fill: float,
+    units: float,
+    pnl: float,
+) -> None:
     row[0] = entry_bar
     row[1] = exit_bar
     row[2] = side
@@ -87,9 +121,22 @@ def _record(row: np.ndarray, entry_bar: int, exit_bar: int, side: int, entry_fil
 
 @njit(cache=True, nogil=True)
 def run_book(
-    open_: np.ndarray, close: np.ndarray, log_close: np.ndarray, session_last: np.ndarray, targets: np.ndarray, a: int, b: int,
-    cash0: float, fee: float, slip: float, bars_per_year: float, metrics: np.ndarray,
-    record: bool, equity_out: np.ndarray, position_out: np.ndarray, trades_out: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    log_close: np.ndarray,
+    session_last: np.ndarray,
+    targets: np.ndarray,
+    a: int,
+    b: int,
+    cash0: float,
+    fee: float,
+    slip: float,
+    bars_per_year: float,
+    metrics: np.ndarray,
+    record: bool,
+    equity_out: np.ndarray,
+    position_out: np.ndarray,
+    trades_out: np.ndarray,
 ) -> int:
     """One book over bars ``[a, b)`` starting flat with ``cash0``; writes ``metrics`` (see METRICS).
 
@@ -249,9 +296,21 @@ def run_book(
 
 @njit(cache=True, parallel=True)
 def _sweep_kernel(
-    rule: int, open_: np.ndarray, close: np.ndarray, log_close: np.ndarray, session_last: np.ndarray, series: np.ndarray,
-    rows: np.ndarray, scalars: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-    cash0: float, fee: float, slip: float, bars_per_year: float, out: np.ndarray,
+    rule: int,
+    open_: np.ndarray,
+    close: np.ndarray,
+    log_close: np.ndarray,
+    session_last: np.ndarray,
+    series: np.ndarray,
+    rows: np.ndarray,
+    scalars: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    cash0: float,
+    fee: float,
+    slip: float,
+    bars_per_year: float,
+    out: np.ndarray,
 ) -> None:
     """``out[p, w]``: metrics of grid point p on window w; targets and books fused per grid point."""
     n = close.shape[0]
@@ -262,8 +321,24 @@ def _sweep_kernel(
         targets = np.empty(n, np.int8)
         fill_targets(rule, close, series, rows[p], scalars[p], targets)
         for w in range(starts.shape[0]):
-            run_book(open_, close, log_close, session_last, targets, starts[w], ends[w], cash0, fee, slip, bars_per_year,
-                     out[p, w], False, empty_f, empty_i, empty_t)
+            run_book(
+                open_,
+                close,
+                log_close,
+                session_last,
+                targets,
+                starts[w],
+                ends[w],
+                cash0,
+                fee,
+                slip,
+                bars_per_year,
+                out[p, w],
+                False,
+                empty_f,
+                empty_i,
+                empty_t,
+            )
 
 
 def params_json(params: Mapping[str, Any]) -> str:
@@ -288,26 +363,64 @@ def backtest(bars: BarSeries, strategy: str | Strategy, params: Mapping[str, Any
     equity = np.empty(n)
     position = np.empty(n, np.int8)
     trades = np.empty((n + 1, _TRADE_FIELDS))
-    count = run_book(bars.open, bars.close, np.log(bars.close), bars.session_last, targets, 0, n, costs.initial_cash, costs.fee,
-                     costs.slippage, bars.bars_per_year, metrics, True, equity, position, trades)
+    count = run_book(
+        bars.open,
+        bars.close,
+        np.log(bars.close),
+        bars.session_last,
+        targets,
+        0,
+        n,
+        costs.initial_cash,
+        costs.fee,
+        costs.slippage,
+        bars.bars_per_year,
+        metrics,
+        True,
+        equity,
+        position,
+        trades,
+    )
     t = trades[:count]
     entry_bar, exit_bar = t[:, 0].astype(np.int64), t[:, 1].astype(np.int64)
-    trade_frame = pl.DataFrame({
-        "symbol": [bars.symbol] * count,
-        "side": np.where(t[:, 2] > 0, "long", "short").tolist() if count else [],
-        "entry_time": bars.window_start[entry_bar],
-        "entry_price": t[:, 3],
-        "exit_time": bars.window_start[exit_bar],
-        "exit_price": t[:, 4],
-        "units": t[:, 5],
-        "pnl": t[:, 6],
-    }, schema={"symbol": pl.String, "side": pl.String, "entry_time": pl.Int64, "entry_price": pl.Float64,
-               "exit_time": pl.Int64, "exit_price": pl.Float64, "units": pl.Float64, "pnl": pl.Float64})
-    equity_frame = pl.DataFrame({
-        "symbol": [bars.symbol] * n, "window_start": bars.window_start, "position": position, "equity": equity,
-    }, schema={"symbol": pl.String, "window_start": pl.Int64, "position": pl.Int8, "equity": pl.Float64})
-    row: dict[str, Any] = {"symbol": bars.symbol, "timeframe": bars.timeframe, "strategy": strat.name,
-                           "params": params_json(params), "bars_per_year": bars.bars_per_year}
+    trade_frame = pl.DataFrame(
+        {
+            "symbol": [bars.symbol] * count,
+            "side": np.where(t[:, 2] > 0, "long", "short").tolist() if count else [],
+            "entry_time": bars.window_start[entry_bar],
+            "entry_price": t[:, 3],
+            "exit_time": bars.window_start[exit_bar],
+            "exit_price": t[:, 4],
+            "units": t[:, 5],
+            "pnl": t[:, 6],
+        },
+        schema={
+            "symbol": pl.String,
+            "side": pl.String,
+            "entry_time": pl.Int64,
+            "entry_price": pl.Float64,
+            "exit_time": pl.Int64,
+            "exit_price": pl.Float64,
+            "units": pl.Float64,
+            "pnl": pl.Float64,
+        },
+    )
+    equity_frame = pl.DataFrame(
+        {
+            "symbol": [bars.symbol] * n,
+            "window_start": bars.window_start,
+            "position": position,
+            "equity": equity,
+        },
+        schema={"symbol": pl.String, "window_start": pl.Int64, "position": pl.Int8, "equity": pl.Float64},
+    )
+    row: dict[str, Any] = {
+        "symbol": bars.symbol,
+        "timeframe": bars.timeframe,
+        "strategy": strat.name,
+        "params": params_json(params),
+        "bars_per_year": bars.bars_per_year,
+    }
     row.update(_metric_values(metrics))
     return Backtest(trade_frame, equity_frame, row)
 
@@ -333,8 +446,12 @@ FULL = Window(0, "full", -(2**62), 2**62)
 
 
 def sweep(
-    series: Sequence[BarSeries], strategy: str | Strategy, grid: Sequence[Mapping[str, Any]], costs: Costs,
-    windows: Sequence[Window] = (FULL,), progress: Callable[[int], None] | None = None,
+    series: Sequence[BarSeries],
+    strategy: str | Strategy,
+    grid: Sequence[Mapping[str, Any]],
+    costs: Costs,
+    windows: Sequence[Window] = (FULL,),
+    progress: Callable[[int], None] | None = None,
 ) -> pl.DataFrame:
     """Metrics of every grid point on every symbol and window: a frame of RESULT_COLUMNS.
 
@@ -360,9 +477,23 @@ def sweep(
         keep = np.flatnonzero(ends - starts >= 2)
         if len(keep):
             values = np.zeros((len(points), len(keep), len(METRICS)))
-            _sweep_kernel(strat.rule, bars.open, bars.close, np.log(bars.close), bars.session_last, compute_series(bars, keys), rows,
-                          scalars, starts[keep], ends[keep], costs.initial_cash, costs.fee, costs.slippage,
-                          bars.bars_per_year, values)
+            _sweep_kernel(
+                strat.rule,
+                bars.open,
+                bars.close,
+                np.log(bars.close),
+                bars.session_last,
+                compute_series(bars, keys),
+                rows,
+                scalars,
+                starts[keep],
+                ends[keep],
+                costs.initial_cash,
+                costs.fee,
+                costs.slippage,
+                bars.bars_per_year,
+                values,
+            )
             frames.append(_results_frame(bars, strat.name, param_text, [windows[int(k)] for k in keep], values))
         if progress is not None:
             progress(done)
@@ -375,14 +506,25 @@ def empty_results() -> pl.DataFrame:
     return pl.DataFrame(schema=RESULT_SCHEMA)
 
 
-RESULT_SCHEMA = pl.Schema({
-    "symbol": pl.String, "timeframe": pl.String, "strategy": pl.String, "params": pl.String, "window": pl.Int32,
-    "sample": pl.String, "period_start": pl.Int64, "period_end": pl.Int64, "bars_per_year": pl.Float64,
-    **{m: (pl.Int64 if m in ("n_trades", "n_bars") else pl.Float64) for m in METRICS},
-})
+RESULT_SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String,
+        "timeframe": pl.String,
+        "strategy": pl.String,
+        "params": pl.String,
+        "window": pl.Int32,
+        "sample": pl.String,
+        "period_start": pl.Int64,
+        "period_end": pl.Int64,
+        "bars_per_year": pl.Float64,
+        **{m: (pl.Int64 if m in ("n_trades", "n_bars") else pl.Float64) for m in METRICS},
+    }
+)
 
 
-def _results_frame(bars: BarSeries, strategy: str, params: list[str], windows: list[Window], values: np.ndarray) -> pl.DataFrame:
+def _results_frame(
+    bars: BarSeries, strategy: str, params: list[str], windows: list[Window], values: np.ndarray
+) -> pl.DataFrame:
     n_points, n_windows, _ = values.shape
     flat = values.reshape(n_points * n_windows, len(METRICS))
     w_idx = np.tile(np.arange(n_windows), n_points)

@@ -11,7 +11,11 @@ from typing import Any
 from tickforge.research.strategies import Strategy
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "!=": operator.ne,
 }
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|!=|<|>)\s*([A-Za-z_]\w*)\s*$")
 
@@ -55,13 +59,18 @@ def parse_constraint(text: str, strategy: Strategy) -> Callable[[Mapping[str, An
 
 
 def expand_grid(
-    strategy: Strategy, axes: Mapping[str, Any], constraints: Sequence[str] = (), fixed: Mapping[str, Any] | None = None,
+    strategy: Strategy,
+    axes: Mapping[str, Any],
+    constraints: Sequence[str] = (),
+    fixed: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every validated combination of the axes (plus fixed values) that passes every constraint."""
     fixed = dict(fixed or {})
     unknown = sorted((set(axes) | set(fixed)) - set(strategy.param_names))
     if unknown:
-        raise ValueError(f"{strategy.name}: unknown parameter {unknown[0]!r} (known: {', '.join(strategy.param_names)})")
+        raise ValueError(
+            f"{strategy.name}: unknown parameter {unknown[0]!r} (known: {', '.join(strategy.param_names)})"
+        )
     names = list(axes)
     lists = [expand_values(axes[n]) for n in names]
     predicates = [parse_constraint(c, strategy) for c in constraints]

@@ -84,7 +84,9 @@ def rolling_vwap(notional: np.ndarray, volume: np.ndarray, period: int) -> np.nd
     return out
 
 
-def opening_range(high: np.ndarray, low: np.ndarray, session_id: np.ndarray, bars: int) -> tuple[np.ndarray, np.ndarray]:
+def opening_range(
+    high: np.ndarray, low: np.ndarray, session_id: np.ndarray, bars: int
+) -> tuple[np.ndarray, np.ndarray]:
     """High and low of each session's first ``bars`` bars, published from the bar after them on."""
     n = len(high)
     top = np.full(n, np.nan)

@@ -29,10 +29,24 @@ MAD_SCALE = 1.4826  # MAD of a normal sample -> its standard deviation
 COHORT = ("strategy", "timeframe", "window", "sample")
 TRIALS = ("symbol", "timeframe", "window", "sample")
 PICK_COLUMNS = ("symbol", "strategy", "timeframe", "params", "bucket", "weight")
-PICK_SCHEMA = pl.Schema({"day": pl.Date, "symbol": pl.String, "strategy": pl.String, "timeframe": pl.String,
-               "params": pl.String, "bucket": pl.String, "weight": pl.Float64, "score": pl.Float64,
-               "dsr": pl.Float64, "sharpe": pl.Float64, "total_return": pl.Float64,
-               "max_drawdown": pl.Float64, "period_start": pl.Int64, "period_end": pl.Int64})
+PICK_SCHEMA = pl.Schema(
+    {
+        "day": pl.Date,
+        "symbol": pl.String,
+        "strategy": pl.String,
+        "timeframe": pl.String,
+        "params": pl.String,
+        "bucket": pl.String,
+        "weight": pl.Float64,
+        "score": pl.Float64,
+        "dsr": pl.Float64,
+        "sharpe": pl.Float64,
+        "total_return": pl.Float64,
+        "max_drawdown": pl.Float64,
+        "period_start": pl.Int64,
+        "period_end": pl.Int64,
+    }
+)
 _POSITIVE = ("total_return", "sharpe", "sortino", "win_rate", "stability")
 _NEGATIVE = ("max_drawdown", "turnover")
 
@@ -51,8 +65,9 @@ def expected_max_sharpe(n_trials: int, variance: float) -> float:
     """E[max] of N Sharpe estimates with the given cross-trial variance and a true Sharpe of 0."""
     if n_trials < 2 or not variance > 0:
         return 0.0
-    return math.sqrt(variance) * ((1 - EULER_GAMMA) * norm.ppf(1 - 1 / n_trials)
-                                  + EULER_GAMMA * norm.ppf(1 - 1 / (n_trials * math.e)))
+    return math.sqrt(variance) * (
+        (1 - EULER_GAMMA) * norm.ppf(1 - 1 / n_trials) + EULER_GAMMA * norm.ppf(1 - 1 / (n_trials * math.e))
+    )
 
 
 def deflated_sharpe(sharpe: float, threshold: float, n_obs: int, skew: float, kurtosis: float) -> float:
@@ -75,15 +90,28 @@ def with_deflated_sharpe(results: pl.DataFrame) -> pl.DataFrame:
     """
     per_bar = pl.col("sharpe") / pl.col("bars_per_year").sqrt()
     frame = results.with_columns(
-        _sr=per_bar, n_trials=pl.len().over(TRIALS).cast(pl.Int64), _var=per_bar.var(ddof=1).over(TRIALS),
+        _sr=per_bar,
+        n_trials=pl.len().over(TRIALS).cast(pl.Int64),
+        _var=per_bar.var(ddof=1).over(TRIALS),
     )
-    sr0 = [expected_max_sharpe(n, v if v is not None else 0.0)
-           for n, v in zip(frame["n_trials"].to_list(), frame["_var"].to_list(), strict=True)]
-    dsr = [deflated_sharpe(s, t, n, k3, k4) for s, t, n, k3, k4 in zip(
-        frame["_sr"].to_list(), sr0, frame["n_bars"].to_list(), frame["skew"].to_list(), frame["kurtosis"].to_list(),
-        strict=True)]
-    return frame.with_columns(sharpe_max_expected=pl.Series(sr0, dtype=pl.Float64),
-                              dsr=pl.Series(dsr, dtype=pl.Float64)).drop("_sr", "_var")
+    sr0 = [
+        expected_max_sharpe(n, v if v is not None else 0.0)
+        for n, v in zip(frame["n_trials"].to_list(), frame["_var"].to_list(), strict=True)
+    ]
+    dsr = [
+        deflated_sharpe(s, t, n, k3, k4)
+        for s, t, n, k3, k4 in zip(
+            frame["_sr"].to_list(),
+            sr0,
+            frame["n_bars"].to_list(),
+            frame["skew"].to_list(),
+            frame["kurtosis"].to_list(),
+            strict=True,
+        )
+    ]
+    return frame.with_columns(
+        sharpe_max_expected=pl.Series(sr0, dtype=pl.Float64), dsr=pl.Series(dsr, dtype=pl.Float64)
+    ).drop("_sr", "_var")
 
 
 def score(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
@@ -95,14 +123,24 @@ def score(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     total = total - pl.when(pl.col("total_return") < 0).then(w.negative_return).otherwise(0.0)
     g, b = config.gates, config.buckets
     gate = (
-        pl.when(pl.col("n_trades") < g.min_trades).then(pl.lit(f"fewer than {g.min_trades} trades"))
-        .when(pl.col("sharpe") < g.min_sharpe).then(pl.lit(f"sharpe below {g.min_sharpe}"))
-        .when(pl.col("max_drawdown") > g.max_drawdown).then(pl.lit(f"drawdown above {g.max_drawdown}"))
-        .when(pl.lit(g.positive_return) & (pl.col("total_return") <= 0)).then(pl.lit("return not positive"))
-        .when(pl.col("dsr") < g.min_dsr).then(pl.lit(f"deflated sharpe below {g.min_dsr}"))
+        pl.when(pl.col("n_trades") < g.min_trades)
+        .then(pl.lit(f"fewer than {g.min_trades} trades"))
+        .when(pl.col("sharpe") < g.min_sharpe)
+        .then(pl.lit(f"sharpe below {g.min_sharpe}"))
+        .when(pl.col("max_drawdown") > g.max_drawdown)
+        .then(pl.lit(f"drawdown above {g.max_drawdown}"))
+        .when(pl.lit(g.positive_return) & (pl.col("total_return") <= 0))
+        .then(pl.lit("return not positive"))
+        .when(pl.col("dsr") < g.min_dsr)
+        .then(pl.lit(f"deflated sharpe below {g.min_dsr}"))
     )
-    bucket = (pl.when(pl.col("max_drawdown") <= b.low).then(pl.lit("LOW"))
-              .when(pl.col("max_drawdown") <= b.med).then(pl.lit("MED")).otherwise(pl.lit("HIGH")))
+    bucket = (
+        pl.when(pl.col("max_drawdown") <= b.low)
+        .then(pl.lit("LOW"))
+        .when(pl.col("max_drawdown") <= b.med)
+        .then(pl.lit("MED"))
+        .otherwise(pl.lit("HIGH"))
+    )
     return with_deflated_sharpe(results).with_columns(score=total, bucket=bucket).with_columns(gate=gate)
 
 
@@ -112,13 +150,16 @@ def select(scored: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     Equal weights summing to 1. Ties break on strategy and params so a re-run picks the same rows.
     """
     ranked = scored.filter(pl.col("gate").is_null()).sort(
-        ["score", "symbol", "strategy", "params"], descending=[True, False, False, False])
+        ["score", "symbol", "strategy", "params"], descending=[True, False, False, False]
+    )
     ranked = ranked.filter(pl.int_range(pl.len()).over("symbol") < config.top_n_per_symbol)
     ranked = ranked.filter(pl.int_range(pl.len()).over("bucket") < config.top_n_per_bucket).head(config.max_picks)
     return ranked.with_columns(weight=pl.lit(1.0 / ranked.height if ranked.height else 0.0))
 
 
-def trailing_sweep(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date, strategy: str) -> pl.DataFrame:
+def trailing_sweep(
+    bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date, strategy: str
+) -> pl.DataFrame:
     """One registry strategy swept over the in-sample window ``[day - train, day)`` (RESULT_SCHEMA).
 
     ``bars`` maps a timeframe to its series; every universe timeframe where the strategy has a
@@ -132,8 +173,9 @@ def trailing_sweep(bars: Mapping[str, Sequence[BarSeries]], registry: Registry, 
         grid = registry.grid(strategy, timeframe) if timeframe in registry.universe.timeframes else []
         if not grid or (get_strategy(strategy).intraday_only and timeframe == "1d"):
             continue
-        history = [s.head(int(np.searchsorted(s.window_start, cutoff))) for s in series
-                   if not universe or s.symbol in universe]
+        history = [
+            s.head(int(np.searchsorted(s.window_start, cutoff))) for s in series if not universe or s.symbol in universe
+        ]
         history = [s for s in history if len(s) >= 2]
         if history:
             frames.append(sweep(history, strategy, grid, registry.costs.costs(), [window]))
@@ -170,14 +212,22 @@ def walk_forward_report(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     chosen = [select(score(part, config), config) for part in in_sample.partition_by("window")]
     if not chosen:
         return pl.DataFrame()
-    picked = pl.concat(chosen).select(*keys, "bucket", "weight", "score", "dsr",
-                                      *(pl.col(m).alias(f"is_{m}") for m in METRICS))
+    picked = pl.concat(chosen).select(
+        *keys, "bucket", "weight", "score", "dsr", *(pl.col(m).alias(f"is_{m}") for m in METRICS)
+    )
     outs = results.filter(pl.col("sample") == "out").select(*keys, *(pl.col(m).alias(f"oos_{m}") for m in METRICS))
     return picked.join(outs, on=keys, how="left").sort(keys)
 
 
-SCORECARD_SCHEMA = pl.Schema({**{k: PICK_SCHEMA[k] for k in ("day", *PICK_COLUMNS)}, "realized_return": pl.Float64(),
-                              "realized_trades": pl.Int64(), "weighted_return": pl.Float64(), "complete": pl.Boolean()})
+SCORECARD_SCHEMA = pl.Schema(
+    {
+        **{k: PICK_SCHEMA[k] for k in ("day", *PICK_COLUMNS)},
+        "realized_return": pl.Float64(),
+        "realized_trades": pl.Int64(),
+        "weighted_return": pl.Float64(),
+        "complete": pl.Boolean(),
+    }
+)
 
 
 def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], costs: Costs) -> pl.DataFrame:
@@ -190,7 +240,8 @@ def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], cost
     rows = []
     by_symbol = {(tf, s.symbol): s for tf, series in bars.items() for s in series}
     for (symbol, strategy, timeframe, params), group in picks.group_by(
-            ["symbol", "strategy", "timeframe", "params"], maintain_order=True):
+        ["symbol", "strategy", "timeframe", "params"], maintain_order=True
+    ):
         series = by_symbol.get((timeframe, symbol))
         if series is None:
             continue
@@ -200,15 +251,47 @@ def scorecard(picks: pl.DataFrame, bars: Mapping[str, Sequence[BarSeries]], cost
             a, b = np.searchsorted(series.window_start, [start, end])
             metrics = np.zeros(len(METRICS))
             if b > a:
-                run_book(series.open, series.close, np.log(series.close), series.session_last, targets, int(a), int(b), costs.initial_cash,
-                         costs.fee, costs.slippage, series.bars_per_year, metrics, False,
-                         np.empty(0), np.empty(0, np.int8), np.empty((0, 7)))
+                run_book(
+                    series.open,
+                    series.close,
+                    np.log(series.close),
+                    series.session_last,
+                    targets,
+                    int(a),
+                    int(b),
+                    costs.initial_cash,
+                    costs.fee,
+                    costs.slippage,
+                    series.bars_per_year,
+                    metrics,
+                    False,
+                    np.empty(0),
+                    np.empty(0, np.int8),
+                    np.empty((0, 7)),
+                )
             realized = float(metrics[METRICS.index("total_return")])
-            rows.append({**{k: pick[k] for k in ("day", *PICK_COLUMNS)}, "realized_return": realized,
-                         "realized_trades": int(metrics[METRICS.index("n_trades")]),
-                         "weighted_return": realized * pick["weight"], "complete": bool(b < len(series) and b > a)})
+            rows.append(
+                {
+                    **{k: pick[k] for k in ("day", *PICK_COLUMNS)},
+                    "realized_return": realized,
+                    "realized_trades": int(metrics[METRICS.index("n_trades")]),
+                    "weighted_return": realized * pick["weight"],
+                    "complete": bool(b < len(series) and b > a),
+                }
+            )
     return pl.DataFrame(rows, schema=SCORECARD_SCHEMA).sort("day", "symbol", "strategy")
 
 
-__all__ = ["deflated_sharpe", "expected_max_sharpe", "next_day_picks", "picks_from_sweeps", "robust_z", "score",
-           "scorecard", "select", "trailing_sweep", "walk_forward_report", "with_deflated_sharpe"]
+__all__ = [
+    "deflated_sharpe",
+    "expected_max_sharpe",
+    "next_day_picks",
+    "picks_from_sweeps",
+    "robust_z",
+    "score",
+    "scorecard",
+    "select",
+    "trailing_sweep",
+    "walk_forward_report",
+    "with_deflated_sharpe",
+]

@@ -250,13 +250,19 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def _register(rule: int, params: tuple[Param, ...], intraday_only: bool = False,
-              constraint: Callable[[Mapping[str, Any]], str | None] | None = None) -> Callable:
+def _register(
+    rule: int,
+    params: tuple[Param, ...],
+    intraday_only: bool = False,
+    constraint: Callable[[Mapping[str, Any]], str | None] | None = None,
+) -> Callable:
     def wrap(fn: Callable[..., Inputs]) -> Strategy:
-        s = Strategy(fn.__name__, rule, params, fn, (fn.__doc__ or "").strip(), intraday_only,
-                     constraint or (lambda p: None))
+        s = Strategy(
+            fn.__name__, rule, params, fn, (fn.__doc__ or "").strip(), intraday_only, constraint or (lambda p: None)
+        )
         STRATEGIES[s.name] = s
         return s
+
     return wrap
 
 
@@ -283,8 +289,15 @@ def ema_cross(fast: int, slow: int, allow_short: bool) -> Inputs:
     return Inputs((("ema", fast, 0), ("ema", slow, 0)), (float(allow_short),))
 
 
-@_register(RSI_REVERSION, (Param("period", kind=int, minimum=2, maximum=100_000), Param("lower", float, 30.0, 0, 100),
-                           Param("upper", float, 70.0, 0, 100)), constraint=_ordered("lower", "upper"))
+@_register(
+    RSI_REVERSION,
+    (
+        Param("period", kind=int, minimum=2, maximum=100_000),
+        Param("lower", float, 30.0, 0, 100),
+        Param("upper", float, 70.0, 0, 100),
+    ),
+    constraint=_ordered("lower", "upper"),
+)
 def rsi_reversion(period: int, lower: float, upper: float) -> Inputs:
     """Long only: flat -> long when RSI(period) < lower; long -> flat when RSI > upper; else keep."""
     return Inputs((("rsi", period, 0),), (lower, upper))
@@ -297,16 +310,25 @@ def donchian_breakout(period: int) -> Inputs:
     return Inputs((("channel", period, 0), ("channel", period, 1)))
 
 
-@_register(MACD_CROSS, (Param("fast", **_PERIOD), Param("slow", **_PERIOD), Param("signal", **_PERIOD),
-                        Param("allow_short", bool, False)), constraint=_ordered("fast", "slow"))
+@_register(
+    MACD_CROSS,
+    (Param("fast", **_PERIOD), Param("slow", **_PERIOD), Param("signal", **_PERIOD), Param("allow_short", bool, False)),
+    constraint=_ordered("fast", "slow"),
+)
 def macd_cross(fast: int, slow: int, signal: int, allow_short: bool) -> Inputs:
     """+1 when the MACD line (TA-Lib MACD(fast, slow, signal)) is above its signal line; -1 when it is
     below and ``allow_short``; else 0. 0 until the signal line is defined (bar ``slow + signal - 2``)."""
     return Inputs((("macd", fast, slow, signal, 0), ("macd", fast, slow, signal, 1)), (float(allow_short),))
 
 
-@_register(BOLLINGER_REVERSION, (Param("period", kind=int, minimum=2, maximum=100_000),
-                                 Param("ndev", float, 2.0, 0.0, 100.0), Param("allow_short", bool, False)))
+@_register(
+    BOLLINGER_REVERSION,
+    (
+        Param("period", kind=int, minimum=2, maximum=100_000),
+        Param("ndev", float, 2.0, 0.0, 100.0),
+        Param("allow_short", bool, False),
+    ),
+)
 def bollinger_reversion(period: int, ndev: float, allow_short: bool) -> Inputs:
     """Bands: TA-Lib BBANDS(period, ndev) (SMA middle, population deviation).
     Flat -> long when close < the lower band; long -> flat when close >= the middle band. With
@@ -315,8 +337,10 @@ def bollinger_reversion(period: int, ndev: float, allow_short: bool) -> Inputs:
     return Inputs(tuple(("bollinger", period, float(ndev), j) for j in range(3)), (float(allow_short),))
 
 
-@_register(VWAP_REVERSION, (Param("period", **_PERIOD), Param("band_bps", float, 50.0, 0.0, 10_000.0),
-                            Param("allow_short", bool, False)))
+@_register(
+    VWAP_REVERSION,
+    (Param("period", **_PERIOD), Param("band_bps", float, 50.0, 0.0, 10_000.0), Param("allow_short", bool, False)),
+)
 def vwap_reversion(period: int, band_bps: float, allow_short: bool) -> Inputs:
     """VWAP: traded value / volume over the last ``period`` bars (typical price x volume where the bars
     carry no notional; undefined while they traded nothing: keep). Flat -> long when close <

@@ -39,8 +39,13 @@ def publish_control(settings: Settings, command: ControlCommand, timeout_s: floa
     if partitions == 0:
         raise RuntimeError(f"topic {topic} does not exist (tickforge topics apply)")
     delivered: list = []
-    producer.produce(topic, encode_control(command), command.scope, partition=CONTROL_PARTITION,
-                     on_delivery=lambda err, msg: delivered.append((err, msg)))
+    producer.produce(
+        topic,
+        encode_control(command),
+        command.scope,
+        partition=CONTROL_PARTITION,
+        on_delivery=lambda err, msg: delivered.append((err, msg)),
+    )
     if producer.flush(timeout_s) or not delivered:
         raise RuntimeError(f"control command not delivered to {topic} within {timeout_s:g} s")
     err, msg = delivered[0]
@@ -56,7 +61,9 @@ class ControlReader:
         self.state = ControlState()
         self.refused = 0
         # A group id is required by the client; nothing is ever committed under it.
-        self._consumer: Consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}control-reader-{uuid.uuid4().hex[:8]}")
+        self._consumer: Consumer = make_consumer(
+            settings, f"{settings.kafka.topic_prefix}control-reader-{uuid.uuid4().hex[:8]}"
+        )
         meta = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         if meta.error is not None or not meta.partitions:
             raise RuntimeError(f"topic {self.topic} does not exist (tickforge topics apply)")
@@ -77,8 +84,10 @@ class ControlReader:
             except ControlError as exc:
                 self.refused += 1
                 metrics.DEAD_LETTERS.labels(reason=Reason.SCHEMA_VIOLATION).inc()
-                log.error("control message refused", extra={"offset": msg.offset(), "partition": msg.partition(),
-                                                            "error": str(exc)})
+                log.error(
+                    "control message refused",
+                    extra={"offset": msg.offset(), "partition": msg.partition(), "error": str(exc)},
+                )
                 continue
             self.state.apply(command)
             out.append(command)
@@ -90,8 +99,11 @@ class ControlReader:
         for p in self._partitions:
             try:
                 # a topic created a moment ago may not have its leader yet: retriable
-                ends[p] = retry_retriable("control end offsets", partial(
-                    self._consumer.get_watermark_offsets, TopicPartition(self.topic, p), timeout=timeout_s), timeout_s)
+                ends[p] = retry_retriable(
+                    "control end offsets",
+                    partial(self._consumer.get_watermark_offsets, TopicPartition(self.topic, p), timeout=timeout_s),
+                    timeout_s,
+                )
             except KafkaException as exc:
                 raise RuntimeError(f"{self.topic}: cannot read the end offsets: {exc}") from exc
         deadline = time.monotonic() + timeout_s

@@ -29,7 +29,9 @@ def taker_fill_violations(fills: pl.DataFrame, quotes: pl.DataFrame) -> list[str
         ts = q["ts_ms"].to_numpy()
         side_data = {}
         for side, price_col, size_col in (("buy", "ask", "ask_size"), ("sell", "bid", "bid_size")):
-            changed = pl.col(price_col).ne_missing(pl.col(price_col).shift()) | pl.col(size_col).ne_missing(pl.col(size_col).shift())
+            changed = pl.col(price_col).ne_missing(pl.col(price_col).shift()) | pl.col(size_col).ne_missing(
+                pl.col(size_col).shift()
+            )
             run = q.select(changed.fill_null(True).cum_sum()).to_series().to_numpy()
             side_data[side] = (q[price_col].fill_null(np.nan).to_numpy(), q[size_col].fill_null(np.nan).to_numpy(), run)
         bid = q["bid"].fill_null(np.nan).to_numpy()
@@ -40,16 +42,22 @@ def taker_fill_violations(fills: pl.DataFrame, quotes: pl.DataFrame) -> list[str
             lo, hi = np.searchsorted(ts, t, "left"), np.searchsorted(ts, t, "right")
             candidates = range(lo, hi) if hi > lo else range(hi - 1, hi) if hi > 0 else range(0)
             price, size, run = side_data[row["side"]]
-            match = next((i for i in candidates if bid[i] < ask[i] and abs(price[i] - row["price"]) <= _PRICE_EPS), None)
+            match = next(
+                (i for i in candidates if bid[i] < ask[i] and abs(price[i] - row["price"]) <= _PRICE_EPS), None
+            )
             if match is None:
-                problems.append(f"{row['fill_id']}: {row['side']} {row['quantity']:g} @ {row['price']} is not the opposite "
-                                f"best of a two-sided uncrossed quote prevailing at {t}")
+                problems.append(
+                    f"{row['fill_id']}: {row['side']} {row['quantity']:g} @ {row['price']} is not the opposite "
+                    f"best of a two-sided uncrossed quote prevailing at {t}"
+                )
                 continue
             key = (row["side"], int(run[match]))
             taken[key] = taken.get(key, 0.0) + row["quantity"]
             if not taken[key] <= size[match] + 1e-9:
-                problems.append(f"{row['fill_id']}: taker fills took {taken[key]:g} from a displayed {size[match]:g} "
-                                f"({symbol} {row['side']} side at {t})")
+                problems.append(
+                    f"{row['fill_id']}: taker fills took {taken[key]:g} from a displayed {size[match]:g} "
+                    f"({symbol} {row['side']} side at {t})"
+                )
     return problems
 
 
@@ -63,5 +71,7 @@ def overfill_violations(orders: pl.DataFrame, fills: pl.DataFrame) -> list[str]:
 def identity_violations(pnl: pl.DataFrame, tolerance: float = 1e-6) -> list[str]:
     """Rows whose accounting identity is off by more than ``tolerance`` x max(1, |equity|)."""
     bad = pnl.filter(pl.col("identity_gap").abs() > tolerance * pl.max_horizontal(pl.lit(1.0), pl.col("equity").abs()))
-    return [f"after {r['fill_id'] or 'session end'} at {r['ts_ms']}: identity off by {r['identity_gap']:g}"
-            for r in bad.iter_rows(named=True)]
+    return [
+        f"after {r['fill_id'] or 'session end'} at {r['ts_ms']}: identity off by {r['identity_gap']:g}"
+        for r in bad.iter_rows(named=True)
+    ]

@@ -30,8 +30,11 @@ class ControlAction(StrEnum):
 
     @property
     def state(self) -> TradingState:
-        return {ControlAction.HALT: TradingState.HALTED, ControlAction.REDUCE: TradingState.REDUCING,
-                ControlAction.RESUME: TradingState.ACTIVE}[self]
+        return {
+            ControlAction.HALT: TradingState.HALTED,
+            ControlAction.REDUCE: TradingState.REDUCING,
+            ControlAction.RESUME: TradingState.ACTIVE,
+        }[self]
 
 
 class ControlError(ValueError):
@@ -77,8 +80,15 @@ class ControlCommand:
 
 
 def encode_control(command: ControlCommand) -> bytes:
-    return msgspec.json.encode({"action": str(command.action), "reason": command.reason,
-                                "operator": command.operator, "ts_ms": command.ts_ms, "scope": command.scope})
+    return msgspec.json.encode(
+        {
+            "action": str(command.action),
+            "reason": command.reason,
+            "operator": command.operator,
+            "ts_ms": command.ts_ms,
+            "scope": command.scope,
+        }
+    )
 
 
 def decode_control(payload: bytes | None) -> ControlCommand:

@@ -524,7 +524,7 @@ class PaperMatcher:
         keys = book.keys[side]
         # best-priced first: highest buys, lowest sells; only levels the print reaches
         if side is Side.BUY:
-            reached = keys[bisect_left(keys, key):][::-1]
+            reached = keys[bisect_left(keys, key) :][::-1]
         else:
             reached = keys[: bisect_left(keys, key + 1)]
         volume = size

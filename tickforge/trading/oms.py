@@ -161,9 +161,7 @@ class OrderManager:
         existing = self._orders.get(order.client_order_id)
         if existing is not None:
             if existing.order != order:
-                raise ConflictingDuplicate(
-                    f"order {order.client_order_id} submitted again with different content"
-                )
+                raise ConflictingDuplicate(f"order {order.client_order_id} submitted again with different content")
             return Applied.DUPLICATE
         record = OrderRecord(order)
         stamp = order.decision_ts_ms if ts_ms is None else ts_ms
@@ -194,9 +192,7 @@ class OrderManager:
             raise OmsError(f"fill {fill.fill_id} does not match order {order.client_order_id} (symbol or side)")
         filled = record.filled_quantity + fill.quantity
         if filled > order.quantity * (1 + _QTY_EPS) + _QTY_EPS:
-            raise OmsError(
-                f"fill {fill.fill_id} overfills order {order.client_order_id}: {filled} > {order.quantity}"
-            )
+            raise OmsError(f"fill {fill.fill_id} overfills order {order.client_order_id}: {filled} > {order.quantity}")
         complete = filled >= order.quantity * (1 - _QTY_EPS) - _QTY_EPS
         target = OrderStatus.FILLED if complete else OrderStatus.PARTIALLY_FILLED
         self._check(record, target)

@@ -80,7 +80,9 @@ class Order:
     arrival_ts_ms: int
 
     def __post_init__(self) -> None:
-        _require(_nonempty(self.client_order_id), f"client_order_id must be a non-empty string: {self.client_order_id!r}")
+        _require(
+            _nonempty(self.client_order_id), f"client_order_id must be a non-empty string: {self.client_order_id!r}"
+        )
         _require(len(self.client_order_id) <= MAX_CLIENT_ORDER_ID_LENGTH, "client_order_id too long")
         _require(_nonempty(self.strategy), f"strategy must be a non-empty string: {self.strategy!r}")
         _require(_nonempty(self.symbol), f"symbol must be a non-empty string: {self.symbol!r}")
@@ -156,12 +158,13 @@ def client_order_id(
     ``leg`` numbers several orders decided on the same bar (e.g. a session-end flatten next to a
     signal); 0 for the usual single order. Readable prefix for people, digest for uniqueness.
     """
-    _require(_nonempty(strategy) and _nonempty(symbol) and _nonempty(timeframe), "strategy, symbol and timeframe must be non-empty")
+    _require(
+        _nonempty(strategy) and _nonempty(symbol) and _nonempty(timeframe),
+        "strategy, symbol and timeframe must be non-empty",
+    )
     _require(_timestamp(window_start_ms), "window_start_ms must be an int >= 0")
     _require(isinstance(leg, int) and leg >= 0, "leg must be an int >= 0")
-    cause = json.dumps(
-        [strategy, symbol, params_hash(params), timeframe, window_start_ms, leg], separators=(",", ":")
-    )
+    cause = json.dumps([strategy, symbol, params_hash(params), timeframe, window_start_ms, leg], separators=(",", ":"))
     digest = hashlib.sha256(cause.encode()).hexdigest()[:20]
     return f"{strategy[:40]}-{symbol[:24]}-{timeframe[:8]}-{window_start_ms}-{leg}-{digest}"
 
@@ -188,7 +191,10 @@ def new_order(
 
     Market order when ``limit_price`` is None, limit order otherwise.
     """
-    _require(isinstance(latency_ms, int) and not isinstance(latency_ms, bool) and latency_ms >= 0, "latency_ms must be an int >= 0")
+    _require(
+        isinstance(latency_ms, int) and not isinstance(latency_ms, bool) and latency_ms >= 0,
+        "latency_ms must be an int >= 0",
+    )
     return Order(
         client_order_id=client_order_id,
         strategy=strategy,

@@ -45,7 +45,9 @@ def backtest_decisions(series: BarSeries, pick: Pick) -> np.ndarray:
     return out
 
 
-def decision_parity(decisions: pl.DataFrame, bars: Mapping[str, pl.DataFrame], picks: Sequence[Pick]) -> list[PickParity]:
+def decision_parity(
+    decisions: pl.DataFrame, bars: Mapping[str, pl.DataFrame], picks: Sequence[Pick]
+) -> list[PickParity]:
     """Each pick's runner decisions (``book, symbol, window_start, target``) against the backtest's
     on ``bars`` (timeframe -> the platform's bar frame)."""
     out = []

@@ -77,7 +77,9 @@ def parse_picks(rows: Iterable[Mapping[str, Any]]) -> list[Pick]:
         pick = parse_pick(row, f"pick row {i}")
         key = (pick.symbol, pick.book)
         if key in seen:
-            raise PicksError(f"pick row {i}: {pick.strategy} on {pick.symbol} {pick.timeframe} with these params is picked twice")
+            raise PicksError(
+                f"pick row {i}: {pick.strategy} on {pick.symbol} {pick.timeframe} with these params is picked twice"
+            )
         seen.add(key)
         picks.append(pick)
     if not picks:

@@ -186,8 +186,9 @@ class RiskEngine:
     def check(self, order: Order, bucket: Bucket) -> RiskDecision:
         previous = self._decisions.get(order.client_order_id)
         if previous is not None:
-            return RiskDecision(previous.client_order_id, previous.approved, previous.rule, previous.detail,
-                                previous.ts_ms, repeat=True)
+            return RiskDecision(
+                previous.client_order_id, previous.approved, previous.rule, previous.detail, previous.ts_ms, repeat=True
+            )
         now = self._clock()
         bucket = Bucket(bucket)
         rule, detail, price, adds = self._evaluate(order, bucket, now)
@@ -203,8 +204,11 @@ class RiskEngine:
     def _evaluate(self, order: Order, bucket: Bucket, now: int) -> tuple[RiskRule | None, str, float, bool]:
         limits = self._limits
         held = self.ledger.net_quantity(order.symbol)
-        pending = sum(r.remaining for r in self._reservations.values()
-                      if r.order.symbol == order.symbol and r.order.side is order.side)
+        pending = sum(
+            r.remaining
+            for r in self._reservations.values()
+            if r.order.symbol == order.symbol and r.order.side is order.side
+        )
         reduces = order.side.sign * held < 0 and order.quantity + pending <= abs(held) + 1e-9
         if self.state is TradingState.HALTED:
             return RiskRule.TRADING_HALTED, "trading is halted", 0.0, False
@@ -221,7 +225,12 @@ class RiskEngine:
             assert order.limit_price is not None
             off_bps = abs(order.limit_price - mid) / mid * 10_000
             if off_bps > limits.price_collar_bps:
-                return RiskRule.PRICE_COLLAR, f"limit {order.limit_price:g} is {off_bps:.1f} bps from mid {mid:g} (> {limits.price_collar_bps:g})", 0.0, False
+                return (
+                    RiskRule.PRICE_COLLAR,
+                    f"limit {order.limit_price:g} is {off_bps:.1f} bps from mid {mid:g} (> {limits.price_collar_bps:g})",
+                    0.0,
+                    False,
+                )
             price = order.limit_price
         else:  # a market order pays the opposite best
             assert quote is not None
@@ -237,10 +246,20 @@ class RiskEngine:
             budget = limits.bucket_budget(bucket)
             used = self.budget_used(bucket)
             if used + notional > budget + 1e-6:
-                return RiskRule.BUCKET_BUDGET, f"{bucket} budget {budget:,.2f}: used {used:,.2f} + {notional:,.2f}", price, adds
+                return (
+                    RiskRule.BUCKET_BUDGET,
+                    f"{bucket} budget {budget:,.2f}: used {used:,.2f} + {notional:,.2f}",
+                    price,
+                    adds,
+                )
         symbol_throttle = self._symbol_throttle(order.symbol, now)
         if symbol_throttle.available(now) < 1:
-            return RiskRule.THROTTLE_SYMBOL, f"over {limits.throttle.per_symbol_orders_per_second:g}/s for {order.symbol}", price, adds
+            return (
+                RiskRule.THROTTLE_SYMBOL,
+                f"over {limits.throttle.per_symbol_orders_per_second:g}/s for {order.symbol}",
+                price,
+                adds,
+            )
         if self._total_throttle.available(now) < 1:
             return RiskRule.THROTTLE_TOTAL, f"over {limits.throttle.total_orders_per_second:g}/s in total", price, adds
         symbol_throttle.try_take(now)
@@ -250,9 +269,14 @@ class RiskEngine:
     # -------------------------------------------------------------- budget
 
     def budget_used(self, bucket: Bucket) -> float:
-        positions = sum(abs(p.quantity) * p.average_cost for p in self.ledger.positions()
-                        if self._bucket_of.get((p.strategy, p.symbol)) is bucket)
-        reserved = sum(r.remaining * r.price for r in self._reservations.values() if r.bucket is bucket and r.adds_exposure)
+        positions = sum(
+            abs(p.quantity) * p.average_cost
+            for p in self.ledger.positions()
+            if self._bucket_of.get((p.strategy, p.symbol)) is bucket
+        )
+        reserved = sum(
+            r.remaining * r.price for r in self._reservations.values() if r.bucket is bucket and r.adds_exposure
+        )
         return positions + reserved
 
     def budget_left(self, bucket: Bucket) -> float:
@@ -264,7 +288,9 @@ class RiskEngine:
         found = self._symbol_throttles.get(symbol)
         if found is None:
             t = self._limits.throttle
-            found = self._symbol_throttles[symbol] = TokenBucket(t.per_symbol_orders_per_second, t.per_symbol_burst, now)
+            found = self._symbol_throttles[symbol] = TokenBucket(
+                t.per_symbol_orders_per_second, t.per_symbol_burst, now
+            )
         return found
 
     def _watch_pnl(self) -> None:

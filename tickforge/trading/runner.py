@@ -45,8 +45,14 @@ Sizer = Callable[[Pick, float], float]
 """Shares of a full position for a pick at a reference price (whole lots; 0: too small to trade)."""
 
 _HISTORY_SCHEMA = {
-    "symbol": pl.String, "window_start": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
-    "close": pl.Float64, "volume": pl.Float64, "notional": pl.Float64,
+    "symbol": pl.String,
+    "window_start": pl.Int64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "notional": pl.Float64,
 }
 
 
@@ -182,8 +188,17 @@ class StrategyRunner:
         flatten = session_last and bar.timeframe != DAILY
         for book in self._by_key[key]:
             target = 0 if flatten else book.strategy.latest(bars, book.pick.params)
-            decision = Decision(book.pick.book, bar.symbol, bar.timeframe, int(bar.window_start), int(bar.window_end),
-                                float(bar.close), target, book.target, flatten)
+            decision = Decision(
+                book.pick.book,
+                bar.symbol,
+                bar.timeframe,
+                int(bar.window_start),
+                int(bar.window_end),
+                float(bar.close),
+                target,
+                book.target,
+                flatten,
+            )
             step.decisions.append(decision)
             book.last_window = (int(bar.window_start), int(bar.window_end))
             book.last_close = float(bar.close)
@@ -245,9 +260,13 @@ class StrategyRunner:
         pick = book.pick
         coid = client_order_id(pick.strategy, pick.symbol, pick.params, pick.timeframe, start, leg)
         order = new_order(
-            client_order_id=coid, strategy=pick.book, symbol=pick.symbol,
-            side=Side.BUY if signed > 0 else Side.SELL, quantity=abs(signed),
-            decision_ts_ms=decided, latency_ms=self.latency_ms,
+            client_order_id=coid,
+            strategy=pick.book,
+            symbol=pick.symbol,
+            side=Side.BUY if signed > 0 else Side.SELL,
+            quantity=abs(signed),
+            decision_ts_ms=decided,
+            latency_ms=self.latency_ms,
         )
         book.working[coid] = signed
         self._order_book[coid] = book

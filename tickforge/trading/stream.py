@@ -38,8 +38,12 @@ def market_events(quotes: pl.DataFrame, trades: pl.DataFrame, symbol: str | None
     order = (
         pl.concat(
             [
-                pl.DataFrame({"ts_ms": q["ts_ms"], "kind": pl.Series([0] * q.height, dtype=pl.Int8)}).with_row_index("i"),
-                pl.DataFrame({"ts_ms": t["ts_ms"], "kind": pl.Series([1] * t.height, dtype=pl.Int8)}).with_row_index("i"),
+                pl.DataFrame({"ts_ms": q["ts_ms"], "kind": pl.Series([0] * q.height, dtype=pl.Int8)}).with_row_index(
+                    "i"
+                ),
+                pl.DataFrame({"ts_ms": t["ts_ms"], "kind": pl.Series([1] * t.height, dtype=pl.Int8)}).with_row_index(
+                    "i"
+                ),
             ]
         )
         .sort("ts_ms", "kind", "i", maintain_order=True)

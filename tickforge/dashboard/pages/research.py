@@ -41,18 +41,28 @@ if picks.is_empty():
 else:
     st.table(research_view.picks_table(picks).to_pandas(), border="horizontal")
     rows = picks.to_dicts()
-    chosen = st.selectbox("Equity curve of", range(len(rows)), format_func=lambda i: research_view.pick_label(rows[i]),
-                          key="research_pick")
+    chosen = st.selectbox(
+        "Equity curve of",
+        range(len(rows)),
+        format_func=lambda i: research_view.pick_label(rows[i]),
+        key="research_pick",
+    )
     equity = src.equity(rows[chosen])
     st.altair_chart(research_view.equity_chart(equity), key="equity_chart")
     st.caption(f"{equity.height} bars before {day} · the pick's rule on the symbol's history, costs included")
 
 st.subheader("Parameter heatmap")
-strategies = [s for s in sorted(scores["strategy"].unique().to_list()) if len(research_view.numeric_axes(scores, s)) >= 2]
+strategies = [
+    s for s in sorted(scores["strategy"].unique().to_list()) if len(research_view.numeric_axes(scores, s)) >= 2
+]
 if strategies:
     cols = st.columns(4)
-    strategy = cols[0].selectbox("Strategy", strategies, index=strategies.index("ema_cross") if "ema_cross" in strategies else 0,
-                                 key="heat_strategy")
+    strategy = cols[0].selectbox(
+        "Strategy",
+        strategies,
+        index=strategies.index("ema_cross") if "ema_cross" in strategies else 0,
+        key="heat_strategy",
+    )
     axes = research_view.numeric_axes(scores, strategy)
     x = cols[1].selectbox("x", axes, index=0, key="heat_x")
     y = cols[2].selectbox("y", [a for a in axes if a != x], index=0, key="heat_y")
@@ -72,5 +82,17 @@ else:
     day_text = pl.col("day").cast(pl.String)
     st.table(research_view.scorecard_summary(card).head(30).with_columns(day_text).to_pandas(), border="horizontal")
     recent = card.sort("day", "symbol", descending=[True, False]).head(50)
-    st.table(recent.select(day_text, "symbol", "strategy", "timeframe", "params", "weight", "realized_return",
-                           "realized_trades", "complete").to_pandas(), border="horizontal")
+    st.table(
+        recent.select(
+            day_text,
+            "symbol",
+            "strategy",
+            "timeframe",
+            "params",
+            "weight",
+            "realized_return",
+            "realized_trades",
+            "complete",
+        ).to_pandas(),
+        border="horizontal",
+    )

@@ -27,7 +27,8 @@ class ResearchResource(ConfigurableResource):
     registry_path: str | None = Field(default=None, description="Strategy registry YAML (None: the packaged one)")
     picks_dir: str = Field(description="Folder of the picks files the strategy runners read")
     golden_timeframes: list[str] = Field(
-        default_factory=list, description="Intraday timeframes whose golden bars (PostgreSQL) the sweeps read")
+        default_factory=list, description="Intraday timeframes whose golden bars (PostgreSQL) the sweeps read"
+    )
     raw_prices: bool = Field(default=False, description="Daily CSV: raw prices instead of price x adj_factor")
 
     def registry(self) -> Registry:

@@ -15,7 +15,6 @@ positions, pnl, decisions, and the report tables); the checks re-read them from 
 orders are replaced whole, so a rerun leaves what it computed.
 """
 
-
 from collections.abc import Sequence
 from datetime import date
 
@@ -64,8 +63,14 @@ TRADING_GROUP = "trading"
 OWNERS = ["team:trading"]
 PICKS_KEY = AssetKey("next_day_picks")
 PAPER_ACCOUNT = "paper-report"
-_EMPTY = {"orders": ORDER_SCHEMA, "transitions": TRANSITION_SCHEMA, "fills": FILL_SCHEMA, "positions": POSITION_SCHEMA,
-          "pnl": PNL_SCHEMA, "decisions": DECISION_SCHEMA}
+_EMPTY = {
+    "orders": ORDER_SCHEMA,
+    "transitions": TRANSITION_SCHEMA,
+    "fills": FILL_SCHEMA,
+    "positions": POSITION_SCHEMA,
+    "pnl": PNL_SCHEMA,
+    "decisions": DECISION_SCHEMA,
+}
 
 
 def paper_object(partition: str, name: str) -> str:
@@ -84,7 +89,9 @@ def day_picks(trading: TradingResource, postgres: PostgresResource, day: date) -
     return [p for p in picks if p.timeframe != DAILY], [p for p in picks if p.timeframe == DAILY]
 
 
-def day_bars(trading: TradingResource, postgres: PostgresResource, picks: Sequence[Pick], day: date) -> dict[str, pl.DataFrame]:
+def day_bars(
+    trading: TradingResource, postgres: PostgresResource, picks: Sequence[Pick], day: date
+) -> dict[str, pl.DataFrame]:
     """Golden bars of the picks' timeframes starting on New York day ``day`` (regular hours if so configured)."""
     start, end = ny_midnight_ms(day), next_ny_midnight_ms(day)
     out = {}
@@ -106,8 +113,10 @@ def day_trades(trading: TradingResource, object_store: ObjectStoreResource, part
 
 
 def read_paper(object_store: ObjectStoreResource, partition: str) -> dict[str, pl.DataFrame]:
-    return {name: object_store.read_parquet(object_store.archive_bucket, paper_object(partition, name))
-            for name in REPLAY_FILES}
+    return {
+        name: object_store.read_parquet(object_store.archive_bucket, paper_object(partition, name))
+        for name in REPLAY_FILES
+    }
 
 
 def store_day_oms(postgres: PostgresResource, day: date, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
@@ -115,12 +124,24 @@ def store_day_oms(postgres: PostgresResource, day: date, frames: dict[str, pl.Da
     ensure_oms_tables(postgres.dsn, postgres.schema_name)
     start, end = ny_midnight_ms(day), next_ny_midnight_ms(day)
     with postgres.connect() as conn:
-        counts = replace_oms_slice(conn, postgres.schema_name, PAPER_ACCOUNT, frames["orders"], frames["transitions"],
-                                   frames["fills"], start, end)
+        counts = replace_oms_slice(
+            conn,
+            postgres.schema_name,
+            PAPER_ACCOUNT,
+            frames["orders"],
+            frames["transitions"],
+            frames["fills"],
+            start,
+            end,
+        )
         conn.commit()
         stored = read_oms(conn, postgres.schema_name, PAPER_ACCOUNT, start, end)
-    return {"orders_new": counts.orders_new, "orders": stored.orders.height, "transitions": stored.transitions.height,
-            "fills": stored.fills.height}
+    return {
+        "orders_new": counts.orders_new,
+        "orders": stored.orders.height,
+        "transitions": stored.transitions.height,
+        "fills": stored.fills.height,
+    }
 
 
 def _markdown(frame: pl.DataFrame) -> MetadataValue:
@@ -147,8 +168,12 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
         "against the decision bar's close, fill ratio and rejected orders by rule. Orders, fills, "
         "positions, PnL and decisions in the archive bucket under trading/paper/date=P/.",
     )
-    def paper_trading_report(context: AssetExecutionContext, trading: TradingResource, postgres: PostgresResource,
-                             object_store: ObjectStoreResource) -> MaterializeResult:
+    def paper_trading_report(
+        context: AssetExecutionContext,
+        trading: TradingResource,
+        postgres: PostgresResource,
+        object_store: ObjectStoreResource,
+    ) -> MaterializeResult:
         partition = context.partition_key
         day = date.fromisoformat(partition)
         limits = load_limits(trading.limits_path)
@@ -156,8 +181,15 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
         if picks:
             bars = day_bars(trading, postgres, picks, day)
             fee = FeeSchedule(taker_bps=load_registry().costs.fee_bps)
-            result = replay(bars, day_quotes(trading, day), day_trades(trading, object_store, partition), picks,
-                            limits, trading.latency_ms, fee)
+            result = replay(
+                bars,
+                day_quotes(trading, day),
+                day_trades(trading, object_store, partition),
+                picks,
+                limits,
+                trading.latency_ms,
+                fee,
+            )
             frames = {name: getattr(result, name) for name in REPLAY_FILES}
         else:
             result = None
@@ -166,18 +198,22 @@ def build_paper_report_asset(timeframes: Sequence[str]) -> AssetsDefinition:
             object_store.write_parquet(object_store.archive_bucket, paper_object(partition, name), frame)
         oms = store_day_oms(postgres, day, frames)
         report = paper_report(frames["orders"], frames["fills"], frames["positions"], frames["pnl"])
-        object_store.write_parquet(object_store.archive_bucket, paper_object(partition, "pnl_by_strategy"),
-                                   report.pnl_by_strategy)
-        return MaterializeResult(metadata={
-            "picks": len(picks), "daily_picks_not_traded": len(daily),
-            **{k: v for k, v in report.totals.items() if v is not None},
-            "fill_ratio": report.fill_ratio if report.fill_ratio is not None else 0.0,
-            "rejected_by_rule": MetadataValue.json(report.rejected_by_rule),
-            "pnl_by_strategy": _markdown(report.pnl_by_strategy),
-            "slippage_by_strategy": _markdown(report.slippage_by_strategy),
-            "illegal_transitions": result.illegal_transitions if isinstance(result, ReplayResult) else 0,
-            "oms_in_postgres": MetadataValue.json({"account": PAPER_ACCOUNT, **oms}),
-            "uri": f"s3://{object_store.archive_bucket}/{paper_object(partition, '')}",
-        })
+        object_store.write_parquet(
+            object_store.archive_bucket, paper_object(partition, "pnl_by_strategy"), report.pnl_by_strategy
+        )
+        return MaterializeResult(
+            metadata={
+                "picks": len(picks),
+                "daily_picks_not_traded": len(daily),
+                **{k: v for k, v in report.totals.items() if v is not None},
+                "fill_ratio": report.fill_ratio if report.fill_ratio is not None else 0.0,
+                "rejected_by_rule": MetadataValue.json(report.rejected_by_rule),
+                "pnl_by_strategy": _markdown(report.pnl_by_strategy),
+                "slippage_by_strategy": _markdown(report.slippage_by_strategy),
+                "illegal_transitions": result.illegal_transitions if isinstance(result, ReplayResult) else 0,
+                "oms_in_postgres": MetadataValue.json({"account": PAPER_ACCOUNT, **oms}),
+                "uri": f"s3://{object_store.archive_bucket}/{paper_object(partition, '')}",
+            }
+        )
 
     return paper_trading_report

@@ -7,7 +7,6 @@
   identity ``cash + positions x mark == capital + realized + unrealized - fees`` after every fill.
 """
 
-
 from datetime import date
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
@@ -20,32 +19,57 @@ from tickforge.trading.audit import identity_violations, overfill_violations, ta
 from tickforge.trading.parity import decision_parity
 
 
-@asset_check(asset=PAPER_REPORT_KEY, name="paper_decisions_match_backtest", blocking=True,
-             description="For the day's picks, the runner's decisions equal the backtest's on the same golden bars, bar for bar.")
-def paper_decisions_match_backtest(context: AssetCheckExecutionContext, trading: TradingResource,
-                                   postgres: PostgresResource, object_store: ObjectStoreResource) -> AssetCheckResult:
+@asset_check(
+    asset=PAPER_REPORT_KEY,
+    name="paper_decisions_match_backtest",
+    blocking=True,
+    description="For the day's picks, the runner's decisions equal the backtest's on the same golden bars, bar for bar.",
+)
+def paper_decisions_match_backtest(
+    context: AssetCheckExecutionContext,
+    trading: TradingResource,
+    postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
     day = date.fromisoformat(context.partition_key)
     picks, _ = day_picks(trading, postgres, day)
     decisions = read_paper(object_store, context.partition_key)["decisions"]
     report = decision_parity(decisions, day_bars(trading, postgres, picks, day), picks) if picks else []
     failed = [p for p in report if not p.passed]
     return AssetCheckResult(
-        passed=not failed, severity=AssetCheckSeverity.ERROR,
+        passed=not failed,
+        severity=AssetCheckSeverity.ERROR,
         metadata={
-            "picks": len(picks), "bars_compared": sum(p.bars for p in report),
+            "picks": len(picks),
+            "bars_compared": sum(p.bars for p in report),
             "decision_changes": sum(p.backtest_changes for p in report),
             "mismatches": sum(p.mismatches for p in report),
-            "failed": MetadataValue.json([{"symbol": p.symbol, "book": p.book, "bars": p.bars, "decided": p.decided,
-                                           "mismatches": p.mismatches, "first_mismatch_ms": p.first_mismatch_ms}
-                                          for p in failed]),
+            "failed": MetadataValue.json(
+                [
+                    {
+                        "symbol": p.symbol,
+                        "book": p.book,
+                        "bars": p.bars,
+                        "decided": p.decided,
+                        "mismatches": p.mismatches,
+                        "first_mismatch_ms": p.first_mismatch_ms,
+                    }
+                    for p in failed
+                ]
+            ),
         },
     )
 
 
-@asset_check(asset=PAPER_REPORT_KEY, name="paper_fills_keep_the_book", blocking=True,
-             description="Taker fills at the prevailing opposite best within displayed size, no overfill, ledger identity after every fill.")
-def paper_fills_keep_the_book(context: AssetCheckExecutionContext, trading: TradingResource,
-                              object_store: ObjectStoreResource) -> AssetCheckResult:
+@asset_check(
+    asset=PAPER_REPORT_KEY,
+    name="paper_fills_keep_the_book",
+    blocking=True,
+    description="Taker fills at the prevailing opposite best within displayed size, no overfill, ledger identity after every fill.",
+)
+def paper_fills_keep_the_book(
+    context: AssetCheckExecutionContext, trading: TradingResource, object_store: ObjectStoreResource
+) -> AssetCheckResult:
     paper = read_paper(object_store, context.partition_key)
     quotes = day_quotes(trading, date.fromisoformat(context.partition_key))
     problems = {
@@ -54,9 +78,13 @@ def paper_fills_keep_the_book(context: AssetCheckExecutionContext, trading: Trad
         "identity": identity_violations(paper["pnl"]),
     }
     return AssetCheckResult(
-        passed=not any(problems.values()), severity=AssetCheckSeverity.ERROR,
-        metadata={"fills": paper["fills"].height, **{k: len(v) for k, v in problems.items()},
-                  "examples": MetadataValue.json({k: v[:5] for k, v in problems.items() if v})},
+        passed=not any(problems.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "fills": paper["fills"].height,
+            **{k: len(v) for k, v in problems.items()},
+            "examples": MetadataValue.json({k: v[:5] for k, v in problems.items() if v}),
+        },
     )
 
 

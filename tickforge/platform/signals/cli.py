@@ -40,7 +40,9 @@ def build_signals(bars_path: Path | str, out_dir: Path | str, session_tz: Sessio
 
 @signals_app.command("build")
 def build(
-    bars: Annotated[Path, typer.Option("--bars", exists=True, dir_okay=False, help="1 s bars parquet (bars_1s.parquet).")],
+    bars: Annotated[
+        Path, typer.Option("--bars", exists=True, dir_okay=False, help="1 s bars parquet (bars_1s.parquet).")
+    ],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Output folder for signals.parquet.")],
     session_tz: Annotated[str, typer.Option("--session-tz", help="IANA zone whose calendar day is a session.")] = "UTC",
 ) -> None:

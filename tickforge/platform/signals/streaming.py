@@ -62,7 +62,13 @@ _STATE: Final[dict[str, tuple[tuple[int, ...], type, float | int]]] = {
     "ring_sq_return": ((2 * RV_WINDOW,), np.float64, np.nan),  # item q: the return from bar q to q + 1
 }
 _RESET_ON_SESSION: Final = (
-    "count", "cum_notional", "cum_volume", "ema12_seed", "ema26_seed", "macd_signal_seed", "rsi_seed"
+    "count",
+    "cum_notional",
+    "cum_volume",
+    "ema12_seed",
+    "ema26_seed",
+    "macd_signal_seed",
+    "rsi_seed",
 )
 
 
@@ -279,7 +285,9 @@ class SignalState:
             values={name: out[name] for name in VALUE_FIELDS},
         )
 
-    def _smooth(self, smoother: k.Smoother, key: str, rows: np.ndarray, x: np.ndarray, ordinal: np.ndarray) -> np.ndarray:
+    def _smooth(
+        self, smoother: k.Smoother, key: str, rows: np.ndarray, x: np.ndarray, ordinal: np.ndarray
+    ) -> np.ndarray:
         """One seeded-recursion step; ``ordinal`` is x's 1-based position in the session's inputs."""
         n = smoother.period
         seed_state = self._a[key + "_seed"]

@@ -98,18 +98,14 @@ def up(
     }
     services = [s.strip() for s in only.split(",") if s.strip()] if only else None
     with _errors_as_exit():
-        stack = LocalStack(
-            ports={k: v for k, v in requested.items() if v is not None}, with_prometheus=with_prometheus
-        )
+        stack = LocalStack(ports={k: v for k, v in requested.items() if v is not None}, with_prometheus=with_prometheus)
         stack.up(services, progress=_print_event)
     typer.echo(f"endpoints for Settings: {stack.env_file}")
 
 
 @stack_app.command()
 def down(
-    wipe: Annotated[
-        bool, typer.Option(help="Also delete the services' data (the Kafka jar cache stays).")
-    ] = False,
+    wipe: Annotated[bool, typer.Option(help="Also delete the services' data (the Kafka jar cache stays).")] = False,
 ) -> None:
     """Stop every service of the stack and remove <state>/stack.env."""
     with _errors_as_exit():
@@ -125,9 +121,7 @@ def down(
 
 @stack_app.command()
 def status(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object, credentials included.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, credentials included.")] = False,
 ) -> None:
     """Show each service: running or not, pid, endpoint."""
     with _errors_as_exit():

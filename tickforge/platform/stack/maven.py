@@ -63,9 +63,14 @@ def ensure_classpath(lib_dir: Path, pom: Traversable, service: str) -> bool:
             out = work / "lib"
             run_checked(
                 [
-                    mvn, "-B", "-q", "-f", str(work / "pom.xml"),
+                    mvn,
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(work / "pom.xml"),
                     "dependency:copy-dependencies",
-                    f"-DoutputDirectory={out}", "-DincludeScope=runtime",
+                    f"-DoutputDirectory={out}",
+                    "-DincludeScope=runtime",
                 ],
                 what=f"Resolving {service}'s jars with Maven",
                 cwd=work,

@@ -117,10 +117,18 @@ class PostgresService(Service):
                 shutil.chown(data, user, user)
             run_checked(
                 [
-                    str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-                    "-E", "UTF8", "--locale=C.UTF-8",
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    SUPERUSER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
                     # A throwaway-style cluster: skip fsync of the fresh files (~1 s on ext4).
-                    "--no-sync", "--no-instructions",
+                    "--no-sync",
+                    "--no-instructions",
                 ],
                 what="initdb",
                 cwd=data,
@@ -128,8 +136,15 @@ class PostgresService(Service):
             )
         return Launch(
             argv=[
-                str(bindir / "postgres"), "-D", str(data), "-p", str(ctx.ports["postgres"]),
-                "-c", f"listen_addresses={LOCALHOST}", "-c", "unix_socket_directories=",
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(ctx.ports["postgres"]),
+                "-c",
+                f"listen_addresses={LOCALHOST}",
+                "-c",
+                "unix_socket_directories=",
             ],
             cwd=data,
             user=user,
@@ -145,9 +160,7 @@ class PostgresService(Service):
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-        apply_migrations(
-            dsn_for(port), ctx.settings.postgres.schema_name, ctx.settings.streaming.timeframes
-        )
+        apply_migrations(dsn_for(port), ctx.settings.postgres.schema_name, ctx.settings.streaming.timeframes)
 
     def endpoint(self, ctx: ServiceContext) -> dict[str, Any]:
         port = ctx.ports["postgres"]

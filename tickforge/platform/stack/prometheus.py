@@ -90,12 +90,17 @@ def render_config(*, port: int, targets: Path, scrape_interval_s: float) -> str:
     """prometheus.yml: the tickforge job from the target files, and Prometheus itself."""
     interval = f"{scrape_interval_s:g}s"
     config = {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval,
-                   "scrape_timeout": f"{min(scrape_interval_s, 10.0):g}s"},
+        "global": {
+            "scrape_interval": interval,
+            "evaluation_interval": interval,
+            "scrape_timeout": f"{min(scrape_interval_s, 10.0):g}s",
+        },
         "scrape_configs": [
-            {"job_name": JOB,
-             # inotify picks changes up at once; the refresh is the fallback.
-             "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "5s"}]},
+            {
+                "job_name": JOB,
+                # inotify picks changes up at once; the refresh is the fallback.
+                "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "5s"}],
+            },
             {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOCALHOST}:{port}"]}]},
         ],
     }
@@ -129,9 +134,12 @@ class PrometheusService(Service):
         config.write_text(render_config(port=port, targets=targets, scrape_interval_s=self.scrape_interval_s))
         return Launch(
             argv=[
-                str(binary), f"--config.file={config}", f"--storage.tsdb.path={data}",
+                str(binary),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
                 f"--web.listen-address={LOCALHOST}:{port}",
-                f"--storage.tsdb.retention.time={RETENTION}", f"--storage.tsdb.retention.size={RETENTION_SIZE}",
+                f"--storage.tsdb.retention.time={RETENTION}",
+                f"--storage.tsdb.retention.size={RETENTION_SIZE}",
                 "--log.level=warn",
             ],
             cwd=ctx.home,
