@@ -86,18 +86,11 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
 
     from tickforge.definitions import build_definitions
     from tickforge.defs.research.assets import pick_day, picks_window_bars
-    from tickforge.defs.research.store import (
-        NEXT_DAY_PICKS,
-        PICK_EQUITY,
-        PICK_KEY,
-        PICKS_SCORECARD,
-        STRATEGY_SCORES,
-        read_rows,
-        replace_rows,
-    )
+    from tickforge.defs.research.store import read_rows, replace_rows
     from tickforge.defs.resources import resources_for
     from tickforge.research.io import read_picks
     from tickforge.research.scoring import next_day_picks
+    from tickforge.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES
 
     s = nightly_settings
     golden = _store_golden_bars(s, _day_trades(samples))

@@ -51,13 +51,14 @@ def test_paper_trading_report_on_local_stack(nightly_settings, samples, tmp_path
 
     from dagster import DagsterInstance
 
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.defs.research.store import replace_rows
     from tickforge.defs.resources import resources_for
     from tickforge.defs.trading.assets import day_bars, paper_object, read_paper
     from tickforge.defs.trading.resources import QUOTES_SAMPLE, TradingResource
     from tickforge.platform.io.files import read_quotes
     from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key
     from tickforge.research.scoring import PICK_SCHEMA
+    from tickforge.research.store import NEXT_DAY_PICKS
     from tickforge.trading.accounting import FeeSchedule
     from tickforge.trading.io import load_limits, read_picks_file
     from tickforge.trading.replay import replay

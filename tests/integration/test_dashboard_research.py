@@ -25,7 +25,7 @@ def test_research_page_renders_in_headless_chromium(nightly_settings, tmp_path):
     from dagster import DagsterInstance
 
     from tickforge.definitions import build_definitions
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
+    from tickforge.research.store import NEXT_DAY_PICKS, read_table
 
     s = nightly_settings
     run = (

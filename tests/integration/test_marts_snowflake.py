@@ -82,7 +82,7 @@ def test_every_mart_view_answers_through_the_snowflake_connector(nightly_setting
     from dagster import AssetKey, DagsterInstance
 
     from tickforge.definitions import build_definitions
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
+    from tickforge.research.store import NEXT_DAY_PICKS, read_table
 
     s = nightly_settings
     day_trades = _day_trades(samples)

@@ -88,9 +88,10 @@ def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
 
 def _store_picks(settings, picks_path) -> None:
     """The picks as the day's next_day_picks rows, where the research assets write them."""
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.defs.research.store import replace_rows
     from tickforge.defs.resources import resources_for
     from tickforge.research.scoring import PICK_SCHEMA
+    from tickforge.research.store import NEXT_DAY_PICKS
 
     day = date(2013, 10, 8)
     rows = pl.read_csv(picks_path, infer_schema=False).with_columns(

@@ -191,8 +191,9 @@ def test_the_demo_step_trades_the_research_picks_and_stores_them(settings, sampl
     from datetime import date
 
     from tickforge.defs.postgres.resources import PostgresResource
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, replace_rows
+    from tickforge.defs.research.store import replace_rows
     from tickforge.research.scoring import PICK_SCHEMA
+    from tickforge.research.store import NEXT_DAY_PICKS
     from tickforge.trading.cli import demo_paper_day
 
     dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name

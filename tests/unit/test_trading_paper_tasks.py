@@ -8,14 +8,18 @@ Market data are the real BAC quotes and prints of 2013-10-08 from the repository
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import subprocess
+import sys
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import numpy as np
 import polars as pl
 import pytest
 
+from tests.unit.kafka_fakes import FakeBroker, FakeMessage, FakeProducer
+from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.contracts import BATCH_ENCODER, QuoteBatch
 from tickforge.platform.io.files import read_quotes, read_trades
 from tickforge.platform.io.kafka import encode_marker, marker_headers
@@ -29,67 +33,60 @@ from tickforge.streaming.paper_tasks import (
     RiskTask,
     encode_order_message,
 )
-from tickforge.streaming.runtime import Output
+from tickforge.streaming.runtime import Output, ProducerClient
 from tickforge.trading.control import ControlCommand
-from tickforge.trading.limits import Bucket, LimitsFile
+from tickforge.trading.io import LimitsFile
+from tickforge.trading.limits import Bucket
 from tickforge.trading.orders import new_order
 
-NO_WM = -(2**63)
 OPEN = 1381239000000  # 2013-10-08 09:30 New York
 CLOSE = 1381262400000  # 16:00
 
 
-@dataclass
-class Msg:
-    _value: bytes | None
-    _topic: str = "orders"
-    _offset: int = 0
-    _headers: list | None = None
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def headers(self) -> list | None:
-        return self._headers
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return None
+def _msg(value: bytes | None, topic: str = "orders", offset: int = 0, headers: list | None = None) -> FakeMessage:
+    return FakeMessage(topic, 0, offset, None, value, headers, 0)
 
 
-@dataclass
-class Producer:
-    sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
-
-    def produce(self, topic, value, key=None, partition=-1, headers=None, **_):
-        self.sent.append((topic, key, value))
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
+def _producer() -> FakeProducer:
+    """A plain (not transactional) producer of the shared fake broker: what it sends is in its log."""
+    return FakeBroker(1).producer()
 
 
-def _out(producer: Producer, replaying: bool = False) -> Output:
-    return Output(producer, 0, replaying=replaying, dead_letter_topic="dead-letter")
+def _topics(producer: FakeProducer) -> list[str]:
+    return [topic for (topic, _), log in sorted(producer.broker.logs.items()) if log]
 
 
-def _sent(producer: Producer, topic: str) -> list[dict]:
-    return [msgspec.json.decode(v) for t, _, v in producer.sent if t == topic]
+def _out(producer: FakeProducer, replaying: bool = False) -> Output:
+    # the shared fake's produce takes its value positionally, as the runtime calls it
+    return Output(cast(ProducerClient, producer), 0, replaying=replaying, dead_letter_topic="dead-letter")
 
 
-def _order(n: int, side: str = "buy", qty: float = 100, ts: int = OPEN + 300_000, limit: float | None = None,
-           ref: float = 13.89, bucket: str = "LOW") -> Msg:
-    order = new_order(client_order_id=f"ema-BAC-{n}", strategy="ema_cross", symbol="BAC", side=side, quantity=qty,
-                      decision_ts_ms=ts, latency_ms=5, limit_price=limit)
-    return Msg(encode_order_message(OrderMessage(order, Bucket(bucket), ref, {"weight": 0.25, "timeframe": "1m"})),
-               _offset=n)
+def _sent(producer: FakeProducer, topic: str) -> list[dict]:
+    return [msgspec.json.decode(m.value() or b"") for m in producer.broker.records(topic)]
+
+
+def _order(
+    n: int,
+    side: str = "buy",
+    qty: float = 100,
+    ts: int = OPEN + 300_000,
+    limit: float | None = None,
+    ref: float = 13.89,
+    bucket: str = "LOW",
+) -> FakeMessage:
+    order = new_order(
+        client_order_id=f"ema-BAC-{n}",
+        strategy="ema_cross",
+        symbol="BAC",
+        side=side,
+        quantity=qty,
+        decision_ts_ms=ts,
+        latency_ms=5,
+        limit_price=limit,
+    )
+    return _msg(
+        encode_order_message(OrderMessage(order, Bucket(bucket), ref, {"weight": 0.25, "timeframe": "1m"})), offset=n
+    )
 
 
 LIMITS = """\
@@ -111,13 +108,21 @@ def limits(tmp_path: Path) -> LimitsFile:
 
 
 def _risk(limits: LimitsFile, control: list) -> RiskTask:
-    return RiskTask(0, NO_WM, "orders", ORDERS_APPROVED, ORDERS_REJECTED, limits,
-                    lambda: control[-1] if control else None, reload_every_s=0.0)
+    return RiskTask(
+        0,
+        NO_WATERMARK,
+        "orders",
+        ORDERS_APPROVED,
+        ORDERS_REJECTED,
+        limits,
+        lambda: control[-1] if control else None,
+        reload_every_s=0.0,
+    )
 
 
 def test_risk_task_approves_rejects_and_follows_control_and_limits(limits):
     control: list[ControlCommand] = []
-    task, producer = _risk(limits, control), Producer()
+    task, producer = _risk(limits, control), _producer()
     out = _out(producer)
     assert task.process(_order(1), out) == 1381291200000  # needed until the next New York midnight
     assert task.process(_order(2, qty=2500), out) > 0
@@ -148,26 +153,27 @@ def test_risk_task_approves_rejects_and_follows_control_and_limits(limits):
     assert rules["ema-BAC-7"] == rules["ema-BAC-8"] == "max_quantity"
     assert "max_order_quantity" in limits.last_error
 
-    task.process(Msg(b'{"client_order_id": "x"}', _offset=9), out)
-    task.process(Msg(b"\xff", _offset=10), out)
-    letters = [msgspec.json.decode(v) for t, _, v in producer.sent if t == "dead-letter"]
-    assert [d["reason"] for d in letters] == ["schema_violation", "undecodable"]
+    task.process(_msg(b'{"client_order_id": "x"}', offset=9), out)
+    task.process(_msg(b"\xff", offset=10), out)
+    assert [d["reason"] for d in _sent(producer, "dead-letter")] == ["schema_violation", "undecodable"]
 
 
 def test_a_restarted_risk_task_rebuilds_the_day_and_decides_the_same(limits):
     day = [_order(i, qty=900, ts=OPEN + 60_000 * i) for i in range(1, 5)]  # the 4th would pass max_position 3000
-    whole, producer = _risk(limits, []), Producer()
+    whole, producer = _risk(limits, []), _producer()
     for m in day:
         whole.process(m, _out(producer))
     decided = [(d.client_order_id, d.approved, d.rule) for d in whole.decisions]
     assert decided[-1] == ("ema-BAC-4", False, "max_position")
 
-    restarted, again = _risk(limits, []), Producer()
+    restarted, again = _risk(limits, []), _producer()
     for m in day[:3]:  # committed before the crash: replayed silently
         restarted.process(m, _out(again, replaying=True))
     restarted.process(day[3], _out(again))
     assert [(d.client_order_id, d.approved, d.rule) for d in restarted.decisions] == decided
-    assert [t for t, _, _ in again.sent] == [ORDERS_REJECTED]  # only the new decision was emitted
+    assert (
+        _topics(again) == [ORDERS_REJECTED] and len(_sent(again, ORDERS_REJECTED)) == 1
+    )  # only the new decision was emitted
     # the next New York day starts flat
     restarted.process(_order(9, qty=1000, ts=OPEN + 86_400_000), _out(again))
     assert restarted.decisions[-1].approved
@@ -182,26 +188,38 @@ def bac(samples: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     return quotes.filter(pick & (pl.col("symbol") == "BAC")), trades.filter(pick & (pl.col("symbol") == "BAC"))
 
 
-def _quote_msg(row: dict, n: int) -> Msg:
-    return Msg(msgspec.json.encode({k: row[k] for k in ("ts_ms", "symbol", "bid", "ask", "bid_size", "ask_size")}),
-               "ticks", n)
+def _quote_msg(row: dict, n: int) -> FakeMessage:
+    return _msg(
+        msgspec.json.encode({k: row[k] for k in ("ts_ms", "symbol", "bid", "ask", "bid_size", "ask_size")}), "ticks", n
+    )
 
 
 def _matcher() -> MatcherTask:
-    return MatcherTask(0, NO_WM, "ticks", ORDERS_APPROVED, FILLS, ORDER_EVENTS)
+    return MatcherTask(0, NO_WATERMARK, "ticks", ORDERS_APPROVED, FILLS, ORDER_EVENTS)
 
 
 def test_matcher_task_fills_a_marketable_order_at_the_prevailing_ask(bac):
     quotes, _ = bac
     rows = quotes.filter(pl.col("bid") < pl.col("ask")).head(3).to_dicts()
-    task, producer = _matcher(), Producer()
+    task, producer = _matcher(), _producer()
     out = _out(producer)
     task.process(_quote_msg(rows[0], 0), out)
     big = rows[0]["ask_size"] + 500
-    order = new_order(client_order_id="ema-BAC-m", strategy="ema_cross", symbol="BAC", side="buy", quantity=big,
-                      decision_ts_ms=rows[0]["ts_ms"], latency_ms=0)
-    assert task.process(Msg(encode_order_message(OrderMessage(order, Bucket.LOW, rows[0]["ask"], {})), ORDERS_APPROVED, 1),
-                        out) == 1381291200000
+    order = new_order(
+        client_order_id="ema-BAC-m",
+        strategy="ema_cross",
+        symbol="BAC",
+        side="buy",
+        quantity=big,
+        decision_ts_ms=rows[0]["ts_ms"],
+        latency_ms=0,
+    )
+    assert (
+        task.process(
+            _msg(encode_order_message(OrderMessage(order, Bucket.LOW, rows[0]["ask"], {})), ORDERS_APPROVED, 1), out
+        )
+        == 1381291200000
+    )
     task.process(_quote_msg(rows[1], 2), out)
     fills = _sent(producer, FILLS)
     assert fills and fills[0]["price"] == rows[0]["ask"] and fills[0]["liquidity"] == "taker"
@@ -211,22 +229,38 @@ def test_matcher_task_fills_a_marketable_order_at_the_prevailing_ask(bac):
 
 def test_matcher_task_on_column_batches_and_prints_then_expiry_at_the_close(bac):
     quotes, trades = bac
-    task, producer = _matcher(), Producer()
+    task, producer = _matcher(), _producer()
     out = _out(producer)
     first = quotes.filter(pl.col("bid") < pl.col("ask")).row(0, named=True)
     head = quotes.filter(pl.col("ts_ms") <= first["ts_ms"])
-    batch = QuoteBatch.from_arrays("BAC", head["ts_ms"].to_numpy(), head["bid"].to_numpy(), head["ask"].to_numpy(),
-                                   head["bid_size"].fill_null(np.nan).to_numpy(), head["ask_size"].fill_null(np.nan).to_numpy())
-    task.process(Msg(BATCH_ENCODER.encode(batch), "ticks", 0), out)
+    batch = QuoteBatch.from_arrays(
+        "BAC",
+        head["ts_ms"].to_numpy(),
+        head["bid"].to_numpy(),
+        head["ask"].to_numpy(),
+        head["bid_size"].fill_null(np.nan).to_numpy(),
+        head["ask_size"].fill_null(np.nan).to_numpy(),
+    )
+    task.process(_msg(BATCH_ENCODER.encode(batch), "ticks", 0), out)
     # a resting buy at the bid joins behind the 41,000 shares displayed there; prints at its price
     # consume that queue first, then fill it (hand-computed from the prints below)
     assert (first["bid"], first["bid_size"]) == (13.81, 41000.0)
-    order = new_order(client_order_id="orb-BAC-r", strategy="orb_breakout", symbol="BAC", side="buy", quantity=100,
-                      decision_ts_ms=first["ts_ms"], latency_ms=0, limit_price=13.81)
-    task.process(Msg(encode_order_message(OrderMessage(order, Bucket.LOW, first["bid"], {})), ORDERS_APPROVED, 1), out)
+    order = new_order(
+        client_order_id="orb-BAC-r",
+        strategy="orb_breakout",
+        symbol="BAC",
+        side="buy",
+        quantity=100,
+        decision_ts_ms=first["ts_ms"],
+        latency_ms=0,
+        limit_price=13.81,
+    )
+    task.process(_msg(encode_order_message(OrderMessage(order, Bucket.LOW, first["bid"], {})), ORDERS_APPROVED, 1), out)
     later = trades.filter(pl.col("ts_ms") > first["ts_ms"])
     for i, row in enumerate(later.to_dicts()):
-        task.process(Msg(msgspec.json.encode({k: row[k] for k in ("ts_ms", "symbol", "price", "size")}), "ticks", 2 + i), out)
+        task.process(
+            _msg(msgspec.json.encode({k: row[k] for k in ("ts_ms", "symbol", "price", "size")}), "ticks", 2 + i), out
+        )
     at_bid = later.filter(pl.col("price") == 13.81).with_columns(cum=pl.col("size").cum_sum())
     first_fill = at_bid.filter(pl.col("cum") > 41_000)["ts_ms"][0]
     last_fill = at_bid.filter(pl.col("cum") >= 41_100)["ts_ms"][0]
@@ -234,12 +268,141 @@ def test_matcher_task_on_column_batches_and_prints_then_expiry_at_the_close(bac)
     assert sum(f["quantity"] for f in fills) == 100
     assert all(f["price"] == 13.81 and f["liquidity"] == "maker" for f in fills)
     assert (fills[0]["ts_ms"], fills[-1]["ts_ms"]) == (first_fill, last_fill)
-    below = new_order(client_order_id="orb-BAC-low", strategy="orb_breakout", symbol="BAC", side="buy", quantity=100,
-                      decision_ts_ms=int(later["ts_ms"].max()), latency_ms=0, limit_price=13.80)
-    task.process(Msg(encode_order_message(OrderMessage(below, Bucket.LOW, 13.81, {})), ORDERS_APPROVED, 9_999), out)
-    task.process(Msg(encode_marker(CLOSE), "ticks", 10_000, marker_headers()), out)
+    below = new_order(
+        client_order_id="orb-BAC-low",
+        strategy="orb_breakout",
+        symbol="BAC",
+        side="buy",
+        quantity=100,
+        decision_ts_ms=int(later["ts_ms"].max()),
+        latency_ms=0,
+        limit_price=13.80,
+    )
+    task.process(_msg(encode_order_message(OrderMessage(below, Bucket.LOW, 13.81, {})), ORDERS_APPROVED, 9_999), out)
+    task.process(_msg(encode_marker(CLOSE), "ticks", 10_000, marker_headers()), out)
     events = [(e["client_order_id"], e["event"]) for e in _sent(producer, ORDER_EVENTS)]
     # the filled order has nothing more; the one no print reached expires at the close
     assert events == [("orb-BAC-r", "accepted"), ("orb-BAC-low", "accepted"), ("orb-BAC-low", "expired")]
-    task.process(Msg(b"not a tick", "ticks", 10_001), out)
-    assert [msgspec.json.decode(v)["reason"] for t, _, v in producer.sent if t == "dead-letter"] == ["undecodable"]
+    task.process(_msg(b"not a tick", "ticks", 10_001), out)
+    assert [d["reason"] for d in _sent(producer, "dead-letter")] == ["undecodable"]
+
+
+def test_an_order_of_an_older_day_is_a_dead_letter_and_keeps_the_new_day(limits):
+    """Orders of the next New York day, then a redelivered order of the day before: dead-lettered
+    as late; the new day's engine (its positions) goes on as if it had not come."""
+    next_day = OPEN + 86_400_000
+    task, producer = _risk(limits, []), _producer()
+    for i in range(1, 4):
+        task.process(_order(i, qty=900, ts=next_day + 60_000 * i), _out(producer))
+    engine = task.engine
+    assert task.process(_order(50, qty=10, ts=OPEN + 60_000), _out(producer)) == NO_WATERMARK
+    [letter] = _sent(producer, "dead-letter")
+    assert letter["reason"] == "late" and "ema-BAC-50" in letter["detail"]
+    task.process(_order(4, qty=900, ts=next_day + 240_000), _out(producer))  # over max_position 3000
+    assert task.engine is engine
+    assert [(d.client_order_id, d.approved, d.rule) for d in task.decisions][-1] == ("ema-BAC-4", False, "max_position")
+    assert "ema-BAC-50" not in {d.client_order_id for d in task.decisions}
+
+
+def _order_msg(
+    coid: str,
+    symbol: str,
+    side: str,
+    qty: float,
+    decided: int,
+    offset: int,
+    latency_ms: int = 0,
+    limit: float | None = None,
+) -> FakeMessage:
+    order = new_order(
+        client_order_id=coid,
+        strategy="orb_breakout",
+        symbol=symbol,
+        side=side,
+        quantity=qty,
+        decision_ts_ms=decided,
+        latency_ms=latency_ms,
+        limit_price=limit,
+    )
+    return _msg(encode_order_message(OrderMessage(order, Bucket.LOW, limit or 0.0, {})), ORDERS_APPROVED, offset)
+
+
+def _events(producer: FakeProducer) -> list[tuple[str, str, str | None]]:
+    return [(e["client_order_id"], e["event"], e["reason"]) for e in _sent(producer, ORDER_EVENTS)]
+
+
+def test_a_us_equity_session_ends_at_the_close_late_orders_are_rejected(samples):
+    """BAC's last regular-session quotes, then its after-hours ones: a resting buy expires when the
+    session ends, the sell decided at the bell reaches the closing book, an order decided after
+    the close is rejected, and nothing fills on the after-hours quotes."""
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    regular = quotes.filter(
+        pl.col("ts_ms").is_between(CLOSE - 5_000, CLOSE, closed="left") & (pl.col("bid") < pl.col("ask"))
+    )
+    after = quotes.filter(pl.col("ts_ms") >= CLOSE).head(20)
+    task, producer = _matcher(), _producer()
+    out = _out(producer)
+    for i, row in enumerate(regular.to_dicts()):
+        task.process(_quote_msg(row, i), out)
+    last = regular.row(-1, named=True)
+    task.process(_order_msg("rest", "BAC", "buy", 100, last["ts_ms"], 1_000, limit=round(last["bid"] - 0.05, 2)), out)
+    task.process(_order_msg("bell", "BAC", "sell", 100, CLOSE, 1_001, latency_ms=5), out)
+    for i, row in enumerate(after.to_dicts()):
+        task.process(_quote_msg(row, 2_000 + i), out)
+    task.process(_order_msg("late", "BAC", "buy", 100, CLOSE + 60_000, 3_000, latency_ms=5), out)
+    assert _events(producer) == [
+        ("rest", "accepted", None),
+        ("bell", "accepted", None),
+        ("rest", "expired", None),
+        ("late", "rejected", "session_closed"),
+    ]
+    [fill] = _sent(producer, FILLS)
+    assert (fill["client_order_id"], fill["price"], fill["ts_ms"]) == ("bell", last["bid"], CLOSE + 5)
+    assert [d["reason"] for d in _sent(producer, "dead-letter")] == []
+
+
+def test_a_crypto_session_is_the_utc_day_and_a_new_day_expires_the_old_one(samples):
+    """BTCUSDT-SPOT trades its UTC calendar day (after the US close too): a marketable buy at 23:55
+    fills; the first quote after UTC midnight ends the day (its resting order expires, a terminal
+    event); a redelivered order of the old day is then a dead letter and the new day's resting
+    order survives it (it expires at the new day's end)."""
+    midnight = 1723161600000  # 2024-08-09 00:00 UTC
+    quotes = read_quotes(samples / "crypto_binance_bbo_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz").data
+    btc = quotes.filter((pl.col("symbol") == "BTCUSDT-SPOT") & (pl.col("bid") < pl.col("ask")))
+    old = btc.filter(pl.col("ts_ms").is_between(midnight - 300_000, midnight - 299_000)).to_dicts()
+    new = btc.filter(pl.col("ts_ms").is_between(midnight, midnight + 1_000)).to_dicts()
+    task, producer = _matcher(), _producer()
+    out = _out(producer)
+    task.process(_quote_msg(old[0], 0), out)
+    task.process(_order_msg("buy", "BTCUSDT-SPOT", "buy", 0.001, old[0]["ts_ms"], 1, latency_ms=5), out)
+    task.process(_order_msg("rest-old", "BTCUSDT-SPOT", "buy", 0.001, old[0]["ts_ms"], 2, limit=50_000.0), out)
+    for i, row in enumerate(old[1:]):
+        task.process(_quote_msg(row, 10 + i), out)
+    assert [f["client_order_id"] for f in _sent(producer, FILLS)] == ["buy"]
+    task.process(_quote_msg(new[0], 1_000), out)
+    task.process(_order_msg("rest-new", "BTCUSDT-SPOT", "buy", 0.001, new[0]["ts_ms"], 1_001, limit=50_000.0), out)
+    task.process(_order_msg("stale", "BTCUSDT-SPOT", "buy", 0.001, midnight - 60_000, 1_002, limit=50_000.0), out)
+    task.process(_quote_msg(old[-1], 1_003), out)  # an old quote after the new day began
+    assert [d["reason"] for d in _sent(producer, "dead-letter")] == ["late", "late"]
+    task.process(_msg(encode_marker(midnight + 86_400_000), "ticks", 1_004, marker_headers()), out)
+    assert _events(producer) == [
+        ("rest-old", "accepted", None),
+        ("buy", "accepted", None),
+        ("rest-old", "expired", None),
+        ("rest-new", "accepted", None),
+        ("rest-new", "expired", None),
+    ]
+    expired = {e["client_order_id"]: e["ts_ms"] for e in _sent(producer, ORDER_EVENTS) if e["event"] == "expired"}
+    assert expired == {"rest-old": midnight, "rest-new": midnight + 86_400_000}
+
+
+def test_the_workers_read_the_research_tables_without_the_dagster_room():
+    """The strategy runner's picks from PostgreSQL and the paper tasks import no Dagster definitions
+    (a fresh interpreter; reading the picks needs no database until a day is asked for)."""
+    code = (
+        "import sys; import tickforge.streaming.paper_tasks; from tickforge.platform.settings import Settings; "
+        "from tickforge.streaming.strategy_runner import postgres_picks; postgres_picks(Settings()); "
+        "print(sorted(m for m in sys.modules if m.startswith('tickforge.defs') or m == 'dagster'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tickforge.trading.limits import Bucket, LimitsError, LimitsFile, RiskLimits, TradingState, parse_limits
+from tickforge.trading.io import LimitsFile
+from tickforge.trading.limits import Bucket, LimitsError, RiskLimits, TradingState, parse_limits
 from tickforge.trading.orders import Fill, Liquidity, Order, fill_id, new_order
 from tickforge.trading.risk import RiskEngine, RiskRule, target_quantity
 from tickforge.trading.throttle import TokenBucket

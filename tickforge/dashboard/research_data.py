@@ -7,15 +7,8 @@ from datetime import date
 
 import polars as pl
 
-from tickforge.defs.research.store import (
-    NEXT_DAY_PICKS,
-    PICK_EQUITY,
-    PICK_KEY,
-    PICKS_SCORECARD,
-    STRATEGY_SCORES,
-    read_table,
-)
 from tickforge.platform.settings import Settings
+from tickforge.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES, read_table
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ topic. What they read and what the runtime gives them today:
 - :class:`RiskTask` reads ``orders`` (the strategy runners' output). The trading state comes from
   the control topic through a side reader (``control``: the command in force, e.g.
   :meth:`~tickforge.streaming.trading_control.ControlReader.in_force`), the limits from a
-  :class:`~tickforge.trading.limits.LimitsFile` re-read at most once a second. With one input
+  :class:`~tickforge.trading.io.LimitsFile` re-read at most once a second. With one input
   topic there are no quotes and no fills: the reference price is the order's decision-bar close
   (what the runner sized it at) and an approved order counts as filled there (the runner's own
   assumption: a book's exposure is what it ordered), which keeps position, budget and the
@@ -45,11 +45,13 @@ from tickforge.streaming.codec import Undecodable, dead_letter_for, decode_tick_
 from tickforge.streaming.runtime import Output
 from tickforge.trading.control import ControlCommand
 from tickforge.trading.events import OrderAccepted, OrderCanceled, OrderExpired, OrderRejected, VenueEvent
-from tickforge.trading.limits import Bucket, LimitsFile
-from tickforge.trading.matching import MatchingConfig, PaperMatcher
+from tickforge.trading.io import LimitsFile
+from tickforge.trading.limits import Bucket
+from tickforge.trading.matching import MatchingConfig
 from tickforge.trading.orders import Fill, Liquidity, Order
 from tickforge.trading.risk import RiskDecision, RiskEngine
-from tickforge.trading.sessions import regular_session
+from tickforge.trading.session_venue import SessionVenue, StaleSession
+from tickforge.trading.sessions import SessionRule
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,18 @@ ORDERS_APPROVED = "orders.approved"
 ORDERS_REJECTED = "orders.rejected"
 FILLS = "fills"
 ORDER_EVENTS = "orders.events"
-_ORDER_FIELDS = ("client_order_id", "strategy", "symbol", "side", "quantity", "order_type", "limit_price",
-                 "time_in_force", "decision_ts_ms", "arrival_ts_ms")
+_ORDER_FIELDS = (
+    "client_order_id",
+    "strategy",
+    "symbol",
+    "side",
+    "quantity",
+    "order_type",
+    "limit_price",
+    "time_in_force",
+    "decision_ts_ms",
+    "arrival_ts_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -94,24 +106,53 @@ def decode_order_message(value: bytes | None) -> OrderMessage:
 
 def encode_order_message(message: OrderMessage, **more: Any) -> bytes:
     o = message.order
-    fields = {"client_order_id": o.client_order_id, "strategy": o.strategy, "symbol": o.symbol, "side": str(o.side),
-              "quantity": o.quantity, "order_type": str(o.order_type), "limit_price": o.limit_price,
-              "time_in_force": str(o.time_in_force), "decision_ts_ms": o.decision_ts_ms, "arrival_ts_ms": o.arrival_ts_ms}
-    return msgspec.json.encode({**fields, **message.extra, "bucket": str(message.bucket),
-                                "reference_price": message.reference_price, **more})
+    fields = {
+        "client_order_id": o.client_order_id,
+        "strategy": o.strategy,
+        "symbol": o.symbol,
+        "side": str(o.side),
+        "quantity": o.quantity,
+        "order_type": str(o.order_type),
+        "limit_price": o.limit_price,
+        "time_in_force": str(o.time_in_force),
+        "decision_ts_ms": o.decision_ts_ms,
+        "arrival_ts_ms": o.arrival_ts_ms,
+    }
+    return msgspec.json.encode(
+        {**fields, **message.extra, "bucket": str(message.bucket), "reference_price": message.reference_price, **more}
+    )
 
 
 def encode_fill(fill: Fill) -> bytes:
-    return msgspec.json.encode({"fill_id": fill.fill_id, "client_order_id": fill.client_order_id, "symbol": fill.symbol,
-                                "side": str(fill.side), "ts_ms": fill.ts_ms, "price": fill.price,
-                                "quantity": fill.quantity, "liquidity": str(fill.liquidity)})
+    return msgspec.json.encode(
+        {
+            "fill_id": fill.fill_id,
+            "client_order_id": fill.client_order_id,
+            "symbol": fill.symbol,
+            "side": str(fill.side),
+            "ts_ms": fill.ts_ms,
+            "price": fill.price,
+            "quantity": fill.quantity,
+            "liquidity": str(fill.liquidity),
+        }
+    )
 
 
 def encode_event(event: VenueEvent) -> bytes:
-    kind = {OrderAccepted: "accepted", OrderRejected: "rejected", OrderCanceled: "canceled",
-            OrderExpired: "expired"}.get(type(event), "cancel_rejected")
-    return msgspec.json.encode({"event": kind, "client_order_id": event.client_order_id, "ts_ms": event.ts_ms,
-                                "reason": str(getattr(event, "reason", "")) or None})
+    kind = {
+        OrderAccepted: "accepted",
+        OrderRejected: "rejected",
+        OrderCanceled: "canceled",
+        OrderExpired: "expired",
+    }.get(type(event), "cancel_rejected")
+    return msgspec.json.encode(
+        {
+            "event": kind,
+            "client_order_id": event.client_order_id,
+            "ts_ms": event.ts_ms,
+            "reason": str(getattr(event, "reason", "")) or None,
+        }
+    )
 
 
 def _day_end(ts_ms: int) -> int:
@@ -144,9 +185,19 @@ class _EventTimeTask:
 
 
 class RiskTask(_EventTimeTask):
-    def __init__(self, partition: int, start_watermark: int, source: str, approved_topic: str, rejected_topic: str,
-                 limits: LimitsFile, control: Callable[[], ControlCommand | None], worker: str = "risk",
-                 account: str = "paper", reload_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        partition: int,
+        start_watermark: int,
+        source: str,
+        approved_topic: str,
+        rejected_topic: str,
+        limits: LimitsFile,
+        control: Callable[[], ControlCommand | None],
+        worker: str = "risk",
+        account: str = "paper",
+        reload_every_s: float = 1.0,
+    ) -> None:
         self.partition = partition
         self.source, self.approved_topic, self.rejected_topic = source, approved_topic, rejected_topic
         self._limits, self._control = limits, control
@@ -175,8 +226,17 @@ class RiskTask(_EventTimeTask):
             return NO_WATERMARK
         order = message.order
         day_end = _day_end(order.decision_ts_ms)
-        if self._engine is None or day_end != self._day_end:
-            self._engine, self._day_end, self._applied = RiskEngine(self._limits.current, lambda: self._now), day_end, None
+        if self._day_end is not None and day_end < self._day_end:
+            # an order of a day that is over: deciding it would need that day's state, gone now
+            detail = f"order {order.client_order_id} decided on an earlier New York day than the one in progress"
+            out.dead_letter(dead_letter_for(msg, Reason.LATE, self.source, detail))
+            return NO_WATERMARK
+        if self._engine is None or self._day_end is None or day_end > self._day_end:
+            self._engine, self._day_end, self._applied = (
+                RiskEngine(self._limits.current, lambda: self._now),
+                day_end,
+                None,
+            )
         engine = self._engine
         self._now = max(self._now, order.decision_ts_ms)
         self._sync(engine)
@@ -187,11 +247,26 @@ class RiskTask(_EventTimeTask):
             self.decisions.append(decision)
             if decision.approved:
                 out.send(self.approved_topic, order.symbol, encode_order_message(message, risk_ts_ms=decision.ts_ms))
-                engine.on_fill(Fill(f"{order.client_order_id}.assumed", order.client_order_id, order.symbol, order.side,
-                                    order.arrival_ts_ms, message.reference_price, order.quantity, Liquidity.TAKER))
+                engine.on_fill(
+                    Fill(
+                        f"{order.client_order_id}.assumed",
+                        order.client_order_id,
+                        order.symbol,
+                        order.side,
+                        order.arrival_ts_ms,
+                        message.reference_price,
+                        order.quantity,
+                        Liquidity.TAKER,
+                    )
+                )
             else:
-                out.send(self.rejected_topic, order.symbol, encode_order_message(
-                    message, risk_ts_ms=decision.ts_ms, rule=str(decision.rule), detail=decision.detail))
+                out.send(
+                    self.rejected_topic,
+                    order.symbol,
+                    encode_order_message(
+                        message, risk_ts_ms=decision.ts_ms, rule=str(decision.rule), detail=decision.detail
+                    ),
+                )
                 if not out.replaying:
                     metrics.RISK_REJECTIONS.labels(worker=self._worker, rule=str(decision.rule)).inc()
         metrics.TRADING_STATE.labels(worker=self._worker, account=self._account).set(engine.state.severity)
@@ -213,18 +288,28 @@ class RiskTask(_EventTimeTask):
             self._applied = command
 
 
-
 class MatcherTask(_EventTimeTask):
-    def __init__(self, partition: int, start_watermark: int, ticks_topic: str, orders_topic: str, fills_topic: str,
-                 events_topic: str, config: MatchingConfig | None = None) -> None:
+    """The paper venue under the session rule (:class:`~tickforge.trading.session_venue.SessionVenue`,
+    the offline replay's too): each symbol trades its class's session; an order decided after the
+    close is rejected, working orders expire when the session ends, and input of a session day older
+    than the symbol's current one is a dead letter (``late``): it never resets the newer day."""
+
+    def __init__(
+        self,
+        partition: int,
+        start_watermark: int,
+        ticks_topic: str,
+        orders_topic: str,
+        fills_topic: str,
+        events_topic: str,
+        config: MatchingConfig | None = None,
+        sessions: SessionRule | None = None,
+    ) -> None:
         self.partition = partition
         self.ticks_topic, self.orders_topic = ticks_topic, orders_topic
         self.fills_topic, self.events_topic = fills_topic, events_topic
-        self._config = config
         self._watermark = start_watermark
-        self._day_end: int | None = None
-        self._close_ms: int | None = None
-        self.matcher = PaperMatcher(config)
+        self.venue = SessionVenue(sessions, config)
         self._symbols: dict[str, str] = {}  # client_order_id -> symbol (events carry only the id)
 
     def process(self, msg: Message, out: Output) -> int:
@@ -240,16 +325,23 @@ class MatcherTask(_EventTimeTask):
             out.dead_letter(dead_letter_for(msg, exc.reason, self.ticks_topic, exc.detail))
             return NO_WATERMARK
         events: list[VenueEvent] = []
-        last = NO_WATERMARK
+        last, needed, stale = NO_WATERMARK, NO_WATERMARK, []
         for event in _market_events(tick):
-            self._new_day(event.ts_ms, out)
-            events += self.matcher.on_quote(event) if isinstance(event, Quote) else self.matcher.on_trade(event)
+            try:
+                events += self.venue.on_quote(event) if isinstance(event, Quote) else self.venue.on_trade(event)
+            except StaleSession as exc:
+                stale.append(str(exc))
+                continue
             last = max(last, event.ts_ms)
+            needed = max(needed, self._day_end(event.symbol))
         self._emit(events, out)
+        if stale:
+            detail = f"{len(stale)} tick(s) of an older session day, e.g. {stale[0]}"
+            out.dead_letter(dead_letter_for(msg, Reason.LATE, self.ticks_topic, detail))
         if last == NO_WATERMARK:
             return NO_WATERMARK
         self._advance(last, out)
-        return _day_end(last)
+        return needed
 
     def _order(self, msg: Message, out: Output) -> int:
         try:
@@ -258,29 +350,23 @@ class MatcherTask(_EventTimeTask):
             out.dead_letter(dead_letter_for(msg, exc.reason, self.orders_topic, exc.detail))
             return NO_WATERMARK
         order = message.order
-        self._new_day(order.arrival_ts_ms, out)
+        try:
+            events = self.venue.submit(order)
+        except StaleSession as exc:
+            out.dead_letter(dead_letter_for(msg, Reason.LATE, self.orders_topic, str(exc)))
+            return NO_WATERMARK
         self._symbols[order.client_order_id] = order.symbol
-        self._emit(self.matcher.submit(order), out)
-        return _day_end(order.arrival_ts_ms)
+        self._emit(events, out)
+        return self._day_end(order.symbol)
 
-    def _new_day(self, ts_ms: int, out: Output) -> None:
-        day_end = _day_end(ts_ms)
-        if self._day_end is not None and day_end != self._day_end:
-            self._end_session(self._day_end - 1, out)
-            self.matcher, self._symbols = PaperMatcher(self._config), {}
-        if self._day_end != day_end:
-            self._day_end, self._close_ms = day_end, regular_session(ts_ms)[1]
+    def _day_end(self, symbol: str) -> int:
+        session = self.venue.session(symbol)
+        assert session is not None  # the venue has just seen the symbol
+        return session.day_end_ms
 
     def _advance(self, watermark: int, out: Output) -> None:
         self._watermark = max(self._watermark, watermark)
-        if self._close_ms is not None and self._watermark >= self._close_ms:
-            self._end_session(self._close_ms, out)
-
-    def _end_session(self, at_ms: int, out: Output) -> None:
-        if self._close_ms is None:
-            return
-        self._emit(self.matcher.end_session(max(at_ms, self._close_ms)), out)
-        self._close_ms = None  # once per day
+        self._emit(self.venue.end_sessions_until(self._watermark), out)
 
     def _emit(self, events: list[VenueEvent], out: Output) -> None:
         for event in events:
@@ -291,15 +377,23 @@ class MatcherTask(_EventTimeTask):
                 out.send(self.events_topic, symbol, encode_event(event))
 
 
-
 def _market_events(tick: TradeBatch | QuoteBatch | Trade | Quote) -> list[Quote | Trade]:
     if isinstance(tick, (Quote, Trade)):
         return [tick]
     if isinstance(tick, QuoteBatch):
         ts, bid, ask, bid_size, ask_size = tick.arrays()
-        return [Quote(ts_ms=int(t), symbol=tick.symbol, bid=float(b), ask=float(a), bid_size=float(bs), ask_size=float(az))
-                for t, b, a, bs, az in zip(ts, bid, ask, bid_size, ask_size, strict=True)]
+        return [
+            Quote(ts_ms=int(t), symbol=tick.symbol, bid=float(b), ask=float(a), bid_size=float(bs), ask_size=float(az))
+            for t, b, a, bs, az in zip(ts, bid, ask, bid_size, ask_size, strict=True)
+        ]
     ts, price, size, _ = tick.arrays()
     names, index = tick.row_symbols()
-    return [Trade(ts_ms=int(ts[i]), symbol=names[0] if index is None else names[int(index[i])], price=float(price[i]),
-                  size=float(size[i])) for i in range(len(ts))]
+    return [
+        Trade(
+            ts_ms=int(ts[i]),
+            symbol=names[0] if index is None else names[int(index[i])],
+            price=float(price[i]),
+            size=float(size[i]),
+        )
+        for i in range(len(ts))
+    ]

@@ -59,7 +59,7 @@ def file_picks(path: str) -> PicksSource:
 
 def postgres_picks(settings: Settings) -> PicksSource:
     """The day's ``next_day_picks`` rows (the research assets' table in the golden bars' schema)."""
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
+    from tickforge.research.store import NEXT_DAY_PICKS, read_table
 
     dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
 

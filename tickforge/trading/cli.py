@@ -20,7 +20,9 @@ def _group() -> None:
     """Paper trading over recorded days."""
 
 
-def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms: int, regular: bool = False) -> dict[str, Any]:
+def bars_for(
+    bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms: int, regular: bool = False
+) -> dict[str, Any]:
     """Bars per timeframe: built from the trades with the streaming kernel (only the regular
     session's with ``regular``), or read from a folder of ``bars_<tf>.parquet`` files (what
     ``tickforge bars build`` writes)."""
@@ -53,37 +55,91 @@ def bars_for(bars_from: str, trade_file: Any, timeframes: list[str], lateness_ms
 def replay_command(
     trades: Annotated[Path, typer.Option("--trades", help="Trades: the platform's tick files (CSV, .gz, Parquet).")],
     quotes: Annotated[Path, typer.Option("--quotes", help="Top-of-book quotes of the same stretch.")],
-    picks: Annotated[Path, typer.Option("--picks", help="Picks: CSV, Parquet or YAML with symbol, strategy, timeframe, params, bucket, weight.")],
+    picks: Annotated[
+        Path,
+        typer.Option(
+            "--picks", help="Picks: CSV, Parquet or YAML with symbol, strategy, timeframe, params, bucket, weight."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Output folder.")],
-    bars_from: Annotated[str, typer.Option("--bars-from", help="'trades' (build with the streaming kernel) or a folder of bars_<tf>.parquet.")] = "trades",
+    bars_from: Annotated[
+        str,
+        typer.Option(
+            "--bars-from", help="'trades' (build with the streaming kernel) or a folder of bars_<tf>.parquet."
+        ),
+    ] = "trades",
     latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, help="Order arrival = decision time + this.")] = 5,
-    limits: Annotated[Path | None, typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")] = None,
+    limits: Annotated[
+        Path | None, typer.Option("--limits", help="Risk limits YAML (default: the packaged limits.yaml).")
+    ] = None,
     lateness_ms: Annotated[int, typer.Option("--lateness-ms", min=0, help="Bar builder allowed lateness.")] = 500,
-    fee_bps: Annotated[float | None, typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")] = None,
-    regular_hours: Annotated[bool, typer.Option("--regular-hours", help="Bars (so decisions) from the 09:30-16:00 New York trades only; matching sees every quote and print.")] = False,
-    postgres: Annotated[bool, typer.Option("--postgres", help="Also store the OMS (orders, transitions, fills) in the settings' PostgreSQL, idempotently.")] = False,
-    account: Annotated[str, typer.Option("--account", help="The OMS account the orders are stored under (with --postgres).")] = "paper-replay",
+    fee_bps: Annotated[
+        float | None, typer.Option("--fee-bps", help="Taker fee in bps of notional (default: the research registry's).")
+    ] = None,
+    regular_hours: Annotated[
+        bool,
+        typer.Option(
+            "--regular-hours",
+            help="Bars (so decisions) from the 09:30-16:00 New York trades only; matching sees every quote and print.",
+        ),
+    ] = False,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres",
+            help="Also store the OMS (orders, transitions, fills) in the settings' PostgreSQL, idempotently.",
+        ),
+    ] = False,
+    account: Annotated[
+        str, typer.Option("--account", help="The OMS account the orders are stored under (with --postgres).")
+    ] = "paper-replay",
 ) -> None:
     """bars -> runner -> risk -> OMS -> matcher -> accounting: OUT/{orders,transitions,fills,positions,pnl,decisions}.parquet."""
 
     def work() -> dict[str, Any]:
         from tickforge.trading.io import read_picks_file
 
-        return replay_day(trades, quotes, read_picks_file(picks), str(picks), out, bars_from=bars_from,
-                          latency_ms=latency_ms, limits=limits, lateness_ms=lateness_ms, fee_bps=fee_bps,
-                          regular_hours=regular_hours, postgres=postgres, account=account)
+        return replay_day(
+            trades,
+            quotes,
+            read_picks_file(picks),
+            str(picks),
+            out,
+            bars_from=bars_from,
+            latency_ms=latency_ms,
+            limits=limits,
+            lateness_ms=lateness_ms,
+            fee_bps=fee_bps,
+            regular_hours=regular_hours,
+            postgres=postgres,
+            account=account,
+        )
 
     _guarded(work)
 
 
-def replay_day(trades: Path, quotes: Path, every: Sequence[Pick], picks_source: str, out: Path, *, bars_from: str = "trades",
-               latency_ms: int = 5, limits: Path | None = None, lateness_ms: int = 500, fee_bps: float | None = None,
-               regular_hours: bool = False, postgres: bool = False, account: str = "paper-replay") -> dict[str, Any]:
+def replay_day(
+    trades: Path,
+    quotes: Path,
+    every: Sequence[Pick],
+    picks_source: str,
+    out: Path,
+    *,
+    bars_from: str = "trades",
+    latency_ms: int = 5,
+    limits: Path | None = None,
+    lateness_ms: int = 500,
+    fee_bps: float | None = None,
+    regular_hours: bool = False,
+    postgres: bool = False,
+    account: str = "paper-replay",
+) -> dict[str, Any]:
     """The paper path over a day of tick files for the picks ``every`` (daily ones are not traded):
     the files written, and a summary (orders, fills, PnL, the checks)."""
     import polars as pl
 
     from tickforge.platform.io.files import read_quotes, read_trades
+    from tickforge.platform.settings import Settings
     from tickforge.research.bars import DAILY
     from tickforge.research.io import load_registry
     from tickforge.trading.accounting import FeeSchedule
@@ -91,6 +147,7 @@ def replay_day(trades: Path, quotes: Path, every: Sequence[Pick], picks_source: 
     from tickforge.trading.io import load_limits, write_replay
     from tickforge.trading.parity import decision_parity
     from tickforge.trading.replay import replay
+    from tickforge.trading.sessions import SessionRule
 
     risk_limits = load_limits(limits)  # validated first: no limits, no trading
     # a daily pick decides at the day's close on daily bars: not something a day of ticks trades
@@ -105,21 +162,35 @@ def replay_day(trades: Path, quotes: Path, every: Sequence[Pick], picks_source: 
         raise ValueError(f"{trades}: no usable trades ({trade_file.dead_letters.height} dead-lettered)")
     bars = bars_for(bars_from, trade_file, sorted({p.timeframe for p in chosen}), lateness_ms, regular_hours)
     fee = load_registry().costs.fee_bps if fee_bps is None else fee_bps
-    result = replay(bars, quote_file.data, trade_file.data, chosen, risk_limits, latency_ms, FeeSchedule(taker_bps=fee))
+    sessions = SessionRule.from_settings(Settings().signals)  # the signals' symbol classes and zones
+    result = replay(
+        bars,
+        quote_file.data,
+        trade_file.data,
+        chosen,
+        risk_limits,
+        latency_ms,
+        FeeSchedule(taker_bps=fee),
+        sessions=sessions,
+    )
     paths = write_replay(result, out)
     stored = store_replay(result, account) if postgres else None
     parity = decision_parity(result.decisions, bars, chosen)
     last = result.pnl.row(-1, named=True)
     final = result.positions.filter(pl.col("fill_id").is_null() & (pl.col("quantity") != 0))
     return {
-        "picks": len(chosen), "daily_picks_not_traded": len(every) - len(chosen),
+        "picks": len(chosen),
+        "daily_picks_not_traded": len(every) - len(chosen),
         "picks_without_bars": [f"{p.symbol} {p.book}" for p in parity if p.bars == 0],
-        "orders": result.orders.height, "fills": result.fills.height,
+        "orders": result.orders.height,
+        "fills": result.fills.height,
         "orders_by_status": dict(result.orders.group_by("status").len().sort("status").iter_rows()),
-        "rejected_by_rule": result.rejections, "illegal_transitions": result.illegal_transitions,
+        "rejected_by_rule": result.rejections,
+        "illegal_transitions": result.illegal_transitions,
         "pnl": {k: round(last[k], 2) for k in ("realized_pnl", "unrealized_pnl", "fees", "equity")},
         "open_positions_at_end": dict(zip(final["book"], final["quantity"], strict=True)),
-        "parity": all(p.passed for p in parity), "parity_mismatches": sum(p.mismatches for p in parity),
+        "parity": all(p.passed for p in parity),
+        "parity_mismatches": sum(p.mismatches for p in parity),
         "taker_fill_violations": len(taker_fill_violations(result.fills, quote_file.data)),
         "identity_violations": len(identity_violations(result.pnl)),
         "dead_letters": {"trades": trade_file.dead_letters.height, "quotes": quote_file.dead_letters.height},
@@ -136,19 +207,32 @@ def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) 
 
     import psycopg
 
-    from tickforge.defs.research.store import NEXT_DAY_PICKS, read_table
     from tickforge.platform.settings import load_settings
+    from tickforge.research.store import NEXT_DAY_PICKS, read_table
     from tickforge.trading.picks import parse_picks
 
     if pick_day is None:
         return {"error": "the research made no picks"}
     settings = load_settings()
     try:
-        rows = read_table(settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name, NEXT_DAY_PICKS,
-                          '"day" = %s', [date.fromisoformat(pick_day)])
+        rows = read_table(
+            settings.postgres.dsn.get_secret_value(),
+            settings.postgres.schema_name,
+            NEXT_DAY_PICKS,
+            '"day" = %s',
+            [date.fromisoformat(pick_day)],
+        )
         picks = parse_picks(rows.iter_rows(named=True))
-        return replay_day(trades, quotes, picks, f"next_day_picks of {pick_day}", out, regular_hours=True,
-                          postgres=True, account="paper-demo")
+        return replay_day(
+            trades,
+            quotes,
+            picks,
+            f"next_day_picks of {pick_day}",
+            out,
+            regular_hours=True,
+            postgres=True,
+            account="paper-demo",
+        )
     except (ValueError, OSError, psycopg.Error) as exc:
         return {"error": str(exc)}
 
@@ -182,14 +266,19 @@ def _guarded(work: Any) -> None:
 
     try:
         summary = work()
-    except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # PicksError, LimitsError, BarsError are ValueErrors
+    except (
+        ValueError,
+        OSError,
+        pl.exceptions.PolarsError,
+    ) as exc:  # PicksError, LimitsError, BarsError are ValueErrors
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-risk_app = typer.Typer(help="The trading state every risk instance reads (the compacted trading.control topic).",
-                       no_args_is_help=True)
+risk_app = typer.Typer(
+    help="The trading state every risk instance reads (the compacted trading.control topic).", no_args_is_help=True
+)
 
 
 def _set_state(action: str, reason: str, operator: str | None, scope: str) -> None:
@@ -209,8 +298,16 @@ def _set_state(action: str, reason: str, operator: str | None, scope: str) -> No
             partition, offset = publish_control(load_settings(), command)
         except (RuntimeError, KafkaException) as exc:
             raise ValueError(str(exc)) from None
-        return {"action": action, "state": str(command.state), "scope": command.scope, "operator": command.operator,
-                "reason": command.reason, "ts_ms": command.ts_ms, "partition": partition, "offset": offset}
+        return {
+            "action": action,
+            "state": str(command.state),
+            "scope": command.scope,
+            "operator": command.operator,
+            "reason": command.reason,
+            "ts_ms": command.ts_ms,
+            "partition": partition,
+            "offset": offset,
+        }
 
     _guarded(work)
 
@@ -221,28 +318,39 @@ _SCOPE = typer.Option("--scope", help="The account it applies to; 'all' for ever
 
 
 @risk_app.command("halt")
-def risk_halt(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
-              scope: Annotated[str, _SCOPE] = "all") -> None:
+def risk_halt(
+    reason: Annotated[str, _REASON],
+    operator: Annotated[str | None, _OPERATOR] = None,
+    scope: Annotated[str, _SCOPE] = "all",
+) -> None:
     """HALTED: no order passes."""
     _set_state("halt", reason, operator, scope)
 
 
 @risk_app.command("reduce")
-def risk_reduce(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
-                scope: Annotated[str, _SCOPE] = "all") -> None:
+def risk_reduce(
+    reason: Annotated[str, _REASON],
+    operator: Annotated[str | None, _OPERATOR] = None,
+    scope: Annotated[str, _SCOPE] = "all",
+) -> None:
     """REDUCING: only orders that reduce a position pass."""
     _set_state("reduce", reason, operator, scope)
 
 
 @risk_app.command("resume")
-def risk_resume(reason: Annotated[str, _REASON], operator: Annotated[str | None, _OPERATOR] = None,
-                scope: Annotated[str, _SCOPE] = "all") -> None:
+def risk_resume(
+    reason: Annotated[str, _REASON],
+    operator: Annotated[str | None, _OPERATOR] = None,
+    scope: Annotated[str, _SCOPE] = "all",
+) -> None:
     """ACTIVE: orders pass the other rules (a limit still breached tightens again at the next mark)."""
     _set_state("resume", reason, operator, scope)
 
 
 @risk_app.command("status")
-def risk_status(account: Annotated[str, typer.Option("--account", help="The account whose state is asked.")] = "paper") -> None:
+def risk_status(
+    account: Annotated[str, typer.Option("--account", help="The account whose state is asked.")] = "paper",
+) -> None:
     """The command in force for an account (the latest of its scope and of 'all')."""
 
     def work() -> dict[str, Any]:
@@ -261,10 +369,19 @@ def risk_status(account: Annotated[str, typer.Option("--account", help="The acco
         except (RuntimeError, KafkaException) as exc:
             raise ValueError(str(exc)) from None
         command = reader.in_force()
-        return {"account": account, "state": str(command.state if command else TradingState.ACTIVE),
-                "refused_messages": reader.refused,
-                "command": None if command is None else {"action": str(command.action), "reason": command.reason,
-                                                         "operator": command.operator, "ts_ms": command.ts_ms,
-                                                         "scope": command.scope}}
+        return {
+            "account": account,
+            "state": str(command.state if command else TradingState.ACTIVE),
+            "refused_messages": reader.refused,
+            "command": None
+            if command is None
+            else {
+                "action": str(command.action),
+                "reason": command.reason,
+                "operator": command.operator,
+                "ts_ms": command.ts_ms,
+                "scope": command.scope,
+            },
+        }
 
     _guarded(work)

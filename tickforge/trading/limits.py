@@ -1,4 +1,5 @@
-"""Risk limits: one validated model, and a YAML file watcher that keeps the last good limits.
+"""Risk limits: one validated model, parsed from YAML text (the file that holds them is read and
+watched at the room's edge: :class:`tickforge.trading.io.LimitsFile`).
 
 Unknown keys are errors (``extra="forbid"``): a limit the code does not read must never be
 accepted silently, nor may a misspelt one leave its default in force.
@@ -6,18 +7,11 @@ accepted silently, nor may a misspelt one leave its default in force.
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-log = logging.getLogger(__name__)
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -115,70 +109,3 @@ def parse_limits(text: str, source: str = "<limits>") -> RiskLimits:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(root)'}: {err['msg']}" for err in e.errors())
         raise LimitsError(f"{source}: invalid limits: {problems}") from e
-
-
-@dataclass(frozen=True, slots=True)
-class Reload:
-    changed: bool  # new limits are in force
-    error: str | None = None  # the file changed but was rejected; the previous limits stay
-
-
-class LimitsFile:
-    """The limits in force from a YAML file, re-read when it changes.
-
-    The first load must succeed (no limits, no trading). Later a changed file that does not
-    parse or validate is rejected with its reason and the previous limits stay in force; the
-    same bad content is reported once, not on every poll.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        text, self._stamp = self._read()
-        self._digest = hashlib.sha256(text.encode()).hexdigest()
-        self.current = parse_limits(text, str(self.path))
-        self.last_error: str | None = None
-
-    def reload_if_changed(self) -> Reload:
-        try:
-            stamp = self._stat()
-        except OSError as e:
-            return self._rejected(f"{self.path}: cannot read: {e}")
-        if stamp == self._stamp:
-            return Reload(False, self.last_error)
-        try:
-            text, stamp = self._read()
-        except LimitsError as e:
-            self._stamp = stamp
-            return self._rejected(str(e))
-        except OSError as e:
-            return self._rejected(f"{self.path}: cannot read: {e}")
-        self._stamp = stamp
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if digest == self._digest:
-            return Reload(False, self.last_error)
-        self._digest = digest
-        try:
-            limits = parse_limits(text, str(self.path))
-        except LimitsError as e:
-            return self._rejected(str(e))
-        self.current = limits
-        self.last_error = None
-        log.info("risk limits reloaded", extra={"path": str(self.path)})
-        return Reload(True)
-
-    def _rejected(self, error: str) -> Reload:
-        if error != self.last_error:
-            log.error("risk limits rejected, previous limits stay", extra={"path": str(self.path), "error": error})
-        self.last_error = error
-        return Reload(False, error)
-
-    def _stat(self) -> tuple[int, int]:
-        st = os.stat(self.path)
-        return (st.st_mtime_ns, st.st_size)
-
-    def _read(self) -> tuple[str, tuple[int, int]]:
-        stamp = self._stat()
-        try:
-            return self.path.read_text(encoding="utf-8"), stamp
-        except UnicodeDecodeError as e:
-            raise LimitsError(f"{self.path}: not UTF-8 text: {e}") from e

@@ -11,8 +11,11 @@ The same kernels as the workers, driven by one event-time loop over frames (no f
 - Venue events go to the OMS (illegal transitions are counted and logged, never applied), fills to
   the ledger (through risk, which releases budgets) and back to the runner; after every fill the
   ledger's identity is recorded.
-- After the last market event, orders still in flight meet the last book (nothing else will
-  come), then the session closes: working orders expire.
+- Sessions follow the symbol's class (:class:`~tickforge.trading.sessions.SessionRule`, the same
+  :class:`~tickforge.trading.session_venue.SessionVenue` as the matcher worker): orders decided
+  after the close are rejected, the session ends at the close (or the arrival of an order decided
+  at the bell) and its working orders expire there; after the last market event, every session
+  still open ends the same way (nothing else will come).
 
 Session flags are the research engine's (:func:`split_bars` over the day's bars), so the runner's
 decisions can be compared with the backtest's bar for bar.
@@ -33,46 +36,96 @@ from tickforge.research.bars import split_bars
 from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.events import OrderCanceled, OrderExpired, OrderRejected, VenueEvent
 from tickforge.trading.limits import RiskLimits
-from tickforge.trading.matching import MatchingConfig, PaperMatcher
+from tickforge.trading.matching import MatchingConfig
 from tickforge.trading.oms import IllegalTransition, OmsError, OrderManager
 from tickforge.trading.orders import Fill
 from tickforge.trading.picks import Pick
 from tickforge.trading.risk import RiskEngine, RiskRule, target_quantity
 from tickforge.trading.runner import Decision, RunnerOrder, StrategyRunner
+from tickforge.trading.session_venue import SessionVenue
+from tickforge.trading.sessions import SessionRule
 from tickforge.trading.stream import market_events
 
 log = logging.getLogger(__name__)
 _RULES = frozenset(str(r) for r in RiskRule)
 
 ORDER_SCHEMA = {
-    "client_order_id": pl.String, "symbol": pl.String, "side": pl.String, "quantity": pl.Float64,
-    "order_type": pl.String, "limit_price": pl.Float64, "decision_ts_ms": pl.Int64, "arrival_ts_ms": pl.Int64,
-    "status": pl.String, "strategy": pl.String, "book": pl.String, "timeframe": pl.String, "bucket": pl.String,
-    "reference_price": pl.Float64, "filled_quantity": pl.Float64, "average_fill_price": pl.Float64,
-    "reject_rule": pl.String, "reason": pl.String, "time_in_force": pl.String,
+    "client_order_id": pl.String,
+    "symbol": pl.String,
+    "side": pl.String,
+    "quantity": pl.Float64,
+    "order_type": pl.String,
+    "limit_price": pl.Float64,
+    "decision_ts_ms": pl.Int64,
+    "arrival_ts_ms": pl.Int64,
+    "status": pl.String,
+    "strategy": pl.String,
+    "book": pl.String,
+    "timeframe": pl.String,
+    "bucket": pl.String,
+    "reference_price": pl.Float64,
+    "filled_quantity": pl.Float64,
+    "average_fill_price": pl.Float64,
+    "reject_rule": pl.String,
+    "reason": pl.String,
+    "time_in_force": pl.String,
 }
 TRANSITION_SCHEMA = {
-    "client_order_id": pl.String, "seq": pl.Int32, "from_status": pl.String, "to_status": pl.String,
-    "ts_ms": pl.Int64, "reason": pl.String,
+    "client_order_id": pl.String,
+    "seq": pl.Int32,
+    "from_status": pl.String,
+    "to_status": pl.String,
+    "ts_ms": pl.Int64,
+    "reason": pl.String,
 }
 FILL_SCHEMA = {
-    "client_order_id": pl.String, "symbol": pl.String, "side": pl.String, "ts_ms": pl.Int64, "price": pl.Float64,
-    "quantity": pl.Float64, "liquidity": pl.String, "fill_id": pl.String, "book": pl.String, "fee": pl.Float64,
+    "client_order_id": pl.String,
+    "symbol": pl.String,
+    "side": pl.String,
+    "ts_ms": pl.Int64,
+    "price": pl.Float64,
+    "quantity": pl.Float64,
+    "liquidity": pl.String,
+    "fill_id": pl.String,
+    "book": pl.String,
+    "fee": pl.Float64,
 }
 POSITION_SCHEMA = {
-    "ts_ms": pl.Int64, "fill_id": pl.String, "book": pl.String, "strategy": pl.String, "symbol": pl.String,
-    "quantity": pl.Float64, "average_cost": pl.Float64, "mark_price": pl.Float64, "realized_pnl": pl.Float64,
-    "unrealized_pnl": pl.Float64, "fees": pl.Float64,
+    "ts_ms": pl.Int64,
+    "fill_id": pl.String,
+    "book": pl.String,
+    "strategy": pl.String,
+    "symbol": pl.String,
+    "quantity": pl.Float64,
+    "average_cost": pl.Float64,
+    "mark_price": pl.Float64,
+    "realized_pnl": pl.Float64,
+    "unrealized_pnl": pl.Float64,
+    "fees": pl.Float64,
 }
 PNL_SCHEMA = {
-    "ts_ms": pl.Int64, "fill_id": pl.String, "cash": pl.Float64, "market_value": pl.Float64,
-    "realized_pnl": pl.Float64, "unrealized_pnl": pl.Float64, "fees": pl.Float64, "equity": pl.Float64,
+    "ts_ms": pl.Int64,
+    "fill_id": pl.String,
+    "cash": pl.Float64,
+    "market_value": pl.Float64,
+    "realized_pnl": pl.Float64,
+    "unrealized_pnl": pl.Float64,
+    "fees": pl.Float64,
+    "equity": pl.Float64,
     "identity_gap": pl.Float64,
 }
 DECISION_SCHEMA = {
-    "book": pl.String, "strategy": pl.String, "symbol": pl.String, "timeframe": pl.String, "params": pl.String,
-    "window_start": pl.Int64, "decision_ts_ms": pl.Int64, "close": pl.Float64, "target": pl.Int8,
-    "previous": pl.Int8, "session_last": pl.Boolean,
+    "book": pl.String,
+    "strategy": pl.String,
+    "symbol": pl.String,
+    "timeframe": pl.String,
+    "params": pl.String,
+    "window_start": pl.Int64,
+    "decision_ts_ms": pl.Int64,
+    "close": pl.Float64,
+    "target": pl.Int8,
+    "previous": pl.Int8,
+    "session_last": pl.Boolean,
 }
 
 
@@ -91,6 +144,10 @@ class ReplayResult:
 
 @dataclass(frozen=True, slots=True)
 class _Bar:
+    """A bar of the research split (:func:`split_bars`), which keeps no trade count nor open/close
+    trade times: :class:`~tickforge.platform.contracts.Bar` cannot be built from it. It refuses
+    what that contract refuses of the fields it has."""
+
     symbol: str
     timeframe: str
     window_start: int
@@ -102,13 +159,22 @@ class _Bar:
     volume: float
     notional: float
 
+    def __post_init__(self) -> None:
+        if not self.low <= min(self.open, self.close) or not max(self.open, self.close) <= self.high:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: open/close outside [low, high]")
+        if not self.volume > 0 or self.window_end <= self.window_start:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: empty bar or window")
+        vwap, slack = self.notional / self.volume, 1e-9 * self.high
+        if not self.low - slack <= vwap <= self.high + slack:
+            raise ValueError(f"bar {self.symbol} {self.window_start}: vwap {vwap} outside [low, high]")
+
 
 @dataclass
 class _Loop:
     picks: Sequence[Pick]
     risk: RiskEngine
     runner: StrategyRunner
-    matcher: PaperMatcher
+    matcher: SessionVenue
     oms: OrderManager = field(default_factory=OrderManager)
     now: int = 0
     meta: dict[str, RunnerOrder] = field(default_factory=dict)
@@ -164,11 +230,20 @@ class _Loop:
         self.risk.on_fill(fill)
         self.runner.on_fill(fill)
         ledger = self.risk.ledger
-        self.fills.append({
-            "client_order_id": fill.client_order_id, "symbol": fill.symbol, "side": str(fill.side), "ts_ms": fill.ts_ms,
-            "price": fill.price, "quantity": fill.quantity, "liquidity": str(fill.liquidity), "fill_id": fill.fill_id,
-            "book": book, "fee": ledger.fees - fees_before,
-        })
+        self.fills.append(
+            {
+                "client_order_id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": str(fill.side),
+                "ts_ms": fill.ts_ms,
+                "price": fill.price,
+                "quantity": fill.quantity,
+                "liquidity": str(fill.liquidity),
+                "fill_id": fill.fill_id,
+                "book": book,
+                "fee": ledger.fees - fees_before,
+            }
+        )
         self.positions.append(_position_row(ledger.position(book, fill.symbol), fill.ts_ms, fill.fill_id))
         self.pnl.append(_pnl_row(self.risk, fill.ts_ms, fill.fill_id))
 
@@ -182,15 +257,19 @@ def replay(
     latency_ms: int = 5,
     fees: FeeSchedule | None = None,
     matching: MatchingConfig | None = None,
+    sessions: SessionRule | None = None,
 ) -> ReplayResult:
     """Run the paper path over one recorded stretch; ``bars`` maps timeframe -> the platform's
-    bar frame (``symbol, window_start, window_end, open, high, low, close, volume, notional``)."""
+    bar frame (``symbol, window_start, window_end, open, high, low, close, volume, notional``);
+    ``sessions`` the session rule (the default settings' symbol classes when not given)."""
     symbols = sorted({p.symbol for p in picks})
     closes = _bar_closes(bars, picks)
     clock = _Clock()
     risk = RiskEngine(limits, clock, fees)
-    runner = StrategyRunner(picks, lambda pick, price: target_quantity(limits, pick.bucket, pick.weight, price), latency_ms)
-    loop = _Loop(picks, risk, runner, PaperMatcher(matching))
+    runner = StrategyRunner(
+        picks, lambda pick, price: target_quantity(limits, pick.bucket, pick.weight, price), latency_ms
+    )
+    loop = _Loop(picks, risk, runner, SessionVenue(sessions, matching))
     clock.loop = loop
     wanted = pl.col("symbol").is_in(symbols)
     events = market_events(quotes.filter(wanted), trades.filter(wanted))
@@ -213,8 +292,7 @@ def replay(
         loop.bar(bar, last)
     end = max([loop.now, *(r.order.arrival_ts_ms for r in loop.meta.values())])
     loop.now = end
-    loop.venue(loop.matcher.advance_to(end))
-    loop.venue(loop.matcher.end_session(end))
+    loop.venue(loop.matcher.end_all())
     ledger = risk.ledger
     loop.positions += [_position_row(p, end, None) for p in ledger.positions()]
     loop.pnl.append(_pnl_row(risk, end, None))
@@ -255,8 +333,18 @@ def _bar_closes(bars: dict[str, pl.DataFrame], picks: Sequence[Pick]) -> list[tu
         for s in series:
             for i in range(len(s)):
                 start = int(s.window_start[i])
-                bar = _Bar(s.symbol, timeframe, start, start + length, float(s.open[i]), float(s.high[i]), float(s.low[i]),
-                           float(s.close[i]), float(s.volume[i]), float(s.notional[i]))
+                bar = _Bar(
+                    s.symbol,
+                    timeframe,
+                    start,
+                    start + length,
+                    float(s.open[i]),
+                    float(s.high[i]),
+                    float(s.low[i]),
+                    float(s.close[i]),
+                    float(s.volume[i]),
+                    float(s.notional[i]),
+                )
                 out.append((start + length, length, bar, bool(s.session_last[i])))
     # at one close time, shorter timeframes first (a 1m bar before the 5m bar it ends with)
     out.sort(key=lambda c: (c[0], c[1], c[2].symbol))
@@ -264,16 +352,34 @@ def _bar_closes(bars: dict[str, pl.DataFrame], picks: Sequence[Pick]) -> list[tu
 
 
 def _position_row(p, ts_ms: int, fill_id: str | None) -> dict:
-    return {"ts_ms": ts_ms, "fill_id": fill_id, "book": p.strategy, "strategy": p.strategy.split("/")[0],
-            "symbol": p.symbol, "quantity": p.quantity, "average_cost": p.average_cost, "mark_price": p.mark_price,
-            "realized_pnl": p.realized_pnl, "unrealized_pnl": p.unrealized_pnl, "fees": p.fees}
+    return {
+        "ts_ms": ts_ms,
+        "fill_id": fill_id,
+        "book": p.strategy,
+        "strategy": p.strategy.split("/")[0],
+        "symbol": p.symbol,
+        "quantity": p.quantity,
+        "average_cost": p.average_cost,
+        "mark_price": p.mark_price,
+        "realized_pnl": p.realized_pnl,
+        "unrealized_pnl": p.unrealized_pnl,
+        "fees": p.fees,
+    }
 
 
 def _pnl_row(risk: RiskEngine, ts_ms: int, fill_id: str | None) -> dict:
     ledger = risk.ledger
-    return {"ts_ms": ts_ms, "fill_id": fill_id, "cash": ledger.cash, "market_value": ledger.market_value,
-            "realized_pnl": ledger.realized_pnl, "unrealized_pnl": ledger.unrealized_pnl, "fees": ledger.fees,
-            "equity": ledger.equity, "identity_gap": ledger.identity_gap()}
+    return {
+        "ts_ms": ts_ms,
+        "fill_id": fill_id,
+        "cash": ledger.cash,
+        "market_value": ledger.market_value,
+        "realized_pnl": ledger.realized_pnl,
+        "unrealized_pnl": ledger.unrealized_pnl,
+        "fees": ledger.fees,
+        "equity": ledger.equity,
+        "identity_gap": ledger.identity_gap(),
+    }
 
 
 def _orders_frame(loop: _Loop) -> pl.DataFrame:
@@ -284,35 +390,64 @@ def _orders_frame(loop: _Loop) -> pl.DataFrame:
         last = record.transitions[-1]
         rejected_by_risk = last.to_status == "REJECTED" and last.reason in _RULES
         avg = record.average_fill_price
-        rows.append({
-            "client_order_id": o.client_order_id, "symbol": o.symbol, "side": str(o.side), "quantity": o.quantity,
-            "order_type": str(o.order_type), "limit_price": o.limit_price, "decision_ts_ms": o.decision_ts_ms,
-            "arrival_ts_ms": o.arrival_ts_ms, "status": str(record.status), "strategy": intent.pick.strategy,
-            "book": intent.pick.book, "timeframe": intent.pick.timeframe, "bucket": str(intent.pick.bucket),
-            "reference_price": intent.reference_price if math.isfinite(intent.reference_price) else None,
-            "filled_quantity": record.filled_quantity, "average_fill_price": avg,
-            "reject_rule": last.reason if rejected_by_risk else None, "reason": last.reason,
-            "time_in_force": str(o.time_in_force),
-        })
+        rows.append(
+            {
+                "client_order_id": o.client_order_id,
+                "symbol": o.symbol,
+                "side": str(o.side),
+                "quantity": o.quantity,
+                "order_type": str(o.order_type),
+                "limit_price": o.limit_price,
+                "decision_ts_ms": o.decision_ts_ms,
+                "arrival_ts_ms": o.arrival_ts_ms,
+                "status": str(record.status),
+                "strategy": intent.pick.strategy,
+                "book": intent.pick.book,
+                "timeframe": intent.pick.timeframe,
+                "bucket": str(intent.pick.bucket),
+                "reference_price": intent.reference_price if math.isfinite(intent.reference_price) else None,
+                "filled_quantity": record.filled_quantity,
+                "average_fill_price": avg,
+                "reject_rule": last.reason if rejected_by_risk else None,
+                "reason": last.reason,
+                "time_in_force": str(o.time_in_force),
+            }
+        )
     return pl.DataFrame(rows, schema=ORDER_SCHEMA)
 
 
 def transitions_frame(oms: OrderManager) -> pl.DataFrame:
     """Every transition of every order of ``oms`` (its audit trail), in the order applied."""
-    rows = [{"client_order_id": t.client_order_id, "seq": t.seq,
-             "from_status": None if t.from_status is None else str(t.from_status), "to_status": str(t.to_status),
-             "ts_ms": t.ts_ms, "reason": t.reason} for t in oms.audit_trail()]
+    rows = [
+        {
+            "client_order_id": t.client_order_id,
+            "seq": t.seq,
+            "from_status": None if t.from_status is None else str(t.from_status),
+            "to_status": str(t.to_status),
+            "ts_ms": t.ts_ms,
+            "reason": t.reason,
+        }
+        for t in oms.audit_trail()
+    ]
     return pl.DataFrame(rows, schema=TRANSITION_SCHEMA)
 
 
 def _decisions_frame(decisions: list[Decision], picks: Sequence[Pick]) -> pl.DataFrame:
     by_book = {(p.symbol, p.book): p for p in picks}
-    rows = [{
-        "book": d.book, "strategy": by_book[(d.symbol, d.book)].strategy, "symbol": d.symbol, "timeframe": d.timeframe,
-        "params": by_book[(d.symbol, d.book)].params_json, "window_start": d.window_start_ms,
-        "decision_ts_ms": d.decision_ts_ms, "close": d.close, "target": d.target, "previous": d.previous,
-        "session_last": d.session_last,
-    } for d in decisions]
+    rows = [
+        {
+            "book": d.book,
+            "strategy": by_book[(d.symbol, d.book)].strategy,
+            "symbol": d.symbol,
+            "timeframe": d.timeframe,
+            "params": by_book[(d.symbol, d.book)].params_json,
+            "window_start": d.window_start_ms,
+            "decision_ts_ms": d.decision_ts_ms,
+            "close": d.close,
+            "target": d.target,
+            "previous": d.previous,
+            "session_last": d.session_last,
+        }
+        for d in decisions
+    ]
     return pl.DataFrame(rows, schema=DECISION_SCHEMA)
-
-

@@ -1,4 +1,5 @@
-"""The US equity regular session (09:30-16:00 New York) the paper path trades by default.
+"""Trading sessions: the US equity regular session (09:30-16:00 New York) and the rule that says,
+per symbol class, which session an event falls in (:class:`SessionRule`).
 
 Sessions themselves stay the research engine's (New York trading days of the bars); these rules
 only choose which bars are traded, offline (:func:`regular_hours` over frames) and live
@@ -7,10 +8,14 @@ only choose which bars are traded, offline (:func:`regular_hours` over frames) a
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
 
 import polars as pl
 
+from tickforge.platform.settings import SignalSettings
+from tickforge.platform.signals.sessions import DEFAULT_ZONE, session_bounds, tzinfo, validate_session_tz
 from tickforge.research.bars import NEW_YORK, SESSION_ZONE
 
 OPEN, CLOSE = time(9, 30), time(16, 0)
@@ -30,5 +35,64 @@ def regular_hours(frame: pl.DataFrame, column: str = "ts_ms") -> pl.DataFrame:
 def regular_session(ts_ms: int) -> tuple[int, int]:
     """``[open_ms, close_ms)`` of the regular session on the New York day of ``ts_ms``."""
     day = datetime.fromtimestamp(ts_ms // 1000, NEW_YORK).date()
-    return (int(datetime.combine(day, OPEN, NEW_YORK).timestamp() * 1000),
-            int(datetime.combine(day, CLOSE, NEW_YORK).timestamp() * 1000))
+    return (
+        int(datetime.combine(day, OPEN, NEW_YORK).timestamp() * 1000),
+        int(datetime.combine(day, CLOSE, NEW_YORK).timestamp() * 1000),
+    )
+
+
+# ------------------------------------------------------------------ the session rule per symbol class
+
+US_EQUITY = "us_equity"
+# Classes whose venue has a regular session inside its calendar day; every other class trades its
+# whole calendar day (crypto, FX) in its zone.
+REGULAR_HOURS: dict[str, tuple[time, time]] = {US_EQUITY: (OPEN, CLOSE)}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A symbol's trading session: ``[open_ms, close_ms)``, and ``day_end_ms`` (the next midnight
+    of its zone) until which the day's state is needed."""
+
+    symbol: str
+    day: str  # the calendar day in the symbol's zone (YYYY-MM-DD)
+    open_ms: int
+    close_ms: int
+    day_end_ms: int
+
+    def __post_init__(self) -> None:
+        if not self.open_ms < self.close_ms <= self.day_end_ms:
+            raise ValueError(f"session of {self.symbol} on {self.day}: open < close <= day end is violated")
+
+
+@dataclass(frozen=True)
+class SessionRule:
+    """Which session a symbol's event falls in: the zone of the symbol's class (the signal
+    settings' ``symbol_classes`` / ``class_session_tz``: one rule for signals and trading) and that
+    class's regular hours if it has them. A symbol of no class trades the UTC calendar day."""
+
+    symbol_classes: Mapping[str, str]  # symbol -> class
+    class_zones: Mapping[str, str]  # class -> IANA zone
+
+    @classmethod
+    def from_settings(cls, signals: SignalSettings) -> SessionRule:
+        classes = {symbol: name for name, symbols in signals.symbol_classes.items() for symbol in symbols}
+        rule = cls(classes, dict(signals.class_session_tz))
+        validate_session_tz(dict(rule.class_zones))
+        return rule
+
+    def session(self, symbol: str, ts_ms: int) -> Session:
+        name = self.symbol_classes.get(symbol)
+        zone = self.class_zones.get(name, DEFAULT_ZONE) if name is not None else DEFAULT_ZONE
+        day, start_ms, end_ms = session_bounds(ts_ms, zone)
+        hours = REGULAR_HOURS.get(name) if name is not None else None
+        if hours is None:
+            return Session(symbol, day, start_ms, end_ms, end_ms)
+        tz, local = tzinfo(zone), date.fromisoformat(day)
+        open_ms, close_ms = (int(datetime.combine(local, t, tz).timestamp() * 1000) for t in hours)
+        return Session(symbol, day, open_ms, close_ms, end_ms)
+
+
+def default_session_rule() -> SessionRule:
+    """The rule of the default settings' symbol classes."""
+    return SessionRule.from_settings(SignalSettings())

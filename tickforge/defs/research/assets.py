@@ -43,21 +43,14 @@ from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.research.resources import ResearchResource
-from tickforge.defs.research.store import (
-    NEXT_DAY_PICKS,
-    PICK_EQUITY,
-    PICK_KEY,
-    PICKS_SCORECARD,
-    STRATEGY_SCORES,
-    read_rows,
-    replace_rows,
-)
+from tickforge.defs.research.store import read_rows, replace_rows
 from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.research.bars import DAILY, BarSeries, ny_midnight_ms, split_bars
 from tickforge.research.engine import RESULT_SCHEMA, backtest
 from tickforge.research.io import write_picks
 from tickforge.research.registry import Registry
 from tickforge.research.scoring import PICK_SCHEMA, score, scorecard, select, trailing_sweep
+from tickforge.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES
 from tickforge.research.walkforward import trailing_window
 
 DAILY_BARS_KEY = AssetKey(["files", "daily_bars"])

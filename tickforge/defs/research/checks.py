@@ -43,19 +43,13 @@ from tickforge.defs.research.assets import (
     sweep_object,
 )
 from tickforge.defs.research.resources import ResearchResource
-from tickforge.defs.research.store import (
-    NEXT_DAY_PICKS,
-    PICK_EQUITY,
-    PICK_KEY,
-    PICKS_SCORECARD,
-    STRATEGY_SCORES,
-    read_rows,
-)
+from tickforge.defs.research.store import read_rows
 from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.research.bars import ny_midnight_ms
 from tickforge.research.engine import METRICS
 from tickforge.research.registry import Scoring
 from tickforge.research.scoring import next_day_picks
+from tickforge.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES
 
 TOLERANCE = 1e-9
 

@@ -1,96 +1,26 @@
-"""The research tables in PostgreSQL (the schema of the golden bars): what the picks, the research
-page and the strategy runners read.
-
-Each table is declared by its polars schema and key; it is created on first write. A writer owns
-a slice of its table (a day, or the days up to one) and replaces it in one transaction (DELETE the
-slice, COPY the rows), so a rerun leaves exactly what it computed.
-"""
+"""The research tables through the Dagster PostgreSQL resource: the assets' side of
+:mod:`tickforge.research.store` (which holds the tables and the plain IO)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import psycopg
-from psycopg import sql
 
-from tickforge.research.engine import METRICS, RESULT_SCHEMA
-from tickforge.research.scoring import PICK_SCHEMA, SCORECARD_SCHEMA
+from tickforge.research.store import Table, read_table, replace_table
 
 if TYPE_CHECKING:  # the dashboard reads these tables without importing Dagster
     from tickforge.defs.postgres.resources import PostgresResource
-
-_PG_TYPES = {
-    pl.Date: "date",
-    pl.String: "text",
-    pl.Float64: "double precision",
-    pl.Int64: "bigint",
-    pl.Int32: "integer",
-    pl.Int8: "smallint",
-    pl.Boolean: "boolean",
-}
-PICK_KEY = ("day", "symbol", "strategy", "timeframe", "params")
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    schema: Mapping[str, Any]  # column -> polars dtype
-    key: tuple[str, ...]
-
-    def ddl(self, pg_schema: str) -> sql.Composed:
-        columns = [
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_PG_TYPES[t] + (" NOT NULL" if c in self.key else "")))
-            for c, t in self.schema.items()
-        ]
-        columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, self.key))))
-        return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-            sql.Identifier(pg_schema, self.name), sql.SQL(", ").join(columns)
-        )
-
-
-SCORE_SCHEMA = {
-    "day": pl.Date,
-    **RESULT_SCHEMA,
-    "n_trials": pl.Int64,
-    "sharpe_max_expected": pl.Float64,
-    "dsr": pl.Float64,
-    "score": pl.Float64,
-    "bucket": pl.String,
-    "gate": pl.String,
-}
-STRATEGY_SCORES = Table(
-    "strategy_scores", SCORE_SCHEMA, ("day", "symbol", "timeframe", "strategy", "params", "window", "sample")
-)
-NEXT_DAY_PICKS = Table("next_day_picks", PICK_SCHEMA, PICK_KEY)
-PICK_EQUITY = Table(
-    "pick_equity",
-    {**{k: PICK_SCHEMA[k] for k in PICK_KEY}, "window_start": pl.Int64, "position": pl.Int8, "equity": pl.Float64},
-    (*PICK_KEY, "window_start"),
-)
-PICKS_SCORECARD = Table("picks_scorecard", {**SCORECARD_SCHEMA, "as_of": pl.Date}, PICK_KEY)
-TABLES = (STRATEGY_SCORES, NEXT_DAY_PICKS, PICK_EQUITY, PICKS_SCORECARD)
-assert all(m in SCORE_SCHEMA for m in METRICS)
 
 
 def replace_rows(
     postgres: PostgresResource, table: Table, frame: pl.DataFrame, where: str, params: Sequence[Any]
 ) -> int:
-    """Delete the rows of ``table`` matching ``where`` (SQL over its columns, %s parameters) and
-    COPY ``frame`` in, in one transaction; returns the rows deleted."""
-    frame = frame.select(list(table.schema)).cast(pl.Schema(table.schema))
-    target = sql.Identifier(postgres.schema_name, table.name)
+    """Delete the rows of ``table`` matching ``where`` and COPY ``frame`` in, in one transaction;
+    returns the rows deleted."""
     with postgres.connect() as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(postgres.schema_name)))
-        conn.execute(table.ddl(postgres.schema_name))
-        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE ").format(target) + sql.SQL(where), params).rowcount
-        columns = sql.SQL(", ").join(map(sql.Identifier, table.schema))
-        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
-            for row in frame.iter_rows():
-                copy.write_row(row)
-    return max(deleted, 0)
+        return replace_table(conn, postgres.schema_name, table, frame, where, params)
 
 
 def read_rows(
@@ -98,20 +28,3 @@ def read_rows(
 ) -> pl.DataFrame:
     """The rows of ``table`` matching ``where``, in key order (empty when the table does not exist yet)."""
     return read_table(postgres.dsn, postgres.schema_name, table, where, params)
-
-
-def read_table(dsn: str, pg_schema: str, table: Table, where: str = "TRUE", params: Sequence[Any] = ()) -> pl.DataFrame:
-    query = (
-        sql.SQL("SELECT {} FROM {} WHERE ").format(
-            sql.SQL(", ").join(map(sql.Identifier, table.schema)),
-            sql.Identifier(pg_schema, table.name),
-        )
-        + sql.SQL(where)
-        + sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, table.key)))
-    )
-    try:
-        with psycopg.connect(dsn, connect_timeout=5) as conn:
-            rows = conn.execute(query, params).fetchall()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        rows = []
-    return pl.DataFrame(rows, schema=dict(table.schema), orient="row")

@@ -26,7 +26,8 @@ from tickforge.defs.lib.partitions import daily_partitions
 from tickforge.defs.lib.snowflake import ddl_statements, replace_slice
 from tickforge.defs.postgres.resources import PostgresResource
 from tickforge.defs.research.assets import OWNERS, PICKS_KEY, RESEARCH_GROUP, SCORES_KEY, pick_day
-from tickforge.defs.research.store import NEXT_DAY_PICKS, STRATEGY_SCORES, Table, read_rows
+from tickforge.defs.research.store import read_rows
+from tickforge.research.store import NEXT_DAY_PICKS, STRATEGY_SCORES, Table
 
 _SF_TYPES: dict[pl.DataType | type[pl.DataType], str] = {
     pl.Date: "DATE",

@@ -34,13 +34,14 @@ from tickforge.defs.lib.golden_bars import read_golden_bars
 from tickforge.defs.lib.keys import bar_timeframes, golden_bars_key
 from tickforge.defs.lib.partitions import daily_partitions
 from tickforge.defs.postgres.resources import PostgresResource
-from tickforge.defs.research.store import NEXT_DAY_PICKS, read_rows
+from tickforge.defs.research.store import read_rows
 from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.defs.trading.resources import TradingResource
 from tickforge.platform.io.files import read_quotes, read_trades
 from tickforge.platform.io.raw_layout import compacted_key
 from tickforge.research.bars import DAILY, next_ny_midnight_ms, ny_midnight_ms
 from tickforge.research.io import load_registry
+from tickforge.research.store import NEXT_DAY_PICKS
 from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.io import REPLAY_FILES, load_limits, read_picks_file
 from tickforge.trading.picks import Pick, parse_picks
