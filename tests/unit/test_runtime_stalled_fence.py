@@ -81,10 +81,6 @@ def short_timeout(monkeypatch):
     monkeypatch.setattr(runtime, "TRANSACTION_TIMEOUT_MS", int(STALL_S * 1000) // 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime exits on the second fence within REFENCED_WINDOW_S, whatever the transaction's age",
-)
 def test_stalls_past_the_transaction_timeout_re_initialise_every_time_and_stay_exact(
     settings,
     crypto_minutes,

@@ -365,6 +365,7 @@ class TransactionalWorker:
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
         self._last_idle_check = wall_ms()
         self._fenced_at = -REFENCED_WINDOW_S
+        self._transaction_began = time.monotonic()  # when the open (or last) transaction began
 
     def _new_consumer(self) -> ConsumerClient:
         return self._consumer_factory(
@@ -591,15 +592,18 @@ class TransactionalWorker:
     def _recover(self, exc: KafkaException) -> None:
         """After a failed transaction: abort it, or, when the producer is in a fatal state (a
         coordinator that lost or timed out the transaction during an outage), start a new producer
-        under the same transactional id. Fenced twice in a row means another process holds that
-        id: exit for it."""
+        under the same transactional id. Fenced twice in a row by something a timeout does not
+        explain means another process holds that id: exit for it."""
         error = exc.args[0]
         if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED:
-            # A transaction its coordinator timed out (the broker was away longer than the
-            # transaction timeout) fences the producer too: one new producer is tried. Fenced
-            # again soon after, another process holds the id: exit for it.
+            # A transaction its coordinator timed out (the loop stalled on a loaded machine, or the
+            # broker was away, longer than the transaction timeout) fences the producer too: the
+            # coordinator bumped the epoch. That happens as often as the stalls do, so a new
+            # producer is tried every time. A transaction fenced inside the timeout was fenced by
+            # another process with the same id: fenced that way twice in a row, exit for it.
             now = time.monotonic()
-            if now - self._fenced_at < REFENCED_WINDOW_S:
+            timed_out = now - self._transaction_began >= TRANSACTION_TIMEOUT_MS / 1000
+            if not timed_out and now - self._fenced_at < REFENCED_WINDOW_S:
                 log.error("fenced", extra={"worker": self.name, "error": str(exc)})
                 raise exc
             self._fenced_at = now
@@ -654,7 +658,7 @@ class TransactionalWorker:
         except KafkaException as exc:
             self._recover(exc)
             return
-        began = time.monotonic()
+        began = self._transaction_began = time.monotonic()
         outputs: dict[int, Output] = {}
         self._process_backlogs(outputs, began)
         self._close_processed(outputs)
