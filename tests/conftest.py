@@ -34,8 +34,10 @@ def shared_data(request: pytest.FixtureRequest) -> Path:
         pytest.fail(f"{request.node.nodeid} reads the full shared files: mark it full_data or use `samples`")
     folder = shared_data_dir()
     if not folder.is_dir():
-        pytest.fail(f"the full shared market data is missing at {folder} (set TICKFORGE_SHARED_DATA, "
-                    f"or deselect these tests with -m 'not full_data' as `make test` does)")
+        pytest.fail(
+            f"the full shared market data is missing at {folder} (set TICKFORGE_SHARED_DATA, "
+            f"or deselect these tests with -m 'not full_data' as `make test` does)"
+        )
     return folder
 
 

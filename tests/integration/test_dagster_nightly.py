@@ -62,9 +62,7 @@ def _day_trades(samples):
 
     ticks = read_trades(samples / TRADES_FILE)
     start, end = day_bounds_ms(DAY)
-    data = ticks.data.filter(
-        pl.col("symbol").is_in(SYMBOLS) & (pl.col("ts_ms") >= start) & (pl.col("ts_ms") < end)
-    )
+    data = ticks.data.filter(pl.col("symbol").is_in(SYMBOLS) & (pl.col("ts_ms") >= start) & (pl.col("ts_ms") < end))
     return TickFile("trades", ticks.source, data, ticks.dead_letters.clear())
 
 
@@ -104,9 +102,7 @@ def _fact_rows(s) -> dict[str, tuple]:
         out = {}
         for table in ("CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S", "CORE.DIM_SYMBOL"):
             out[table] = cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-        out["max_loaded_at"] = cur.execute(
-            "SELECT MAX(LOADED_AT) FROM CORE.FACT_TICKS_60S"
-        ).fetchone()[0]
+        out["max_loaded_at"] = cur.execute("SELECT MAX(LOADED_AT) FROM CORE.FACT_TICKS_60S").fetchone()[0]
         out["RAW.TICKS"] = cur.execute(
             "SELECT COUNT(*), COUNT(DISTINCT SOURCE_CHECKSUM), MIN(SOURCE_OBJECT_KEY), MIN(LOADED_AT), MAX(LOADED_AT) "
             "FROM RAW.TICKS"
@@ -141,30 +137,67 @@ def _produce_day_dead_letters(s) -> None:
         return DeadLetter(reason=reason, source=source, payload="{}", symbol=symbol, ts_ms=ts_ms)
 
     now_ms = int(time.time() * 1000)
-    produce_dead_letters(s, [
-        *((letter("late", "t.ticks", "BAC", T1430 + 1_000 * i), now_ms) for i in range(3)),
-        (letter("bad_price", "t.ticks", "AIG", T1430 + 30_000), now_ms),
-        *((letter("missing_symbol", "t.ticks", None, T0300 + i), now_ms) for i in range(2)),
-        (letter("late", "t.ticks", "BAC", DAY_MS - 1), now_ms),
-    ], transaction="commit")
+    produce_dead_letters(
+        s,
+        [
+            *((letter("late", "t.ticks", "BAC", T1430 + 1_000 * i), now_ms) for i in range(3)),
+            (letter("bad_price", "t.ticks", "AIG", T1430 + 30_000), now_ms),
+            *((letter("missing_symbol", "t.ticks", None, T0300 + i), now_ms) for i in range(2)),
+            (letter("late", "t.ticks", "BAC", DAY_MS - 1), now_ms),
+        ],
+        transaction="commit",
+    )
 
 
 KEEP = {"ops": {"bar_archive": {"config": {"retention_days": 100_000}}}}  # archive nothing
 NO_MARTS = [
-    "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "snowflake_dim_calendar",
-    "bar_archive", "snowflake_dead_letter_facts",
+    "raw_trades_daily",
+    "snowflake_raw_ticks",
+    "bar_reconciliation",
+    "snowflake_bar_facts",
+    "snowflake_dim_calendar",
+    "bar_archive",
+    "snowflake_dead_letter_facts",
 ]
 RESEARCH = {
-    *(f"backtest_sweep/{s}" for s in ("ema_cross", "rsi_reversion", "donchian_breakout", "macd_cross",
-                                      "bollinger_reversion", "vwap_reversion", "orb_breakout")),
-    "strategy_scores", "next_day_picks", "picks_scorecard", "snowflake_backtest_results", "snowflake_next_day_picks",
+    *(
+        f"backtest_sweep/{s}"
+        for s in (
+            "ema_cross",
+            "rsi_reversion",
+            "donchian_breakout",
+            "macd_cross",
+            "bollinger_reversion",
+            "vwap_reversion",
+            "orb_breakout",
+        )
+    ),
+    "strategy_scores",
+    "next_day_picks",
+    "picks_scorecard",
+    "snowflake_backtest_results",
+    "snowflake_next_day_picks",
 }
 RESEARCH_CHECKS = (
-    "sweep_metrics_finite", "scores_finite", "picks_use_only_prior_bars", "picks_within_budget",
-    "pick_trades_match_equity", "picks_reproducible", "scorecard_covers_picks", "backtest_results_match_scores",
+    "sweep_metrics_finite",
+    "scores_finite",
+    "picks_use_only_prior_bars",
+    "picks_within_budget",
+    "pick_trades_match_equity",
+    "picks_reproducible",
+    "scorecard_covers_picks",
+    "backtest_results_match_scores",
     "snowflake_picks_match_postgres",
 )
-MARTS = {"mart_next_day_picks", "mart_pipeline_minute_metrics", "mart_top_movers_15m", "mart_session_vwap", "mart_volatility_bands", "mart_price_1h", "mart_rolling_vwap"}
+MARTS = {
+    "mart_next_day_picks",
+    "mart_pipeline_minute_metrics",
+    "mart_top_movers_15m",
+    "mart_session_vwap",
+    "mart_volatility_bands",
+    "mart_price_1h",
+    "mart_rolling_vwap",
+}
 
 
 def _keys(names):
@@ -208,9 +241,16 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     print(f"first run {time.monotonic() - t1:.1f}s")
     assert first.success
     assert _materialized(first) == {
-        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts", "bar_archive",
-        "snowflake_dim_calendar", "snowflake_dead_letter_facts", *(f"marts/{m}" for m in MARTS),
-        *RESEARCH, "paper_trading_report",
+        "raw_trades_daily",
+        "snowflake_raw_ticks",
+        "bar_reconciliation",
+        "snowflake_bar_facts",
+        "bar_archive",
+        "snowflake_dim_calendar",
+        "snowflake_dead_letter_facts",
+        *(f"marts/{m}" for m in MARTS),
+        *RESEARCH,
+        "paper_trading_report",
     }
     checks = _checks(first)
     # No picks were chosen for the day itself (the research picks the next weekday's): an empty paper day.
@@ -258,9 +298,12 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     # Dead letters per minute and symbol, on every timeframe's row (bars = 0 where none closed):
     # the pre-open minute has only dead letters (naming no symbol); no 5 m bar closes at 14:30.
     assert dead == [
-        (T0300, "1m", "", 0, 2, 0), (T0300, "5m", "", 0, 2, 0),
-        (T1430, "1m", "AIG", 1, 1, 0), (T1430, "1m", "BAC", 1, 3, 3),
-        (T1430, "5m", "AIG", 0, 1, 0), (T1430, "5m", "BAC", 0, 3, 3),
+        (T0300, "1m", "", 0, 2, 0),
+        (T0300, "5m", "", 0, 2, 0),
+        (T1430, "1m", "AIG", 1, 1, 0),
+        (T1430, "1m", "BAC", 1, 3, 3),
+        (T1430, "5m", "AIG", 0, 1, 0),
+        (T1430, "5m", "BAC", 0, 3, 3),
     ]
     assert latency[("1m", "BAC")][1:] == (1500, 1500) and latency[("1m", "BAC")][0] > 0
     assert latency[("1m", "AIG")] == (0, None, None) and latency[("5m", "BAC")] == (0, None, None)
@@ -276,9 +319,7 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     dead_load = first.asset_materializations_for_node("snowflake_dead_letter_facts")[0].metadata
     assert dead_load["dead_letters"].value == 6 and dead_load["inserted"].value == 3
     raw_load = first.asset_materializations_for_node("snowflake_raw_ticks")[0].metadata
-    assert facts["RAW.TICKS"][:3] == (
-        compacted["rows"].value, 1, f"compacted/trades/date={DAY}/trades.parquet"
-    )
+    assert facts["RAW.TICKS"][:3] == (compacted["rows"].value, 1, f"compacted/trades/date={DAY}/trades.parquet")
     assert [tuple(r) for r in facts["CORE.DIM_CALENDAR"]] == [(DAY, 2, "Tue", False, 10, 4, 2013)]
     assert raw_load["sha256"].value == compacted["sha256"].value
     assert raw_load["inserted"].value == trades.data.height and facts["RAW.TICKS"][3] == facts["RAW.TICKS"][4]
@@ -313,10 +354,15 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     print(f"corrupted run {time.monotonic() - t3:.1f}s")
     assert not third.success
     assert _checks(third) == {
-        "golden_bars_match_reference": False, "raw_ticks_match_compacted": True, "dead_letter_facts_match_topic": True
+        "golden_bars_match_reference": False,
+        "raw_ticks_match_compacted": True,
+        "dead_letter_facts_match_topic": True,
     }
     assert _materialized(third) == {
-        "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_dead_letter_facts"
+        "raw_trades_daily",
+        "snowflake_raw_ticks",
+        "bar_reconciliation",
+        "snowflake_dead_letter_facts",
     }
     evaluation = next(e for e in third.get_asset_check_evaluations() if not e.passed)
     assert evaluation.metadata["differing"].value == 1
@@ -327,8 +373,11 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     failure = next(e for e in third.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
     for _ in range(2):
         ctx = build_run_status_sensor_context(
-            sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=third.dagster_run,
-            dagster_event=failure, resources={"postgres": postgres},
+            sensor_name="run_failure_alerts",
+            dagster_instance=instance,
+            dagster_run=third.dagster_run,
+            dagster_event=failure,
+            resources={"postgres": postgres},
         ).for_run_failure()
         run_failure_alerts(ctx)
     alerts = list_alerts(postgres, "run_failure")
@@ -362,7 +411,5 @@ def test_nightly_job_on_local_stack(nightly_settings, samples):
     # Archiving again: nothing left to move, the objects verify as they are.
     from tickforge.defs.s3.archive import archive_timeframe
 
-    again = archive_timeframe(
-        resources_for(s, env_secrets=False)["postgres"], store, "1m", DAY
-    )
+    again = archive_timeframe(resources_for(s, env_secrets=False)["postgres"], store, "1m", DAY)
     assert again["archived"] == 0 and again["rows"] == golden["1m"] and again["sha256"] == objects["1m"]["sha256"]

@@ -61,12 +61,20 @@ def test_trading_panel_shows_orders_fills_and_positions_of_the_symbol(settings, 
         rendered = browser.wait_for(
             "document.body.innerText.includes('Trading · BAC') && "
             f"document.body.innerText.includes('{bac.orders.height} orders · {bac.fills.height} fills') && "
-            f"document.body.innerText.includes('{decided}')", 120)
+            f"document.body.innerText.includes('{decided}')",
+            120,
+        )
         text = browser.evaluate("document.body.innerText")
         browser.screenshot(tmp_path / "trading.png")
         assert rendered, f"the trading panel did not render: {text[-3_000:]}"
-        for label in ("Positions", "Orders (latest 20 first)", "Fills (latest 20 first)", "account paper-replay",
-                      latest["client_order_id"], *final["book"].to_list()):
+        for label in (
+            "Positions",
+            "Orders (latest 20 first)",
+            "Fills (latest 20 first)",
+            "account paper-replay",
+            latest["client_order_id"],
+            *final["book"].to_list(),
+        ):
             assert label in text, label
 
         # On 5 m bars the 120 shown reach back into the session: each fill there is a triangle on its bar.
@@ -76,7 +84,9 @@ def test_trading_panel_shows_orders_fills_and_positions_of_the_symbol(settings, 
         browser.call("Page.navigate", url=f"{url}/?symbol=BAC&timeframe=5m")
         marked = browser.wait_for(
             "document.body.innerText.includes('BAC · 5m') && "
-            f"document.querySelectorAll('.vega-embed g.mark-symbol.role-mark path').length >= {inside}", 60)
+            f"document.querySelectorAll('.vega-embed g.mark-symbol.role-mark path').length >= {inside}",
+            60,
+        )
         symbols = browser.evaluate("document.querySelectorAll('.vega-embed g.mark-symbol.role-mark path').length")
         browser.screenshot(tmp_path / "fills.png")
         assert marked and symbols == inside, symbols  # the only point marks are the fills (legends aside)
@@ -84,8 +94,10 @@ def test_trading_panel_shows_orders_fills_and_positions_of_the_symbol(settings, 
         browser.call("Page.navigate", url=f"{url}/?symbol=AIG&timeframe=1m")
         empty = browser.wait_for("document.body.innerText.includes('No trading data for AIG')", 60)
         assert empty, browser.evaluate("document.body.innerText")[-2_000:]
-        print(f"trading panel rendered {time.monotonic() - started:.1f}s after navigation: "
-              f"{bac.orders.height} BAC orders, {bac.fills.height} fills")
+        print(
+            f"trading panel rendered {time.monotonic() - started:.1f}s after navigation: "
+            f"{bac.orders.height} BAC orders, {bac.fills.height} fills"
+        )
     finally:
         if browser is not None:
             browser.close()

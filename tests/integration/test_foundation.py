@@ -23,9 +23,22 @@ pytestmark = pytest.mark.integration
 
 
 def _bar(**changes) -> Bar:
-    base = dict(symbol="BAC", timeframe="1m", window_start=60_000, window_end=120_000, open=14.0, high=14.2,
-                low=13.9, close=14.1, volume=1_000.0, notional=14_050.0, vwap=14.05, trade_count=7,
-                first_ts=60_001, last_ts=119_000)
+    base = dict(
+        symbol="BAC",
+        timeframe="1m",
+        window_start=60_000,
+        window_end=120_000,
+        open=14.0,
+        high=14.2,
+        low=13.9,
+        close=14.1,
+        volume=1_000.0,
+        notional=14_050.0,
+        vwap=14.05,
+        trade_count=7,
+        first_ts=60_001,
+        last_ts=119_000,
+    )
     return Bar(**{**base, **changes})
 
 
@@ -38,8 +51,15 @@ def test_transactional_consume_transform_produce_is_read_committed(settings):
         plain.produce(source, f"tick-{i}".encode(), b"BAC", partition=0)
     plain.flush(10)
     group = f"{settings.kafka.topic_prefix}tx-test"
-    consumer = Consumer({"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
     consumer.assign([TopicPartition(source, 0, 0)])
     txn = Producer({"bootstrap.servers": servers, "transactional.id": f"{group}-{uuid.uuid4().hex}"})
     txn.init_transactions(30)
@@ -53,14 +73,22 @@ def test_transactional_consume_transform_produce_is_read_committed(settings):
     txn.begin_transaction()
     for m in msgs[:6]:
         txn.produce(sink, m.value().upper(), b"BAC", partition=0)
-    txn.send_offsets_to_transaction([TopicPartition(source, 0, msgs[5].offset() + 1)], consumer.consumer_group_metadata())
+    txn.send_offsets_to_transaction(
+        [TopicPartition(source, 0, msgs[5].offset() + 1)], consumer.consumer_group_metadata()
+    )
     txn.commit_transaction(30)
     # An open (not yet committed) transaction is invisible to read_committed readers.
     txn.begin_transaction()
     txn.produce(sink, b"pending", b"BAC", partition=0)
     txn.flush(10)
-    reader = Consumer({"bootstrap.servers": servers, "group.id": f"r-{uuid.uuid4().hex}",
-                       "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    reader = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
     reader.assign([TopicPartition(sink, 0, 0)])
     seen, deadline = [], time.monotonic() + 15
     while len(seen) < 6 and time.monotonic() < deadline:
@@ -90,8 +118,13 @@ def test_postgres_golden_bar_upsert_replaces_whole_rows(settings):
 
 def test_parquet_round_trip_through_s3(settings):
     s3 = settings.s3
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key_id,
-                          aws_secret_access_key=s3.secret_access_key.get_secret_value())
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key.get_secret_value(),
+    )
     frame = pl.DataFrame({"symbol": ["BAC", "SPY"], "window_start": [0, 60_000], "close": [14.1, 168.2]})
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
@@ -108,8 +141,10 @@ def test_snowflake_merge_through_the_connector(settings):
     cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     cur.execute(f"CREATE OR REPLACE TABLE {schema}.FACT (BAR_ID VARCHAR PRIMARY KEY, CLOSE DOUBLE)")
     cur.execute(f"CREATE OR REPLACE TABLE {schema}.STAGE (BAR_ID VARCHAR, CLOSE DOUBLE)")
-    merge = (f"MERGE INTO {schema}.FACT t USING {schema}.STAGE s ON t.BAR_ID = s.BAR_ID "
-             "WHEN MATCHED THEN UPDATE SET CLOSE = s.CLOSE WHEN NOT MATCHED THEN INSERT (BAR_ID, CLOSE) VALUES (s.BAR_ID, s.CLOSE)")
+    merge = (
+        f"MERGE INTO {schema}.FACT t USING {schema}.STAGE s ON t.BAR_ID = s.BAR_ID "
+        "WHEN MATCHED THEN UPDATE SET CLOSE = s.CLOSE WHEN NOT MATCHED THEN INSERT (BAR_ID, CLOSE) VALUES (s.BAR_ID, s.CLOSE)"
+    )
     cur.executemany(f"INSERT INTO {schema}.STAGE VALUES (%s, %s)", [("BAC-0-60", 14.1), ("SPY-0-60", 168.2)])
     cur.execute(merge)
     cur.execute(merge)  # idempotent

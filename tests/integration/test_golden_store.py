@@ -57,8 +57,10 @@ def _day_bars(samples) -> dict[str, list[Bar]]:
     trades = read_trades(samples / TRADES)
     built = build_bars(trades, ["1m", "5m"])
     return {
-        tf: [Bar(timeframe=tf, first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
-             for row in frame.to_dicts()]
+        tf: [
+            Bar(timeframe=tf, first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
+            for row in frame.to_dicts()
+        ]
         for tf, frame in built.bars.items()
     }
 
@@ -84,7 +86,9 @@ def test_store_writes_bars_and_watermarks_and_reads_them_back(pg, samples):
     bac = OPEN_MS
     hour = golden_bars(conn, schema, "1m", bac, bac + 60 * MIN, symbols=["BAC"])
     assert set(hour["symbol"]) == {"BAC"} and hour["window_start"].max() < bac + 60 * MIN
-    assert hour.height == sum(1 for b in bars["1m"] if b.symbol == "BAC" and bac <= b.window_start < bac + 60 * MIN) > 30
+    assert (
+        hour.height == sum(1 for b in bars["1m"] if b.symbol == "BAC" and bac <= b.window_start < bac + 60 * MIN) > 30
+    )
     assert count_bars(conn, schema, "1m", first, first + 60 * MIN) == sum(
         1 for b in bars["1m"] if b.window_start < first + 60 * MIN
     )

@@ -51,8 +51,13 @@ if "timeframe" not in st.session_state and params.get("timeframe") in TIMEFRAMES
 with st.sidebar:
     st.header("Tickforge live")
     if symbols:
-        st.selectbox("Symbol", symbols, key="symbol", on_change=lambda: st.session_state.update(_symbol_chosen=True),
-                     help="The most active symbol (most trades in the last hour) until you pick one.")
+        st.selectbox(
+            "Symbol",
+            symbols,
+            key="symbol",
+            on_change=lambda: st.session_state.update(_symbol_chosen=True),
+            help="The most active symbol (most trades in the last hour) until you pick one.",
+        )
     else:
         st.info("Waiting for data: no bars on Kafka or in PostgreSQL yet.")
     st.radio("Timeframe", TIMEFRAMES, key="timeframe", horizontal=True)
@@ -60,6 +65,7 @@ with st.sidebar:
     st.number_input("Refresh every (s)", min_value=0.5, max_value=60.0, value=1.0, step=0.5, key="interval")
     # 120 candles on the chart's 900 px leave each about 5 px of body: readable at a glance.
     st.slider("Bars shown", min_value=30, max_value=1_000, value=120, step=10, key="window")
+
 
 def _fmt(value: object) -> str:
     if value is None:
@@ -112,9 +118,11 @@ def live_view() -> None:
         st.info(f"No {timeframe} bars for {symbol} yet.")
     else:
         st.altair_chart(view.price_chart(frame, zone, fills=fills), key="price_chart")
-        st.caption(f"{frame.height} bars · live cache {live.height} · "
-                   f"history {0 if history is None else history.height} · "
-                   f"times in {zone} (the exchange's time) · one slot per bar, gaps without trades closed up")
+        st.caption(
+            f"{frame.height} bars · live cache {live.height} · "
+            f"history {0 if history is None else history.height} · "
+            f"times in {zone} (the exchange's time) · one slot per bar, gaps without trades closed up"
+        )
 
     left, right = st.columns([1, 2])
     with left:
@@ -158,13 +166,17 @@ def trading_panel(symbol: str, zone: str, read: tuple[list[str], SymbolTrading |
         return
     accounts, trading = read
     if trading is None:
-        st.caption(f"No trading data for {symbol}: no orders in the OMS tables yet "
-                   "(`tickforge paper replay --postgres`, or the paper workers, write them).")
+        st.caption(
+            f"No trading data for {symbol}: no orders in the OMS tables yet "
+            "(`tickforge paper replay --postgres`, or the paper workers, write them)."
+        )
         return
     if len(accounts) > 1:
         st.selectbox("Account", accounts, index=accounts.index(trading.account), key=f"trading_account:{symbol}")
-    st.caption(f"account {trading.account} · {trading.orders.height} orders · {trading.fills.height} fills · "
-               f"times in {zone} · positions marked at the latest bar's close")
+    st.caption(
+        f"account {trading.account} · {trading.orders.height} orders · {trading.fills.height} fills · "
+        f"times in {zone} · positions marked at the latest bar's close"
+    )
     st.markdown("Positions")
     st.table(trading.positions.to_pandas().set_index("book"), border="horizontal")
     st.markdown(f"Orders (latest {min(trading.orders.height, TRADING_ROWS)} first)")

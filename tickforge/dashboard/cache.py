@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # the pairs module loads statsmodels (seconds): only the feed
     from tickforge.platform.signals.pairs import PairStats
 
 
-
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -121,7 +120,9 @@ class LiveCache:
             finest = min(held, key=timeframe_ms)
             rings = {symbol: ring for (tf, symbol), ring in self._bars.items() if tf == finest}
             since = max(ring[-1].window_end for ring in rings.values()) - span_ms
-            trades = {symbol: sum(b.trade_count for b in ring if b.window_end > since) for symbol, ring in rings.items()}
+            trades = {
+                symbol: sum(b.trade_count for b in ring if b.window_end > since) for symbol, ring in rings.items()
+            }
         return min(trades, key=lambda symbol: (-trades[symbol], symbol))
 
     def bars(self, symbol: str, timeframe: str) -> pl.DataFrame:
@@ -171,8 +172,9 @@ def bars_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
     if not rows:
         return pl.DataFrame(schema=BAR_SCHEMA)
     frame = pl.DataFrame(rows, infer_schema_length=None)
-    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
-                         for c, t in BAR_SCHEMA.items()])
+    return frame.select(
+        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in BAR_SCHEMA.items()]
+    )
 
 
 def feed_cache(cache: LiveCache, records: Iterable[Bar | Signal | PairStats], received_ms: int | None = None) -> None:

@@ -19,8 +19,15 @@ from tickforge.trading.store import ORDERS, read_oms
 
 log = logging.getLogger(__name__)
 
-POSITION_COLUMNS = {"book": pl.String, "quantity": pl.Float64, "average_cost": pl.Float64, "mark_price": pl.Float64,
-                    "realized_pnl": pl.Float64, "unrealized_pnl": pl.Float64, "fees": pl.Float64}
+POSITION_COLUMNS = {
+    "book": pl.String,
+    "quantity": pl.Float64,
+    "average_cost": pl.Float64,
+    "mark_price": pl.Float64,
+    "realized_pnl": pl.Float64,
+    "unrealized_pnl": pl.Float64,
+    "fees": pl.Float64,
+}
 
 
 @dataclass(frozen=True)
@@ -40,14 +47,31 @@ def positions_frame(orders: pl.DataFrame, fills: pl.DataFrame, mark_price: float
     books = dict(zip(orders["client_order_id"], orders["book"].fill_null(orders["strategy"]), strict=True))
     ledger = Ledger(initial_capital=1.0)  # only the positions are read: the cash is beside the point
     for row in fills.sort("ts_ms", "fill_id").iter_rows(named=True):
-        fill = Fill(row["fill_id"], row["client_order_id"], row["symbol"], row["side"], row["ts_ms"], row["price"],
-                    row["quantity"], row["liquidity"])
+        fill = Fill(
+            row["fill_id"],
+            row["client_order_id"],
+            row["symbol"],
+            row["side"],
+            row["ts_ms"],
+            row["price"],
+            row["quantity"],
+            row["liquidity"],
+        )
         ledger.apply_fill(books[fill.client_order_id], fill, fee=row["fee"])
     if mark_price is not None and fills.height:
         ledger.mark(fills["symbol"][0], mark_price)
-    rows = [{"book": p.strategy, "quantity": p.quantity, "average_cost": p.average_cost or None,
-             "mark_price": p.mark_price, "realized_pnl": p.realized_pnl, "unrealized_pnl": p.unrealized_pnl,
-             "fees": p.fees} for p in ledger.positions()]
+    rows = [
+        {
+            "book": p.strategy,
+            "quantity": p.quantity,
+            "average_cost": p.average_cost or None,
+            "mark_price": p.mark_price,
+            "realized_pnl": p.realized_pnl,
+            "unrealized_pnl": p.unrealized_pnl,
+            "fees": p.fees,
+        }
+        for p in ledger.positions()
+    ]
     return pl.DataFrame(rows, schema=POSITION_COLUMNS).sort("book")
 
 
@@ -60,8 +84,9 @@ class TradingBook:
         self.ttl_s = ttl_s
         self._read: dict[tuple[str, str | None], tuple[float, list[str], SymbolTrading | None]] = {}
 
-    def symbol(self, symbol: str, account: str | None = None,
-               mark_price: float | None = None) -> tuple[list[str], SymbolTrading | None]:
+    def symbol(
+        self, symbol: str, account: str | None = None, mark_price: float | None = None
+    ) -> tuple[list[str], SymbolTrading | None]:
         """The accounts with orders in ``symbol`` (latest decision first) and what ``account``
         (default: the first of them) did in it; ``([], None)`` when nothing traded it."""
         key = (symbol, account)
@@ -73,11 +98,13 @@ class TradingBook:
         self._read[key] = (time.monotonic(), accounts, trading)
         return accounts, trading
 
-    def _fetch(self, symbol: str, account: str | None
-               ) -> tuple[list[str], tuple[str, pl.DataFrame, pl.DataFrame] | None]:
+    def _fetch(
+        self, symbol: str, account: str | None
+    ) -> tuple[list[str], tuple[str, pl.DataFrame, pl.DataFrame] | None]:
         """The accounts trading ``symbol`` and the chosen one's (account, orders, fills) in it."""
-        query = sql.SQL("SELECT account FROM {} WHERE symbol = %s GROUP BY account "
-                        "ORDER BY max(decision_ts_ms) DESC, account").format(sql.Identifier(self.schema, ORDERS.name))
+        query = sql.SQL(
+            "SELECT account FROM {} WHERE symbol = %s GROUP BY account ORDER BY max(decision_ts_ms) DESC, account"
+        ).format(sql.Identifier(self.schema, ORDERS.name))
         with psycopg.connect(self.dsn, connect_timeout=3) as conn:
             try:
                 accounts = [r[0] for r in conn.execute(query, (symbol,)).fetchall()]
@@ -87,7 +114,8 @@ class TradingBook:
             if chosen is None:
                 return accounts, None
             frames = read_oms(conn, self.schema, chosen)
-        orders = frames.orders.filter(pl.col("symbol") == symbol).sort("decision_ts_ms", "client_order_id",
-                                                                       descending=True)
+        orders = frames.orders.filter(pl.col("symbol") == symbol).sort(
+            "decision_ts_ms", "client_order_id", descending=True
+        )
         fills = frames.fills.filter(pl.col("symbol") == symbol).sort("ts_ms", "fill_id", descending=True)
         return accounts, (chosen, orders, fills)

@@ -63,8 +63,11 @@ def with_indicators(
 
 def exchange_times(epoch_ms: pl.Expr, zone: str, layout: str = "%Y-%m-%d %H:%M:%S %Z") -> pl.Expr:
     """Epoch milliseconds as wall-clock text in the exchange's zone (``%Z``: EDT, EST, UTC)."""
-    return pl.from_epoch(epoch_ms, time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(zone).dt.strftime(
-        layout
+    return (
+        pl.from_epoch(epoch_ms, time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone(zone)
+        .dt.strftime(layout)
     )
 
 
@@ -90,8 +93,15 @@ def time_axis(slots: list[str], zone: str, ticks: int = 8, labels: bool = True, 
     one_day = slots[0][:10] == slots[-1][:10]
     to_second = any(slot[17:19] != "00" for slot in slots)
     start, end = (11 if one_day else 5), (19 if to_second else 16)
-    return alt.Axis(values=values, labelExpr=f"slice(datum.value, {start}, {end})", labelAngle=0,
-                    labelOverlap=True, title=name, labels=labels, ticks=labels)
+    return alt.Axis(
+        values=values,
+        labelExpr=f"slice(datum.value, {start}, {end})",
+        labelAngle=0,
+        labelOverlap=True,
+        title=name,
+        labels=labels,
+        ticks=labels,
+    )
 
 
 def candle_width(bars: int, width: int) -> float:
@@ -116,15 +126,17 @@ def fill_marks(framed: pl.DataFrame, fills: pl.DataFrame | None) -> pl.DataFrame
         return pl.DataFrame(schema=schema)
     windows = framed.select("window_start", "window_end", "slot").sort("window_start")
     return (
-        fills.select("ts_ms", "side", "price", "quantity").sort("ts_ms")
+        fills.select("ts_ms", "side", "price", "quantity")
+        .sort("ts_ms")
         .join_asof(windows, left_on="ts_ms", right_on="window_start", strategy="backward")
         .filter(pl.col("ts_ms") < pl.col("window_end"))
         .select(list(schema))
     )
 
 
-def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900,
-                fills: pl.DataFrame | None = None) -> alt.VConcatChart:
+def price_chart(
+    frame: pl.DataFrame, zone: str = "UTC", width: int = 900, fills: pl.DataFrame | None = None
+) -> alt.VConcatChart:
     """Candlesticks with volume and overlays (EMA, Bollinger, VWAP) over a MACD and an RSI pane.
 
     One slot per bar (time gaps without bars are closed up), so candles keep their width when
@@ -156,30 +168,55 @@ def price_chart(frame: pl.DataFrame, zone: str = "UTC", width: int = 900,
         .mark_line(strokeWidth=1.2, clip=True)
         .encode(
             y=alt.Y("value:Q", scale=price_scale),
-            color=alt.Color("indicator:N", scale=alt.Scale(domain=list(OVERLAYS), range=list(OVERLAYS.values())),
-                            legend=alt.Legend(orient="top", title=None)),
+            color=alt.Color(
+                "indicator:N",
+                scale=alt.Scale(domain=list(OVERLAYS), range=list(OVERLAYS.values())),
+                legend=alt.Legend(orient="top", title=None),
+            ),
         )
     )
     tooltip = top.mark_bar(opacity=0).encode(  # the bar's whole slot, top to bottom
-        tooltip=[alt.Tooltip("time:N", title=f"time ({zone})"), "open:Q", "high:Q", "low:Q", "close:Q",
-                 "volume:Q", "ema12:Q", "ema26:Q", "vwap_session:Q", "rsi14:Q"],
+        tooltip=[
+            alt.Tooltip("time:N", title=f"time ({zone})"),
+            "open:Q",
+            "high:Q",
+            "low:Q",
+            "close:Q",
+            "volume:Q",
+            "ema12:Q",
+            "ema26:Q",
+            "vwap_session:Q",
+            "rsi14:Q",
+        ],
     )
     marks = fill_marks(framed, fills).with_columns(time=exchange_times(pl.col("ts_ms"), zone))
     layers = [band, wick, body, close, lines, tooltip]
     if marks.height:
-        layers.append(alt.Chart(marks.to_pandas()).mark_point(filled=True, size=90, color=FILL_COLOR, opacity=0.9).encode(
-            x=alt.X("slot:O", sort=slots, scale=scale, axis=time_axis(slots, zone, title=False)),
-            y=alt.Y("price:Q", scale=price_scale),
-            shape=alt.Shape("side:N", scale=alt.Scale(domain=["buy", "sell"], range=["triangle-up", "triangle-down"]),
-                            legend=alt.Legend(orient="top", title="fills")),
-            tooltip=[alt.Tooltip("time:N", title=f"fill ({zone})"), "side:N", "quantity:Q", "price:Q"],
-        ))
+        layers.append(
+            alt.Chart(marks.to_pandas())
+            .mark_point(filled=True, size=90, color=FILL_COLOR, opacity=0.9)
+            .encode(
+                x=alt.X("slot:O", sort=slots, scale=scale, axis=time_axis(slots, zone, title=False)),
+                y=alt.Y("price:Q", scale=price_scale),
+                shape=alt.Shape(
+                    "side:N",
+                    scale=alt.Scale(domain=["buy", "sell"], range=["triangle-up", "triangle-down"]),
+                    legend=alt.Legend(orient="top", title="fills"),
+                ),
+                tooltip=[alt.Tooltip("time:N", title=f"fill ({zone})"), "side:N", "quantity:Q", "price:Q"],
+            )
+        )
     price = alt.layer(*layers).properties(height=320, width=width)
-    volume = middle.mark_bar(size=size).encode(y=alt.Y("volume:Q", title="volume"), color=color).properties(
-        height=70, width=width)
+    volume = (
+        middle.mark_bar(size=size)
+        .encode(y=alt.Y("volume:Q", title="volume"), color=color)
+        .properties(height=70, width=width)
+    )
     macd = alt.layer(
-        middle.mark_bar(opacity=0.5, size=size).encode(y=alt.Y("macd_hist:Q", title="MACD"), color=alt.condition(
-            "datum.macd_hist >= 0", alt.value(UP), alt.value(DOWN))),
+        middle.mark_bar(opacity=0.5, size=size).encode(
+            y=alt.Y("macd_hist:Q", title="MACD"),
+            color=alt.condition("datum.macd_hist >= 0", alt.value(UP), alt.value(DOWN)),
+        ),
         middle.mark_line(color="#1f77b4").encode(y="macd:Q"),
         middle.mark_line(color="#ff7f0e").encode(y="macd_signal:Q"),
     ).properties(height=90, width=width)
@@ -220,22 +257,37 @@ def badges(health: Health, now_ms: int) -> list[Badge]:
     per_worker = ", ".join(f"{k} {v:,}" for k, v in health.lag.items()) or "no worker has committed yet"
     per_reason = ", ".join(f"{k}: {v:,}" for k, v in sorted(health.dead_letters.items())) or "none"
     return [
-        Badge("latency", "n/a" if p50 is None else f"{p50} ms p50 / {p99} ms p99", _grade(p50, 1_000, 5_000),
-              "Latency: wall-clock time from the bar worker emitting a 1 s bar to this view receiving it "
-              "(end to end), median and 99th percentile of the last 500 live bars. "
-              "Green up to 1 s, orange up to 5 s."),
-        Badge("consumer lag", "n/a" if lag_total is None else f"{lag_total:,} msgs",
-              _grade(lag_total, 1_000, 50_000),
-              "Consumer lag: messages the streaming workers still have to read (the end of their input "
-              f"topics minus the position they have committed), summed. Per worker: {per_worker}. "
-              "Green up to 1,000, orange up to 50,000."),
-        Badge("freshness", "no data" if fresh is None else f"{fresh:.1f} s ago", _grade(fresh, 5, 60),
-              "Freshness: wall-clock time since this view last received a bar, signal or pair statistic "
-              "from Kafka. Green up to 5 s, orange up to 60 s."),
-        Badge("dead letters", f"{dead:,}", "green" if dead == 0 else "orange",
-              "Dead letters: input the pipeline refused and set aside on the dead-letter topic, each with "
-              f"a reason, counted over the topic's retention. By reason: {per_reason}. Green when there are none, "
-              "orange otherwise."),
+        Badge(
+            "latency",
+            "n/a" if p50 is None else f"{p50} ms p50 / {p99} ms p99",
+            _grade(p50, 1_000, 5_000),
+            "Latency: wall-clock time from the bar worker emitting a 1 s bar to this view receiving it "
+            "(end to end), median and 99th percentile of the last 500 live bars. "
+            "Green up to 1 s, orange up to 5 s.",
+        ),
+        Badge(
+            "consumer lag",
+            "n/a" if lag_total is None else f"{lag_total:,} msgs",
+            _grade(lag_total, 1_000, 50_000),
+            "Consumer lag: messages the streaming workers still have to read (the end of their input "
+            f"topics minus the position they have committed), summed. Per worker: {per_worker}. "
+            "Green up to 1,000, orange up to 50,000.",
+        ),
+        Badge(
+            "freshness",
+            "no data" if fresh is None else f"{fresh:.1f} s ago",
+            _grade(fresh, 5, 60),
+            "Freshness: wall-clock time since this view last received a bar, signal or pair statistic "
+            "from Kafka. Green up to 5 s, orange up to 60 s.",
+        ),
+        Badge(
+            "dead letters",
+            f"{dead:,}",
+            "green" if dead == 0 else "orange",
+            "Dead letters: input the pipeline refused and set aside on the dead-letter topic, each with "
+            f"a reason, counted over the topic's retention. By reason: {per_reason}. Green when there are none, "
+            "orange otherwise.",
+        ),
     ]
 
 
@@ -244,9 +296,27 @@ def latest_details(frame: pl.DataFrame, zone: str = "UTC") -> dict[str, object]:
     if frame.is_empty():
         return {}
     row = frame.row(-1, named=True)
-    keys = ["window_start", "window_end", "open", "high", "low", "close", "volume", "vwap", "trade_count",
-            "spread_bps", "imbalance", "ema12", "ema26", "macd", "macd_signal", "rsi14", "boll_upper",
-            "boll_lower", "vwap_session"]
+    keys = [
+        "window_start",
+        "window_end",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "vwap",
+        "trade_count",
+        "spread_bps",
+        "imbalance",
+        "ema12",
+        "ema26",
+        "macd",
+        "macd_signal",
+        "rsi14",
+        "boll_upper",
+        "boll_lower",
+        "vwap_session",
+    ]
     out: dict[str, object] = {}
     for key in keys:
         if key not in row:
@@ -264,8 +334,9 @@ def pairs_table(stats: list[PairStats], session_tz: dict[str, str] | None = None
     rows = [
         {
             "pair": f"{s.symbol_a}/{s.symbol_b}",
-            "as_of": pl.select(exchange_times(pl.lit(s.as_of, pl.Int64), exchange_zone(zones, s.symbol_a),
-                                              "%Y-%m-%d %H:%M %Z")).item(),
+            "as_of": pl.select(
+                exchange_times(pl.lit(s.as_of, pl.Int64), exchange_zone(zones, s.symbol_a), "%Y-%m-%d %H:%M %Z")
+            ).item(),
             "n_obs": s.n_obs,
             "return_corr": s.return_correlation,
             "hedge_ratio": s.hedge_ratio,
@@ -283,9 +354,15 @@ def pairs_table(stats: list[PairStats], session_tz: dict[str, str] | None = None
 def orders_table(orders: pl.DataFrame, zone: str, limit: int = 50) -> pl.DataFrame:
     """The latest ``limit`` orders (latest decision first), decision times in the exchange's zone."""
     return orders.head(limit).select(
-        decided=exchange_times(pl.col("decision_ts_ms"), zone), side="side", quantity="quantity",
-        type="order_type", limit_price="limit_price", status="status", filled="filled_quantity",
-        avg_price="average_fill_price", book=pl.col("book").fill_null(pl.col("strategy")),
+        decided=exchange_times(pl.col("decision_ts_ms"), zone),
+        side="side",
+        quantity="quantity",
+        type="order_type",
+        limit_price="limit_price",
+        status="status",
+        filled="filled_quantity",
+        avg_price="average_fill_price",
+        book=pl.col("book").fill_null(pl.col("strategy")),
         client_order_id="client_order_id",
     )
 
@@ -293,6 +370,11 @@ def orders_table(orders: pl.DataFrame, zone: str, limit: int = 50) -> pl.DataFra
 def fills_table(fills: pl.DataFrame, zone: str, limit: int = 50) -> pl.DataFrame:
     """The latest ``limit`` fills (latest first), times in the exchange's zone."""
     return fills.head(limit).select(
-        time=exchange_times(pl.col("ts_ms"), zone), side="side", quantity="quantity", price="price",
-        liquidity="liquidity", fee="fee", client_order_id="client_order_id",
+        time=exchange_times(pl.col("ts_ms"), zone),
+        side="side",
+        quantity="quantity",
+        price="price",
+        liquidity="liquidity",
+        fee="fee",
+        client_order_id="client_order_id",
     )

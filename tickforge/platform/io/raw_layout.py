@@ -72,9 +72,7 @@ def utc_day(ts_ms: int) -> str:
 
 def _canonical(trades: pl.DataFrame) -> pl.DataFrame:
     frame = trades if "trade_id" in trades.columns else trades.with_columns(trade_id=pl.lit(None))
-    return frame.select(
-        [pl.col(name).cast(dtype) for name, dtype in RAW_TRADES_SCHEMA.items()]
-    )
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in RAW_TRADES_SCHEMA.items()])
 
 
 def land_trades(store: RawStore, trades: pl.DataFrame, part: str = "part-00000") -> list[str]:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,11 +82,7 @@ def port_env_var(key: str) -> str:
 
 
 def ports_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
-    return {
-        key: int(environ[port_env_var(key)])
-        for key in DEFAULT_PORTS
-        if port_env_var(key) in environ
-    }
+    return {key: int(environ[port_env_var(key)]) for key in DEFAULT_PORTS if port_env_var(key) in environ}
 
 
 def endpoints_env(status: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -195,9 +192,7 @@ class LocalStack:
                 if record and ref and self._healthy(service, ref, record.ports):
                     moved = {k: p for k, p in self.explicit_ports.items() if k in record.ports}
                     if moved and moved != {k: record.ports[k] for k in moved}:
-                        log.warning(
-                            "%s keeps running on %s; `down` it to move it", name, record.ports
-                        )
+                        log.warning("%s keeps running on %s; `down` it to move it", name, record.ports)
                     ctx = self._context(service, record.ports)
                     service.after_start(ctx)  # idempotent; picks up e.g. new timeframes
                     self._report(progress, name, "reused", t0, 0.0, service.endpoint(ctx), ref)
@@ -227,14 +222,12 @@ class LocalStack:
         ctx = self._context(service, ports)
         deadline = time.monotonic() + REUSE_PROBE_SECONDS
         while is_alive(ref) and time.monotonic() < deadline:
-            if probe_ok(lambda: service.ready(ctx)):
+            if probe_ok(partial(service.ready, ctx)):
                 return True
             time.sleep(0.2)
         return False
 
-    def _choose_ports(
-        self, service: Service, previous: Mapping[str, int], taken: set[int]
-    ) -> dict[str, int]:
+    def _choose_ports(self, service: Service, previous: Mapping[str, int], taken: set[int]) -> dict[str, int]:
         chosen: dict[str, int] = {}
         for key in service.port_keys:
             if key in self.explicit_ports:
@@ -284,17 +277,14 @@ class LocalStack:
         while booting:
             for name, (ctx, t0, setup, was_running) in list(booting.items()):
                 service, ref = self.services[name], started[name]
-                if probe_ok(lambda: service.ready(ctx)):
+                if probe_ok(partial(service.ready, ctx)):
                     service.after_start(ctx)
-                    action: Literal["started", "restarted"] = (
-                        "restarted" if was_running else "started"
-                    )
+                    action: Literal["started", "restarted"] = "restarted" if was_running else "started"
                     self._report(progress, name, action, t0, setup, service.endpoint(ctx), ref)
                     del booting[name]
                 elif not is_alive(ref):
                     raise StackError(
-                        f"{name} exited while starting; last lines of {ctx.log_path}:\n"
-                        + log_tail(ctx.log_path)
+                        f"{name} exited while starting; last lines of {ctx.log_path}:\n" + log_tail(ctx.log_path)
                     )
                 elif time.monotonic() - t0 - setup > service.start_timeout:
                     raise StackError(
