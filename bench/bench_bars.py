@@ -47,8 +47,10 @@ def loop_bars(ticks: list[tuple[str, int, float, float]]) -> dict:
     return bars
 
 
-def kernel_bars(batches: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                timeframes: tuple[str, ...] = ("1s",)) -> int:
+def kernel_bars(
+    batches: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    timeframes: tuple[str, ...] = ("1s",),
+) -> int:
     builder = BarBuilder(list(timeframes))
     n = 0
     for names, index, ts, price, size in batches:
@@ -104,32 +106,50 @@ def main() -> None:
     index_all = data["symbol"].replace_strict(names, list(range(len(names))), return_dtype=pl.Int32).to_numpy()
     for start in range(0, n, args.batch):
         part = data.slice(start, args.batch)
-        batches.append((names, index_all[start:start + args.batch], part["ts_ms"].to_numpy(),
-                        part["price"].to_numpy(), part["size"].to_numpy()))
-    tuples = list(zip(data["symbol"].to_list(), data["ts_ms"].to_list(), data["price"].to_list(), data["size"].to_list()))
+        batches.append(
+            (
+                names,
+                index_all[start : start + args.batch],
+                part["ts_ms"].to_numpy(),
+                part["price"].to_numpy(),
+                part["size"].to_numpy(),
+            )
+        )
+    tuples = list(
+        zip(
+            data["symbol"].to_list(),
+            data["ts_ms"].to_list(),
+            data["price"].to_list(),
+            data["size"].to_list(),
+            strict=True,
+        )
+    )
     messages = [BATCH_ENCODER.encode(TradeBatch.from_rows(s, i, t, p, z)) for s, i, t, p, z in batches]
-    json_messages = [
-        json.dumps({"ts_ms": t, "symbol": s, "price": p, "size": z}).encode() for s, t, p, z in tuples
-    ]
+    json_messages = [json.dumps({"ts_ms": t, "symbol": s, "price": p, "size": z}).encode() for s, t, p, z in tuples]
     kernel_s, kernel_n = best(kernel_bars, batches, args.repeat)
     bins_s, bins_n = best(lambda b: kernel_bars(b, ("10ms", "1s")), batches, args.repeat)
     loop_s, loop_n = best(loop_bars, tuples, args.repeat)
     wire_s, wire_n = best(wire_bars, messages, args.repeat)
     json_s, _ = best(json_loop, json_messages, max(1, args.repeat - 1))
-    print(json.dumps({
-        "ticks": n,
-        "batch": args.batch,
-        "bars_1s": kernel_n,
-        "kernel_ticks_per_s": round(n / kernel_s),
-        "kernel_with_10ms_bins_ticks_per_s": round(n / bins_s),
-        "bins_and_bars_1s": bins_n,
-        "loop_ticks_per_s": round(n / loop_s),
-        "kernel_vs_loop": round(loop_s / kernel_s, 1),
-        "wire_ticks_per_s": round(n / wire_s),
-        "json_loop_ticks_per_s": round(n / json_s),
-        "wire_vs_json_loop": round(json_s / wire_s, 1),
-        "loop_bars_1s": len(loop_n),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "ticks": n,
+                "batch": args.batch,
+                "bars_1s": kernel_n,
+                "kernel_ticks_per_s": round(n / kernel_s),
+                "kernel_with_10ms_bins_ticks_per_s": round(n / bins_s),
+                "bins_and_bars_1s": bins_n,
+                "loop_ticks_per_s": round(n / loop_s),
+                "kernel_vs_loop": round(loop_s / kernel_s, 1),
+                "wire_ticks_per_s": round(n / wire_s),
+                "json_loop_ticks_per_s": round(n / json_s),
+                "wire_vs_json_loop": round(json_s / wire_s, 1),
+                "loop_bars_1s": len(loop_n),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ def csv_loop(trades: str, out: str) -> None:
 
     names = ["open", "high", "low", "close", "volume", "notional", "trade_count"]
     columns = {name: [bar[i] for bar in bars.values()] for i, name in enumerate(names)}
-    pl.DataFrame(
-        {"symbol": [k[0] for k in bars], "window_start": [k[1] for k in bars], **columns}
-    ).write_parquet(out)
+    pl.DataFrame({"symbol": [k[0] for k in bars], "window_start": [k[1] for k in bars], **columns}).write_parquet(out)
 
 
 def polars_minimal(trades: str, out: str) -> None:
@@ -97,7 +95,16 @@ def command(name: str, trades: Path, out: Path, cpus: str | None) -> list[str]:
         tickforge = Path(sys.executable).with_name("tickforge")
         argv = [str(tickforge), "bars", "build", "--trades", str(trades), "--timeframes", "1s", "--out", str(out)]
     else:
-        argv = [sys.executable, __file__, "--baseline", name, "--trades", str(trades), "--out", str(out / "bars_1s.parquet")]
+        argv = [
+            sys.executable,
+            __file__,
+            "--baseline",
+            name,
+            "--trades",
+            str(trades),
+            "--out",
+            str(out / "bars_1s.parquet"),
+        ]
     return (["taskset", "-c", cpus] if cpus else []) + argv
 
 
@@ -112,7 +119,7 @@ def run(name: str, trades: Path, work: Path, cpus: str | None) -> tuple[float, f
     argv = command(name, trades, out, cpus)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # no tty: no progress bar
+    done = subprocess.run(argv, capture_output=True)  # no tty: no progress bar
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -164,21 +171,26 @@ def main() -> None:
         }
         for name in names
     }
-    print(json.dumps({
-        "trades_file": str(trades),
-        "ticks": ticks,
-        "repeat": args.repeat,
-        "pinned_cpus": args.cpus,
-        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "contenders": figures,
-        "tickforge_speedup_vs_csv_loop": round(best["csv_loop"] / best["tickforge"], 2),
-        "tickforge_time_vs_polars_minimal": round(best["tickforge"] / best["polars_minimal"], 2),
-        # The same ratios on CPU seconds (user + system, all threads): steadier than the wall
-        # clock when other work shares the machine, but blind to what a second core buys.
-        "cpu_speedup_vs_csv_loop": round(min(cpu["csv_loop"]) / min(cpu["tickforge"]), 2),
-        "cpu_time_vs_polars_minimal": round(min(cpu["tickforge"]) / min(cpu["polars_minimal"]), 2),
-        "targets": {"speedup_vs_csv_loop_at_least": 4.0, "time_vs_polars_minimal_at_most": 1.5},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "trades_file": str(trades),
+                "ticks": ticks,
+                "repeat": args.repeat,
+                "pinned_cpus": args.cpus,
+                "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+                "contenders": figures,
+                "tickforge_speedup_vs_csv_loop": round(best["csv_loop"] / best["tickforge"], 2),
+                "tickforge_time_vs_polars_minimal": round(best["tickforge"] / best["polars_minimal"], 2),
+                # The same ratios on CPU seconds (user + system, all threads): steadier than the wall
+                # clock when other work shares the machine, but blind to what a second core buys.
+                "cpu_speedup_vs_csv_loop": round(min(cpu["csv_loop"]) / min(cpu["tickforge"]), 2),
+                "cpu_time_vs_polars_minimal": round(min(cpu["tickforge"]) / min(cpu["polars_minimal"]), 2),
+                "targets": {"speedup_vs_csv_loop_at_least": 4.0, "time_vs_polars_minimal_at_most": 1.5},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -99,8 +99,15 @@ class KafkaService(Service):
             shutil.rmtree(data_dir, ignore_errors=True)
             run_checked(
                 [
-                    java, "-Xmx256m", *jvm_common, "kafka.tools.StorageTool", "format",
-                    "--config", str(config), f"--cluster-id={new_cluster_id()}", "--standalone",
+                    java,
+                    "-Xmx256m",
+                    *jvm_common,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--config",
+                    str(config),
+                    f"--cluster-id={new_cluster_id()}",
+                    "--standalone",
                 ],
                 what="Formatting the Kafka data dir",
                 cwd=ctx.home,
@@ -109,10 +116,18 @@ class KafkaService(Service):
             argv=[
                 # Kafka's own G1 settings (kafka-run-class.sh): short pauses keep the tail of a
                 # transaction commit, and so of every bar's emit latency, low.
-                java, "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+                java,
+                "-Xms512m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35",
+                "-XX:+ExplicitGCInvokesConcurrent",
                 "-XX:+ExitOnOutOfMemoryError",
-                "-Djava.awt.headless=true", *jvm_common, "kafka.Kafka", str(config),
+                "-Djava.awt.headless=true",
+                *jvm_common,
+                "kafka.Kafka",
+                str(config),
             ],
             cwd=ctx.home,
         )
@@ -123,7 +138,9 @@ class KafkaService(Service):
         port = ctx.ports["kafka"]
         if not port_accepts(port):
             return False
-        admin = AdminClient({"bootstrap.servers": f"{LOCALHOST}:{port}", "logger": log})
+        # The client takes a Logger for "logger", which the stubs' value type leaves out.
+        config: dict[str, Any] = {"bootstrap.servers": f"{LOCALHOST}:{port}", "logger": log}
+        admin = AdminClient(config)
         return bool(admin.list_topics(timeout=5).brokers)
 
     def endpoint(self, ctx: ServiceContext) -> dict[str, Any]:
