@@ -44,3 +44,27 @@ def test_the_plan_of_a_real_day_shows_the_skew_and_what_pinning_does(day_counts)
         and pinned[1].symbols == ("BAC",)
         and pinned[2].symbols + pinned[3].symbols == ("AIG",)
     )
+
+
+def test_the_offline_build_places_symbols_as_the_pinned_topic_does():
+    from tickforge.platform.bars.offline import BarRun
+
+    trades = read_trades(SAMPLE).data.head(50_000)
+    for pinned in ((), ("SPY",), ("BAC", "SPY")):
+        run = BarRun(["1s"], partitions=4, pinned=pinned)
+        run.add(trades)
+        for symbol in ("SPY", "BAC", "AIG"):
+            home = partition_for(symbol, 4, pinned)
+            holders = [p for p, builder in enumerate(run.builders) if symbol in builder.symbols.names]
+            assert holders == [home], f"{symbol} with pins {pinned}"
+
+
+def test_the_pair_book_follows_its_legs_to_their_pinned_partitions():
+    from tickforge.streaming.pair_worker import PairBook
+
+    book = PairBook([("SPY", "BAC")], 4, 30, 10, 500, pinned=("BAC",))
+    assert book.leg_partitions == {0, partition_for("SPY", 4, ("BAC",))}
+    assert PairBook([("SPY", "BAC")], 4, 30, 10, 500).leg_partitions == {
+        partition_for("SPY", 4),
+        partition_for("BAC", 4),
+    }

@@ -35,6 +35,11 @@ class KafkaSettings(BaseModel):
     client_config: dict[str, str] = Field(default_factory=dict)
     topic_prefix: str = "tickforge."
     partitions: int = 4
+    # Hot symbols with a partition of their own in every topic (the i-th pinned symbol on
+    # partition i; the others spread by CRC32 over the rest), e.g. TICKFORGE_KAFKA__PINNED_SYMBOLS
+    # '["SPY"]'; `tickforge topics plan --pin` shows the load it gives. Every producer and the
+    # offline build read it, so changing it re-maps symbols: drain the workers first.
+    pinned_symbols: list[str] = Field(default_factory=list)
 
 
 class PostgresSettings(BaseModel):

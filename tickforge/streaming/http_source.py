@@ -119,6 +119,7 @@ class TickGateway:
         overrides: dict[str, Any] = {"message.timeout.ms": timeout_ms}
         self.producer = producer or make_producer(settings, **overrides)
         self.topic = topic_name(settings, TICKS)
+        self.pinned = settings.kafka.pinned_symbols
         self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
         self.partitions = self._partition_count(10.0)
         self._closed = threading.Event()
@@ -171,7 +172,12 @@ class TickGateway:
                 continue
             # The line as sent is what goes on: the bar worker applies the value rules.
             self._produce(
-                deliveries, deadline, self.topic, line, tick.symbol, partition_for(tick.symbol, self.partitions)
+                deliveries,
+                deadline,
+                self.topic,
+                line,
+                tick.symbol,
+                partition_for(tick.symbol, self.partitions, self.pinned),
             )
             accepted += 1
         if not deliveries.wait(deadline):

@@ -85,14 +85,16 @@ class PairBook:
         min_history: int,
         lateness_ms: int,
         published: dict[str, int] | None = None,
+        pinned: Iterable[str] = (),
     ) -> None:
         self.pairs = list(pairs)
         self.partitions = partitions
+        self.pinned = tuple(pinned)
         self.lookback_ms = lookback_minutes * MINUTE_MS
         self.lateness_ms = lateness_ms
         self.config = PairConfig(lookback=lookback_minutes, min_history=min_history)
         self.legs = {s: _Leg() for pair in self.pairs for s in pair}
-        self.leg_partitions = {partition_for(s, partitions) for s in self.legs}
+        self.leg_partitions = {partition_for(s, partitions, self.pinned) for s in self.legs}
         self.watermarks: dict[int, int] = {}
         # pair key -> window_end of the last minute handled (published or below min history)
         self.cursor: dict[str, int] = {pair_key(a, b): NO_WATERMARK for a, b in self.pairs}
@@ -123,7 +125,9 @@ class PairBook:
         out: list[PairStats] = []
         for a, b in self.pairs:
             key = pair_key(a, b)
-            passed = min(self.watermarks.get(partition_for(s, self.partitions), NO_WATERMARK) for s in (a, b))
+            passed = min(
+                self.watermarks.get(partition_for(s, self.partitions, self.pinned), NO_WATERMARK) for s in (a, b)
+            )
             if passed == NO_WATERMARK:
                 continue
             leg_a, leg_b = self.legs[a], self.legs[b]
@@ -279,6 +283,7 @@ def make_worker(settings: Settings, instance_id: str = "0") -> TransactionalWork
                     signals.pair_min_history,
                     settings.streaming.allowed_lateness_ms,
                     published,
+                    settings.kafka.pinned_symbols,
                 )
             ]
             assigned.clear()

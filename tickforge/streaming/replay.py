@@ -170,7 +170,7 @@ def replay(
     def partition_of(symbol: str) -> int:
         p = partitions_by_symbol.get(symbol)
         if p is None:
-            p = partitions_by_symbol[symbol] = partition_for(symbol, partitions)
+            p = partitions_by_symbol[symbol] = partition_for(symbol, partitions, settings.kafka.pinned_symbols)
         return p
 
     started = time.perf_counter()

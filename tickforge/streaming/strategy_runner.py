@@ -97,6 +97,7 @@ class StrategyRunnerTask(InputDrivenTask):
         latency_ms: int,
     ) -> None:
         self._partitions = settings.kafka.partitions
+        self._pinned = settings.kafka.pinned_symbols
         self._partition = partition
         self._timeframe = timeframe
         self._source = picks
@@ -146,7 +147,8 @@ class StrategyRunnerTask(InputDrivenTask):
         return [
             p
             for p in picks
-            if p.timeframe == self._timeframe and partition_for(p.symbol, self._partitions) == self._partition
+            if p.timeframe == self._timeframe
+            and partition_for(p.symbol, self._partitions, self._pinned) == self._partition
         ]
 
     def _size(self, pick: Pick, price: float) -> float:

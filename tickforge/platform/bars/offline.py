@@ -22,8 +22,17 @@ from tickforge.platform.bars.validation import DEAD_LETTER_SCHEMA
 from tickforge.platform.topics import partition_for
 
 BAR_COLUMNS = [
-    "symbol", "window_start", "window_end", "open", "high", "low", "close",
-    "volume", "notional", "vwap", "trade_count",
+    "symbol",
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "notional",
+    "vwap",
+    "trade_count",
 ]
 QUOTE_COLUMNS = ["spread_bps", "imbalance"]
 CHUNK_ROWS = 250_000
@@ -58,8 +67,11 @@ def build_bars(
     partitions: int = 1,
     dedup_horizon_ms: int = 60_000,
     progress: Callable[[int], None] | None = None,
+    pinned: Sequence[str] = (),
 ) -> OfflineBars:
-    run = BarRun(timeframes, quotes.data if quotes is not None else None, lateness_ms, partitions, dedup_horizon_ms)
+    run = BarRun(
+        timeframes, quotes.data if quotes is not None else None, lateness_ms, partitions, dedup_horizon_ms, pinned
+    )
     data = trades.data
     # The reader's dictionary encode of the symbols, where it has one (same rows as data).
     if trades.symbols is not None and len(trades.symbols) == data.height:
@@ -84,12 +96,14 @@ class BarRun:
         lateness_ms: int = 500,
         partitions: int = 1,
         dedup_horizon_ms: int = 60_000,
+        pinned: Sequence[str] = (),
     ) -> None:
         self.partitions = partitions
+        self.pinned = tuple(pinned)
         self.with_quotes = quotes is not None
         self.builders = [BarBuilder(timeframes, lateness_ms, dedup_horizon_ms) for _ in range(partitions)]
         if quotes is not None:
-            _feed_quotes(self.builders, quotes, partitions)
+            _feed_quotes(self.builders, quotes, partitions, self.pinned)
         self.collected: dict[str, list[tuple[ClosedBars, list[str]]]] = {tf: [] for tf in timeframes}
         self.rejected: list[pl.DataFrame] = []  # row, code and the fields of rejected trades
 
@@ -101,7 +115,7 @@ class BarRun:
         part_col = None
         if self.partitions > 1:
             names = data["symbol"].cast(pl.String).unique(maintain_order=True).to_list()
-            partition_of = {s: partition_for(s, self.partitions) for s in names}
+            partition_of = {s: partition_for(s, self.partitions, self.pinned) for s in names}
             part_col = data["symbol"].cast(pl.String).replace_strict(partition_of, return_dtype=pl.Int32)
         for p, builder in enumerate(self.builders):
             frame = data if part_col is None else data.filter(part_col == p)
@@ -118,8 +132,9 @@ class BarRun:
             bad = np.flatnonzero(codes)
             if len(bad):
                 self.rejected.append(
-                    frame.select(pl.col("row", *_REJECTED_FIELDS).gather(bad))
-                    .with_columns(pl.col("symbol").cast(pl.String), pl.Series("code", codes[bad], pl.Int64))
+                    frame.select(pl.col("row", *_REJECTED_FIELDS).gather(bad)).with_columns(
+                        pl.col("symbol").cast(pl.String), pl.Series("code", codes[bad], pl.Int64)
+                    )
                 )
             self._collect(builder, builder.close())
 
@@ -156,9 +171,9 @@ def symbol_codes(symbols: pl.Series, table: SymbolTable) -> np.ndarray:
     return codes[position]
 
 
-def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partitions: int) -> None:
+def _feed_quotes(builders: list[BarBuilder], quotes: pl.DataFrame, partitions: int, pinned: Sequence[str]) -> None:
     for (symbol,), frame in quotes.group_by(["symbol"], maintain_order=True):
-        p = partition_for(symbol, partitions)
+        p = partition_for(symbol, partitions, pinned)
         builders[p].add_quotes(
             symbol,
             frame["ts_ms"].to_numpy(),
@@ -181,7 +196,10 @@ def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_
     parts = [(closed, names) for closed, names in parts if len(closed.bars)]
     if not parts:
         schema = {c: pl.Float64 for c in columns} | {
-            "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64, "trade_count": pl.Int64
+            "symbol": pl.String,
+            "window_start": pl.Int64,
+            "window_end": pl.Int64,
+            "trade_count": pl.Int64,
         }
         return pl.DataFrame(schema=schema).select(columns)
     names = sorted({name for _, part_names in parts for name in part_names})
@@ -207,6 +225,7 @@ def _bars_frame(timeframe: str, parts: list[tuple[ClosedBars, list[str]]], with_
         "trade_count": bars.count[order],
     }
     if quote_columns:
+
         def quote_column(name: str) -> np.ndarray:
             values = [getattr(closed, name) for closed, _ in parts]
             return np.concatenate(
@@ -229,9 +248,7 @@ def _dead_letters(read: pl.DataFrame, rejected: list[pl.DataFrame]) -> pl.DataFr
         pl.concat(rejected)
         .with_columns(
             reason=pl.col("code").replace_strict(reasons, return_dtype=pl.String),
-            raw=pl.concat_str(
-                [pl.col(c).cast(pl.String).fill_null("") for c in _REJECTED_FIELDS], separator=","
-            ),
+            raw=pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in _REJECTED_FIELDS], separator=","),
             detail=pl.lit("canonical fields " + ",".join(_REJECTED_FIELDS)),
         )
         .select(DEAD_LETTER_SCHEMA.names())

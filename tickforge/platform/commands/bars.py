@@ -16,24 +16,38 @@ if TYPE_CHECKING:
 
     from tickforge.platform.io.csv_chunks import ChunksAhead
 
-bars_app = typer.Typer(help="Build bars from files and validate bars against an independent reference.", no_args_is_help=True)
+bars_app = typer.Typer(
+    help="Build bars from files and validate bars against an independent reference.", no_args_is_help=True
+)
 
 
 @bars_app.command("build")
 def build(
-    trades: Annotated[Path, typer.Option(help="Trades: CSV (optionally .gz) or Parquet with ts_ms,symbol,price,size[,trade_id].")],
+    trades: Annotated[
+        Path, typer.Option(help="Trades: CSV (optionally .gz) or Parquet with ts_ms,symbol,price,size[,trade_id].")
+    ],
     out: Annotated[Path, typer.Option(help="Output folder for bars_<tf>.parquet and dead_letter.parquet.")],
     quotes: Annotated[Path | None, typer.Option(help="Quotes for spread_bps and imbalance on 1 s bars.")] = None,
-    timeframes: Annotated[str, typer.Option(help="Comma list of timeframes (10ms, 1s, 1m, 3m, 5m, 15m, ...).")] = "1s,1m,3m,5m,15m",
-    lateness_ms: Annotated[int, typer.Option(help="Allowed lateness: a trade whose 10 ms bin closed this long ago is late.")] = 500,
-    partitions: Annotated[int, typer.Option(help="Mirror a live topic with this many partitions (per-partition watermarks).")] = 1,
+    timeframes: Annotated[
+        str, typer.Option(help="Comma list of timeframes (10ms, 1s, 1m, 3m, 5m, 15m, ...).")
+    ] = "1s,1m,3m,5m,15m",
+    lateness_ms: Annotated[
+        int, typer.Option(help="Allowed lateness: a trade whose 10 ms bin closed this long ago is late.")
+    ] = 500,
+    partitions: Annotated[
+        int, typer.Option(help="Mirror a live topic with this many partitions (per-partition watermarks).")
+    ] = 1,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(help="A pinned hot symbol of that topic, in its order (repeatable; kafka.pinned_symbols)."),
+    ] = None,
 ) -> None:
     """Build clock-aligned bars from trade files with the streaming kernel, in file order."""
     from tickforge.platform.io.csv_chunks import ChunksAhead, is_parquet
 
     # Inflating the trades starts now, on a second CPU, while the kernels import.
     with nullcontext(None) if is_parquet(trades) else ChunksAhead(trades) as chunks:
-        summary = _build(trades, out, quotes, timeframes, lateness_ms, partitions, chunks)
+        summary = _build(trades, out, quotes, timeframes, lateness_ms, partitions, chunks, pin or [])
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -45,6 +59,7 @@ def _build(
     lateness_ms: int,
     partitions: int,
     chunks: ChunksAhead | None,
+    pinned: list[str],
 ) -> dict[str, Any]:
     import os
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,12 +75,14 @@ def _build(
     if quotes is not None:  # first: the bar builder takes the quotes before any trade
         with progress_bar(f"reading {quotes.name}", None) as update:
             quote_file = read_quotes(quotes, progress=update)
-    run = BarRun(tfs, quote_file.data if quote_file is not None else None, lateness_ms, partitions)
+    run = BarRun(tfs, quote_file.data if quote_file is not None else None, lateness_ms, partitions, pinned=pinned)
     # Bars are built block by block while the file is read: on a second CPU, in one worker
     # thread (one, so blocks stay in file order; numpy and polars let go of the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool, progress_bar(f"reading {trades.name}", None) as update:
         added: list[Future[None]] = []
-        on_rows = (lambda rows: added.append(pool.submit(run.add, rows))) if len(os.sched_getaffinity(0)) > 1 else run.add
+        on_rows = (
+            (lambda rows: added.append(pool.submit(run.add, rows))) if len(os.sched_getaffinity(0)) > 1 else run.add
+        )
         trade_file = stream_trades(trades, on_rows, progress=update, chunks=chunks)
         for done in added:
             done.result()
