@@ -12,6 +12,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tickforge.platform.bars.timeframes import bar_timeframes
+
 DAY_MS = 86_400_000
 
 
@@ -66,8 +68,7 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
     ]
     specs += [
         TopicSpec(bar_topic(tf), f"Closed {tf} bars and watermark markers", 30 * DAY_MS)
-        for tf in timeframes
-        if tf != "10ms"
+        for tf in bar_timeframes(timeframes)
     ]
     return specs
 

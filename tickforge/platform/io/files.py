@@ -59,9 +59,11 @@ from tickforge.platform.bars.validation import (
 )
 from tickforge.platform.contracts import MAX_SYMBOL_LENGTH
 from tickforge.platform.io.csv_chunks import Chunk, ChunksAhead, is_parquet
+from tickforge.platform.reasons import Reason
 
-MALFORMED_ROW: Final = "malformed_row"
-BAD_TRADE_ID: Final = "bad_trade_id"
+# Plain strings of the reasons the reader itself finds (polars literals take str, not StrEnum).
+MALFORMED_ROW: Final = Reason.MALFORMED_ROW.value
+BAD_TRADE_ID: Final = Reason.BAD_TRADE_ID.value
 
 TRADE_SCHEMA: Final = pl.Schema(
     {
@@ -164,9 +166,7 @@ def read_trades(path: str | Path, progress: ProgressHook | None = None) -> TickF
     # Categorical symbols throughout, then one cast for the whole frame.
     data = pl.concat([part.cast({"symbol": pl.Categorical}) for part in parts])
     symbols = data["symbol"]
-    return TickFile(
-        "trades", read.source, data.with_columns(symbols.cast(pl.String)), read.dead_letters, symbols
-    )
+    return TickFile("trades", read.source, data.with_columns(symbols.cast(pl.String)), read.dead_letters, symbols)
 
 
 def stream_trades(
@@ -339,9 +339,7 @@ def _split_lines(
         return frame.hstack(_split_fields(frame["raw"], header, fields))
     good = frame.filter(shaped)
     text = _split_fields(good["raw"], header, fields)
-    misshapen = frame.filter(~shaped).with_columns(
-        pl.lit(None, pl.String).alias(c) for c in text.columns
-    )
+    misshapen = frame.filter(~shaped).with_columns(pl.lit(None, pl.String).alias(c) for c in text.columns)
     return pl.concat([good.hstack(text), misshapen])
 
 
@@ -352,11 +350,7 @@ def _check_special_lines(frame: pl.DataFrame) -> pl.DataFrame:
     well_quoted = raw.str.contains(_QUOTED_LINE)
     quoted_count = raw.str.replace_all(_QUOTED_FIELD, "").str.count_matches(",", literal=True) + 1
     return frame.with_columns(
-        pl.when(~quoted)
-        .then(pl.col("n_fields"))
-        .when(well_quoted)
-        .then(quoted_count.cast(pl.Int32))
-        .alias("n_fields"),
+        pl.when(~quoted).then(pl.col("n_fields")).when(well_quoted).then(quoted_count.cast(pl.Int32)).alias("n_fields"),
         pl.when(raw.str.contains(_REPLACEMENT_CHARACTER, literal=True))
         .then(pl.lit(_NOT_UTF8))
         .when(quoted & ~well_quoted)
@@ -388,9 +382,7 @@ def _split_fields(lines: pl.Series, header: Sequence[str], fields: Sequence[str]
     return text
 
 
-def _split_fields_by_csv_module(
-    lines: pl.Series, header: Sequence[str], fields: Sequence[str]
-) -> pl.DataFrame:
+def _split_fields_by_csv_module(lines: pl.Series, header: Sequence[str], fields: Sequence[str]) -> pl.DataFrame:
     """What :func:`_split_fields` returns, from Python's csv module, one line at a time."""
     at = [list(header).index(name) for name in fields]
     records = [next(csv.reader([line]), []) for line in lines]
@@ -420,11 +412,9 @@ def _parquet_blocks(path: Path, header: Sequence[str]) -> Iterator[pl.DataFrame]
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
         frame = pl.DataFrame(batch)
         text = frame.select(
-            (
-                pl.col(name).dt.epoch("ms")
-                if frame.schema[name] in (pl.Datetime, pl.Date)
-                else pl.col(name)
-            ).cast(pl.String)
+            (pl.col(name).dt.epoch("ms") if frame.schema[name] in (pl.Datetime, pl.Date) else pl.col(name)).cast(
+                pl.String
+            )
             for name in header
         )
         block = text.select(
@@ -492,9 +482,7 @@ def _fast_trades(
             return None  # e.g. a line with too many fields, or a short first line
         if frame.height != chunk.lines:
             return None
-        trade_id_value = (
-            pl.col(trade_id).str.to_integer(strict=False) if trade_id else pl.lit(None, pl.Int64)
-        )
+        trade_id_value = pl.col(trade_id).str.to_integer(strict=False) if trade_id else pl.lit(None, pl.Int64)
         plain = ~pl.any_horizontal([pl.col(c).is_null() for c in required]) & positive(price) & positive(size)
         if trade_id:
             plain &= pl.col(trade_id).is_null() | trade_id_value.is_not_null()
@@ -522,9 +510,7 @@ def _fast_trades(
 def _odd_symbols(symbols: pl.Series) -> pl.Series | None:
     """The distinct symbols a row may not keep as read (surrounding whitespace, too long)."""
     names = symbols.unique().drop_nulls().cast(pl.String)
-    odd = names.filter(
-        (names != names.str.strip_chars()) | (names.str.len_chars() > MAX_SYMBOL_LENGTH)
-    )
+    odd = names.filter((names != names.str.strip_chars()) | (names.str.len_chars() > MAX_SYMBOL_LENGTH))
     return None if odd.is_empty() else odd.cast(symbols.dtype)
 
 
@@ -625,9 +611,7 @@ def _integer(name: str, trim: bool = True) -> pl.Expr:
 _Values = Callable[[bool], dict[str, pl.Expr]]
 
 
-def _parse_values(
-    block: pl.DataFrame, values: _Values, numbers: Sequence[tuple[str, Sequence[str]]]
-) -> pl.DataFrame:
+def _parse_values(block: pl.DataFrame, values: _Values, numbers: Sequence[tuple[str, Sequence[str]]]) -> pl.DataFrame:
     """``block`` plus the columns of ``values``, parsed in two passes.
 
     Trimming every field of every row costs more than the rest of the parse, and almost no field
@@ -638,8 +622,7 @@ def _parse_values(
     parsed = block.with_columns(**values(False))
     suspect = pl.any_horizontal(
         [
-            pl.col(value).is_null()
-            & pl.any_horizontal([pl.col(_source(name)).is_not_null() for name in names])
+            pl.col(value).is_null() & pl.any_horizontal([pl.col(_source(name)).is_not_null() for name in names])
             for value, names in numbers
         ]
     )
@@ -685,10 +668,7 @@ def _timestamp(
         # The first non-empty candidate decides; if it does not parse, the row is bad rather
         # than silently timed by a different clock.
         return _first_match(
-            [
-                (_field(name, trim).is_not_null(), _integer(name, trim) // divisor)
-                for name, divisor in present
-            ]
+            [(_field(name, trim).is_not_null(), _integer(name, trim) // divisor) for name, divisor in present]
         ).cast(pl.Int64)
 
     return ts, [name for name, _ in present]
@@ -720,9 +700,7 @@ def _split(
     # rechunk: polars 2.1 panics formatting text of a filtered many-chunk column (binview
     # "i < self.len()"); the dead rows are few, so the copy is cheap.
     dead = (
-        parsed.filter(pl.col("reason").is_not_null())
-        .rechunk()
-        .select("row", "reason", "raw", detail.alias("detail"))
+        parsed.filter(pl.col("reason").is_not_null()).rechunk().select("row", "reason", "raw", detail.alias("detail"))
     )
     return parsed.lazy().filter(pl.col("reason").is_null()).select(columns).collect(), dead
 
@@ -752,9 +730,7 @@ def _trade_parser(header: Sequence[str]) -> _Layout:
             "size": _number(size, trim),
             "trade_id": trade_id_value,
             # Untrimmed, a present id that does not parse makes the row a second-pass row.
-            "_id_bad": _unparseable(trade_id, trade_id_value)
-            if trade_id and trim
-            else pl.lit(False),
+            "_id_bad": _unparseable(trade_id, trade_id_value) if trade_id and trim else pl.lit(False),
         }
 
     numbers = [("ts_ms", ts_columns), ("price", [price]), ("size", [size])]
@@ -767,11 +743,7 @@ def _trade_parser(header: Sequence[str]) -> _Layout:
         reason = parsed.select(
             pl.when(_malformed(n))
             .then(pl.lit(MALFORMED_ROW))
-            .otherwise(
-                pl.coalesce(
-                    pl.lit(value_reason), pl.when(pl.col("_id_bad")).then(pl.lit(BAD_TRADE_ID))
-                )
-            )
+            .otherwise(pl.coalesce(pl.lit(value_reason), pl.when(pl.col("_id_bad")).then(pl.lit(BAD_TRADE_ID))))
         ).to_series()
         return _split(parsed, reason, _detail(n, detail_by_reason), list(TRADE_SCHEMA))
 
@@ -858,9 +830,7 @@ def _detail(n: int, by_reason: dict[str, pl.Expr]) -> pl.Expr:
         [
             (
                 pl.col("reason") == MALFORMED_ROW,
-                pl.coalesce(
-                    "malformed", pl.format(f"expected {n} fields, got {{}}", "n_fields")
-                ),
+                pl.coalesce("malformed", pl.format(f"expected {n} fields, got {{}}", "n_fields")),
             )
         ]
         + [(pl.col("reason") == reason, text) for reason, text in by_reason.items()]
