@@ -64,8 +64,10 @@ class BarStore:
             liveness.set(time.time())
             time.sleep(seconds)
 
-        if retry_on_outage(lambda: apply_migrations(dsn, self.schema, self.timeframes), backoff,
-                           wait_alive, stopping) is None:
+        if (
+            retry_on_outage(lambda: apply_migrations(dsn, self.schema, self.timeframes), backoff, wait_alive, stopping)
+            is None
+        ):
             return
         self.consumer.subscribe(list(self.topic_tf))
         last_input = time.monotonic()
@@ -88,15 +90,18 @@ class BarStore:
                         self.store(conn, msgs)
                         backoff.reset()
                     except OUTAGE_ERRORS as exc:
-                        log.warning("postgres write failed: reconnecting, then rereading from the committed offsets",
-                                    extra={"error": str(exc).strip()})
+                        log.warning(
+                            "postgres write failed: reconnecting, then rereading from the committed offsets",
+                            extra={"error": str(exc).strip()},
+                        )
                         conn.close()
                         conn = None
                         self._pause()
                         reread = True
                     except KafkaException as exc:
-                        log.warning("offset commit failed: rereading from the committed offsets",
-                                    extra={"error": str(exc)})
+                        log.warning(
+                            "offset commit failed: rereading from the committed offsets", extra={"error": str(exc)}
+                        )
                         self._rewind()
                 elif max_idle_s is not None and time.monotonic() - last_input > max_idle_s:
                     break
@@ -143,22 +148,27 @@ class BarStore:
     def store(self, conn: psycopg.Connection, msgs: list[Message]) -> int:
         bars: dict[str, dict[tuple[str, int], Bar]] = {}
         watermarks: dict[tuple[str, int], int] = {}
+        positions: dict[tuple[str, int], int] = {}
         for msg in msgs:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", extra={"error": str(msg.error())})
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", extra={"error": str(err)})
                 continue
-            tf = self.topic_tf[msg.topic()]
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None, "a consumed message's position"
+            positions[(topic, partition)] = offset + 1
+            tf = self.topic_tf[topic]
             marker = marker_watermark(msg)
             if marker is not None:
-                key = (tf, msg.partition())
+                key = (tf, partition)
                 watermarks[key] = max(marker, watermarks.get(key, marker))
                 continue
             try:
-                bar = decode_bar(msg.value())
+                bar = decode_bar(msg.value() or b"")
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                letter = dead_letter_for(msg, Reason.UNDECODABLE, msg.topic(), str(exc))
-                self.dead_letters.produce(self.dead_letter_topic, JSON_ENCODER.encode(letter), msg.topic())
+                letter = dead_letter_for(msg, Reason.UNDECODABLE, topic, str(exc))
+                self.dead_letters.produce(self.dead_letter_topic, JSON_ENCODER.encode(letter), topic)
                 metrics.DEAD_LETTERS.labels(reason=Reason.UNDECODABLE).inc()
                 continue
             # The latest version of a bar in this poll wins (a late correction replaces it).
@@ -168,12 +178,6 @@ class BarStore:
             metrics.GOLDEN_WATERMARK.labels(timeframe=tf, partition=str(partition)).set(wm / 1000)
         self.dead_letters.flush(10)
         # Only now is the output durable: commit what was consumed.
-        positions: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            if msg.error() is None:
-                positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False
-        )
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
         metrics.BARS_OUT.labels(worker=NAME, timeframe="all").inc(stored)
         return stored
