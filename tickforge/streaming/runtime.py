@@ -37,6 +37,9 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from tickforge.platform.bars.watermark import NO_WATERMARK, wall_ms
 from tickforge.platform.contracts import JSON_ENCODER, DeadLetter
 from tickforge.platform.io.kafka import (
+    Headers as KafkaHeaders,
+)
+from tickforge.platform.io.kafka import (
     StopWaiting,
     encode_marker,
     make_group_consumer,
@@ -78,7 +81,7 @@ LAG_INTERVAL_S = 1.0
 PARTITION_BACKLOG_MAX = 500
 REFENCED_WINDOW_S = 30.0
 T = TypeVar("T")
-Headers = list[tuple[str, bytes]] | None
+Headers = KafkaHeaders | None
 
 
 class _Stopped(Exception):

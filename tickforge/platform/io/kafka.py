@@ -58,7 +58,11 @@ def marker_watermark(msg: Message) -> int | None:
     return None
 
 
-def marker_headers() -> list[tuple[str, bytes]]:
+# Message headers as the producer takes them.
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def marker_headers() -> Headers:
     return [(KIND_HEADER, KIND_WATERMARK)]
 
 
