@@ -86,7 +86,11 @@ def batch_problem(batch: TradeBatch | QuoteBatch) -> str | None:
     """
     columns: dict[str, tuple[bytes, np.dtype]]
     if isinstance(batch, TradeBatch):
-        columns = {"ts_ms": (batch.ts_ms, TS_DTYPE), "price": (batch.price, PRICE_DTYPE), "size": (batch.size, PRICE_DTYPE)}
+        columns = {
+            "ts_ms": (batch.ts_ms, TS_DTYPE),
+            "price": (batch.price, PRICE_DTYPE),
+            "size": (batch.size, PRICE_DTYPE),
+        }
         if batch.trade_id is not None:
             columns["trade_id"] = (batch.trade_id, ID_DTYPE)
         if (batch.symbols is None) != (batch.symbol_idx is None):
@@ -148,9 +152,7 @@ def dead_letter_for(
     )
 
 
-def bars_to_messages(
-    closed: ClosedBars, symbols: SymbolTable, closed_at_ms: int
-) -> Iterator[tuple[str, Bar]]:
+def bars_to_messages(closed: ClosedBars, symbols: SymbolTable, closed_at_ms: int) -> Iterator[tuple[str, Bar]]:
     """Closed bars as (symbol, Bar) in emit order."""
     bars = closed.bars
     length = timeframe_ms(closed.timeframe)
@@ -176,24 +178,27 @@ def bars_to_messages(
         name = names[sym]
         s = spreads[i] if spreads is not None else None
         m = imbalances[i] if imbalances is not None else None
-        yield name, Bar(
-            symbol=name,
-            timeframe=closed.timeframe,
-            window_start=start,
-            window_end=start + length,
-            open=o,
-            high=h,
-            low=lo,
-            close=c,
-            volume=vol,
-            notional=notional,
-            vwap=notional / vol,
-            trade_count=count,
-            first_ts=first,
-            last_ts=last,
-            spread_bps=None if s is None or s != s else s,
-            imbalance=None if m is None or m != m else m,
-            closed_at_ms=closed_at_ms,
+        yield (
+            name,
+            Bar(
+                symbol=name,
+                timeframe=closed.timeframe,
+                window_start=start,
+                window_end=start + length,
+                open=o,
+                high=h,
+                low=lo,
+                close=c,
+                volume=vol,
+                notional=notional,
+                vwap=notional / vol,
+                trade_count=count,
+                first_ts=first,
+                last_ts=last,
+                spread_bps=None if s is None or s != s else s,
+                imbalance=None if m is None or m != m else m,
+                closed_at_ms=closed_at_ms,
+            ),
         )
 
 
@@ -211,7 +216,7 @@ def bar_batches(closed: ClosedBars, symbols: SymbolTable) -> Iterator[tuple[str,
         rows = np.flatnonzero(bars.sym == code)
         name = symbols.names[int(code)]
         for first in range(0, len(rows), BAR_BATCH_ROWS):
-            yield name, _bar_batch(bars.take(rows[first:first + BAR_BATCH_ROWS]), name, closed.timeframe)
+            yield name, _bar_batch(bars.take(rows[first : first + BAR_BATCH_ROWS]), name, closed.timeframe)
 
 
 def _bar_batch(part: BarColumns, name: str, timeframe: str) -> bytes:

@@ -149,9 +149,7 @@ class QuoteBook:
             with np.errstate(invalid="ignore", divide="ignore"):
                 spread[rows] = np.where(good, (ask - bid) / mid * 10_000, np.nan)
                 depth = bid_size + ask_size
-                imbalance[rows] = np.where(
-                    good & (depth > 0), (bid_size - ask_size) / depth, np.nan
-                )
+                imbalance[rows] = np.where(good & (depth > 0), (bid_size - ask_size) / depth, np.nan)
         return spread, imbalance
 
     def prune(self, before_ts: int) -> None:
@@ -315,9 +313,7 @@ class BarBuilder:
         if accepted.all():
             self._chain.feed(fold_ticks(sym, ts, price, size, self._source_ms))
         elif accepted.any():
-            self._chain.feed(
-                fold_ticks(sym[accepted], ts[accepted], price[accepted], size[accepted], self._source_ms)
-            )
+            self._chain.feed(fold_ticks(sym[accepted], ts[accepted], price[accepted], size[accepted], self._source_ms))
         if accepted.any():
             self.watermark = max(self.watermark, int(running[-1]))
             self._in_session = True
@@ -380,9 +376,7 @@ class BarBuilder:
             return False
         return bool(np.all(ts[1:] >= ts[:-1]))
 
-    def _reject_duplicates(
-        self, sym: np.ndarray, ts: np.ndarray, trade_id: np.ndarray, codes: np.ndarray
-    ) -> None:
+    def _reject_duplicates(self, sym: np.ndarray, ts: np.ndarray, trade_id: np.ndarray, codes: np.ndarray) -> None:
         """Mark repeated trade ids (among valid rows that carry one) as duplicates."""
         has_id = (codes == 0) & (trade_id >= 0)
         for code in np.unique(sym[has_id]):
@@ -422,9 +416,7 @@ class BarBuilder:
             bars = closed[tf]
             result = ClosedBars(tf, bars)
             if tf == "1s" and self.has_quotes and len(bars):
-                result.spread_bps, result.imbalance = self.quotes.spread_imbalance(
-                    bars.sym, bars.start + 1_000
-                )
+                result.spread_bps, result.imbalance = self.quotes.spread_imbalance(bars.sym, bars.start + 1_000)
             out.append(result)
         if self.has_quotes and not flush and self.watermark > NO_WATERMARK:
             self.quotes.prune(self.watermark - self.lateness_ms - 1_000)

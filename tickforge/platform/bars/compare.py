@@ -38,11 +38,7 @@ class BarDiff:
     @property
     def ok(self) -> bool:
         return not (
-            len(self.missing)
-            or len(self.extra)
-            or len(self.duplicated)
-            or len(self.differing)
-            or self.missing_columns
+            len(self.missing) or len(self.extra) or len(self.duplicated) or len(self.differing) or self.missing_columns
         )
 
     def summary(self) -> dict[str, Any]:
@@ -58,8 +54,7 @@ class BarDiff:
             "duplicated": len(self.duplicated),
             "differing_rows": len(differing_keys),
             "differing_fields": {
-                str(field): int(count)
-                for field, count in self.differing["field"].value_counts().sort_index().items()
+                str(field): int(count) for field, count in self.differing["field"].value_counts().sort_index().items()
             },
             "missing_columns": list(self.missing_columns),
             "examples": {
@@ -137,9 +132,7 @@ def emit_latency_ms(
     frame = _as_pandas(bars_with_closed_at)
     closed = frame[frame["closed_at_ms"].notna()]
     latency = (
-        closed["closed_at_ms"].to_numpy(dtype="float64")
-        - closed["window_end"].to_numpy(dtype="float64")
-        - lateness_ms
+        closed["closed_at_ms"].to_numpy(dtype="float64") - closed["window_end"].to_numpy(dtype="float64") - lateness_ms
     )
     if latency.size == 0:
         return {"count": 0, "p50": None, "p95": None, "p99": None}
@@ -157,9 +150,7 @@ def _equal(a: pd.Series, e: pd.Series) -> np.ndarray:
     equal = np.zeros(len(a), dtype=bool)
     # Compared as Python objects so that 3 == 3.0 across int/float dtypes; nulls are left out
     # because pd.NA has no truth value.
-    equal[present] = np.asarray(
-        a.to_numpy(dtype=object)[present] == e.to_numpy(dtype=object)[present], dtype=bool
-    )
+    equal[present] = np.asarray(a.to_numpy(dtype=object)[present] == e.to_numpy(dtype=object)[present], dtype=bool)
     return (a_null & e_null) | equal
 
 
@@ -172,10 +163,7 @@ def _close(a: pd.Series, e: pd.Series, rel_tol: float) -> np.ndarray:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {str(k): _json_value(v) for k, v in row.items()}
-        for row in frame.head(SUMMARY_EXAMPLES).to_dict("records")
-    ]
+    return [{str(k): _json_value(v) for k, v in row.items()} for row in frame.head(SUMMARY_EXAMPLES).to_dict("records")]
 
 
 def _json_value(value: Any) -> Any:

@@ -51,9 +51,7 @@ class BarColumns:
             return BarColumns.empty()
         if len(parts) == 1:
             return parts[0]
-        return BarColumns(
-            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(BarColumns))
-        )
+        return BarColumns(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(BarColumns)))
 
 
 def fold_ticks(
@@ -157,9 +155,7 @@ def fold_partials(parts: BarColumns, timeframe_ms: int | None = None) -> BarColu
     change = (start_sorted[1:] != start_sorted[:-1]) | (sym[1:] != sym[:-1])
     if n > 1 and change.all():
         # Nothing to merge (the common case for a rollup of ordered, already merged rows).
-        return BarColumns(
-            sym, start_sorted, *(getattr(parts, f.name)[by_key] for f in fields(BarColumns)[2:])
-        )
+        return BarColumns(sym, start_sorted, *(getattr(parts, f.name)[by_key] for f in fields(BarColumns)[2:]))
     starts = np.concatenate(([0], np.flatnonzero(change) + 1))
     counts = np.diff(np.append(starts, n))
     group = np.repeat(np.arange(len(starts)), counts)

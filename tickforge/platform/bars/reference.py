@@ -66,9 +66,7 @@ def timeframe_ms(timeframe: str) -> int:
     return int(match[1]) * _UNIT_MS[match[2]]
 
 
-def reference_dead_letters(
-    trades: pd.DataFrame | pl.DataFrame, lateness_ms: int = 500
-) -> pd.DataFrame:
+def reference_dead_letters(trades: pd.DataFrame | pl.DataFrame, lateness_ms: int = 500) -> pd.DataFrame:
     """Rejected trades as ``row, reason`` in file order.
 
     Reasons: ``bad_timestamp``, ``future_timestamp``, ``missing_symbol``, ``bad_symbol``,
@@ -202,9 +200,7 @@ def _classify(
             future[i] = True
         elif faults[i] == "":
             watermark = ts_ms if watermark is None else max(watermark, ts_ms)
-    invalid = np.where(
-        frame["ts_ms"].isna().to_numpy(), "bad_timestamp", np.where(future, "future_timestamp", faults)
-    )
+    invalid = np.where(frame["ts_ms"].isna().to_numpy(), "bad_timestamp", np.where(future, "future_timestamp", faults))
     valid = invalid == ""
 
     with_id = valid & frame["trade_id"].notna().to_numpy()
@@ -228,9 +224,7 @@ def _classify(
 
 def _aggregate(accepted: pd.DataFrame, tf_ms: int) -> pd.DataFrame:
     ts = accepted["ts_ms"].astype("int64")
-    ticks = accepted.assign(
-        window_start=(ts // tf_ms) * tf_ms, notional=accepted["price"] * accepted["size"]
-    )
+    ticks = accepted.assign(window_start=(ts // tf_ms) * tf_ms, notional=accepted["price"] * accepted["size"])
     grouped = ticks.groupby(["symbol", "window_start"], sort=True)
     bars = grouped.agg(
         open=("price", "first"),
@@ -250,9 +244,7 @@ def _aggregate(accepted: pd.DataFrame, tf_ms: int) -> pd.DataFrame:
 
 def _with_quote_features(bars: pd.DataFrame, quotes: pd.DataFrame) -> pd.DataFrame:
     if bars.empty:
-        return bars.assign(
-            spread_bps=pd.Series(dtype="float64"), imbalance=pd.Series(dtype="float64")
-        )
+        return bars.assign(spread_bps=pd.Series(dtype="float64"), imbalance=pd.Series(dtype="float64"))
     joined = pd.merge_asof(
         bars.sort_values("window_end", kind="stable"),
         quotes[["ts_ms", "symbol", "bid", "ask", "bid_size", "ask_size"]],
@@ -268,9 +260,7 @@ def _with_quote_features(bars: pd.DataFrame, quotes: pd.DataFrame) -> pd.DataFra
         usable = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0) & (bid <= ask)
         depth = bid_size + ask_size
         spread_bps = np.where(usable, (ask - bid) / ((ask + bid) / 2) * 10_000, np.nan)
-        imbalance = np.where(
-            usable & np.isfinite(depth) & (depth != 0), (bid_size - ask_size) / depth, np.nan
-        )
+        imbalance = np.where(usable & np.isfinite(depth) & (depth != 0), (bid_size - ask_size) / depth, np.nan)
     joined = joined.assign(spread_bps=spread_bps, imbalance=imbalance)
     joined = joined.sort_values(["symbol", "window_start"], kind="stable").reset_index(drop=True)
     return joined[BAR_COLUMNS + QUOTE_COLUMNS]

@@ -22,9 +22,7 @@ BAD_SIZE: Final = "bad_size"
 
 # Rows that went to the dead letter: the data-row number in file order (or the position in a
 # stream), the reason, the row's text as read and a detail naming the fields at fault.
-DEAD_LETTER_SCHEMA: Final = pl.Schema(
-    {"row": pl.Int64, "reason": pl.String, "raw": pl.String, "detail": pl.String}
-)
+DEAD_LETTER_SCHEMA: Final = pl.Schema({"row": pl.Int64, "reason": pl.String, "raw": pl.String, "detail": pl.String})
 
 # Precedence when a row has several faults: the first applicable reason in this order is reported.
 TRADE_REJECT_REASONS: Final = (BAD_TIMESTAMP, MISSING_SYMBOL, BAD_SYMBOL, BAD_PRICE, BAD_SIZE)

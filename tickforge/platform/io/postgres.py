@@ -65,19 +65,33 @@ def retry_on_outage(
             if stopping():
                 return None
             delay = backoff.next_delay()
-            log.warning("postgres unavailable, retrying", extra={"error": str(exc).strip(),
-                                                                  "attempt": backoff.attempts, "delay_s": delay})
+            log.warning(
+                "postgres unavailable, retrying",
+                extra={"error": str(exc).strip(), "attempt": backoff.attempts, "delay_s": delay},
+            )
             wait(delay)
             if stopping():
                 return None
 
+
 # The golden bar row: the Bar contract's stored fields, in table order (``stored_at`` is the table's own).
 BAR_SCHEMA = pl.Schema(
     {
-        "symbol": pl.String, "window_start": pl.Int64, "window_end": pl.Int64,
-        "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
-        "volume": pl.Float64, "notional": pl.Float64, "vwap": pl.Float64, "trade_count": pl.Int64,
-        "first_ts": pl.Int64, "last_ts": pl.Int64, "spread_bps": pl.Float64, "imbalance": pl.Float64,
+        "symbol": pl.String,
+        "window_start": pl.Int64,
+        "window_end": pl.Int64,
+        "open": pl.Float64,
+        "high": pl.Float64,
+        "low": pl.Float64,
+        "close": pl.Float64,
+        "volume": pl.Float64,
+        "notional": pl.Float64,
+        "vwap": pl.Float64,
+        "trade_count": pl.Int64,
+        "first_ts": pl.Int64,
+        "last_ts": pl.Int64,
+        "spread_bps": pl.Float64,
+        "imbalance": pl.Float64,
         "closed_at_ms": pl.Int64,
     }
 )
@@ -127,9 +141,7 @@ def _check_ident(name: str) -> str:
 def migration_sql(schema: str, timeframes: Sequence[str]) -> list[tuple[str, str]]:
     """(version, SQL) pairs in order, rendered for a schema and timeframe list."""
     schema = _check_ident(schema)
-    tables = "\n".join(
-        _BAR_TABLE_DDL.format(schema=schema, table=bar_table(tf)) for tf in timeframes
-    )
+    tables = "\n".join(_BAR_TABLE_DDL.format(schema=schema, table=bar_table(tf)) for tf in timeframes)
     out = []
     folder = resources.files("tickforge.platform.io") / "migrations"
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -159,18 +171,14 @@ def apply_migrations(dsn: str, schema: str, timeframes: Sequence[str]) -> list[s
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
         done = {
             row[0]
-            for row in conn.execute(
-                sql.SQL("SELECT version FROM {}.schema_migrations").format(sql.Identifier(schema))
-            )
+            for row in conn.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(sql.Identifier(schema)))
         }
         for version, text in migration_sql(schema, timeframes):
             if version in done:
                 continue
             conn.execute(text)  # rendered from trusted package files
             conn.execute(
-                sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(
-                    sql.Identifier(schema)
-                ),
+                sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(sql.Identifier(schema)),
                 (version,),
             )
             applied_now.append(version)
@@ -240,9 +248,7 @@ def partition_watermarks(conn: psycopg.Connection, schema: str, timeframe: str) 
 def golden_watermark(conn: psycopg.Connection, schema: str, timeframe: str) -> int | None:
     """How far the golden bars of a timeframe are complete: min over partitions (None if unknown)."""
     row = conn.execute(
-        sql.SQL("SELECT min(watermark_ms) FROM {}.bar_watermarks WHERE timeframe = %s").format(
-            sql.Identifier(schema)
-        ),
+        sql.SQL("SELECT min(watermark_ms) FROM {}.bar_watermarks WHERE timeframe = %s").format(sql.Identifier(schema)),
         (timeframe,),
     ).fetchone()
     return None if row is None else row[0]
@@ -291,7 +297,9 @@ def golden_bars(
         where += sql.SQL(" AND symbol = ANY(%s)")
         params.append(list(symbols))
     query = sql.SQL("SELECT {cols} FROM {table} WHERE {where} ORDER BY symbol, window_start{lock}").format(
-        cols=_COLUMN_LIST, table=_table(schema, timeframe), where=where,
+        cols=_COLUMN_LIST,
+        table=_table(schema, timeframe),
+        where=where,
         lock=sql.SQL(" FOR UPDATE" if lock else ""),
     )
     return _frame(conn.execute(query, params).fetchall())
