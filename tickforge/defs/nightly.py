@@ -20,8 +20,13 @@ from tickforge.defs.research.assets import RESEARCH_GROUP
 from tickforge.defs.trading.assets import TRADING_GROUP
 
 NIGHTLY_ASSETS = (
-    "raw_trades_daily", "snowflake_raw_ticks", "bar_reconciliation", "snowflake_bar_facts",
-    "snowflake_dead_letter_facts", "snowflake_dim_calendar", "bar_archive",
+    "raw_trades_daily",
+    "snowflake_raw_ticks",
+    "bar_reconciliation",
+    "snowflake_bar_facts",
+    "snowflake_dead_letter_facts",
+    "snowflake_dim_calendar",
+    "bar_archive",
 )
 
 # The steps are small: one process for the whole run beats starting a process (and importing the

@@ -46,9 +46,15 @@ def profile_env(snowflake: SnowflakeResource) -> dict[str, str]:
     and ``TICKFORGE_DBT_TARGET``: as set, else ``local`` for an endpoint with a host, else ``prod``."""
     extra = snowflake.additional_snowflake_connection_args or {}
     values = {
-        "account": snowflake.account, "user": snowflake.user, "password": snowflake.password,
-        "database": snowflake.database, "warehouse": snowflake.warehouse, "role": snowflake.role,
-        "host": extra.get("host"), "port": extra.get("port"), "protocol": extra.get("protocol"),
+        "account": snowflake.account,
+        "user": snowflake.user,
+        "password": snowflake.password,
+        "database": snowflake.database,
+        "warehouse": snowflake.warehouse,
+        "role": snowflake.role,
+        "host": extra.get("host"),
+        "port": extra.get("port"),
+        "protocol": extra.get("protocol"),
     }
     env = {f"TICKFORGE_SNOWFLAKE__{key.upper()}": str(value) for key, value in values.items() if value is not None}
     env["TICKFORGE_DBT_TARGET"] = os.environ.get("TICKFORGE_DBT_TARGET") or ("local" if extra.get("host") else "prod")
@@ -77,7 +83,11 @@ def manifest_is_stale(manifest: Path, project_dir: Path = DBT_PROJECT_DIR) -> bo
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    inputs = [project_dir / "dbt_project.yml", *(project_dir / "models").rglob("*"), *(project_dir / "macros").rglob("*")]
+    inputs = [
+        project_dir / "dbt_project.yml",
+        *(project_dir / "models").rglob("*"),
+        *(project_dir / "macros").rglob("*"),
+    ]
     return any(p.is_file() and p.stat().st_mtime > built for p in inputs)
 
 
@@ -86,9 +96,22 @@ def dbt_project() -> DbtProject:
     if manifest_is_stale(project.manifest_path):
         env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
         subprocess.run(
-            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(project.target_path)],
-            check=True, env=env, cwd=DBT_PROJECT_DIR, capture_output=True, timeout=120,
+            [
+                dbt_executable(),
+                "parse",
+                "--quiet",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+                "--target-path",
+                str(project.target_path),
+            ],
+            check=True,
+            env=env,
+            cwd=DBT_PROJECT_DIR,
+            capture_output=True,
+            timeout=120,
         )
     return project
 
@@ -111,9 +134,7 @@ DAILY_LOADERS: dict[AssetKey, AssetKey] = {
 
 def fact_table_specs() -> list[AssetSpec]:
     """The tables the dbt sources name, written by the Snowflake loaders."""
-    common: dict[str, Any] = {
-        "kinds": {"snowflake"}, "owners": ["team:analytics-platform"], "group_name": "warehouse"
-    }
+    common: dict[str, Any] = {"kinds": {"snowflake"}, "owners": ["team:analytics-platform"], "group_name": "warehouse"}
     return [
         *(
             AssetSpec(

@@ -36,10 +36,12 @@ class StoredBars(pa.DataFrameModel):
         unique = ["symbol", "window_start"]
 
     @pa.dataframe_check
+    @classmethod
     def window_end_after_start(cls, data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("window_end") > pl.col("window_start"))
 
     @pa.dataframe_check
+    @classmethod
     def ohlc_holds_together(cls, data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
             (pl.col("high") >= pl.max_horizontal("open", "close", "low"))
@@ -47,6 +49,7 @@ class StoredBars(pa.DataFrameModel):
         )
 
     @pa.dataframe_check
+    @classmethod
     def vwap_within_low_high(cls, data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
             (pl.col("vwap") >= pl.col("low") * (1 - _REL)) & (pl.col("vwap") <= pl.col("high") * (1 + _REL))
@@ -68,13 +71,17 @@ class LandedTrades(pa.DataFrameModel):
         strict = False
 
     @pa.dataframe_check
+    @classmethod
     def in_arrival_order(cls, data: PolarsData) -> pl.LazyFrame:
         """Sorted by (partition, row): the order the lateness rule is applied in."""
         previous = pl.struct("partition", "row").shift(1)
         return data.lazyframe.select(
             previous.is_null()
             | (pl.col("partition") > previous.struct.field("partition"))
-            | ((pl.col("partition") == previous.struct.field("partition")) & (pl.col("row") >= previous.struct.field("row")))
+            | (
+                (pl.col("partition") == previous.struct.field("partition"))
+                & (pl.col("row") >= previous.struct.field("row"))
+            )
         )
 
 

@@ -30,5 +30,10 @@ def dead_letter_key() -> AssetKey:
 
 
 __all__ = [
-    "bar_timeframes", "bar_topic_key", "dead_letter_key", "golden_bars_key", "raw_trades_key", "ticks_key",
+    "bar_timeframes",
+    "bar_topic_key",
+    "dead_letter_key",
+    "golden_bars_key",
+    "raw_trades_key",
+    "ticks_key",
 ]

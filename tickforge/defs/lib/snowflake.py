@@ -20,15 +20,15 @@ DDL_DIR = Path(__file__).resolve().parents[3] / "snowflake" / "ddl"
 JSON_CHUNK = 50_000
 
 
-def ddl_statements(database: str, ddl_dir: Path = DDL_DIR) -> list[str]:
+def ddl_statements(database: str | None, ddl_dir: Path = DDL_DIR) -> list[str]:
     """Every statement of ``ddl_dir/*.sql`` in file order, ``{database}`` filled in."""
+    if database is None:
+        raise ValueError("no Snowflake database configured: the DDL needs one to create its tables in")
     if not database.replace("_", "").isalnum():
         raise ValueError(f"{database!r} is not a plain Snowflake identifier")
     statements = []
     for path in sorted(ddl_dir.glob("*.sql")):
-        text = "\n".join(
-            line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
-        )
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("--"))
         statements += [s.strip() for s in text.format(database=database).split(";") if s.strip()]
     return statements
 

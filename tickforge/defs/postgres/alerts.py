@@ -48,11 +48,12 @@ def record_alert(
 def list_alerts(postgres: PostgresResource, source: str | None = None) -> list[dict[str, Any]]:
     schema = sql.Identifier(postgres.schema_name)
     with postgres.connect() as conn:
-        exists = conn.execute(
-            "SELECT to_regclass(%s)", (f"{postgres.schema_name}.pipeline_alerts",)
-        ).fetchone()[0]
-        if exists is None:
+        found = conn.execute("SELECT to_regclass(%s)", (f"{postgres.schema_name}.pipeline_alerts",)).fetchone()
+        if found is None or found[0] is None:
             return []
         query = sql.SQL("SELECT source, severity, message, details, dedup_key FROM {}.pipeline_alerts").format(schema)
-        rows = conn.execute(query + sql.SQL(" WHERE source = %s ORDER BY id") if source else query + sql.SQL(" ORDER BY id"), (source,) if source else ()).fetchall()
+        rows = conn.execute(
+            query + sql.SQL(" WHERE source = %s ORDER BY id") if source else query + sql.SQL(" ORDER BY id"),
+            (source,) if source else (),
+        ).fetchall()
     return [dict(zip(("source", "severity", "message", "details", "dedup_key"), r, strict=True)) for r in rows]

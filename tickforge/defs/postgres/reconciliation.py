@@ -9,7 +9,6 @@ summarised in the materialization metadata; the blocking check beside it fails o
 which keeps the warehouse load of the same run from publishing disputed bars.
 """
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,8 +147,10 @@ def build_bar_reconciliation(timeframes: Sequence[str], lateness_ms: int):
             golden = read_golden_bars(postgres, tf, start_ms, end_ms)
             rows, summaries[tf] = reconcile_timeframe(tf, golden, expected[tf])
             parts.append(rows)
-        report = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-            columns=["timeframe", "symbol", *COUNT_COLUMNS]
+        report = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=["timeframe", "symbol", *COUNT_COLUMNS])
         )
         report = ReconciliationReport.validate(report)
         key = report_key(day)

@@ -17,9 +17,10 @@ def run_failure_alerts(context: RunFailureSensorContext, postgres: PostgresResou
     run = context.dagster_run
     error = context.failure_event.message or ""
     step_errors = [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        f"{e.step_key}: {step_error.message.strip()}"
         for e in context.get_step_failure_events()
-        if e.event_specific_data is not None and getattr(e.event_specific_data, "error", None) is not None
+        # Every event here is a STEP_FAILURE, so its data is StepFailureData (error still optional).
+        if e.event_specific_data is not None and (step_error := e.step_failure_data.error) is not None
     ]
     record_alert(
         postgres,

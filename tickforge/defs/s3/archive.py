@@ -16,7 +16,6 @@ the object again. Re-running an archived day finds no rows and verifies the obje
 Days inside the retention are skipped (the nightly run of a recent day archives nothing).
 """
 
-
 import hashlib
 from datetime import UTC, date, datetime
 from typing import Any
@@ -51,7 +50,9 @@ ARCHIVE_SCHEMA = BAR_SCHEMA
 
 
 class ArchiveConfig(Config):
-    retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, description="Golden bars younger than this stay in PostgreSQL")
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS, description="Golden bars younger than this stay in PostgreSQL"
+    )
     as_of: str | None = Field(default=None, description="YYYY-MM-DD the retention is counted from (default: today UTC)")
 
 
@@ -61,7 +62,7 @@ def archive_key(timeframe: str, day: str) -> str:
 
 def bars_checksum(frame: pl.DataFrame) -> str:
     """SHA-256 of the bars' values, sorted by key (independent of Parquet encoding)."""
-    ordered = frame.select(list(ARCHIVE_SCHEMA)).cast(dict(ARCHIVE_SCHEMA)).sort(["symbol", "window_start"])
+    ordered = frame.select(list(ARCHIVE_SCHEMA)).cast(ARCHIVE_SCHEMA).sort(["symbol", "window_start"])
     return hashlib.sha256(ordered.write_csv(include_header=False).encode()).hexdigest()
 
 
@@ -82,20 +83,26 @@ def archive_timeframe(
     key = archive_key(timeframe, day)
     with postgres.connect() as conn:
         fresh = golden_bars(conn, postgres.schema_name, timeframe, start_ms, end_ms, lock=True)
-        existing = (
-            store.read_parquet(store.archive_bucket, key).cast(dict(ARCHIVE_SCHEMA)) if _exists(store, key) else None
-        )
+        existing = store.read_parquet(store.archive_bucket, key).cast(ARCHIVE_SCHEMA) if _exists(store, key) else None
         if fresh.is_empty():
             if existing is None:
                 return {"archived": 0, "deleted": 0, "rows": 0, "object": None}
-            return {"archived": 0, "deleted": 0, "rows": existing.height, "object": key, "sha256": bars_checksum(existing)}
-        merged = fresh if existing is None else pl.concat([fresh, existing]).unique(
-            ["symbol", "window_start"], keep="first", maintain_order=True
+            return {
+                "archived": 0,
+                "deleted": 0,
+                "rows": existing.height,
+                "object": key,
+                "sha256": bars_checksum(existing),
+            }
+        merged = (
+            fresh
+            if existing is None
+            else pl.concat([fresh, existing]).unique(["symbol", "window_start"], keep="first", maintain_order=True)
         )
         merged = StoredBars.validate(merged.sort(["symbol", "window_start"]))
         checksum = bars_checksum(merged)
         store.write_parquet(store.archive_bucket, key, merged)
-        back = store.read_parquet(store.archive_bucket, key).cast(dict(ARCHIVE_SCHEMA))
+        back = store.read_parquet(store.archive_bucket, key).cast(ARCHIVE_SCHEMA)
         if back.height != merged.height or bars_checksum(back) != checksum:
             raise RuntimeError(f"{key}: verification failed ({back.height} rows read, {merged.height} written)")
         deleted = delete_bars(
@@ -131,7 +138,9 @@ def build_bar_archive(timeframes: list[str]):
         day = context.partition_key
         if not is_past_retention(day, config.retention_days, config.as_of):
             context.log.info("%s is within the %d-day retention: nothing to archive", day, config.retention_days)
-            return MaterializeResult(metadata={"archived": 0, "within_retention": True, "retention_days": config.retention_days})
+            return MaterializeResult(
+                metadata={"archived": 0, "within_retention": True, "retention_days": config.retention_days}
+            )
         done = {tf: archive_timeframe(postgres, object_store, tf, day) for tf in frames}
         context.log.info("%s archived: %s", day, done)
         return MaterializeResult(

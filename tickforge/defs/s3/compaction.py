@@ -11,7 +11,6 @@ content checksum verified before the asset reports success. Rerunning rewrites t
 from the same sources (idempotent); the hourly objects are kept (they are the raw record).
 """
 
-
 import hashlib
 
 import polars as pl
@@ -49,13 +48,11 @@ def raw_trades_daily(context: AssetExecutionContext, object_store: ObjectStoreRe
     trades = LandedTrades.validate(read_landed_trades(object_store, day, keys).select(list(LANDED_TRADES_SCHEMA)))
     key = compacted_key(day)
     size = object_store.write_parquet(object_store.raw_bucket, key, trades)
-    back = object_store.read_parquet(object_store.raw_bucket, key).cast(dict(LANDED_TRADES_SCHEMA))
+    back = object_store.read_parquet(object_store.raw_bucket, key).cast(LANDED_TRADES_SCHEMA)
     checksum = content_checksum(trades)
     if back.height != trades.height or content_checksum(back) != checksum:
         raise RuntimeError(f"{key}: read back {back.height} rows, wrote {trades.height}, checksums differ")
-    per_partition = {
-        str(p): n for p, n in trades.group_by("partition").len().sort("partition").iter_rows()
-    }
+    per_partition = {str(p): n for p, n in trades.group_by("partition").len().sort("partition").iter_rows()}
     context.log.info("%s: %d objects -> %d rows in %s", day, len(keys), trades.height, key)
     return MaterializeResult(
         metadata={

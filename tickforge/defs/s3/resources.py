@@ -47,8 +47,8 @@ class ObjectStoreResource(ConfigurableResource):
 
     def write_parquet(self, bucket: str, key: str, frame: pd.DataFrame | pl.DataFrame) -> int:
         """Write a frame as one Parquet object; returns its size in bytes."""
-        table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else pa.Table.from_pandas(
-            frame, preserve_index=False
+        table = (
+            frame.to_arrow() if isinstance(frame, pl.DataFrame) else pa.Table.from_pandas(frame, preserve_index=False)
         )
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")

@@ -87,7 +87,8 @@ def snowflake_dim_calendar(context: AssetExecutionContext, snowflake: SnowflakeR
             cur.execute(statement)
         first, last = loaded_span(cur, day)
         where = f"WHERE CALENDAR_DATE BETWEEN '{first.isoformat()}' AND '{last.isoformat()}'"
-        present = {row[0] for row in cur.execute(f"SELECT CALENDAR_DATE FROM {DIM_CALENDAR} {where}").fetchall()}
+        cur.execute(f"SELECT CALENDAR_DATE FROM {DIM_CALENDAR} {where}")
+        present = {row[0] for row in cur.fetchall()}
         missing = [calendar_row(d) for d in day_range(first, last) if d not in present]
         if missing:
             cur.execute("BEGIN")
@@ -108,9 +109,16 @@ def snowflake_dim_calendar(context: AssetExecutionContext, snowflake: SnowflakeR
     expected = len(day_range(first, last))
     context.log.info("DIM_CALENDAR %s..%s: inserted %d, %d days present", first, last, len(missing), distinct)
     check = AssetCheckResult(
-        check_name=CALENDAR_CHECK, passed=distinct == rows == expected, severity=AssetCheckSeverity.ERROR,
-        metadata={"first": first.isoformat(), "last": last.isoformat(), "expected_days": expected,
-                  "distinct_days": distinct, "rows": rows},
+        check_name=CALENDAR_CHECK,
+        passed=distinct == rows == expected,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "first": first.isoformat(),
+            "last": last.isoformat(),
+            "expected_days": expected,
+            "distinct_days": distinct,
+            "rows": rows,
+        },
     )
     return MaterializeResult(
         metadata={"first": first.isoformat(), "last": last.isoformat(), "inserted": len(missing), "days": expected},

@@ -62,8 +62,7 @@ LETTER_SCHEMA = pl.Schema(
     {"ts_ms": pl.Int64, "kafka_ts_ms": pl.Int64, "reason": pl.String, "symbol": pl.String, "source": pl.String}
 )
 MINUTE_SCHEMA = pl.Schema(
-    {"minute_start": pl.Int64, "reason": pl.String, "symbol": pl.String, "source": pl.String,
-     "dead_letters": pl.Int64}
+    {"minute_start": pl.Int64, "reason": pl.String, "symbol": pl.String, "source": pl.String, "dead_letters": pl.Int64}
 )
 
 
@@ -88,7 +87,7 @@ class DeadLetterMinutes(pa.DataFrameModel):
 
 def letter_rows(messages: Sequence[Message]) -> pl.DataFrame:
     """The dead letters of a consume batch as :data:`LETTER_SCHEMA` rows."""
-    rows = []
+    rows: list[tuple[int | None, int, str, str, str]] = []
     for msg in messages:
         kafka_ts_ms = msg.timestamp()[1]
         try:
@@ -118,9 +117,7 @@ def minute_counts(letters: pl.DataFrame, start_ms: int, end_ms: int) -> pl.DataF
 def total_counts(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
     """Per-batch counts added up per key, sorted by key (the order the loaded rows compare in)."""
     frame = pl.concat([pl.DataFrame(schema=MINUTE_SCHEMA), *parts])
-    return (
-        frame.group_by(KEY_COLUMNS).agg(pl.col("dead_letters").sum()).select(MINUTE_SCHEMA.names()).sort(KEY_COLUMNS)
-    )
+    return frame.group_by(KEY_COLUMNS).agg(pl.col("dead_letters").sum()).select(MINUTE_SCHEMA.names()).sort(KEY_COLUMNS)
 
 
 def read_day_counts(
@@ -184,14 +181,22 @@ def load_day(
         if not covers(counts, loaded):
             log.warning(
                 "[%s, %s): the dead-letter topic holds fewer dead letters than %s (retention?): "
-                "keeping the %d loaded rows", start_ms, end_ms, FACT_DEAD_LETTERS, loaded.height,
+                "keeping the %d loaded rows",
+                start_ms,
+                end_ms,
+                FACT_DEAD_LETTERS,
+                loaded.height,
             )
             return {"deleted": 0, "inserted": 0, "changed": 0, "kept_loaded_rows": True}
         where = f"MINUTE_START >= {int(start_ms)} AND MINUTE_START < {int(end_ms)}"
         deleted = replace_slice(cur, FACT_DEAD_LETTERS, where, FACT_COLUMNS, FACT_TYPES, counts.rows())
     log.info("[%s, %s): %s replaced %d rows with %d", start_ms, end_ms, FACT_DEAD_LETTERS, deleted, counts.height)
-    return {"deleted": deleted, "inserted": counts.height, "changed": deleted + counts.height,
-            "kept_loaded_rows": False}
+    return {
+        "deleted": deleted,
+        "inserted": counts.height,
+        "changed": deleted + counts.height,
+        "kept_loaded_rows": False,
+    }
 
 
 def facts_match_counts(
@@ -209,10 +214,12 @@ def facts_match_counts(
         passed=loaded.equals(counts) and positive,
         severity=AssetCheckSeverity.WARN if kept else AssetCheckSeverity.ERROR,
         metadata={
-            "topic_rows": counts.height, "loaded_rows": loaded.height,
+            "topic_rows": counts.height,
+            "loaded_rows": loaded.height,
             "topic_dead_letters": int(counts["dead_letters"].sum()),
             "loaded_dead_letters": int(loaded["dead_letters"].sum()),
-            "all_counts_positive": positive, "kept_loaded_rows": kept,
+            "all_counts_positive": positive,
+            "kept_loaded_rows": kept,
         },
     )
 
@@ -255,7 +262,10 @@ def build_dead_letter_facts(topic_prefix: str) -> AssetsDefinition:
         by_reason = counts.group_by("reason").agg(pl.col("dead_letters").sum()).sort("reason")
         return MaterializeResult(
             metadata={
-                "day": day, **read, **done, "rows": counts.height,
+                "day": day,
+                **read,
+                **done,
+                "rows": counts.height,
                 "dead_letters": int(counts["dead_letters"].sum()),
                 "by_reason": MetadataValue.json(dict(by_reason.iter_rows())),
             },

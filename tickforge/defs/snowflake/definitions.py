@@ -18,8 +18,11 @@ from tickforge.platform.settings import Settings
 def build_snowflake_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[
-            snowflake_raw_ticks, snowflake_bar_facts, build_dead_letter_facts(settings.kafka.topic_prefix),
-            snowflake_dim_calendar, snowflake_window_facts,
+            snowflake_raw_ticks,
+            snowflake_bar_facts,
+            build_dead_letter_facts(settings.kafka.topic_prefix),
+            snowflake_dim_calendar,
+            snowflake_window_facts,
         ],
         asset_checks=[facts_pass_expectations],
         jobs=[snowflake_window_job],

@@ -8,8 +8,7 @@ OPEN/CLOSE``, ``VOLUME > 0``, ``TRADE_COUNT >= 1`` and the window alignment
 costs 4-6 s to import, so it is imported inside the check only.
 """
 
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import (
@@ -25,9 +24,22 @@ from tickforge.defs.lib.partitions import day_bounds_ms
 from tickforge.defs.snowflake.warehouse import FACT_TABLES, snowflake_bar_facts
 from tickforge.platform.bars.timeframes import timeframe_ms
 
+if TYPE_CHECKING:  # great-expectations is imported inside the check only (slow import)
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+
 CHECK_NAME = "facts_pass_expectations"
-FACT_COLUMNS = ("BAR_ID", "SYMBOL", "WINDOW_START", "WINDOW_END", "OPEN", "HIGH", "LOW", "CLOSE",
-                "VOLUME", "TRADE_COUNT")
+FACT_COLUMNS = (
+    "BAR_ID",
+    "SYMBOL",
+    "WINDOW_START",
+    "WINDOW_END",
+    "OPEN",
+    "HIGH",
+    "LOW",
+    "CLOSE",
+    "VOLUME",
+    "TRADE_COUNT",
+)
 
 
 def fetch_facts(snowflake: SnowflakeResource, fact: str, start_ms: int, end_ms: int) -> pd.DataFrame:
@@ -62,6 +74,19 @@ def expectations(window_ms: int) -> list[Any]:
     ]
 
 
+def failed_expectation(outcome: "ExpectationValidationResult") -> dict[str, Any]:
+    """One failed expectation's report: its type, its kwargs (no batch id) and the unexpected count."""
+    config = outcome.expectation_config
+    # A suite's results always carry the expectation they evaluated; None would be a GX bug.
+    if config is None:
+        raise ValueError("an expectation result names no expectation configuration")
+    return {
+        "expectation": config.type,
+        "kwargs": {k: v for k, v in config.kwargs.items() if k != "batch_id"},
+        "unexpected_count": outcome.result.get("unexpected_count"),
+    }
+
+
 def validate_facts(frames: dict[str, tuple[pd.DataFrame, int]]) -> dict[str, dict[str, Any]]:
     """``{fact: (rows, window ms)}`` -> per fact: success, rows and the failed expectations."""
     import great_expectations as gx  # imported here: 4-6 s
@@ -80,17 +105,13 @@ def validate_facts(frames: dict[str, tuple[pd.DataFrame, int]]) -> dict[str, dic
         batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations(window_ms))
         result = batch_def.get_batch(batch_parameters={"dataframe": data}).validate(suite)
-        failed = [
-            {
-                "expectation": r.expectation_config.type,
-                "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"},
-                "unexpected_count": r.result.get("unexpected_count"),
-            }
-            for r in result.results
-            if not r.success
-        ]
-        out[fact] = {"success": bool(result.success) and len(frame) > 0, "rows": len(frame),
-                     "evaluated": len(result.results), "failed": failed}
+        failed = [failed_expectation(r) for r in result.results if not r.success]
+        out[fact] = {
+            "success": bool(result.success) and len(frame) > 0,
+            "rows": len(frame),
+            "evaluated": len(result.results),
+            "failed": failed,
+        }
     return out
 
 

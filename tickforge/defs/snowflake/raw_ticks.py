@@ -9,7 +9,6 @@ inserts the object's (:func:`~tickforge.defs.lib.snowflake.replace_slice`). The 
 check compares the day's rows and checksums in ``RAW.TICKS`` with the object's.
 """
 
-
 from typing import Any
 
 import polars as pl
@@ -32,15 +31,25 @@ from tickforge.defs.s3.resources import ObjectStoreResource
 from tickforge.platform.io.raw_layout import LANDED_TRADES_SCHEMA, compacted_key
 
 RAW_TICKS = "RAW.TICKS"
-TICK_COLUMNS = ("TRADE_DATE", "TS_MS", "SYMBOL", "PRICE", "SIZE", "TRADE_ID", "KAFKA_PARTITION", "KAFKA_OFFSET",
-                "SOURCE_OBJECT_KEY", "SOURCE_CHECKSUM")
+TICK_COLUMNS = (
+    "TRADE_DATE",
+    "TS_MS",
+    "SYMBOL",
+    "PRICE",
+    "SIZE",
+    "TRADE_ID",
+    "KAFKA_PARTITION",
+    "KAFKA_OFFSET",
+    "SOURCE_OBJECT_KEY",
+    "SOURCE_CHECKSUM",
+)
 RAW_TICKS_CHECK = "raw_ticks_match_compacted"
 
 
 def read_compacted(object_store: ObjectStoreResource, day: str) -> tuple[str, pl.DataFrame, str]:
     """(key, trades, content checksum) of the day's compacted object."""
     key = compacted_key(day)
-    trades = LandedTrades.validate(object_store.read_parquet(object_store.raw_bucket, key).cast(dict(LANDED_TRADES_SCHEMA)))
+    trades = LandedTrades.validate(object_store.read_parquet(object_store.raw_bucket, key).cast(LANDED_TRADES_SCHEMA))
     return key, trades, content_checksum(trades)
 
 
@@ -70,8 +79,9 @@ def tick_rows(day: str, key: str, checksum: str, trades: pl.DataFrame) -> list[l
     return [list(row) for row in zip(*columns, strict=True)]
 
 
-def load_raw_ticks(log: Any, snowflake: SnowflakeResource, day: str, key: str, trades: pl.DataFrame,
-                   checksum: str) -> dict[str, Any]:
+def load_raw_ticks(
+    log: Any, snowflake: SnowflakeResource, day: str, key: str, trades: pl.DataFrame, checksum: str
+) -> dict[str, Any]:
     with snowflake.get_connection() as conn:
         cur = conn.cursor()
         for statement in ddl_statements(snowflake.database):
@@ -79,8 +89,18 @@ def load_raw_ticks(log: Any, snowflake: SnowflakeResource, day: str, key: str, t
         if is_loaded(loaded_day(cur, day), trades.height, key, checksum) and trades.height:
             log.info("%s: RAW.TICKS already holds %s (%d rows, %s)", day, key, trades.height, checksum[:12])
             return {"deleted": 0, "inserted": 0, "changed": 0}
-        types = ("DATE", "NUMBER(38, 0)", "VARCHAR", "FLOAT", "FLOAT", "NUMBER(38, 0)", "NUMBER(38, 0)",
-                 "NUMBER(38, 0)", "VARCHAR", "VARCHAR")
+        types = (
+            "DATE",
+            "NUMBER(38, 0)",
+            "VARCHAR",
+            "FLOAT",
+            "FLOAT",
+            "NUMBER(38, 0)",
+            "NUMBER(38, 0)",
+            "NUMBER(38, 0)",
+            "VARCHAR",
+            "VARCHAR",
+        )
         deleted = replace_slice(
             cur, RAW_TICKS, f"TRADE_DATE = '{day}'", TICK_COLUMNS, types, tick_rows(day, key, checksum, trades)
         )
@@ -119,7 +139,9 @@ def snowflake_raw_ticks(
         rows, sums, keys = loaded_day(cur, day)
     passed = is_loaded((rows, sums, keys), trades.height, key, checksum)
     check = AssetCheckResult(
-        check_name=RAW_TICKS_CHECK, passed=passed, severity=AssetCheckSeverity.ERROR,
+        check_name=RAW_TICKS_CHECK,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
         metadata={"compacted_rows": trades.height, "loaded_rows": rows, "checksums": sums, "source_keys": keys},
     )
     return MaterializeResult(

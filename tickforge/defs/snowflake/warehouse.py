@@ -14,7 +14,6 @@ database"), and atomicity across both fact tables matters more than the keyword.
 statements are plain Snowflake SQL, so production runs the same code.
 """
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,10 +121,7 @@ def load_fact_window(
 ) -> dict[str, int]:
     """Make the facts' slice ``[start_ms, end_ms)`` equal to the golden 1 m / 5 m bars (one
     transaction over both tables); ``tag`` names the per-run staging tables. Returns counts."""
-    golden = {
-        tf: validated_bars(read_golden_bars(postgres, tf, start_ms, end_ms))
-        for tf in FACT_TABLES
-    }
+    golden = {tf: validated_bars(read_golden_bars(postgres, tf, start_ms, end_ms)) for tf in FACT_TABLES}
     stages = {tf: f"RAW.STG_BAR_FACTS_{tag}_{timeframe_ms(tf) // 1000}S" for tf in FACT_TABLES}
     counts: dict[str, int] = {}
     with snowflake.get_connection() as conn:
@@ -188,9 +184,7 @@ def facts_match_golden(
             rows, dups = fact_day_stats(cur, fact, start_ms, end_ms)
             metadata |= {f"{tf}_golden": golden, f"{tf}_facts": rows, f"{tf}_duplicate_bar_ids": dups}
             passed = passed and rows == golden and dups == 0
-    return AssetCheckResult(
-        check_name=check_name, passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata
-    )
+    return AssetCheckResult(check_name=check_name, passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 FACTS_CHECK = "facts_match_golden_counts"

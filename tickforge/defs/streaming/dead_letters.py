@@ -45,8 +45,17 @@ from tickforge.platform.topics import DEAD_LETTER
 
 # Reasons that are a tick arriving too late or malformed (duplicates are expected redeliveries).
 BAD_REASONS = frozenset(
-    {Reason.LATE, Reason.BAD_TIMESTAMP, Reason.MISSING_SYMBOL, Reason.BAD_PRICE, Reason.BAD_SIZE,
-     Reason.BAD_TRADE_ID, Reason.MALFORMED_ROW, Reason.UNDECODABLE, Reason.SCHEMA_VIOLATION}
+    {
+        Reason.LATE,
+        Reason.BAD_TIMESTAMP,
+        Reason.MISSING_SYMBOL,
+        Reason.BAD_PRICE,
+        Reason.BAD_SIZE,
+        Reason.BAD_TRADE_ID,
+        Reason.MALFORMED_ROW,
+        Reason.UNDECODABLE,
+        Reason.SCHEMA_VIOLATION,
+    }
 )
 DEFAULT_MAX_PER_MINUTE = 100.0
 RATE_CHECK = "dead_letter_rate_within_limit"
@@ -70,7 +79,7 @@ def read_dead_letters(
     def count(batch: list[Message]) -> None:
         for msg in batch:
             try:
-                counts[DEAD_LETTER_DECODER.decode(msg.value()).reason] += 1
+                counts[DEAD_LETTER_DECODER.decode(msg.value() or b"").reason] += 1
             except (msgspec.DecodeError, msgspec.ValidationError):
                 counts[UNREADABLE_DEAD_LETTER] += 1
 
@@ -84,7 +93,11 @@ def read_dead_letters(
 
 
 def evaluate(
-    kafka: KafkaResource, postgres: PostgresResource, cursor: str | None, max_per_minute: float, now_ms: int | None = None
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    cursor: str | None,
+    max_per_minute: float,
+    now_ms: int | None = None,
 ) -> tuple[dict[str, Any], str]:
     """One evaluation: ``(summary, new cursor)``; records an alert when over the rate."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -106,9 +119,12 @@ def evaluate(
     }
     if alert:
         record_alert(
-            postgres, "dead_letter_sensor", "error",
+            postgres,
+            "dead_letter_sensor",
+            "error",
             f"{bad} late or bad ticks in {elapsed_ms / 60_000:.1f} min ({rate:.1f}/min > {max_per_minute}/min)",
-            summary, dedup_key=f"dead_letter:{json.dumps(start, sort_keys=True)}",
+            summary,
+            dedup_key=f"dead_letter:{json.dumps(start, sort_keys=True)}",
         )
     new_cursor = json.dumps({"offsets": {str(p): o for p, o in ends.items()}, "at_ms": now_ms})
     return summary, new_cursor
@@ -145,8 +161,13 @@ def build_dead_letter_rate_check(max_per_minute: float = DEFAULT_MAX_PER_MINUTE)
         counts, _ = read_dead_letters(kafka, recent_offsets(kafka, since_ms))
         bad = late_or_bad(counts)
         rate = bad / RECENT_MINUTES
-        summary = {"late_or_bad": bad, "per_minute": round(rate, 3), "max_per_minute": max_per_minute,
-                   "minutes": RECENT_MINUTES, "by_reason": dict(counts)}
+        summary = {
+            "late_or_bad": bad,
+            "per_minute": round(rate, 3),
+            "max_per_minute": max_per_minute,
+            "minutes": RECENT_MINUTES,
+            "by_reason": dict(counts),
+        }
         return AssetCheckResult(
             passed=rate <= max_per_minute, severity=AssetCheckSeverity.ERROR, metadata=rate_check_metadata(summary)
         )
@@ -173,8 +194,11 @@ def build_dead_letter_sensor(max_per_minute: float = DEFAULT_MAX_PER_MINUTE):
         if not summary["first_evaluation"]:
             events.append(
                 AssetCheckEvaluation(
-                    asset_key=dead_letter_key(), check_name=RATE_CHECK, passed=not summary["alert"],
-                    metadata=metadata, severity=AssetCheckSeverity.ERROR,
+                    asset_key=dead_letter_key(),
+                    check_name=RATE_CHECK,
+                    passed=not summary["alert"],
+                    metadata=metadata,
+                    severity=AssetCheckSeverity.ERROR,
                 )
             )
         return SensorResult(cursor=cursor, asset_events=events)

@@ -30,7 +30,8 @@ class KafkaResource(ConfigurableResource):
     def consumer(self, group_id: str, **overrides: Any) -> Consumer:
         """A ``read_committed`` consumer that commits nothing by itself (the workers' settings)."""
         kafka = KafkaSettings(
-            bootstrap_servers=self.bootstrap_servers, client_config=dict(self.client_config),
+            bootstrap_servers=self.bootstrap_servers,
+            client_config=dict(self.client_config),
             topic_prefix=self.topic_prefix,
         )
         # Only the Kafka section is read by make_consumer; construct skips the environment.

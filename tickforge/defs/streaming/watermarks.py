@@ -121,9 +121,7 @@ def streaming_freshness_checks(
     # only; checks are visible in the asset graph, testable and run by a sensor.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return build_last_update_freshness_checks(
-            assets=keys, lower_bound_delta=max_lag or max_lag_from_env()
-        )
+        return build_last_update_freshness_checks(assets=keys, lower_bound_delta=max_lag or max_lag_from_env())
 
 
 def build_streaming_freshness_sensor(checks: Sequence[AssetChecksDefinition]):
