@@ -73,6 +73,11 @@ def watermark_observations(
     for tf, (mark, stored_at) in sorted(marks.items()):
         if tf in cursor and mark <= cursor[tf]:
             continue
+        # stored_at is when the partition holding the minimum last wrote: a lower bound of when
+        # the golden watermark reached ``mark`` (a lagging partition that moved on may have lifted
+        # it just now). Past a previous observation, it advanced since that evaluation: now is
+        # the better stamp, at most one sensor interval late.
+        reached_at = max(stored_at, now_s) if tf in cursor else stored_at
         metadata: dict[str, Any] = {
             "timeframe": tf,
             "watermark_ms": mark,
@@ -80,7 +85,7 @@ def watermark_observations(
             "lag_vs_wall_clock_s": round(now_s - mark / 1000, 3),
             "previous_watermark_ms": cursor.get(tf, -1),
             "stored_at": MetadataValue.timestamp(stored_at),
-            LAST_UPDATED: MetadataValue.timestamp(stored_at),
+            LAST_UPDATED: MetadataValue.timestamp(reached_at),
         }
         for key in (golden_bars_key(tf), bar_topic_key(tf)):
             events.append(AssetObservation(asset_key=key, metadata=metadata))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 import msgspec
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from tickforge.platform.retry import Backoff
@@ -280,6 +280,13 @@ class StopWaiting(Exception):
     """The caller asked to stop while a call was waiting for the broker."""
 
 
+# Partition leadership still settling (a topic created a moment ago, a broker restarting): some
+# calls (offset lookups) report these without flagging them retriable, yet waiting is the answer.
+_LEADERSHIP_MOVING = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+
+
 def retry_retriable(
     what: str,
     call: Callable[[], T],
@@ -296,7 +303,8 @@ def retry_retriable(
             return call()
         except KafkaException as exc:
             error = exc.args[0]
-            if error.fatal() or error.txn_requires_abort() or not error.retriable():
+            transient = error.retriable() or error.code() in _LEADERSHIP_MOVING
+            if error.fatal() or error.txn_requires_abort() or not transient:
                 raise
             if should_stop():
                 raise StopWaiting from exc
