@@ -13,24 +13,11 @@ import msgspec
 import polars as pl
 from confluent_kafka import Consumer, KafkaError
 
+from tickforge.platform.bars.offline import BAR_COLUMNS
 from tickforge.platform.contracts import JSON_ENCODER, Bar, DeadLetter
 from tickforge.platform.io.kafka import make_producer, marker_watermark, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER
-
-BAR_FIELDS = [
-    "symbol",
-    "window_start",
-    "window_end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "notional",
-    "vwap",
-    "trade_count",
-]
 
 
 def start_worker(command: str, *args: str, log_dir: Path) -> subprocess.Popen:
@@ -124,7 +111,7 @@ def assert_bars_equal(actual: pl.DataFrame, expected: pl.DataFrame, rel: float =
             f"({missing.height}), extra {extra.head(5).rows() if extra.height else []} ({extra.height})"
         )
     joined = expected.join(actual, on=keys, how="left", suffix="_got")
-    for col in BAR_FIELDS:
+    for col in BAR_COLUMNS:
         if col in keys:
             continue
         want, got = joined[col], joined[f"{col}_got"]
