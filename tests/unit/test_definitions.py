@@ -127,6 +127,7 @@ def test_definitions_snapshot(default_settings):
         "marts/mart_top_movers_15m:not_null_mart_top_movers_15m_symbol",
         "marts/mart_volatility_bands:not_null_mart_volatility_bands_bar_id",
         "marts/mart_volatility_bands:unique_mart_volatility_bands_bar_id",
+        "snowflake/core/fact_dead_letters_1m:accepted_values_fact_dead_letters_1m_reason",
     ]
     assert checks == sorted(
         [

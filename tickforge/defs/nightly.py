@@ -16,6 +16,7 @@ from dagster import (
     schedule,
 )
 
+from tickforge.defs.dbt.assets import DAILY_LOADERS
 from tickforge.defs.research.assets import RESEARCH_GROUP
 from tickforge.defs.trading.assets import TRADING_GROUP
 
@@ -29,11 +30,17 @@ NIGHTLY_ASSETS = (
     "bar_archive",
 )
 
+# The dbt tests of the marts' source tables (e.g. the reasons in CORE.FACT_DEAD_LETTERS_1M) are
+# checks of those tables' assets, which no step materializes: selected by name, dbt runs them.
+SOURCE_CHECKS = AssetSelection.checks_for_assets(*DAILY_LOADERS)
+
 # The steps are small: one process for the whole run beats starting a process (and importing the
 # code location, seconds on two cores) for every step.
 nightly_job = define_asset_job(
     "nightly",
-    selection=AssetSelection.assets(*NIGHTLY_ASSETS) | AssetSelection.groups("marts", RESEARCH_GROUP, TRADING_GROUP),
+    selection=AssetSelection.assets(*NIGHTLY_ASSETS)
+    | AssetSelection.groups("marts", RESEARCH_GROUP, TRADING_GROUP)
+    | SOURCE_CHECKS,
     executor_def=in_process_executor,
     description="Compact the previous UTC day's raw trades and load them into RAW.TICKS, reconcile "
     "its golden bars with the reference oracle, load its 1 m / 5 m bars into the Snowflake facts "

@@ -34,7 +34,7 @@ dead_letter_minutes as (
         minute_start,
         symbol,
         sum(dead_letter_count) as dead_letters,
-        sum(case when reason = 'late' then dead_letter_count else 0 end) as late_ticks
+        sum(case when reason = {{ dead_letter_reason('late') }} then dead_letter_count else 0 end) as late_ticks
     from {{ source('core', 'fact_dead_letters_1m') }}
     group by minute_start, symbol
 ),

@@ -7,10 +7,16 @@ Snowflake account; ``TICKFORGE_DBT_TARGET`` overrides the choice. The dbt proces
 resource's endpoint and credentials as the ``TICKFORGE_SNOWFLAKE__*`` variables profiles.yml
 reads, so it writes into the database the loaders wrote, whatever the environment holds.
 
+The dead-letter reasons reach dbt from :class:`~tickforge.platform.reasons.Reason` itself: every
+dbt command here passes :func:`dbt_vars` with ``--vars`` (the copy in ``dbt_project.yml`` serves a
+dbt run by hand, and a unit test keeps it equal). The source tests (the reasons in
+``CORE.FACT_DEAD_LETTERS_1M`` are the vocabulary's) are checks of the fact tables' assets.
+
 The dbt manifest is produced by ``dbt parse`` when it is missing or older than the project's
 models and macros (the asset graph is read from it); ``DBT_SEND_ANONYMOUS_USAGE_STATS`` is forced off.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, BackfillPolicy
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from dagster_snowflake import SnowflakeResource
 
 from tickforge.defs.lib.partitions import daily_partitions
 from tickforge.defs.research.warehouse import SNOWFLAKE_NEXT_DAY_PICKS
 from tickforge.defs.snowflake.dead_letter_facts import FACT_DEAD_LETTERS
 from tickforge.defs.snowflake.warehouse import FACT_TABLES
+from tickforge.platform.contracts import UNREADABLE_DEAD_LETTER
+from tickforge.platform.reasons import Reason
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_marts"
 MARTS_GROUP = "marts"
@@ -38,6 +46,17 @@ def dbt_executable() -> str:
     """``dbt`` next to the running interpreter (the venv), else on PATH."""
     local = Path(sys.executable).with_name("dbt")
     return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_vars() -> dict[str, list[str] | str]:
+    """The project's ``vars`` as dbt takes them from Python: the dead-letter reasons (``Reason``'s
+    values, in its order) and the reason the topic's readers count a non-DeadLetter under."""
+    return {"dead_letter_reasons": [r.value for r in Reason], "unreadable_dead_letter": UNREADABLE_DEAD_LETTER}
+
+
+def vars_args() -> list[str]:
+    """``--vars`` with :func:`dbt_vars` (JSON is YAML), for any dbt command over the project."""
+    return ["--vars", json.dumps(dbt_vars())]
 
 
 def profile_env(snowflake: SnowflakeResource) -> dict[str, str]:
@@ -106,6 +125,7 @@ def dbt_project() -> DbtProject:
                 str(DBT_PROJECT_DIR),
                 "--target-path",
                 str(project.target_path),
+                *vars_args(),
             ],
             check=True,
             env=env,
@@ -164,7 +184,11 @@ def fact_table_specs() -> list[AssetSpec]:
 
 
 class MartsTranslator(DagsterDbtTranslator):
-    """Models as ``marts/<model>`` in group ``marts``; sources are the fact tables' assets."""
+    """Models as ``marts/<model>`` in group ``marts``; sources are the fact tables' assets, and
+    their tests checks of those assets."""
+
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True))
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -201,7 +225,7 @@ def build_marts() -> AssetsDefinition:
         # The marts are views over all loaded facts; the partition (the nightly day whose facts
         # were just loaded) only ties the run to the schedule. dbt starts inside cli().
         with environment(env):
-            invocation = dbt.cli(["build", "--target", target], context=context)
+            invocation = dbt.cli(["build", "--target", target, *vars_args()], context=context)
         yield from invocation.stream()
 
     return dbt_marts
