@@ -45,6 +45,10 @@ SIGNALS = "signals.1s"
 PAIRS = "pairs.1m"
 DEAD_LETTER = "dead-letter"
 ORDERS = "orders"
+ORDERS_APPROVED = "orders.approved"
+ORDERS_REJECTED = "orders.rejected"
+FILLS = "fills"
+ORDER_EVENTS = "orders.events"
 TRADING_CONTROL = "trading.control"
 
 
@@ -57,6 +61,12 @@ def registry(timeframes: list[str]) -> list[TopicSpec]:
         TopicSpec(PAIRS, "Pair statistics per minute", 30 * DAY_MS, key="pair"),
         TopicSpec(DEAD_LETTER, "Rejected input with a reason", 30 * DAY_MS, key="source"),
         TopicSpec(ORDERS, "Orders decided by the strategy runners (JSON), keyed by symbol", 30 * DAY_MS),
+        TopicSpec(ORDERS_APPROVED, "Orders risk let through (JSON: the order and its decision)", 30 * DAY_MS),
+        TopicSpec(ORDERS_REJECTED, "Orders risk refused (JSON: the order, the rule and why)", 30 * DAY_MS),
+        TopicSpec(FILLS, "Executions of approved orders by the paper matcher or a broker (JSON)", 30 * DAY_MS),
+        TopicSpec(
+            ORDER_EVENTS, "Venue events of approved orders: accepted, canceled, expired, rejected (JSON)", 30 * DAY_MS
+        ),
         # Compacted, kept forever: every risk instance reads all of it and ends at each scope's latest state.
         TopicSpec(
             TRADING_CONTROL,
