@@ -1,12 +1,15 @@
 """The strategy-runner worker on the local stack's Kafka, across a SIGKILL.
 
 The demo day's BAC regular-session 1m bars (2013-10-08, built by the streaming kernel offline)
-go to ``bars.1m`` in two halves. The worker runs two intraday picks; after the first half's orders
-are committed it is SIGKILLed, the second half is produced, and a new worker process takes over
-from the committed checkpoint (replaying the session's bars silently). The committed ``orders``
-topic then holds exactly the orders the offline runner decides on the same bars with the research
-engine's session flags: each once, same ids, sides, quantities and decision times. The picks come
-from a file, or from the day's ``next_day_picks`` rows in PostgreSQL (read at session start).
+go to ``bars.1m`` in two halves. The worker (``tickforge stream strategy-runner``, on every
+strategy timeframe's bar topic) runs two intraday picks; after the first half's orders are
+committed it is SIGKILLed, the second half is produced with the end-of-day marker on every bar
+topic (as the timeframe worker sends it), and a new worker process takes over from the committed
+checkpoint (replaying the session's bars silently). The committed ``orders`` topic then holds
+exactly the orders the offline runner decides on the same bars with the research engine's session
+flags: each once, same ids, sides, quantities and decision times, and the watermark follows them
+as markers: none below an order sent after it. The picks come from a file, or from the day's
+``next_day_picks`` rows in PostgreSQL (read at session start).
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import date
 
 import msgspec
 import polars as pl
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from tests.integration.pipeline import read_topic, stop_worker, wait_until
 from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.contracts import Bar
 from tickforge.platform.io.files import read_trades
-from tickforge.platform.io.kafka import encode_marker, make_producer, marker_headers, topic_name
+from tickforge.platform.io.kafka import encode_marker, make_producer, marker_headers, marker_watermark, topic_name
 from tickforge.platform.topics import ORDERS, bar_topic, partition_for
 from tickforge.research.bars import split_bars
+from tickforge.streaming.registry import STRATEGY_TIMEFRAMES
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.risk import target_quantity
 from tickforge.trading.runner import StrategyRunner
@@ -66,14 +72,21 @@ def _produce(settings, frame: pl.DataFrame, marker_ms: int | None = None) -> Non
             topic, msgspec.json.encode(bar), bar.symbol, partition=partition_for(bar.symbol, settings.kafka.partitions)
         )
     if marker_ms is not None:
-        for p in range(settings.kafka.partitions):
-            producer.produce(topic, encode_marker(marker_ms), None, partition=p, headers=marker_headers())
+        for tf in STRATEGY_TIMEFRAMES:
+            for p in range(settings.kafka.partitions):
+                producer.produce(
+                    topic_name(settings, bar_topic(tf)),
+                    encode_marker(marker_ms),
+                    None,
+                    partition=p,
+                    headers=marker_headers(),
+                )
     assert producer.flush(30) == 0
 
 
 def _start(picks: str, log) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tickforge.streaming.strategy_runner", "--picks", picks, "--timeframe", "1m"],
+        [sys.executable, "-m", "tickforge.cli", "stream", "strategy-runner", "--picks", picks],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=dict(os.environ),
@@ -84,6 +97,34 @@ def _start(picks: str, log) -> subprocess.Popen:
 def _orders(settings, expect: int, idle_s: float = 4.0) -> list[tuple]:
     values, _ = read_topic(settings, ORDERS, idle_s=idle_s, max_s=120, expect=expect)
     return [tuple(msgspec.json.decode(v)[k] for k in KEYS) for v in values]
+
+
+def _partition_log(settings, symbol: str) -> list[tuple[str, int]]:
+    """The committed ``orders`` partition of ``symbol`` in offset order: ("order", its decision
+    time) or ("marker", its watermark)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"reader-{time.time_ns()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    partition = partition_for(symbol, settings.kafka.partitions)
+    consumer.assign([TopicPartition(topic_name(settings, ORDERS), partition, OFFSET_BEGINNING)])
+    out: list[tuple[str, int]] = []
+    try:
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "the orders partition did not reach its end"
+            if msg.error() is not None:
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                return out
+            wm = marker_watermark(msg)
+            out.append(("order", msgspec.json.decode(msg.value())["decision_ts_ms"]) if wm is None else ("marker", wm))
+    finally:
+        consumer.close()
 
 
 def _store_picks(settings, picks_path) -> None:
@@ -139,3 +180,16 @@ def test_orders_exactly_once_across_a_sigkill(settings, samples, tmp_path, sourc
         log.close()
     assert len(got) == len(expected), (len(got), len(expected))
     assert got == expected
+    # The watermark as markers among the orders: never past an order that follows it, and at the
+    # end of the day past every order (the end marker less the lateness its bars may still take).
+    entries = _partition_log(settings, "BAC")
+    marks = [wm for kind, wm in entries if kind == "marker"]
+    assert marks and marks == sorted(marks)
+    seen = -1
+    for kind, ts in entries:
+        if kind == "marker":
+            seen = ts
+        else:
+            assert ts >= seen, (ts, seen)
+    end_ms = int(bars["window_end"].max()) + 60_000
+    assert marks[-1] == end_ms - settings.streaming.allowed_lateness_ms + 1 > max(e[4] for e in expected)

@@ -153,6 +153,29 @@ def raw_sink_cmd(
     run_raw_sink(exit_when_idle, flush_rows, flush_interval_s)
 
 
+@stream_app.command("strategy-runner", help=_summary("strategy-runner"))
+def strategy_runner_cmd(
+    instance_id: InstanceOpt = "0",
+    picks: Annotated[
+        str,
+        typer.Option(help="Picks file (CSV, Parquet, YAML), or 'postgres': each day's next_day_picks rows."),
+    ] = "postgres",
+    limits: Annotated[Path | None, typer.Option(help="Risk limits YAML (sizing); default: the packaged one.")] = None,
+    latency_ms: Annotated[int, typer.Option(help="From an order's decision to its arrival at the venue.")] = 5,
+    exit_when_idle: IdleExitOpt = None,
+) -> None:
+    from tickforge.streaming.strategy_runner import POSTGRES
+    from tickforge.trading.io import load_limits, read_picks_file
+
+    try:  # refused here, as a usage error, rather than as the worker's crash
+        if picks != POSTGRES:
+            read_picks_file(picks)
+        load_limits(limits)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _run_worker("strategy-runner", exit_when_idle, instance_id, picks, limits, latency_ms)
+
+
 def _instance_worker_command(name: str) -> None:
     """``stream <name> [--instance-id] [--exit-when-idle]``: a worker built from (settings, instance id)."""
 

@@ -39,6 +39,9 @@ CONSUMER_LAG = Gauge(
 TRADING_STATE = Gauge(
     "tickforge_trading_state", "Trading state of a risk instance: 0 ACTIVE, 1 REDUCING, 2 HALTED", ["worker", "account"]
 )
+ORDERS_DECIDED = Counter(
+    "tickforge_orders_total", "Orders decided by the strategy runner (committed to orders)", ["worker", "timeframe"]
+)
 RISK_REJECTIONS = Counter("tickforge_risk_rejections_total", "Orders rejected by the risk layer", ["worker", "rule"])
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 

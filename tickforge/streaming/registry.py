@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from tickforge.platform.topics import TICKS, bar_topic
 
 BAR_TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m")
+# The bars the strategy runner trades on: every intraday bar topic but 1 s (the research universe's
+# intraday timeframes are among them; a pick on another timeframe is not traded live).
+STRATEGY_TIMEFRAMES = ("1m", "3m", "5m", "15m")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,13 @@ WORKERS: tuple[WorkerSpec, ...] = (
         "1 m bars -> statistics of the candidate pairs on pairs.1m each minute (exactly once; one instance)",
         (bar_topic("1m"),),
         factory="tickforge.streaming.pair_worker:make_worker",
+    ),
+    WorkerSpec(
+        "strategy-runner",
+        ("stream", "strategy-runner"),
+        "closed 1 m / 3 m / 5 m / 15 m bars + the day's picks -> orders, with watermark markers (exactly once)",
+        tuple(bar_topic(tf) for tf in STRATEGY_TIMEFRAMES),
+        factory="tickforge.streaming.strategy_runner:make_worker",
     ),
     WorkerSpec(
         "dashboard",

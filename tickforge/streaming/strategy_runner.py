@@ -1,14 +1,18 @@
-"""Strategy-runner worker: closed bars of one timeframe -> orders, exactly once.
+"""Strategy-runner worker: closed intraday bars + the day's picks -> orders, exactly once.
 
-A thin loop around :class:`tickforge.trading.runner.StrategyRunner` on the exactly-once runtime,
-one task per partition of ``bars.<tf>``: it trades the picks whose symbols hash to that partition,
-over the bars of the regular session (09:30-16:00 New York, :func:`regular_session`). A bar ending
-at the close is the session's last (the runner decides flat there); a session whose last bar ended
-before the close is flattened when the watermark passes the close (leg 2 of that bar's window).
+A thin loop around :class:`tickforge.trading.runner.StrategyRunner` on the exactly-once runtime.
+It reads partition ``p`` of every bar topic it trades (:data:`~tickforge.streaming.registry.
+STRATEGY_TIMEFRAMES`, co-partitioned by symbol, so one instance owns partition ``p`` of each), one
+task per (timeframe, partition): it trades the picks of that timeframe whose symbols hash to that
+partition, over the bars of the regular session (09:30-16:00 New York, :func:`regular_session`).
+A bar ending at the close is the session's last (the runner decides flat there); a session whose
+last bar ended before the close is flattened once no bar of the session can come any more (leg 2
+of that bar's window).
 
 Picks are read at each session start for the session's New York day: from a fixed file, or the
-day's ``next_day_picks`` rows in PostgreSQL (what the research assets chose for that day), which
-stay as they are once chosen, so a restart's replay trades the same picks.
+day's ``next_day_picks`` rows in PostgreSQL (what the research assets chose for that day; none yet,
+or no table yet: nothing is traded), which stay as they are once chosen, so a restart's replay
+trades the same picks.
 
 Orders go to the ``orders`` topic (JSON: the order's fields plus the pick's bucket and weight and
 the decision bar's close) inside the runtime's transaction. Each message is needed until its
@@ -16,27 +20,34 @@ session's close, so the committed offset stays at the session's first bar: a res
 session's bars silently (their orders were committed), which rebuilds the history exactly, and
 ``client_order_id`` is derived from the bar window, so nothing is decided twice.
 
+Watermark markers go to ``orders`` too, so an event-time consumer (risk merges orders with ticks)
+knows no order decided earlier will come on the partition. The partition's runner tasks share an
+:class:`OrdersClock`: the marker is the least decision time any of them may still order at.
+
 There is no fill feedback yet (that is the matcher's output): a book's exposure is what it ordered.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from pathlib import Path
 
 import msgspec
 from confluent_kafka import Message
 
+from tickforge.platform.bars.timeframes import bar_timeframes
 from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.io.kafka import marker_watermark, topic_name
-from tickforge.platform.settings import Settings, load_settings
+from tickforge.platform.settings import Settings
 from tickforge.platform.topics import ORDERS, bar_topic, partition_for
 from tickforge.research.bars import DAILY, NEW_YORK
+from tickforge.streaming import metrics
 from tickforge.streaming.codec import bar_or_dead_letter
-from tickforge.streaming.runtime import InputDrivenTask, Output, TransactionalWorker
+from tickforge.streaming.registry import STRATEGY_TIMEFRAMES
+from tickforge.streaming.runtime import InputDrivenTask, Output, PartitionTask, TransactionalWorker
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.limits import RiskLimits
 from tickforge.trading.picks import Pick, parse_picks
@@ -47,12 +58,13 @@ from tickforge.trading.sessions import regular_session
 log = logging.getLogger(__name__)
 
 NAME = "strategy-runner"
+POSTGRES = "postgres"  # the picks source naming the research assets' next_day_picks table
 
 PicksSource = Callable[[date], Sequence[Pick]]
 """The picks to trade on a New York day."""
 
 
-def file_picks(path: str) -> PicksSource:
+def file_picks(path: str | Path) -> PicksSource:
     picks = read_picks_file(path)  # read (and refused if bad) once, at start
     return lambda day: picks
 
@@ -70,6 +82,11 @@ def postgres_picks(settings: Settings) -> PicksSource:
     return load
 
 
+def picks_source(settings: Settings, picks: str | Path) -> PicksSource:
+    """``postgres`` (the day's research picks) or a picks file; a ValueError for a bad file."""
+    return postgres_picks(settings) if str(picks) == POSTGRES else file_picks(picks)
+
+
 def encode_order(intent: RunnerOrder) -> bytes:
     fields = {k: str(v) if hasattr(v, "value") else v for k, v in dataclasses.asdict(intent.order).items()}
     return msgspec.json.encode(
@@ -81,6 +98,31 @@ def encode_order(intent: RunnerOrder) -> bytes:
             "reference_price": intent.reference_price,
         }
     )
+
+
+class OrdersClock:
+    """The watermark of one ``orders`` partition, which the runner tasks of every timeframe write:
+    the least of their floors (the earliest decision time each may still order at). A task's
+    floor alone would be a promise the others may break (a lagging timeframe decides later)."""
+
+    def __init__(self, timeframes: Sequence[str]) -> None:
+        self.floors: dict[str, int] = {}
+        self.timeframes = frozenset(timeframes)
+        self.marked = NO_WATERMARK
+
+    def join(self, timeframe: str) -> None:
+        self.floors[timeframe] = NO_WATERMARK
+
+    def set_floor(self, timeframe: str, floor: int) -> None:
+        self.floors[timeframe] = floor
+
+    @property
+    def watermark(self) -> int:
+        """Nothing before the partition's every timeframe has a task (the runtime installs them
+        together: range assignment gives partition ``p`` of each bar topic to one instance)."""
+        if self.floors.keys() != self.timeframes:
+            return NO_WATERMARK
+        return min(self.floors.values())
 
 
 class StrategyRunnerTask(InputDrivenTask):
@@ -95,9 +137,11 @@ class StrategyRunnerTask(InputDrivenTask):
         picks: PicksSource,
         limits: RiskLimits,
         latency_ms: int,
+        clock: OrdersClock | None = None,
     ) -> None:
         self._partitions = settings.kafka.partitions
         self._pinned = settings.kafka.pinned_symbols
+        self._lateness = settings.streaming.allowed_lateness_ms
         self._partition = partition
         self._timeframe = timeframe
         self._source = picks
@@ -107,23 +151,44 @@ class StrategyRunnerTask(InputDrivenTask):
         self.source = topic_name(settings, bar_topic(timeframe))
         self.topic = topic_name(settings, ORDERS)
         self._watermark = start_watermark
+        # What the input has shown: every later bar ends at or after the last one, and after the
+        # timeframe worker's marker W only bars with window_end + lateness > W can come. A restart's
+        # watermark counts as a marker (a bar's end would promise more).
+        self._last_end = NO_WATERMARK
+        self._marker = start_watermark
         self._session: tuple[int, int] | None = None
         self._runner: StrategyRunner | None = None
+        self.clock = clock if clock is not None else OrdersClock([timeframe])
+        self.clock.join(timeframe)
+        self._orders_counter = metrics.ORDERS_DECIDED.labels(worker=NAME, timeframe=timeframe)
 
     @property
     def watermark(self) -> int:
         return self._watermark
 
+    @property
+    def floor(self) -> int:
+        """The earliest decision time this task may still order at: a bar's orders are decided at
+        its window_end; a session-end flatten at the last bar of a book still exposed."""
+        if self._last_end <= NO_WATERMARK and self._marker <= NO_WATERMARK:
+            return NO_WATERMARK
+        floor = max(self._last_end, self._marker - self._lateness + 1)
+        pending = self._runner.session_end_floor() if self._runner is not None else None
+        return floor if pending is None else min(floor, pending)
+
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
         if marker is not None:
+            self._marker = max(self._marker, marker)
             self._advance(marker, out)
             return NO_WATERMARK
         bar = bar_or_dead_letter(msg, out, self.source)
         if bar is None:
             return NO_WATERMARK
+        self._last_end = max(self._last_end, bar.window_end)
         opens, closes = regular_session(bar.window_start)
         if not opens <= bar.window_start < closes:
+            self._advance(bar.window_end, out)
             return NO_WATERMARK  # not a regular-session bar: not traded
         if self._session != (opens, closes):
             self._end_session(out)
@@ -133,8 +198,7 @@ class StrategyRunnerTask(InputDrivenTask):
             self._runner = StrategyRunner(self.picks, self._size, self.latency_ms)
         assert self._runner is not None
         step = self._runner.on_bar(bar, session_last=bar.window_end >= closes)
-        for intent in step.orders:
-            out.send(self.topic, intent.order.symbol, encode_order(intent))
+        self._send(step.orders, out)
         self._advance(bar.window_end, out)
         return closes + 1  # the session's bars rebuild the history after a restart
 
@@ -154,9 +218,17 @@ class StrategyRunnerTask(InputDrivenTask):
     def _size(self, pick: Pick, price: float) -> float:
         return target_quantity(self.limits, pick.bucket, pick.weight, price)
 
+    def _send(self, orders: Sequence[RunnerOrder], out: Output) -> None:
+        for intent in orders:
+            out.send(self.topic, intent.order.symbol, encode_order(intent))
+        if orders and not out.replaying:
+            self._orders_counter.inc(len(orders))
+
     def _advance(self, watermark: int, out: Output) -> None:
         self._watermark = max(self._watermark, watermark)
-        if self._session is not None and self._watermark >= self._session[1]:
+        # The session is over once none of its bars can come: a bar after the close was seen, or
+        # the marker is a lateness past the close (its last bars are out: they close by then).
+        if self._session is not None and max(self._last_end - 1, self._marker - self._lateness) >= self._session[1]:
             self._end_session(out)
 
     def _end_session(self, out: Output) -> None:
@@ -164,52 +236,68 @@ class StrategyRunnerTask(InputDrivenTask):
         if self._runner is None:
             return
         for pick in self.picks:
-            for intent in self._runner.end_session(pick.symbol, pick.timeframe).orders:
-                out.send(self.topic, intent.order.symbol, encode_order(intent))
+            self._send(self._runner.end_session(pick.symbol, pick.timeframe).orders, out)
         self._runner, self._session = None, None
 
     def close(self, out: Output) -> None:
-        """Orders are sent as they are decided."""
+        """Orders are sent as they are decided; the partition's watermark follows as a marker
+        whenever it advances (sent again after a replay, where it was dropped)."""
+        self.clock.set_floor(self._timeframe, self.floor)
+        watermark = self.clock.watermark
+        if watermark > self.clock.marked:
+            out.marker(self.topic, watermark)
+            if not out.replaying:
+                self.clock.marked = watermark
+
+
+def runner_tasks(
+    settings: Settings,
+    timeframes: Sequence[str],
+    picks: PicksSource,
+    limits: RiskLimits,
+    latency_ms: int,
+) -> Callable[[str, int, int], PartitionTask]:
+    """The runtime's task factory, ``(bar topic, partition, start watermark)`` -> that timeframe's
+    task, the tasks of one partition sharing its :class:`OrdersClock`. A task for a timeframe the
+    partition's clock has already (the runtime starting over from its checkpoints) begins a new
+    clock, as every task of the partition is made again."""
+    by_topic = {topic_name(settings, bar_topic(tf)): tf for tf in timeframes}
+    clocks: dict[int, OrdersClock] = {}
+
+    def task(topic: str, partition: int, start_watermark: int) -> PartitionTask:
+        timeframe = by_topic[topic]
+        clock = clocks.get(partition)
+        if clock is None or timeframe in clock.floors:
+            clock = clocks[partition] = OrdersClock(timeframes)
+        return StrategyRunnerTask(settings, partition, start_watermark, timeframe, picks, limits, latency_ms, clock)
+
+    return task
 
 
 def make_worker(
     settings: Settings,
-    picks: PicksSource,
-    timeframe: str,
-    limits: RiskLimits,
-    latency_ms: int = 5,
     instance_id: str = "0",
+    picks: str | Path = POSTGRES,
+    limits: str | Path | None = None,
+    latency_ms: int = 5,
+    timeframes: Sequence[str] | None = None,
 ) -> TransactionalWorker:
-    return TransactionalWorker(
-        settings,
-        f"{NAME}-{timeframe}",
-        bar_topic(timeframe),
-        lambda partition, wm: StrategyRunnerTask(settings, partition, wm, timeframe, picks, limits, latency_ms),
-        instance_id=instance_id,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tickforge.streaming.strategy_runner", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--picks", required=True, help="Picks file (CSV, Parquet, YAML), or 'postgres': the day's next_day_picks"
-    )
-    parser.add_argument("--timeframe", required=True, help="The bar topic to run on (bars.<tf>)")
-    parser.add_argument("--limits", default=None, help="Risk limits YAML (sizing); default: the packaged one")
-    parser.add_argument("--latency-ms", type=int, default=5)
-    parser.add_argument("--instance", default="0")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    try:
-        picks = postgres_picks(settings) if args.picks == "postgres" else file_picks(args.picks)
-        limits = load_limits(args.limits)
-    except ValueError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    logging.basicConfig(level=logging.WARNING)
-    make_worker(settings, picks, args.timeframe, limits, args.latency_ms, args.instance).run()
-
-
-if __name__ == "__main__":
-    main()
+    """The runner over the bar topics of ``timeframes`` (default: the registry's strategy
+    timeframes the deployment builds bars of), trading ``picks`` (a file, or ``postgres``: each
+    day's ``next_day_picks``) sized by the ``limits`` YAML (the packaged one by default)."""
+    if timeframes is None:
+        built = bar_timeframes(settings.streaming.timeframes)
+        timeframes = [tf for tf in STRATEGY_TIMEFRAMES if tf in built]
+    if not timeframes:
+        raise ValueError(f"none of the strategy timeframes {list(STRATEGY_TIMEFRAMES)} has bars here")
+    source, sizing = picks_source(settings, picks), load_limits(limits)
+    for tf in timeframes:
+        metrics.ORDERS_DECIDED.labels(worker=NAME, timeframe=tf)  # 0 until the first order, not absent
+    factory = runner_tasks(settings, timeframes, source, sizing, latency_ms)
+    topics = [bar_topic(tf) for tf in timeframes]
+    if len(topics) == 1:
+        only = topic_name(settings, topics[0])
+        return TransactionalWorker(
+            settings, NAME, topics[0], lambda partition, wm: factory(only, partition, wm), instance_id=instance_id
+        )
+    return TransactionalWorker(settings, NAME, topics, factory, instance_id=instance_id)

@@ -163,6 +163,17 @@ class StrategyRunner:
     def held(self, pick: Pick) -> float:
         return self._books[_book_id(pick)].filled
 
+    def session_end_floor(self) -> int | None:
+        """The earliest decision time :meth:`end_session` could still stamp an order with: the
+        last bar's end of the intraday books that hold or work something (None: none would
+        order). A caller that promises event time downstream must not promise past it."""
+        ends = [
+            book.last_window[1]
+            for book in self._books.values()
+            if book.pick.timeframe != DAILY and book.last_window is not None and abs(book.exposure) > _QTY_EPS
+        ]
+        return min(ends, default=None)
+
     # -------------------------------------------------------------- bars
 
     def on_bar(self, bar: BarLike, session_last: bool) -> RunnerStep:
