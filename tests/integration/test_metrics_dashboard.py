@@ -1,7 +1,12 @@
 """The Grafana dashboard's queries against the real Prometheus: the stack's Prometheus scrapes the
-bar, timeframe and bar-store workers run by the supervisor (through the target file it keeps),
-demo traffic goes through them, and every panel's PromQL returns data. A worker SIGKILLed on the
-way is scraped again on its new metrics port and counted as a restart."""
+bar, timeframe and bar-store workers and the strategy runner run by the supervisor (through the
+target file it keeps), demo traffic goes through them, and every panel's PromQL returns data. A
+worker SIGKILLed on the way is scraped again on its new metrics port and counted as a restart.
+
+The strategy runner runs as ``tickforge up`` starts it: on each day's ``next_day_picks``, of which
+there are none here, so it trades nothing (its orders rate is 0 for every timeframe, not absent).
+The risk panels read what only the risk worker writes, which has no registry entry yet: they are
+the panels allowed to stay empty, until the registry has it (then it joins the workers here)."""
 
 from __future__ import annotations
 
@@ -24,13 +29,15 @@ from tickforge.platform.stack import LocalStack
 from tickforge.platform.stack.process import any_free_port
 from tickforge.platform.stack.prometheus import read_targets
 from tickforge.platform.topics import TICKS, partition_for
-from tickforge.streaming import supervisor
+from tickforge.streaming import registry, supervisor
 from tickforge.streaming.replay import replay
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "tickforge.json"
-WORKERS = ["bar-worker", "timeframe-worker", "bar-store"]
+WORKERS = ["bar-worker", "timeframe-worker", "bar-store", "strategy-runner"]
+# Panels on the risk worker's series (tickforge_risk_rejections_total, tickforge_trading_state).
+AWAITING_RISK = {"Risk rejections by rule", "Trading state"}
 TIMEFRAMES = ["1s", "1m", "3m", "5m", "15m"]
 OPEN_UTC_MS = 1381239000000  # 2013-10-08 13:30 UTC, the demo day's open (09:30 New York)
 
@@ -119,9 +126,12 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
         wait_until(golden_everywhere, 90, 1, "golden watermarks of every timeframe in Prometheus")
 
         missing: list[str] = []
+        assert "risk" not in registry.names(), "the risk worker is registered: run it here, drop AWAITING_RISK"
+        expected = [(title, expr) for title, expr in dashboard_queries() if title not in AWAITING_RISK]
+        assert len(expected) < len(dashboard_queries())
 
         def every_query_answers() -> bool:
-            missing[:] = [f"{title}: {expr}" for title, expr in dashboard_queries() if not values(query(url, expr))]
+            missing[:] = [f"{title}: {expr}" for title, expr in expected if not values(query(url, expr))]
             return not missing
 
         try:
@@ -130,7 +140,11 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
             raise AssertionError("queries without data:\n" + "\n".join(missing)) from None
 
         restarts = values(query(url, 'changes(process_start_time_seconds{job="tickforge"}[1h])'), "service")
-        assert restarts == {"bar-store": 1.0, "bar-worker": 0.0, "timeframe-worker": 0.0}
+        assert restarts == {"bar-store": 1.0, "bar-worker": 0.0, "timeframe-worker": 0.0, "strategy-runner": 0.0}
+        orders = values(
+            query(url, 'sum by (timeframe) (tickforge_orders_total{worker="strategy-runner"})'), "timeframe"
+        )
+        assert orders == dict.fromkeys(registry.STRATEGY_TIMEFRAMES, 0.0)  # no picks for the day: nothing traded
         letters = values(query(url, "sum by (reason) (increase(tickforge_dead_letters_total[5m]))"), "reason")
         assert letters.keys() == {"undecodable"}
         # Every tick read and counted (more only if a transaction was aborted and its input read again).
