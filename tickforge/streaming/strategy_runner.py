@@ -16,7 +16,7 @@ trades the same picks.
 
 Orders go to the ``orders`` topic (JSON: the order's fields plus the pick's bucket and weight and
 the decision bar's close) inside the runtime's transaction. Each message is needed until its
-session's close, so the committed offset stays at the session's first bar: a restart replays the
+session is over, so the committed offset stays at the session's first bar: a restart replays the
 session's bars silently (their orders were committed), which rebuilds the history exactly, and
 ``client_order_id`` is derived from the bar window, so nothing is decided twice.
 
@@ -200,7 +200,9 @@ class StrategyRunnerTask(InputDrivenTask):
         step = self._runner.on_bar(bar, session_last=bar.window_end >= closes)
         self._send(step.orders, out)
         self._advance(bar.window_end, out)
-        return closes + 1  # the session's bars rebuild the history after a restart
+        # The session's bars rebuild the history after a restart, until the session is over: the
+        # watermark a lateness past the close (a later bar's end is past that too, see _advance).
+        return closes + self._lateness
 
     def _day_picks(self, day: date) -> list[Pick]:
         try:
