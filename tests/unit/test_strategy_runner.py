@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 import polars as pl
@@ -27,7 +28,7 @@ from tickforge.platform.io.kafka import encode_marker, marker_headers, marker_wa
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import DEAD_LETTER, ORDERS, bar_topic, partition_for
 from tickforge.streaming.runtime import Output
-from tickforge.streaming.strategy_runner import OrdersClock, StrategyRunnerTask
+from tickforge.streaming.strategy_runner import OrdersClock, StrategyRunnerTask, runner_tasks
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.picks import Pick
 from tickforge.trading.sessions import regular_hours, regular_session
@@ -199,3 +200,13 @@ def test_a_replayed_span_sends_nothing_and_its_marker_follows_after_it(settings,
     entries = _log(settings, producer)
     assert entries[-1] == ("marker", task.floor) and task.floor >= int(bars["window_end"][59])
     assert [kind for kind, _ in entries].count("marker") <= 2  # the replay's markers are not sent late
+
+
+def test_the_tasks_of_a_partition_share_one_clock_and_a_new_install_begins_another(settings) -> None:
+    factory = runner_tasks(settings, ["1m", "5m"], lambda day: [], load_limits(), 5)
+    minute, five = (topic_name(settings, bar_topic(tf)) for tf in ("1m", "5m"))
+    first = [cast(StrategyRunnerTask, factory(t, 1, -(2**62))) for t in (minute, five)]
+    other = cast(StrategyRunnerTask, factory(minute, 2, -(2**62)))
+    again = [cast(StrategyRunnerTask, factory(t, 1, -(2**62))) for t in (five, minute)]  # the runtime starting over
+    assert first[0].clock is first[1].clock and other.clock is not first[0].clock
+    assert again[0].clock is again[1].clock and again[0].clock is not first[0].clock
