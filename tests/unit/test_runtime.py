@@ -170,13 +170,13 @@ def test_partitions_handed_over_in_a_cooperative_rebalance_stay_exact(settings, 
     _turn(a, times=10)
     b = _worker(settings, broker, "b")
     broker.rebalance({a.consumer: {0, 1}, b.consumer: {2, 3}})
-    while set(b.tracks) != {2, 3}:
+    while set(b.by_partition) != {2, 3}:
         _turn(a, b)
     # Cooperative: the callbacks got only the partitions that moved; a keeps its own tasks.
-    assert set(a.tracks) == {0, 1} and set(b.tracks) == {2, 3}
-    kept = a.tracks[0]
+    assert set(a.by_partition) == {0, 1} and set(b.by_partition) == {2, 3}
+    kept = a.by_partition[0]
     _turn(a, b, times=5)
-    assert a.tracks[0] is kept
+    assert a.by_partition[0] is kept
     _until_done(broker, a, b)
     assert_bars_equal(_bars(settings, broker), build_bars(crypto_minutes, ["1s"], partitions=PARTITIONS).bars["1s"])
 
@@ -190,7 +190,7 @@ def test_rebalances_are_served_while_a_backlog_is_worked_through(settings, crypt
     b = _worker(settings, broker, "b")
     broker.rebalance({a.consumer: {0, 1}, b.consumer: {2, 3}})
     started = time.monotonic()
-    while set(b.tracks) != {2, 3}:
+    while set(b.by_partition) != {2, 3}:
         _turn(a, b)
         assert time.monotonic() - started < 2 * runtime.SERVE_INTERVAL_S + 1, "rebalance waited for the backlog"
     assert a._queued > 0, "the hand-over came only once the backlog was gone"
@@ -204,12 +204,12 @@ def test_backlogs_are_taken_round_robin(settings, crypto_minutes):
     worker = _worker(settings, broker, transaction_budget_ms=0, batch_size=2_000, slice_messages=4)
     broker.rebalance({worker.consumer: set(range(PARTITIONS))})
     worker.serve()
-    counts = {p: len(t.backlog) for p, t in worker.tracks.items()}
+    counts = {p: len(t.backlog) for p, t in worker.by_partition.items()}
     assert counts[0] > 2 * counts[1] > 0, counts
-    start = {p: t.position for p, t in worker.tracks.items()}
+    start = {p: t.position for p, t in worker.by_partition.items()}
     for _ in range(12):
         worker.step()
-    moved = {p: worker.tracks[p].position - max(start[p], 0) for p in (0, 1, 3)}
+    moved = {p: worker.by_partition[p].position - max(start[p], 0) for p in (0, 1, 3)}
     assert moved[1] > 0 and moved[3] > 0 and moved[0] <= 2 * max(moved[1], moved[3]), moved
 
 
@@ -220,15 +220,15 @@ def test_a_restored_task_takes_the_idle_limit_of_its_checkpoint(settings, crypto
     first = _worker(settings, broker)
     broker.rebalance({first.consumer: set(range(PARTITIONS))})
     _until_done(broker, first)
-    limits = {p: t.task.idle_limit for p, t in first.tracks.items()}
+    limits = {p: t.task.idle_limit for p, t in first.by_partition.items()}
     broker.members.remove(first.consumer)
     second = _worker(settings, broker)
     broker.rebalance({second.consumer: set(range(PARTITIONS))})
     second.serve()
-    assert {p: t.task.idle_limit for p, t in second.tracks.items()} == limits
+    assert {p: t.task.idle_limit for p, t in second.by_partition.items()} == limits
     # Without it the limit would count from the restored watermark (the end-of-day marker's).
-    horizon = first.tracks[0].task._downstream_horizon_ms
-    assert all(limits[p] < t.task.watermark + horizon for p, t in second.tracks.items())
+    horizon = first.by_partition[0].task._downstream_horizon_ms
+    assert all(limits[p] < t.task.watermark + horizon for p, t in second.by_partition.items())
 
 
 def test_a_fenced_consumer_is_replaced_and_the_partitions_read_again(settings, crypto_minutes):
@@ -248,7 +248,7 @@ def test_a_fenced_consumer_is_replaced_and_the_partitions_read_again(settings, c
         FakeMessage("", -1, -1, None, None, None, 0, KafkaError(KafkaError._FATAL, "fenced", fatal=True))
     )
     _turn(worker)
-    assert fenced.closed and worker.consumer is not fenced and not worker.tracks
+    assert fenced.closed and worker.consumer is not fenced and not worker.by_partition
     broker.rebalance({worker.consumer: set(range(PARTITIONS))})
     _until_done(broker, worker)
     assert_bars_equal(_bars(settings, broker), build_bars(crypto_minutes, ["1s"], partitions=PARTITIONS).bars["1s"])
@@ -264,8 +264,8 @@ def test_a_partition_with_a_full_backlog_is_paused_until_worked_down(settings, c
     worker = _worker(settings, broker, batch_size=2_000)
     broker.rebalance({worker.consumer: set(range(PARTITIONS))})
     worker.serve()
-    assert worker.consumer.paused == {0} and worker.tracks[0].paused
-    while worker.tracks[0].paused:
+    assert worker.consumer.paused == {0} and worker.by_partition[0].paused
+    while worker.by_partition[0].paused:
         worker.step()
         time.sleep(runtime.SERVE_INTERVAL_S)
         worker.serve()

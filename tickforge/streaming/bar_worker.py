@@ -203,6 +203,10 @@ class BarTask:
     def idle_limit(self) -> int:
         return self._idle_limit
 
+    @property
+    def accepting(self) -> bool:
+        return True  # it holds nothing back
+
     def restore(self, watermark: int, idle_limit: int | None, out: Output) -> None:
         """After a restart's replay: the idle-advanced watermark the checkpoint recorded (its
         windows were emitted then; ``out`` is replaying, so closing them now emits nothing), and

@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -80,6 +80,7 @@ LAG_INTERVAL_S = 1.0
 # queued behind it in the client's one queue, come through: a hot partition cannot starve the rest.
 PARTITION_BACKLOG_MAX = 500
 REFENCED_WINDOW_S = 30.0
+_FIRST: tuple[str, int] = ("", -1)  # sorts before every (topic, partition)
 T = TypeVar("T")
 Headers = KafkaHeaders | None
 
@@ -250,6 +251,12 @@ class PartitionTask(Protocol):
         """How far an idle advance may still take the watermark (recorded in the checkpoint)."""
         ...
 
+    @property
+    def accepting(self) -> bool:
+        """False while the task holds as much input as it may (a merge waiting for its other
+        inputs): its messages stay in the backlog, and the partition is paused once that is full."""
+        ...
+
     def restore(self, watermark: int, idle_limit: int | None, out: Output) -> None:
         """End of a replay: move to the watermark the partition had reached without input (an idle
         advance; ``out`` is replaying, so the windows it closes emit nothing), and take the idle
@@ -260,6 +267,8 @@ class PartitionTask(Protocol):
 class InputDrivenTask:
     """For a task whose watermark moves only with its input (forwarded markers): no idle advance,
     nothing to restore beyond what the replay rebuilds."""
+
+    accepting = True
 
     @property
     def idle_limit(self) -> int:
@@ -317,15 +326,25 @@ def _real_producer(settings: Settings, transactional_id: str, **config: Any) -> 
     return make_producer(settings, transactional_id=transactional_id, **config)
 
 
+TaskFactory = Callable[[int, int], PartitionTask]  # (partition, start watermark)
+PortFactory = Callable[[str, int, int], PartitionTask]  # (topic, partition, start watermark)
+TrackKey = tuple[str, int]  # (input topic, partition)
+
+
 class TransactionalWorker:
-    """Consumer-group member running a task per assigned partition inside transactions."""
+    """Consumer-group member running a task per assigned input partition inside transactions.
+
+    ``input_topic`` one topic (``task_factory(partition, start watermark)``), or several
+    co-partitioned ones (``task_factory(topic, partition, start watermark)``, e.g. the ports of
+    :func:`tickforge.streaming.merge.merged_ports`): then partition ``p`` of every input goes to
+    the same instance (range assignment), each with its own checkpoint."""
 
     def __init__(
         self,
         settings: Settings,
         name: str,
-        input_topic: str,
-        task_factory: Callable[[int, int], PartitionTask],
+        input_topic: str | Sequence[str],
+        task_factory: TaskFactory | PortFactory,
         instance_id: str = "0",
         batch_size: int = 2_000,
         idle_check_ms: int = 200,
@@ -337,8 +356,14 @@ class TransactionalWorker:
     ) -> None:
         self.settings = settings
         self.name = name
-        self.input_topic = topic_name(settings, input_topic)
-        self.task_factory = task_factory
+        topics = [input_topic] if isinstance(input_topic, str) else list(input_topic)
+        self.input_topics = [topic_name(settings, t) for t in topics]
+        self.input_topic = self.input_topics[0]
+        if len(self.input_topics) == 1:
+            single = cast(TaskFactory, task_factory)
+            self._make_task: PortFactory = lambda topic, partition, wm: single(partition, wm)
+        else:
+            self._make_task = cast(PortFactory, task_factory)
         self.batch_size = batch_size
         # Work per transaction is bounded in time, not messages: a column batch holds thousands
         # of ticks, and a bar's emit latency includes the rest of its transaction.
@@ -346,7 +371,7 @@ class TransactionalWorker:
         self.latency_budget_ms = latency_budget_ms
         self.slice_messages = slice_messages
         self._queued = 0  # messages in the partitions' backlogs
-        self._resume_from = 0  # the partition whose turn comes first in the next transaction
+        self._resume_from = _FIRST  # the partition whose turn comes first in the next transaction
         # The last consume() returned less than it asked for: the client's queue was drained, so
         # nothing that has arrived is waiting outside the backlogs.
         self._drained = False
@@ -362,7 +387,7 @@ class TransactionalWorker:
         self._producer_factory: ProducerFactory = producer_factory or _real_producer
         self.producer: ProducerClient = self._new_producer()
         self.dead_letter_topic = topic_name(settings, DEAD_LETTER)
-        self.tracks: dict[int, _Track] = {}
+        self.tracks: dict[TrackKey, _Track] = {}
         self._stop = False
         self._liveness: Any = None
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="kafka-call")
@@ -375,7 +400,10 @@ class TransactionalWorker:
             self.settings,
             self.group_id,
             **{
-                "partition.assignment.strategy": "cooperative-sticky",
+                # Merged inputs need partition p of every input in one instance: range assignment
+                # gives that (co-partitioned topics, one range each); it is eager, so a rebalance
+                # hands over every partition at a transaction boundary.
+                "partition.assignment.strategy": "cooperative-sticky" if len(self.input_topics) == 1 else "range",
                 # Static membership: a restarted instance (same id) takes its partitions back at
                 # once; a member that vanished is replaced after the (short) session timeout.
                 "group.instance.id": f"{self.group_id}-{self.instance_id}",
@@ -389,7 +417,7 @@ class TransactionalWorker:
 
     def _subscribe(self) -> None:
         self.consumer.subscribe(
-            [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            self.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
 
     def _rejoin(self, error: KafkaError) -> None:
@@ -434,9 +462,9 @@ class TransactionalWorker:
             point = _CHECKPOINT_DECODER.decode(tp.metadata) if tp.metadata else None
             if point is not None:
                 lo_wm, hi = point.lo_wm, point.hi
-            track = _Track(self.task_factory(tp.partition, lo_wm), replay_until=hi)
+            track = _Track(self._make_task(tp.topic, tp.partition, lo_wm), replay_until=hi)
             track.position = tp.offset if tp.offset >= 0 else -1
-            self.tracks[tp.partition] = track
+            self.tracks[(tp.topic, tp.partition)] = track
             if point is not None:
                 track.restoring = True
                 track.restore_wm = point.hi_wm
@@ -447,6 +475,7 @@ class TransactionalWorker:
                 "assigned",
                 extra={
                     "worker": self.name,
+                    "topic": tp.topic,
                     "partition": tp.partition,
                     "offset": tp.offset,
                     "replay_until": hi,
@@ -459,14 +488,14 @@ class TransactionalWorker:
         processed for them is committed; what was consumed but not processed is dropped, and the
         next owner reads it again from the checkpoint."""
         for tp in partitions:
-            track = self.tracks.pop(tp.partition, None)
+            track = self.tracks.pop((tp.topic, tp.partition), None)
             if track is not None:
                 self._queued -= len(track.backlog)
             try:
-                metrics.CONSUMER_LAG.remove(self.name, str(tp.partition))  # reported by its new owner
+                metrics.CONSUMER_LAG.remove(self.name, self._lag_label(tp.topic, tp.partition))  # its new owner's
             except KeyError:
                 pass
-            log.info("revoked", extra={"worker": self.name, "partition": tp.partition})
+            log.info("revoked", extra={"worker": self.name, "topic": tp.topic, "partition": tp.partition})
 
     # -- loop -------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -507,10 +536,12 @@ class TransactionalWorker:
         The backlogs stay within ``batch_size`` messages (one more per call at most, as the call
         must hand out something). True when messages came."""
         now = time.monotonic()
-        if self._queued and now - self._served_at < SERVE_INTERVAL_S:
+        # Backlogs of tasks that take no input now do not count: the others' input must come.
+        waiting = self._takeable()
+        if waiting and now - self._served_at < SERVE_INTERVAL_S:
             return False
-        wanted = max(1, min(self.batch_size, self.batch_size - self._queued))
-        msgs = self.consumer.consume(wanted, timeout=0.0 if self._queued else 0.05)
+        wanted = max(1, min(self.batch_size, self.batch_size - waiting))
+        msgs = self.consumer.consume(wanted, timeout=0.0 if waiting else 0.05)
         self._served_at = self._drained_at = time.monotonic()
         self._drained = len(msgs) < wanted
         for msg in msgs:
@@ -518,7 +549,7 @@ class TransactionalWorker:
             if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
                 self._rejoin(err)
                 return True
-            track = self.tracks.get(cast(int, msg.partition()))
+            track = self.tracks.get((cast(str, msg.topic()), cast(int, msg.partition())))
             if track is None:  # revoked since it was fetched
                 continue
             if err is None:
@@ -531,17 +562,23 @@ class TransactionalWorker:
         self._throttle()
         return bool(msgs)
 
+    def _takeable(self) -> int:
+        """Messages waiting in the backlogs of tasks that take input now."""
+        if self._queued == 0:
+            return 0
+        return sum(len(t.backlog) for t in self.tracks.values() if t.backlog and t.task.accepting)
+
     def _throttle(self) -> None:
         """Pause the partitions whose backlog is full, resume those that have worked it down."""
         pause, resume = [], []
-        for partition, track in self.tracks.items():
+        for (topic, partition), track in self.tracks.items():
             waiting = len(track.backlog)
             if not track.paused and waiting >= PARTITION_BACKLOG_MAX:
                 track.paused = True
-                pause.append(TopicPartition(self.input_topic, partition))
+                pause.append(TopicPartition(topic, partition))
             elif track.paused and waiting <= PARTITION_BACKLOG_MAX // 4:
                 track.paused = False
-                resume.append(TopicPartition(self.input_topic, partition))
+                resume.append(TopicPartition(topic, partition))
         if pause:
             self.consumer.pause(pause)
         if resume:
@@ -634,8 +671,8 @@ class TransactionalWorker:
 
     def _rewind(self) -> None:
         """Fresh tasks from the committed checkpoints, the consumer back at those offsets."""
-        partitions = [TopicPartition(self.input_topic, p) for p in sorted(self.tracks)]
-        paused = [TopicPartition(self.input_topic, p) for p, t in self.tracks.items() if t.paused]
+        partitions = [TopicPartition(topic, p) for topic, p in sorted(self.tracks)]
+        paused = [TopicPartition(topic, p) for (topic, p), t in self.tracks.items() if t.paused]
         self.tracks.clear()
         self._queued = 0
         if not partitions:
@@ -647,14 +684,14 @@ class TransactionalWorker:
         )
         self._install(committed)
         for tp in committed:
-            start = TopicPartition(self.input_topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            start = TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
             self._retrying("seek", partial(self.consumer.seek, start))
 
     # -- one transaction ----------------------------------------------------------------------
     def step(self) -> None:
         """One transaction: backlog messages until the time budget is spent, plus idle work."""
         check_idle = wall_ms() - self._last_idle_check >= self.idle_check_ms
-        if not self._queued and not check_idle:
+        if not self._takeable() and not check_idle:
             return
         try:
             self.producer.begin_transaction()
@@ -662,7 +699,7 @@ class TransactionalWorker:
             self._recover(exc)
             return
         began = self._transaction_began = time.monotonic()
-        outputs: dict[int, Output] = {}
+        outputs: dict[TrackKey, Output] = {}
         self._process_backlogs(outputs, began)
         self._close_processed(outputs)
         if check_idle:
@@ -676,39 +713,41 @@ class TransactionalWorker:
             return
         self._observe_commit(outputs, began, committing)
 
-    def _process_backlogs(self, outputs: dict[int, Output], began: float) -> None:
+    def _process_backlogs(self, outputs: dict[TrackKey, Output], began: float) -> None:
         """The partitions' backlogs round robin, ``slice_messages`` at a turn, until the time
         budget is spent (and at least a few messages, so a slow call never starves the loop)."""
         deadline = began + self.transaction_budget_ms / 1000
-        order = sorted(p for p, t in self.tracks.items() if t.backlog)
-        first = next((i for i, p in enumerate(order) if p >= self._resume_from), 0)
+        # A task that holds as much input as it may (a merge waiting for its other inputs) takes
+        # no more now: its messages wait in the backlog, the partition paused once that is full.
+        order = sorted(k for k, t in self.tracks.items() if t.backlog and t.task.accepting)
+        first = next((i for i, k in enumerate(order) if k >= self._resume_from), 0)
         turns = deque(order[first:] + order[:first])
         taken = 0
         latency_due = False
         while turns:
-            partition = turns.popleft()
-            track = self.tracks[partition]
+            key = turns.popleft()
+            track = self.tracks[key]
             for _ in range(self.slice_messages):
-                if not track.backlog:
+                if not track.backlog or not track.task.accepting:
                     break
                 msg = track.backlog.popleft()
                 self._queued -= 1
                 taken += 1
-                out = self._take(partition, track, msg, outputs)
+                out = self._take(key, track, msg, outputs)
                 if out is not None and out.latencies and not latency_due:
                     # Bars are waiting in this transaction: commit soon rather than fill the budget.
                     latency_due = True
                     deadline = min(deadline, time.monotonic() + self.latency_budget_ms / 1000)
                 if (taken >= 4 or latency_due) and time.monotonic() >= deadline:
                     if track.backlog:
-                        turns.append(partition)
-                    self._resume_from = turns[0] if turns else 0
+                        turns.append(key)
+                    self._resume_from = turns[0] if turns else _FIRST
                     return
-            if track.backlog:
-                turns.append(partition)
-        self._resume_from = 0
+            if track.backlog and track.task.accepting:
+                turns.append(key)
+        self._resume_from = _FIRST
 
-    def _take(self, partition: int, track: _Track, msg: Message, outputs: dict[int, Output]) -> Output | None:
+    def _take(self, key: TrackKey, track: _Track, msg: Message, outputs: dict[TrackKey, Output]) -> Output | None:
         """One message of a partition's backlog: a data message is processed (its Output returned),
         an end-of-partition event marks the partition caught up."""
         err = msg.error()
@@ -719,22 +758,22 @@ class TransactionalWorker:
                 log.warning("consume error", extra={"worker": self.name, "error": str(err)})
             return None
         track.at_end = False
-        out = outputs.get(partition)
+        out = outputs.get(key)
         if out is None:
-            out = outputs[partition] = self._output(partition)
+            out = outputs[key] = self._output(key[1])
         self._process_one(track, msg, out)
         return out
 
-    def _close_processed(self, outputs: dict[int, Output]) -> None:
+    def _close_processed(self, outputs: dict[TrackKey, Output]) -> None:
         now = wall_ms()
-        for partition, out in outputs.items():
-            track = self.tracks[partition]
+        for key, out in outputs.items():
+            track = self.tracks[key]
             track.task.close(out)  # suppressed when the last message was a replayed one
             out.replaying = False
             track.dirty = True
             track.last_input_ms = now
 
-    def _advance_idle(self, outputs: dict[int, Output]) -> None:
+    def _advance_idle(self, outputs: dict[TrackKey, Output]) -> None:
         """Idle advance for the partitions that are caught up and quiet. Idle means caught up with
         nothing left to read: never while input waits to be processed. The drain must be recent:
         a backlog that took seconds let new input queue up meanwhile."""
@@ -742,10 +781,10 @@ class TransactionalWorker:
         if self._queued or not drained:
             return
         now = self._last_idle_check = wall_ms()
-        for partition, track in self.tracks.items():
-            if partition in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
+        for key, track in self.tracks.items():
+            if key in outputs or not track.idle_due(now, self.settings.streaming.idle_timeout_ms):
                 continue
-            out = outputs[partition] = self._output(partition)
+            out = outputs[key] = self._output(key[1])
             wm = track.task.watermark
             track.task.idle(out)
             track.dirty |= track.task.watermark != wm
@@ -753,17 +792,15 @@ class TransactionalWorker:
     def _checkpoints(self) -> list[TopicPartition]:
         """The input offsets (with their checkpoints) of every partition that moved."""
         offsets = []
-        for partition, track in self.tracks.items():
+        for (topic, partition), track in self.tracks.items():
             if not track.dirty or track.position < 0:
                 continue
             offset, point = track.checkpoint()
-            offsets.append(
-                TopicPartition(self.input_topic, partition, offset, metadata=msgspec.json.encode(point).decode())
-            )
+            offsets.append(TopicPartition(topic, partition, offset, metadata=msgspec.json.encode(point).decode()))
             track.dirty = False
         return offsets
 
-    def _observe_commit(self, outputs: dict[int, Output], began: float, committing: float) -> None:
+    def _observe_commit(self, outputs: dict[TrackKey, Output], began: float, committing: float) -> None:
         committed_at = wall_ms()
         done = time.monotonic()
         metrics.TRANSACTION_MS.observe((self.name, "process"), (committing - began) * 1000)
@@ -780,14 +817,23 @@ class TransactionalWorker:
         if now - self._lag_at < LAG_INTERVAL_S:
             return
         self._lag_at = now
-        for partition, track in self.tracks.items():
+        for (topic, partition), track in self.tracks.items():
             try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.input_topic, partition), cached=True)
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 continue
             if high >= 0 and track.position >= 0:
                 lag = max(0, high - track.position)
-                metrics.CONSUMER_LAG.labels(worker=self.name, partition=str(partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(worker=self.name, partition=self._lag_label(topic, partition)).set(lag)
+
+    def _lag_label(self, topic: str, partition: int) -> str:
+        """A partition's lag label: its number, and its topic's too where the worker reads several."""
+        return str(partition) if len(self.input_topics) == 1 else f"{topic}/{partition}"
+
+    @property
+    def by_partition(self) -> dict[int, _Track]:
+        """The tracks by partition, for a worker of one input topic."""
+        return {p: t for (topic, p), t in self.tracks.items() if topic == self.input_topic}
 
     def _output(self, partition: int) -> Output:
         return Output(self.producer, partition, dead_letter_topic=self.dead_letter_topic)
@@ -811,7 +857,7 @@ class TransactionalWorker:
             out.dead_letter(
                 DeadLetter(
                     reason=Reason.PROCESSING_ERROR,
-                    source=self.input_topic,
+                    source=cast(str, msg.topic()),
                     payload=payload_text(msg.value()),
                     partition=msg.partition(),
                     offset=offset,
