@@ -220,3 +220,29 @@ def test_unknown_port_key_or_service_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown services"):
         LocalStack(state_dir=tmp_path, settings=Settings()).up(["kafak"])
     assert set(DEFAULT_PORTS) >= {"kafka", "kafka_controller", "postgres", "s3", "snowflake"}
+
+
+def test_a_port_counts_as_a_services_only_when_its_own_process_listens_on_it():
+    """Two stacks may pick the same free port a moment apart: the probe of the one that lost the
+    bind reaches the other's service, so readiness also asks whose socket it is."""
+    import socket
+    import subprocess
+    import sys
+
+    from tickforge.platform.stack.process import ProcessRef, listens_on, process_start_time
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            start = process_start_time(other.pid)
+            assert start is not None
+            assert not listens_on(ProcessRef(other.pid, start), port)  # answers, but not this process's
+            me = process_start_time(os.getpid())
+            assert me is not None and listens_on(ProcessRef(os.getpid(), me), port)
+        finally:
+            other.kill()
+            other.wait()
+    assert not listens_on(ProcessRef(os.getpid(), me), port)  # closed: nobody listens

@@ -25,6 +25,7 @@ from tickforge.platform.stack.process import (
     any_free_port,
     is_alive,
     kill_group,
+    listens_on,
     log_tail,
     port_accepts,
     port_is_free,
@@ -222,7 +223,7 @@ class LocalStack:
         ctx = self._context(service, ports)
         deadline = time.monotonic() + REUSE_PROBE_SECONDS
         while is_alive(ref) and time.monotonic() < deadline:
-            if probe_ok(partial(service.ready, ctx)):
+            if listens_on(ref, ports[service.port_keys[0]]) and probe_ok(partial(service.ready, ctx)):
                 return True
             time.sleep(0.2)
         return False
@@ -277,7 +278,9 @@ class LocalStack:
         while booting:
             for name, (ctx, t0, setup, was_running) in list(booting.items()):
                 service, ref = self.services[name], started[name]
-                if probe_ok(partial(service.ready, ctx)):
+                # Ready only when the port answering is this process's (another stack's service may
+                # hold it: then this one fails to bind and exits, reported below).
+                if listens_on(ref, ctx.ports[service.port_keys[0]]) and probe_ok(partial(service.ready, ctx)):
                     service.after_start(ctx)
                     action: Literal["started", "restarted"] = "restarted" if was_running else "started"
                     self._report(progress, name, action, t0, setup, service.endpoint(ctx), ref)

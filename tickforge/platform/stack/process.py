@@ -62,6 +62,60 @@ def is_alive(ref: ProcessRef) -> bool:
     return int(fields[19]) == ref.start_time
 
 
+def listens_on(ref: ProcessRef, port: int) -> bool:
+    """True when ``port`` is listened on by the process we started or one of its descendants.
+
+    A port that answers is not enough: two stacks (two checkouts) may pick the same free port a
+    moment apart; the one that loses the bind exits, and until it does, its readiness probe
+    reaches the other stack's service."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    for pid in _descendants(ref.pid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except (FileNotFoundError, PermissionError):
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 the socket inode
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
 def spawn(
     argv: Sequence[str],
     *,
