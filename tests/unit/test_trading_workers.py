@@ -1,7 +1,8 @@
-"""The risk and paper-matcher partition tasks on fake Kafka messages (no broker): what they emit
-for each input, dead letters for bad input, control commands and limits reloaded between
-messages, suppressed output while replaying, and a restarted task that rebuilds its state from
-the day's replayed input and then decides exactly as the uninterrupted one.
+"""The risk and paper-matcher tasks on fake Kafka messages (no broker), each fed through the
+event-time merge of its two inputs as the worker runs it: what they emit for each input, dead
+letters for bad input, control commands and limits reloaded between messages, suppressed output
+while replaying, and a restarted task that rebuilds its state from the day's replayed input and
+then decides exactly as the uninterrupted one.
 
 Market data are the real BAC quotes and prints of 2013-10-08 from the repository's samples."""
 
@@ -22,17 +23,12 @@ from tests.unit.kafka_fakes import FakeBroker, FakeMessage, FakeProducer
 from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.contracts import BATCH_ENCODER, QuoteBatch
 from tickforge.platform.io.files import read_quotes, read_trades
-from tickforge.platform.io.kafka import encode_marker, marker_headers
-from tickforge.streaming.paper_tasks import (
-    FILLS,
-    ORDER_EVENTS,
-    ORDERS_APPROVED,
-    ORDERS_REJECTED,
-    MatcherTask,
-    OrderMessage,
-    RiskTask,
-    encode_order_message,
-)
+from tickforge.platform.io.kafka import encode_marker, marker_headers, marker_watermark
+from tickforge.platform.topics import FILLS, ORDER_EVENTS, ORDERS_APPROVED, ORDERS_REJECTED
+from tickforge.streaming.matcher_worker import MatcherTask
+from tickforge.streaming.merge import InputPort, Junction, MergedTask
+from tickforge.streaming.order_messages import OrderMessage, encode_order_message
+from tickforge.streaming.risk_worker import RiskTask
 from tickforge.streaming.runtime import Output, ProducerClient
 from tickforge.trading.control import ControlCommand
 from tickforge.trading.io import LimitsFile
@@ -45,6 +41,29 @@ CLOSE = 1381262400000  # 16:00
 
 def _msg(value: bytes | None, topic: str = "orders", offset: int = 0, headers: list | None = None) -> FakeMessage:
     return FakeMessage(topic, 0, offset, None, value, headers, 0)
+
+
+class _Merged:
+    """A task behind the merge of its two inputs, fed message by message as the runtime does."""
+
+    def __init__(self, task: MergedTask, first: str, second: str) -> None:
+        self.task = task
+        self.junction = Junction([first, second], task)
+        self.ports = {topic: InputPort(self.junction, topic, NO_WATERMARK) for topic in (first, second)}
+
+    def process(self, msg: FakeMessage, out: Output) -> int:
+        port = self.ports[cast(str, msg.topic())]
+        needed = port.process(msg, out)
+        port.close(out)
+        return needed
+
+    def flush(self, ts_ms: int, out: Output) -> None:
+        """Markers at ``ts_ms`` on both inputs: everything stamped before it is applied."""
+        for topic, port in self.ports.items():
+            port.process(_msg(encode_marker(ts_ms), topic, 0, marker_headers()), out)
+
+    def watermark(self, topic: str) -> int:
+        return self.ports[topic].watermark
 
 
 def _producer() -> FakeProducer:
@@ -62,7 +81,14 @@ def _out(producer: FakeProducer, replaying: bool = False) -> Output:
 
 
 def _sent(producer: FakeProducer, topic: str) -> list[dict]:
-    return [msgspec.json.decode(m.value() or b"") for m in producer.broker.records(topic)]
+    """The data records sent to ``topic`` (its watermark markers left out)."""
+    return [
+        msgspec.json.decode(m.value() or b"") for m in producer.broker.records(topic) if marker_watermark(m) is None
+    ]
+
+
+def _markers(producer: FakeProducer, topic: str) -> list[int]:
+    return [w for m in producer.broker.records(topic) if (w := marker_watermark(m)) is not None]
 
 
 def _order(
@@ -107,30 +133,50 @@ def limits(tmp_path: Path) -> LimitsFile:
     return LimitsFile(path)
 
 
-def _risk(limits: LimitsFile, control: list) -> RiskTask:
-    return RiskTask(
-        0,
-        NO_WATERMARK,
+@pytest.fixture(scope="module")
+def bac_open_quote(samples: Path) -> FakeMessage:
+    """BAC's first two-sided quote of the 2013-10-08 session: the reference price of the orders."""
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    row = quotes.filter((pl.col("ts_ms") >= OPEN) & (pl.col("bid") < pl.col("ask"))).row(0, named=True)
+    assert row["ts_ms"] < OPEN + 60_000
+    return _quote_msg(row, 0)
+
+
+def _risk(limits: LimitsFile, control: list, quote: FakeMessage | None = None, out: Output | None = None) -> _Merged:
+    """Risk behind its merge; with ``quote``: that quote applied, and the ticks' watermark at the
+    close, so each order is checked as it comes."""
+    merged = _Merged(
+        RiskTask(
+            "orders",
+            "ticks",
+            ORDERS_APPROVED,
+            ORDERS_REJECTED,
+            limits,
+            lambda: control[-1] if control else None,
+            reload_every_s=0.0,
+        ),
         "orders",
-        ORDERS_APPROVED,
-        ORDERS_REJECTED,
-        limits,
-        lambda: control[-1] if control else None,
-        reload_every_s=0.0,
+        "ticks",
     )
+    if quote is not None:
+        assert out is not None
+        merged.process(quote, out)
+        merged.process(_msg(encode_marker(CLOSE), "ticks", 1, marker_headers()), out)
+    return merged
 
 
-def test_risk_task_approves_rejects_and_follows_control_and_limits(limits):
+def test_risk_task_approves_rejects_and_follows_control_and_limits(limits, bac_open_quote):
     control: list[ControlCommand] = []
-    task, producer = _risk(limits, control), _producer()
+    producer = _producer()
     out = _out(producer)
+    task = _risk(limits, control, bac_open_quote, out)
     assert task.process(_order(1), out) == 1381291200000  # needed until the next New York midnight
     assert task.process(_order(2, qty=2500), out) > 0
     assert task.process(_order(1), out) > 0  # a redelivered order: nothing new
     approved, rejected = _sent(producer, ORDERS_APPROVED), _sent(producer, ORDERS_REJECTED)
     assert [a["client_order_id"] for a in approved] == ["ema-BAC-1"] and approved[0]["weight"] == 0.25
     assert [(r["client_order_id"], r["rule"]) for r in rejected] == [("ema-BAC-2", "max_quantity")]
-    assert task.watermark == OPEN + 300_000
+    assert task.watermark("orders") == OPEN + 300_000
 
     control.append(ControlCommand("halt", "desk says stop", "alice", 1))
     task.process(_order(3), out)
@@ -158,25 +204,27 @@ def test_risk_task_approves_rejects_and_follows_control_and_limits(limits):
     assert [d["reason"] for d in _sent(producer, "dead-letter")] == ["schema_violation", "undecodable"]
 
 
-def test_a_restarted_risk_task_rebuilds_the_day_and_decides_the_same(limits):
+def test_a_restarted_risk_task_rebuilds_the_day_and_decides_the_same(limits, bac_open_quote):
     day = [_order(i, qty=900, ts=OPEN + 60_000 * i) for i in range(1, 5)]  # the 4th would pass max_position 3000
-    whole, producer = _risk(limits, []), _producer()
+    producer = _producer()
+    whole = _risk(limits, [], bac_open_quote, _out(producer))
     for m in day:
         whole.process(m, _out(producer))
-    decided = [(d.client_order_id, d.approved, d.rule) for d in whole.decisions]
+    decided = [(d.client_order_id, d.approved, d.rule) for d in whole.task.decisions]
     assert decided[-1] == ("ema-BAC-4", False, "max_position")
 
-    restarted, again = _risk(limits, []), _producer()
+    again = _producer()
+    restarted = _risk(limits, [], bac_open_quote, _out(again, replaying=True))
     for m in day[:3]:  # committed before the crash: replayed silently
         restarted.process(m, _out(again, replaying=True))
     restarted.process(day[3], _out(again))
-    assert [(d.client_order_id, d.approved, d.rule) for d in restarted.decisions] == decided
-    assert (
-        _topics(again) == [ORDERS_REJECTED] and len(_sent(again, ORDERS_REJECTED)) == 1
-    )  # only the new decision was emitted
-    # the next New York day starts flat
+    assert [(d.client_order_id, d.approved, d.rule) for d in restarted.task.decisions] == decided
+    assert not _sent(again, ORDERS_APPROVED) and len(_sent(again, ORDERS_REJECTED)) == 1  # only the new one
+    # the next New York day starts flat, and with no quote of its own yet: no reference price
     restarted.process(_order(9, qty=1000, ts=OPEN + 86_400_000), _out(again))
-    assert restarted.decisions[-1].approved
+    restarted.process(_msg(encode_marker(CLOSE + 86_400_000), "ticks", 2, marker_headers()), _out(again))
+    assert restarted.task.decisions[-1].rule == "no_reference_price"
+    assert restarted.task.engine.ledger.net_quantity("BAC") == 0
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +242,8 @@ def _quote_msg(row: dict, n: int) -> FakeMessage:
     )
 
 
-def _matcher() -> MatcherTask:
-    return MatcherTask(0, NO_WATERMARK, "ticks", ORDERS_APPROVED, FILLS, ORDER_EVENTS)
+def _matcher() -> _Merged:
+    return _Merged(MatcherTask(ORDERS_APPROVED, "ticks", FILLS, ORDER_EVENTS), ORDERS_APPROVED, "ticks")
 
 
 def test_matcher_task_fills_a_marketable_order_at_the_prevailing_ask(bac):
@@ -221,6 +269,7 @@ def test_matcher_task_fills_a_marketable_order_at_the_prevailing_ask(bac):
         == 1381291200000
     )
     task.process(_quote_msg(rows[1], 2), out)
+    task.flush(rows[1]["ts_ms"] + 1, out)
     fills = _sent(producer, FILLS)
     assert fills and fills[0]["price"] == rows[0]["ask"] and fills[0]["liquidity"] == "taker"
     assert fills[0]["quantity"] <= rows[0]["ask_size"]
@@ -261,6 +310,7 @@ def test_matcher_task_on_column_batches_and_prints_then_expiry_at_the_close(bac)
         task.process(
             _msg(msgspec.json.encode({k: row[k] for k in ("ts_ms", "symbol", "price", "size")}), "ticks", 2 + i), out
         )
+    task.flush(int(later["ts_ms"].max()) + 1, out)
     at_bid = later.filter(pl.col("price") == 13.81).with_columns(cum=pl.col("size").cum_sum())
     first_fill = at_bid.filter(pl.col("cum") > 41_000)["ts_ms"][0]
     last_fill = at_bid.filter(pl.col("cum") >= 41_100)["ts_ms"][0]
@@ -279,7 +329,7 @@ def test_matcher_task_on_column_batches_and_prints_then_expiry_at_the_close(bac)
         limit_price=13.80,
     )
     task.process(_msg(encode_order_message(OrderMessage(below, Bucket.LOW, 13.81, {})), ORDERS_APPROVED, 9_999), out)
-    task.process(_msg(encode_marker(CLOSE), "ticks", 10_000, marker_headers()), out)
+    task.flush(CLOSE + 1, out)
     events = [(e["client_order_id"], e["event"]) for e in _sent(producer, ORDER_EVENTS)]
     # the filled order has nothing more; the one no print reached expires at the close
     assert events == [("orb-BAC-r", "accepted"), ("orb-BAC-low", "accepted"), ("orb-BAC-low", "expired")]
@@ -291,17 +341,18 @@ def test_an_order_of_an_older_day_is_a_dead_letter_and_keeps_the_new_day(limits)
     """Orders of the next New York day, then a redelivered order of the day before: dead-lettered
     as late; the new day's engine (its positions) goes on as if it had not come."""
     next_day = OPEN + 86_400_000
-    task, producer = _risk(limits, []), _producer()
+    producer = _producer()
+    task = _risk(limits, [])
+    task.process(_msg(encode_marker(next_day + 86_400_000), "ticks", 0, marker_headers()), _out(producer))
     for i in range(1, 4):
         task.process(_order(i, qty=900, ts=next_day + 60_000 * i), _out(producer))
-    engine = task.engine
-    assert task.process(_order(50, qty=10, ts=OPEN + 60_000), _out(producer)) == NO_WATERMARK
+    engine = task.task.engine
+    task.process(_order(50, qty=10, ts=OPEN + 60_000), _out(producer))
     [letter] = _sent(producer, "dead-letter")
     assert letter["reason"] == "late" and "ema-BAC-50" in letter["detail"]
-    task.process(_order(4, qty=900, ts=next_day + 240_000), _out(producer))  # over max_position 3000
-    assert task.engine is engine
-    assert [(d.client_order_id, d.approved, d.rule) for d in task.decisions][-1] == ("ema-BAC-4", False, "max_position")
-    assert "ema-BAC-50" not in {d.client_order_id for d in task.decisions}
+    task.process(_order(4, qty=900, ts=next_day + 240_000), _out(producer))
+    assert task.task.engine is engine and len(task.task.decisions) == 4
+    assert "ema-BAC-50" not in {d.client_order_id for d in task.task.decisions}
 
 
 def _order_msg(
@@ -378,13 +429,14 @@ def test_a_crypto_session_is_the_utc_day_and_a_new_day_expires_the_old_one(sampl
     task.process(_order_msg("rest-old", "BTCUSDT-SPOT", "buy", 0.001, old[0]["ts_ms"], 2, limit=50_000.0), out)
     for i, row in enumerate(old[1:]):
         task.process(_quote_msg(row, 10 + i), out)
+    task.flush(old[-1]["ts_ms"] + 1, out)
     assert [f["client_order_id"] for f in _sent(producer, FILLS)] == ["buy"]
     task.process(_quote_msg(new[0], 1_000), out)
     task.process(_order_msg("rest-new", "BTCUSDT-SPOT", "buy", 0.001, new[0]["ts_ms"], 1_001, limit=50_000.0), out)
     task.process(_order_msg("stale", "BTCUSDT-SPOT", "buy", 0.001, midnight - 60_000, 1_002, limit=50_000.0), out)
     task.process(_quote_msg(old[-1], 1_003), out)  # an old quote after the new day began
+    task.flush(midnight + 86_400_000 + 1, out)
     assert [d["reason"] for d in _sent(producer, "dead-letter")] == ["late", "late"]
-    task.process(_msg(encode_marker(midnight + 86_400_000), "ticks", 1_004, marker_headers()), out)
     assert _events(producer) == [
         ("rest-old", "accepted", None),
         ("buy", "accepted", None),
@@ -400,7 +452,7 @@ def test_the_workers_read_the_research_tables_without_the_dagster_room():
     """The strategy runner's picks from PostgreSQL and the paper tasks import no Dagster definitions
     (a fresh interpreter; reading the picks needs no database until a day is asked for)."""
     code = (
-        "import sys; import tickforge.streaming.paper_tasks; from tickforge.platform.settings import Settings; "
+        "import sys; import tickforge.streaming.risk_worker, tickforge.streaming.matcher_worker; from tickforge.platform.settings import Settings; "
         "from tickforge.streaming.strategy_runner import postgres_picks; postgres_picks(Settings()); "
         "print(sorted(m for m in sys.modules if m.startswith('tickforge.defs') or m == 'dagster'))"
     )
