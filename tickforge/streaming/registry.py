@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tickforge.platform.topics import TICKS, bar_topic
+from tickforge.platform.topics import ORDERS, ORDERS_APPROVED, TICKS, bar_topic
 
 BAR_TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m")
 # The bars the strategy runner trades on: every intraday bar topic but 1 s (the research universe's
@@ -84,6 +84,20 @@ WORKERS: tuple[WorkerSpec, ...] = (
         "closed 1 m / 3 m / 5 m / 15 m bars + the day's picks -> orders, with watermark markers (exactly once)",
         tuple(bar_topic(tf) for tf in STRATEGY_TIMEFRAMES),
         factory="tickforge.streaming.strategy_runner:make_worker",
+    ),
+    WorkerSpec(
+        "risk",
+        ("stream", "risk"),
+        "orders + ticks merged in event time -> orders.approved | orders.rejected with the rule (exactly once)",
+        (ORDERS, TICKS),
+        factory="tickforge.streaming.risk_worker:make_worker",
+    ),
+    WorkerSpec(
+        "paper-matcher",
+        ("stream", "paper-matcher"),
+        "orders.approved + ticks merged in event time -> fills and order events on the paper venue (exactly once)",
+        (ORDERS_APPROVED, TICKS),
+        factory="tickforge.streaming.matcher_worker:make_worker",
     ),
     WorkerSpec(
         "dashboard",

@@ -191,7 +191,7 @@ class RiskTask:
 
 
 def make_worker(
-    settings: Settings, limits: str | None = None, account: str = "paper", instance_id: str = "0"
+    settings: Settings, instance_id: str = "0", limits: str | None = None, account: str = "paper"
 ) -> TransactionalWorker:
     """The risk worker over ``orders`` and ``ticks``; ``limits`` the YAML file of limits (the
     packaged one by default), ``account`` the control scope it obeys."""
