@@ -5,8 +5,8 @@ worker SIGKILLed on the way is scraped again on its new metrics port and counted
 
 The strategy runner runs as ``tickforge up`` starts it: on each day's ``next_day_picks``, of which
 there are none here, so it trades nothing (its orders rate is 0 for every timeframe, not absent).
-The risk panels read what only the risk worker writes, which has no registry entry yet: they are
-the panels allowed to stay empty, until the registry has it (then it joins the workers here)."""
+Risk and the paper matcher run too: with no orders, the risk panels show the state in force
+(ACTIVE) and zero rejections for every rule, which the risk worker reports from its start."""
 
 from __future__ import annotations
 
@@ -35,9 +35,7 @@ from tickforge.streaming.replay import replay
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "tickforge.json"
-WORKERS = ["bar-worker", "timeframe-worker", "bar-store", "strategy-runner"]
-# Panels on the risk worker's series (tickforge_risk_rejections_total, tickforge_trading_state).
-AWAITING_RISK = {"Risk rejections by rule", "Trading state"}
+WORKERS = ["bar-worker", "timeframe-worker", "bar-store", "strategy-runner", "risk", "paper-matcher"]
 TIMEFRAMES = ["1s", "1m", "3m", "5m", "15m"]
 OPEN_UTC_MS = 1381239000000  # 2013-10-08 13:30 UTC, the demo day's open (09:30 New York)
 
@@ -126,9 +124,7 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
         wait_until(golden_everywhere, 90, 1, "golden watermarks of every timeframe in Prometheus")
 
         missing: list[str] = []
-        assert "risk" not in registry.names(), "the risk worker is registered: run it here, drop AWAITING_RISK"
-        expected = [(title, expr) for title, expr in dashboard_queries() if title not in AWAITING_RISK]
-        assert len(expected) < len(dashboard_queries())
+        expected = dashboard_queries()
 
         def every_query_answers() -> bool:
             missing[:] = [f"{title}: {expr}" for title, expr in expected if not values(query(url, expr))]
@@ -140,7 +136,7 @@ def test_every_dashboard_query_returns_data_from_the_real_prometheus(settings, d
             raise AssertionError("queries without data:\n" + "\n".join(missing)) from None
 
         restarts = values(query(url, 'changes(process_start_time_seconds{job="tickforge"}[1h])'), "service")
-        assert restarts == {"bar-store": 1.0, "bar-worker": 0.0, "timeframe-worker": 0.0, "strategy-runner": 0.0}
+        assert restarts == {"bar-store": 1.0, **{w: 0.0 for w in WORKERS if w != "bar-store"}}
         orders = values(
             query(url, 'sum by (timeframe) (tickforge_orders_total{worker="strategy-runner"})'), "timeframe"
         )

@@ -50,7 +50,7 @@ from tickforge.streaming.runtime import Output, TransactionalWorker
 from tickforge.trading.control import ControlCommand
 from tickforge.trading.io import DEFAULT_LIMITS, LimitsFile
 from tickforge.trading.orders import Fill, Liquidity
-from tickforge.trading.risk import RiskDecision, RiskEngine
+from tickforge.trading.risk import RiskDecision, RiskEngine, RiskRule
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,15 @@ def make_worker(
         return control.in_force()
 
     limits_source = LimitsFile(limits or DEFAULT_LIMITS)
+    # Every series from the start: the state in force, and each rule's rejections at zero (a
+    # dashboard shows "no rejections", not "no data", before the first order).
+    state = RiskEngine(limits_source.current, lambda: 0)
+    command = control.in_force()
+    if command is not None:
+        state.apply_control(command)
+    metrics.TRADING_STATE.labels(worker=NAME, account=account).set(state.state.severity)
+    for rule in RiskRule:
+        metrics.RISK_REJECTIONS.labels(worker=NAME, rule=str(rule)).inc(0)
     orders, ticks = topic_name(settings, ORDERS), topic_name(settings, TICKS)
     approved, rejected = topic_name(settings, ORDERS_APPROVED), topic_name(settings, ORDERS_REJECTED)
     return TransactionalWorker(
