@@ -176,6 +176,27 @@ def strategy_runner_cmd(
     _run_worker("strategy-runner", exit_when_idle, instance_id, picks, limits, latency_ms)
 
 
+@stream_app.command("risk", help=_summary("risk"))
+def risk_cmd(
+    instance_id: InstanceOpt = "0",
+    limits: Annotated[
+        Path | None,
+        typer.Option(
+            help="Risk limits YAML, re-read on change (a bad edit keeps the last good limits); default: the packaged one."
+        ),
+    ] = None,
+    account: Annotated[str, typer.Option(help="The account whose trading.control commands apply.")] = "paper",
+    exit_when_idle: IdleExitOpt = None,
+) -> None:
+    from tickforge.trading.io import load_limits
+
+    try:  # a file that does not load is a usage error, not the worker's crash
+        load_limits(limits)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _run_worker("risk", exit_when_idle, instance_id, str(limits) if limits else None, account)
+
+
 def _instance_worker_command(name: str) -> None:
     """``stream <name> [--instance-id] [--exit-when-idle]``: a worker built from (settings, instance id)."""
 
