@@ -30,7 +30,7 @@ possible, and suppressed exactly when that message is a replayed one: its output
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -94,6 +94,9 @@ class Junction:
         self.ports: dict[str, InputPort] = {}
         self._rank = {topic: i for i, topic in enumerate(self.inputs)}
         self._held: dict[str, deque[_Held]] = {topic: deque() for topic in self.inputs}
+        # The retentions of what each input holds, counted: a few distinct day ends, so the least
+        # is found without a pass over every held item (the runtime reads it per message).
+        self._retains: dict[str, Counter[int]] = {topic: Counter() for topic in self.inputs}
         self._watermark: dict[str, int] = {topic: NO_WATERMARK for topic in self.inputs}
         self._seq = 0
         self._frontier = NO_WATERMARK
@@ -103,8 +106,8 @@ class Junction:
         """The input's watermark, kept below the retention of the oldest item it still holds (so
         the runtime never commits past a message whose items were not applied)."""
         wm = self._watermark[topic]
-        held = self._held[topic]
-        return min(wm, min(h.retain for h in held) - 1) if held else wm
+        retains = self._retains[topic]
+        return min(wm, min(retains) - 1) if retains else wm
 
     def holding(self, topic: str) -> int:
         return len(self._held[topic])
@@ -136,6 +139,7 @@ class Junction:
             retain = max(retain, keep)
             self._seq += 1
             held.append(_Held(wm, rank, self._seq, item, keep, msg))
+            self._retains[topic][keep] += 1
         self._watermark[topic] = wm
         self._release(out)
         return retain
@@ -150,6 +154,10 @@ class Junction:
             heapq.heappop(heads)
             held = self._held[topic]
             held.popleft()
+            retains = self._retains[topic]
+            retains[head.retain] -= 1
+            if not retains[head.retain]:
+                del retains[head.retain]
             self.task.on_item(topic, head.ts_ms, head.item, head.msg, out)
             if held:
                 heapq.heappush(heads, (held[0], topic))
