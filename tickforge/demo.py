@@ -93,10 +93,10 @@ def run_demo(keep_running: bool = True) -> dict:
     )
     paper = demo_paper_day(trades_path, quotes_path, research["pick_day"], state_dir / "paper")
     _say(
-        f"paper trading of those picks on {DEMO_DAY}: "
+        f"paper trading on {DEMO_DAY}: "
         + (
             paper.get("error")
-            or f"{paper['orders']} orders "
+            or f"{paper['traded']}{' (in-sample)' if paper.get('in_sample') else ''}: {paper['orders']} orders "
             f"{paper['orders_by_status']}, {paper['fills']} fills, PnL {paper['pnl']}, parity {paper['parity']}"
         ),
         started,

@@ -26,6 +26,7 @@ from tickforge.research.scoring import (
     score,
     scorecard,
     select,
+    thin_history_candidates,
     walk_forward_report,
 )
 from tickforge.research.strategies import STRATEGIES, get_strategy
@@ -212,3 +213,19 @@ def test_score_weights_gates_and_buckets(daily):
     assert picked["gate"].null_count() == picked.height
     b = registry.scoring.buckets
     assert all((bk == "LOW") == (dd <= b.low) for bk, dd in zip(scored["bucket"], scored["max_drawdown"], strict=True))
+
+
+def test_thin_history_candidates_relax_only_the_evidence_gates(daily):
+    """On 60 daily bars a breakout makes a trade or two: the gates pick nothing there, the
+    candidates keep every other gate."""
+    registry = load_registry()
+    short = [s.head(60) for s in daily]
+    results = sweep(short, get_strategy("donchian_breakout"), registry.grid("donchian_breakout", "1d"), Costs(1, 2))
+    g = registry.scoring.gates
+    assert select(score(results, registry.scoring), registry.scoring).is_empty()
+    candidates = thin_history_candidates(results, registry.scoring)
+    assert candidates.height > 0 and (candidates["n_trades"] < g.min_trades).any()
+    assert (candidates["n_trades"] >= 1).all() and (candidates["total_return"] > 0).all()
+    assert (candidates["sharpe"] >= g.min_sharpe).all() and (candidates["max_drawdown"] <= g.max_drawdown).all()
+    assert candidates["symbol"].n_unique() == candidates.height  # still top one per symbol
+    assert candidates["weight"].sum() == pytest.approx(1.0)

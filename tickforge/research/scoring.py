@@ -157,6 +157,20 @@ def select(scored: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     return ranked.with_columns(weight=pl.lit(1.0 / ranked.height if ranked.height else 0.0))
 
 
+def thin_history_candidates(scored: pl.DataFrame, config: Scoring, min_trades: int = 1) -> pl.DataFrame:
+    """The rows :func:`select` would take if the evidence gates allowed a short history: at least
+    ``min_trades`` trades and no deflated-Sharpe floor; the other gates, the score and the
+    selection are unchanged.
+
+    For a path that must trade something (a demo on one day of intraday bars), never as picks: a
+    day or two of intraday history gives a strategy one or two trades, which the gates rightly
+    refuse to pick on.
+    """
+    thin = config.gates.model_copy(update={"min_trades": min_trades, "min_dsr": 0.0})
+    relaxed = config.model_copy(update={"gates": thin})
+    return select(score(scored, relaxed), relaxed)
+
+
 def trailing_sweep(
     bars: Mapping[str, Sequence[BarSeries]], registry: Registry, day: date, strategy: str
 ) -> pl.DataFrame:

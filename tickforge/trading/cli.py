@@ -202,37 +202,63 @@ def replay_day(
 def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) -> dict[str, Any]:
     """The demo's trading step: the picks the research has just chosen (``next_day_picks`` of
     ``pick_day``) traded on paper over the demo day's regular-session ticks, their OMS stored in
-    PostgreSQL under the account ``paper-demo``. Never raises: a failure is the summary's ``error``."""
+    PostgreSQL under the account ``paper-demo``. Never raises: a failure is the summary's ``error``.
+
+    The demo carries one day of intraday history, on which no intraday strategy makes the trades
+    the gates ask for, so the picks are usually all daily. Then the day's intraday scores are
+    selected again with the evidence gates relaxed (:func:`thin_history_candidates`) and those
+    candidates are traded instead, labelled as such in the summary: in-sample, since they were
+    scored on the very bars they trade, and never written as picks.
+    """
     from datetime import date
 
+    import polars as pl
     import psycopg
 
     from tickforge.platform.settings import load_settings
-    from tickforge.research.store import NEXT_DAY_PICKS, read_table
+    from tickforge.research.bars import DAILY
+    from tickforge.research.io import load_registry
+    from tickforge.research.scoring import thin_history_candidates
+    from tickforge.research.store import NEXT_DAY_PICKS, STRATEGY_SCORES, read_table
     from tickforge.trading.picks import parse_picks
 
     if pick_day is None:
         return {"error": "the research made no picks"}
     settings = load_settings()
+    dsn, schema, day = (
+        settings.postgres.dsn.get_secret_value(),
+        settings.postgres.schema_name,
+        date.fromisoformat(pick_day),
+    )
     try:
-        rows = read_table(
-            settings.postgres.dsn.get_secret_value(),
-            settings.postgres.schema_name,
-            NEXT_DAY_PICKS,
-            '"day" = %s',
-            [date.fromisoformat(pick_day)],
-        )
-        picks = parse_picks(rows.iter_rows(named=True))
-        return replay_day(
+        rows = read_table(dsn, schema, NEXT_DAY_PICKS, '"day" = %s', [day])
+        source = f"next_day_picks of {pick_day}"
+        traded: dict[str, Any] = {"traded": source}
+        if rows.filter(pl.col("timeframe") != DAILY).is_empty():
+            scores = read_table(dsn, schema, STRATEGY_SCORES, '"day" = %s AND "timeframe" <> %s', [day, DAILY])
+            scoring = load_registry().scoring
+            candidates = thin_history_candidates(scores, scoring)
+            if candidates.is_empty():
+                return {"error": f"{source}: no intraday picks ({rows.height} daily) and no intraday candidates"}
+            source = f"intraday candidates of {pick_day} (gates relaxed to one trade)"
+            traded = {
+                "traded": source,
+                "why": f"the {rows.height} picks of {pick_day} are daily: on the demo's one day of intraday "
+                f"history no intraday strategy makes the {scoring.gates.min_trades} trades the gates ask for",
+                "in_sample": True,
+            }
+            rows = candidates
+        summary = replay_day(
             trades,
             quotes,
-            picks,
-            f"next_day_picks of {pick_day}",
+            parse_picks(rows.iter_rows(named=True)),
+            source,
             out,
             regular_hours=True,
             postgres=True,
             account="paper-demo",
         )
+        return {**traded, **summary}
     except (ValueError, OSError, psycopg.Error) as exc:
         return {"error": str(exc)}
 
