@@ -11,8 +11,20 @@ Order stream (built once from the quotes, the same for both): every ``--every-ms
 one order is decided, cycling through a marketable IOC 100-lot, a DAY limit joining the best on
 its side, and DAY limits 1-4 ticks behind it; each DAY order is canceled ``--cancel-after-s``
 later. Latency ``--latency-ms`` from decision to arrival. Events/s counts market events only;
-the orders and cancels ride along. Best of ``--repeat`` runs (the machine is shared). Run:
+the orders and cancels ride along. Best of ``--repeat`` runs (the machine is shared).
+
+Then decision-to-fill latency through Kafka (``--kafka-seconds``, 0 skips it): on the local stack's
+broker (started if needed, topics of a prefix of their own) the ``risk`` and ``paper-matcher``
+workers run as processes, as ``tickforge stream`` runs them, while this process plays a live
+feed and a strategy runner at once, in real time from 10:00 New York: the stretch's BAC quotes
+and prints go to ``ticks`` in 10 ms batches, and every ``--kafka-order-every-ms`` a marketable IOC
+100-lot (buy and sell in turn) goes to ``orders``, with watermark markers every 100 ms as the
+runner sends them. A read_committed consumer takes the wall time each order's approval and fill
+become visible; latency is that minus the order's send. Percentiles over the orders filled, with
+the feed's own gap (decision to the first tick after arrival, which an event-time merge must
+wait for) and what the two workers add beyond it. Run:
     .venv/bin/python bench/bench_matching.py [--every-ms 1000 --cancel-after-s 60 --repeat 3]
+        [--kafka-seconds 60 --kafka-order-every-ms 1000]
 """
 
 from __future__ import annotations
@@ -21,12 +33,38 @@ import argparse
 import json
 import os
 import platform
+import socket
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tickforge.platform.contracts import Quote, Trade
+import msgspec
+import numpy as np
+import polars as pl
+from confluent_kafka import Consumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tickforge.platform.contracts import (
+    BATCH_ENCODER,
+    CONTENT_TYPE_BATCH,
+    CONTENT_TYPE_HEADER,
+    Quote,
+    QuoteBatch,
+    Trade,
+    TradeBatch,
+)
 from tickforge.platform.io.files import read_quotes, read_trades
+from tickforge.platform.io.kafka import apply_topics, encode_marker, make_producer, marker_headers, topic_name
+from tickforge.platform.settings import Settings
+from tickforge.platform.stack.launcher import LocalStack, endpoints_env
+from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS, partition_for
+from tickforge.streaming.order_messages import OrderMessage, encode_order_message
+from tickforge.trading.limits import Bucket
 from tickforge.trading.matching import PaperMatcher
 from tickforge.trading.orders import Fill, Order, Side, TimeInForce, new_order
 from tickforge.trading.stream import MarketEvent, market_events
@@ -183,12 +221,231 @@ def summary(seconds: float, events: int, out: list) -> dict:
     }
 
 
+# ---------------------------------------------------------------- decision to fill through Kafka
+
+NY_10AM = 1381240800000  # 2013-10-08 10:00 New York
+BATCH_MS = 10  # a feed's batching of the ticks
+MARKER_EVERY_MS = 100  # the runner's marker cadence on ``orders``
+Scheduled = tuple[int, int, str, bytes | None, list | None]  # (event ms, rank, topic, value, headers)
+
+
+def feed_schedule(
+    quotes: pl.DataFrame, trades: pl.DataFrame, start_ms: int, seconds: float, order_every_ms: int, latency_ms: int
+) -> tuple[list[Scheduled], dict[str, int]]:
+    """What a live BAC feed and a runner send over ``[start_ms, start_ms + seconds)``: tick
+    batches (one kind each, at most ``BATCH_MS`` of event time), marketable IOC orders at the
+    opposite best, and markers on ``orders``. Also, by order id, the event time from its decision
+    to the feed's first tick after its arrival: an event-time merge cannot know the quote in force
+    at the arrival before then, so no pipeline fills faster in wall time."""
+    end_ms = start_ms + int(seconds * 1000)
+
+    def stretch(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(pl.col("symbol") == "BAC", pl.col("ts_ms").is_between(start_ms, end_ms, closed="left"))
+
+    q, t = stretch(quotes), stretch(trades)
+    events = pl.concat(
+        [
+            q.select("ts_ms", "bid", "ask", "bid_size", "ask_size", pl.lit(0).alias("kind")),
+            t.select(
+                "ts_ms",
+                pl.col("price").alias("bid"),
+                pl.col("size").alias("ask"),
+                pl.lit(None, pl.Float64).alias("bid_size"),
+                pl.lit(None, pl.Float64).alias("ask_size"),
+                pl.lit(1).alias("kind"),
+            ),
+        ],
+        how="vertical_relaxed",
+    ).sort("ts_ms", "kind", maintain_order=True)
+    run = (pl.col("kind") != pl.col("kind").shift(1)).fill_null(True).cum_sum()
+    events = events.with_columns(batch=run * 10**12 + pl.col("ts_ms") // BATCH_MS)
+    batch_headers = [(CONTENT_TYPE_HEADER, CONTENT_TYPE_BATCH.encode())]
+    out: list[Scheduled] = []
+    for (_,), part in events.group_by("batch", maintain_order=True):
+        ts = part["ts_ms"].to_numpy()
+        if part["kind"][0] == 0:
+            batch: QuoteBatch | TradeBatch = QuoteBatch.from_arrays(
+                "BAC",
+                ts,
+                part["bid"].to_numpy(),
+                part["ask"].to_numpy(),
+                part["bid_size"].fill_null(np.nan).to_numpy(),
+                part["ask_size"].fill_null(np.nan).to_numpy(),
+            )
+        else:
+            batch = TradeBatch.from_arrays("BAC", ts, part["bid"].to_numpy(), part["ask"].to_numpy())
+        # sent when its last tick has happened
+        out.append((int(ts[-1]), 0, TICKS, BATCH_ENCODER.encode(batch), batch_headers))
+    decided: dict[str, int] = {}  # order id -> event ms from its decision to the first tick after its arrival
+    tick_ts = events["ts_ms"].to_numpy()
+    book = q.select("ts_ms", "bid", "ask").rows()
+    i, last = 0, None
+    for n, at in enumerate(range(start_ms + order_every_ms, end_ms - 2000, order_every_ms), 1):
+        while i < len(book) and book[i][0] <= at:
+            last, i = book[i], i + 1
+        if last is None or not last[1] < last[2]:
+            continue
+        side = Side.BUY if n % 2 else Side.SELL
+        coid = f"latency-{n}"
+        order = new_order(
+            client_order_id=coid,
+            strategy="bench",
+            symbol="BAC",
+            side=side,
+            quantity=100,
+            decision_ts_ms=at,
+            latency_ms=latency_ms,
+            limit_price=last[2] if side is Side.BUY else last[1],
+            time_in_force=TimeInForce.IOC,
+        )
+        message = OrderMessage(order, Bucket.LOW, last[2] if side is Side.BUY else last[1], {"timeframe": "1s"})
+        out.append((at, 1, ORDERS, encode_order_message(message), None))
+        after = int(np.searchsorted(tick_ts, at + latency_ms, side="right"))
+        if after < len(tick_ts):
+            decided[coid] = int(tick_ts[after]) - at
+    for at in range(start_ms, end_ms + MARKER_EVERY_MS, MARKER_EVERY_MS):
+        out.append((at, 2, ORDERS, encode_marker(at), marker_headers()))
+    out.sort(key=lambda s: (s[0], s[1]))
+    return out, decided
+
+
+class Visible(threading.Thread):
+    """The wall time each order's approval, rejection and first fill become visible (read_committed)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap_servers,
+                "group.id": f"bench-latency-{time.time_ns()}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self.topics = {topic_name(settings, t): t for t in (ORDERS_APPROVED, ORDERS_REJECTED, FILLS)}
+        self.consumer.subscribe(list(self.topics))
+        self.seen: dict[str, dict[str, float]] = {t: {} for t in self.topics.values()}
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            for msg in self.consumer.consume(1000, timeout=0.05):
+                if msg.error() or msg.headers():
+                    continue
+                now = time.perf_counter()
+                coid = msgspec.json.decode(msg.value())["client_order_id"]
+                self.seen[self.topics[msg.topic()]].setdefault(coid, now)
+        self.consumer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {
+        "count": len(values),
+        **{f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 90, 99)},
+        "max": round(float(arr.max()), 1),
+    }
+
+
+def _serving(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def kafka_latency(seconds: float, order_every_ms: int, latency_ms: int) -> dict:
+    status = LocalStack().up(["kafka"])
+    os.environ.update(endpoints_env(status))
+    os.environ["TICKFORGE_KAFKA__TOPIC_PREFIX"] = f"benchmatch{int(time.time())}."
+    os.environ["TICKFORGE_KAFKA__PARTITIONS"] = "1"
+    settings = Settings()
+    apply_topics(settings)
+    quotes = read_quotes(SAMPLES / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    trades = read_trades(SAMPLES / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz").data
+    schedule, decided = feed_schedule(quotes, trades, NY_10AM, seconds, order_every_ms, latency_ms)
+    workers = []
+    for name in ("risk", "paper-matcher"):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tickforge.cli", "stream", name],
+            env={**os.environ, "TICKFORGE_STREAMING__METRICS_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        workers.append((proc, port))
+    visible = Visible(settings)
+    visible.start()
+    producer = make_producer(settings, **{"linger.ms": 0})
+    partition = partition_for("BAC", 1, settings.kafka.pinned_symbols)
+    sent: dict[str, float] = {}
+    try:
+        for proc, port in workers:
+            if not _serving(port, 60):
+                raise RuntimeError(f"worker {proc.args[-1]} did not start")
+        time.sleep(5)  # group join and the transactional producers' init, after the metrics come up
+        names = {t: topic_name(settings, t) for t in (TICKS, ORDERS)}
+        first = schedule[0][0]
+        began = time.perf_counter()
+        for at, rank, topic, value, headers in schedule:
+            wait = (at - first) / 1000 - (time.perf_counter() - began)
+            if wait > 0:
+                time.sleep(wait)
+            key = None if headers and rank == 2 else b"BAC"
+            producer.produce(names[topic], value, key, partition=partition, headers=headers)
+            producer.poll(0)
+            if rank == 1:
+                sent[msgspec.json.decode(value or b"")["client_order_id"]] = time.perf_counter()
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(visible.seen[FILLS]) + len(visible.seen[ORDERS_REJECTED]) < len(
+            decided
+        ):
+            time.sleep(0.2)
+    finally:
+        for proc, _ in workers:
+            proc.terminate()
+        for proc, _ in workers:
+            proc.wait(30)
+        visible.stop = True
+        visible.join(10)
+    fills, approved = visible.seen[FILLS], visible.seen[ORDERS_APPROVED]
+    return {
+        "stretch": f"BAC 2013-10-08 from 10:00 New York, {seconds:g} s in real time",
+        "orders": len(decided),
+        "approved": len(approved),
+        "rejected": len(visible.seen[ORDERS_REJECTED]),
+        "filled": len(fills),
+        "simulated_venue_latency_ms": latency_ms,
+        "decision_to_fill_ms": _percentiles([(fills[c] - sent[c]) * 1000 for c in fills if c in sent]),
+        "decision_to_approval_ms": _percentiles([(approved[c] - sent[c]) * 1000 for c in approved if c in sent]),
+        "approval_to_fill_ms": _percentiles([(fills[c] - approved[c]) * 1000 for c in fills if c in approved]),
+        "feed_gap_ms": _percentiles([float(decided[c]) for c in fills]),
+        "beyond_feed_gap_ms": _percentiles([(fills[c] - sent[c]) * 1000 - decided[c] for c in fills if c in sent]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every-ms", type=int, default=1000)
     parser.add_argument("--cancel-after-s", type=float, default=60.0)
     parser.add_argument("--latency-ms", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kafka-seconds", type=float, default=60.0, help="real-time stretch through Kafka; 0 skips")
+    parser.add_argument("--kafka-order-every-ms", type=int, default=1000)
     args = parser.parse_args()
     events = load_day()
     controls = order_stream(events, args.every_ms, int(args.cancel_after_s * 1000), args.latency_ms)
@@ -210,6 +467,11 @@ def main() -> None:
         "kernel": summary(kernel_s, len(events), kernel_out),
         "naive_loop_baseline": summary(naive_s, len(events), naive_out),
         "speedup_vs_baseline": round(naive_s / kernel_s, 2),
+        **(
+            {"through_kafka": kafka_latency(args.kafka_seconds, args.kafka_order_every_ms, args.latency_ms)}
+            if args.kafka_seconds > 0
+            else {}
+        ),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
