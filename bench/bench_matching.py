@@ -30,6 +30,7 @@ wait for) and what the two workers add beyond it. Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -49,21 +50,14 @@ from confluent_kafka import Consumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tickforge.platform.contracts import (
-    BATCH_ENCODER,
-    CONTENT_TYPE_BATCH,
-    CONTENT_TYPE_HEADER,
-    Quote,
-    QuoteBatch,
-    Trade,
-    TradeBatch,
-)
-from tickforge.platform.io.files import read_quotes, read_trades
+from tickforge.platform.contracts import CONTENT_TYPE_BATCH, CONTENT_TYPE_HEADER, Quote, Trade
+from tickforge.platform.io.files import TickFile, read_quotes, read_trades
 from tickforge.platform.io.kafka import apply_topics, encode_marker, make_producer, marker_headers, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.stack.launcher import LocalStack, endpoints_env
 from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS, partition_for
 from tickforge.streaming.order_messages import OrderMessage, encode_order_message
+from tickforge.streaming.replay import batch_messages, merged_ticks
 from tickforge.trading.limits import Bucket
 from tickforge.trading.matching import PaperMatcher
 from tickforge.trading.orders import Fill, Order, Side, TimeInForce, new_order
@@ -77,6 +71,21 @@ def load_day() -> list[MarketEvent]:
     quotes = read_quotes(SAMPLES / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
     trades = read_trades(SAMPLES / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz").data
     return market_events(quotes, trades, "BAC")
+
+
+def marketable_ioc(coid: str, side: Side, at_ms: int, bid: float, ask: float, latency_ms: int) -> Order:
+    """A BAC 100-lot IOC limit at the opposite best: it takes what is displayed there."""
+    return new_order(
+        client_order_id=coid,
+        strategy="bench",
+        symbol="BAC",
+        side=side,
+        quantity=100,
+        decision_ts_ms=at_ms,
+        latency_ms=latency_ms,
+        limit_price=ask if side is Side.BUY else bid,
+        time_in_force=TimeInForce.IOC,
+    )
 
 
 def order_stream(events: list[MarketEvent], every_ms: int, cancel_after_ms: int, latency_ms: int) -> list[Control]:
@@ -95,19 +104,7 @@ def order_stream(events: list[MarketEvent], every_ms: int, cancel_after_ms: int,
         kind = n % 6  # 0: marketable IOC; 1: join the best; 2-5: 1-4 ticks behind it
         coid = f"b{n}"
         if kind == 0:
-            limit = last.ask if side is Side.BUY else last.bid
-            order = new_order(
-                client_order_id=coid,
-                strategy="bench",
-                symbol="BAC",
-                side=side,
-                quantity=100,
-                decision_ts_ms=ev.ts_ms,
-                latency_ms=latency_ms,
-                limit_price=limit,
-                time_in_force=TimeInForce.IOC,
-            )
-            controls.append((ev.ts_ms, order))
+            controls.append((ev.ts_ms, marketable_ioc(coid, side, ev.ts_ms, last.bid, last.ask, latency_ms)))
             continue
         behind = (kind - 1) * 0.01
         limit = round(last.bid - behind, 2) if side is Side.BUY else round(last.ask + behind, 2)
@@ -230,55 +227,28 @@ Scheduled = tuple[int, int, str, bytes | None, list | None]  # (event ms, rank, 
 
 
 def feed_schedule(
-    quotes: pl.DataFrame, trades: pl.DataFrame, start_ms: int, seconds: float, order_every_ms: int, latency_ms: int
+    quotes: TickFile, trades: TickFile, start_ms: int, seconds: float, order_every_ms: int, latency_ms: int
 ) -> tuple[list[Scheduled], dict[str, int]]:
-    """What a live BAC feed and a runner send over ``[start_ms, start_ms + seconds)``: tick
-    batches (one kind each, at most ``BATCH_MS`` of event time), marketable IOC orders at the
+    """What a live BAC feed and a runner send over ``[start_ms, start_ms + seconds)``: the
+    replay's tick batches of each ``BATCH_MS`` of event time, marketable IOC orders at the
     opposite best, and markers on ``orders``. Also, by order id, the event time from its decision
     to the feed's first tick after its arrival: an event-time merge cannot know the quote in force
     at the arrival before then, so no pipeline fills faster in wall time."""
     end_ms = start_ms + int(seconds * 1000)
 
-    def stretch(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.filter(pl.col("symbol") == "BAC", pl.col("ts_ms").is_between(start_ms, end_ms, closed="left"))
+    def stretch(file: TickFile) -> TickFile:
+        window = pl.col("ts_ms").is_between(start_ms, end_ms, closed="left")
+        return dataclasses.replace(file, data=file.data.filter(pl.col("symbol") == "BAC", window))
 
-    q, t = stretch(quotes), stretch(trades)
-    events = pl.concat(
-        [
-            q.select("ts_ms", "bid", "ask", "bid_size", "ask_size", pl.lit(0).alias("kind")),
-            t.select(
-                "ts_ms",
-                pl.col("price").alias("bid"),
-                pl.col("size").alias("ask"),
-                pl.lit(None, pl.Float64).alias("bid_size"),
-                pl.lit(None, pl.Float64).alias("ask_size"),
-                pl.lit(1).alias("kind"),
-            ),
-        ],
-        how="vertical_relaxed",
-    ).sort("ts_ms", "kind", maintain_order=True)
-    run = (pl.col("kind") != pl.col("kind").shift(1)).fill_null(True).cum_sum()
-    events = events.with_columns(batch=run * 10**12 + pl.col("ts_ms") // BATCH_MS)
+    ticks = merged_ticks(stretch(trades), stretch(quotes))
     batch_headers = [(CONTENT_TYPE_HEADER, CONTENT_TYPE_BATCH.encode())]
     out: list[Scheduled] = []
-    for (_,), part in events.group_by("batch", maintain_order=True):
-        ts = part["ts_ms"].to_numpy()
-        if part["kind"][0] == 0:
-            batch: QuoteBatch | TradeBatch = QuoteBatch.from_arrays(
-                "BAC",
-                ts,
-                part["bid"].to_numpy(),
-                part["ask"].to_numpy(),
-                part["bid_size"].fill_null(np.nan).to_numpy(),
-                part["ask_size"].fill_null(np.nan).to_numpy(),
-            )
-        else:
-            batch = TradeBatch.from_arrays("BAC", ts, part["bid"].to_numpy(), part["ask"].to_numpy())
-        # sent when its last tick has happened
-        out.append((int(ts[-1]), 0, TICKS, BATCH_ENCODER.encode(batch), batch_headers))
+    for (_,), chunk in ticks.group_by(pl.col("ts_ms") // BATCH_MS, maintain_order=True):
+        sent_at = int(chunk["ts_ms"].max())  # sent when its last tick has happened
+        out += [(sent_at, 0, TICKS, value, batch_headers) for _, _, value in batch_messages(chunk, lambda _: 0)]
     decided: dict[str, int] = {}  # order id -> event ms from its decision to the first tick after its arrival
-    tick_ts = events["ts_ms"].to_numpy()
-    book = q.select("ts_ms", "bid", "ask").rows()
+    tick_ts = ticks["ts_ms"].to_numpy()
+    book = ticks.filter(pl.col("bid").is_not_null()).select("ts_ms", "bid", "ask").rows()
     i, last = 0, None
     for n, at in enumerate(range(start_ms + order_every_ms, end_ms - 2000, order_every_ms), 1):
         while i < len(book) and book[i][0] <= at:
@@ -287,18 +257,8 @@ def feed_schedule(
             continue
         side = Side.BUY if n % 2 else Side.SELL
         coid = f"latency-{n}"
-        order = new_order(
-            client_order_id=coid,
-            strategy="bench",
-            symbol="BAC",
-            side=side,
-            quantity=100,
-            decision_ts_ms=at,
-            latency_ms=latency_ms,
-            limit_price=last[2] if side is Side.BUY else last[1],
-            time_in_force=TimeInForce.IOC,
-        )
-        message = OrderMessage(order, Bucket.LOW, last[2] if side is Side.BUY else last[1], {"timeframe": "1s"})
+        order = marketable_ioc(coid, side, at, last[1], last[2], latency_ms)
+        message = OrderMessage(order, Bucket.LOW, float(order.limit_price or 0.0), {"timeframe": "1s"})
         out.append((at, 1, ORDERS, encode_order_message(message), None))
         after = int(np.searchsorted(tick_ts, at + latency_ms, side="right"))
         if after < len(tick_ts):
@@ -374,8 +334,8 @@ def kafka_latency(seconds: float, order_every_ms: int, latency_ms: int) -> dict:
     os.environ["TICKFORGE_KAFKA__PARTITIONS"] = "1"
     settings = Settings()
     apply_topics(settings)
-    quotes = read_quotes(SAMPLES / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
-    trades = read_trades(SAMPLES / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz").data
+    quotes = read_quotes(SAMPLES / "us_equity_nbbo_BAC_2013-10-08.csv.gz")
+    trades = read_trades(SAMPLES / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
     schedule, decided = feed_schedule(quotes, trades, NY_10AM, seconds, order_every_ms, latency_ms)
     workers = []
     for name in ("risk", "paper-matcher"):

@@ -81,7 +81,7 @@ def merged_ticks(trades: TickFile, quotes: TickFile | None) -> pl.DataFrame:
     return pl.concat([q, t.select(q.columns)]).sort(["ts_ms", "kind"], descending=[False, True], maintain_order=True)
 
 
-def _batch_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> Iterator[tuple[str, int, bytes]]:
+def batch_messages(chunk: pl.DataFrame, partition_of: Callable[[str], int]) -> Iterator[tuple[str, int, bytes]]:
     """(key, partition, value): a chunk's quotes per symbol, then its trades per partition.
 
     Quotes go first: they never move the watermark, and a quote must be in force for the trades
@@ -163,7 +163,7 @@ def replay(
     stats = ReplayStats()
     stats.dead_letters = _publish_file_rejects(settings, producer, trades, quotes)
     ticks = merged_ticks(trades, quotes)
-    encode = _batch_messages if encoding == "batch" else _json_messages
+    encode = batch_messages if encoding == "batch" else _json_messages
     headers = _BATCH_HEADERS if encoding == "batch" else None
     partitions_by_symbol: dict[str, int] = {}
 
