@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tickforge.dashboard.cache import LiveCache
@@ -22,7 +23,7 @@ class DashboardSource:
 
     cache: LiveCache
     history: History | None
-    session_tz: dict[str, str]
+    session_tz: Mapping[str, str]
     feed: KafkaFeed | None = None
     trading: TradingBook | None = None
 

@@ -9,6 +9,7 @@ per-session resets and readiness (null until ready).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -28,7 +29,7 @@ FILL_COLOR = "#1565c0"
 OVERLAYS = {"ema12": "#1f77b4", "ema26": "#ff7f0e", "vwap_session": "#9467bd", "boll_mid": "#7f7f7f"}
 
 
-def exchange_zone(session_tz: dict[str, str], symbol: str) -> str:
+def exchange_zone(session_tz: Mapping[str, str], symbol: str) -> str:
     """The IANA zone a symbol's times show in: its class's session zone (UTC for a symbol of no class)."""
     return session_tz.get(symbol, "UTC")
 
@@ -43,7 +44,7 @@ def merge_bars(history: pl.DataFrame, live: pl.DataFrame, limit: int) -> pl.Data
 
 
 def with_indicators(
-    bars: pl.DataFrame, timeframe: str, symbol: str, session_tz: dict[str, str], signals: pl.DataFrame | None = None
+    bars: pl.DataFrame, timeframe: str, symbol: str, session_tz: Mapping[str, str], signals: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """The bars with every indicator column (null where not ready or not known)."""
     if bars.is_empty():
@@ -328,7 +329,7 @@ def latest_details(frame: pl.DataFrame, zone: str = "UTC") -> dict[str, object]:
     return out
 
 
-def pairs_table(stats: list[PairStats], session_tz: dict[str, str] | None = None) -> pl.DataFrame:
+def pairs_table(stats: list[PairStats], session_tz: Mapping[str, str] | None = None) -> pl.DataFrame:
     """One row per candidate pair; ``as_of`` in the zone of the pair's first symbol."""
     zones = session_tz or {}
     rows = [

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickforge.platform.bars.watermark import MAX_EVENT_JUMP_MS
@@ -135,10 +136,56 @@ class HttpSourceSettings(BaseModel):
     idempotency_ttl_s: float = Field(default=900.0, gt=0)
 
 
+class SymbolClasses:
+    """A symbol's class: the one it is listed under, else the first class whose pattern matches
+    the whole symbol, else none. Answers are cached: workers ask for every bar."""
+
+    def __init__(self, listed: Mapping[str, list[str]], patterns: Mapping[str, str]) -> None:
+        self.listed = {symbol: name for name, symbols in listed.items() for symbol in symbols}
+        self.patterns = [(name, re.compile(pattern)) for name, pattern in patterns.items()]
+        self._inferred: dict[str, str | None] = {}
+
+    def of(self, symbol: str) -> str | None:
+        name = self.listed.get(symbol)
+        if name is not None:
+            return name
+        if symbol not in self._inferred:
+            if len(self._inferred) > 100_000:  # bad symbols are dead letters, but never let a flood grow this
+                self._inferred.clear()
+            self._inferred[symbol] = next((n for n, p in self.patterns if p.fullmatch(symbol)), None)
+        return self._inferred[symbol]
+
+
+class SymbolZones(Mapping[str, str]):
+    """Symbol -> its class's session zone (a ``session_tz`` mapping): listed symbols iterate, any
+    other symbol of an inferred class is looked up too; a symbol of no class is missing (UTC)."""
+
+    def __init__(self, classes: SymbolClasses, zones: Mapping[str, str]) -> None:
+        self.classes, self.zones = classes, dict(zones)
+
+    def __getitem__(self, symbol: str) -> str:
+        name = self.classes.of(symbol)
+        if name is None:
+            raise KeyError(symbol)
+        return self.zones.get(name, "UTC")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.classes.listed)
+
+    def __len__(self) -> int:
+        return len(self.classes.listed)
+
+    def values(self) -> Any:  # every zone a symbol can get, inferred classes' included
+        return [*(self[s] for s in self.classes.listed), *(self.zones.get(n, "UTC") for n, _ in self.classes.patterns)]
+
+
 class SignalSettings(BaseModel):
     """Live signals, pair watch and the live view (``TICKFORGE_SIGNALS__...``)."""
 
     # A session is a calendar day in the zone of the symbol's class; symbols of no class use UTC.
+    # A symbol's class is the one it is listed under, else the first of ``class_patterns`` that
+    # matches all of it: unlisted symbols are classed by their spelling (exchange tickers, Binance
+    # -SPOT/-PERP instruments, six-letter currency pairs), so a new ticker gets its venue's session.
     symbol_classes: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "us_equity": ["SPY", "BAC", "AIG"],
@@ -146,22 +193,39 @@ class SignalSettings(BaseModel):
             "fx": ["EURUSD", "NZDUSD"],
         }
     )
+    class_patterns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "crypto": r"[A-Z0-9]+(-SPOT|-PERP|_PERP)",
+            "fx": r"[A-Z]{6}",
+            "us_equity": r"[A-Z]{1,5}([.][A-Z])?",
+        }
+    )
     class_session_tz: dict[str, str] = Field(
         default_factory=lambda: {"us_equity": "America/New_York", "crypto": "UTC", "fx": "UTC"}
     )
+
+    @field_validator("class_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for name, pattern in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"class_patterns.{name}: {exc}") from None
+        return patterns
+
     # Candidate pairs "A/B" (A regressed on B) on 1 m bars.
     pairs: list[str] = Field(default_factory=lambda: ["BTCUSDT-SPOT/BTCUSDT-PERP", "SPY/BAC"])
     pair_lookback_minutes: int = 240  # the statistics use the aligned bars of the last N minutes
     pair_min_history: int = 30  # aligned bars needed before anything is published
     dashboard_cache_bars: int = 3_600  # live view: latest N bars (and signals) per symbol and timeframe
 
-    def session_tz(self) -> dict[str, str]:
+    def classes(self) -> SymbolClasses:
+        return SymbolClasses(self.symbol_classes, self.class_patterns)
+
+    def session_tz(self) -> SymbolZones:
         """Symbol -> IANA zone (the ``session_tz`` mapping of the signal kernels)."""
-        return {
-            symbol: self.class_session_tz.get(cls, "UTC")
-            for cls, symbols in self.symbol_classes.items()
-            for symbol in symbols
-        }
+        return SymbolZones(self.classes(), self.class_session_tz)
 
     def pair_list(self) -> list[tuple[str, str]]:
         out = []

@@ -14,22 +14,32 @@ from datetime import date, datetime, time
 
 import polars as pl
 
-from tickforge.platform.settings import SignalSettings
+from tickforge.platform.settings import SignalSettings, SymbolClasses
 from tickforge.platform.signals.sessions import DEFAULT_ZONE, session_bounds, tzinfo, validate_session_tz
-from tickforge.research.bars import NEW_YORK, SESSION_ZONE
+from tickforge.research.bars import NEW_YORK
 
 OPEN, CLOSE = time(9, 30), time(16, 0)
 
 
-def regular_hours(frame: pl.DataFrame, column: str = "ts_ms") -> pl.DataFrame:
-    """The rows whose ``column`` (epoch ms: a tick's ``ts_ms``, a bar's ``window_start``) falls
-    09:30 to 16:00 New York: bars of those hours end their session at 16:00, where the book is
-    deep enough to flatten, not at 20:00 in the thin after-hours book where the data ends. For
-    bars no longer than 30 minutes, the bars of the regular session's trades are the regular
-    session's bars."""
-    local = pl.from_epoch(pl.col(column), time_unit="ms").dt.convert_time_zone(SESSION_ZONE)
-    minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
-    return frame.filter((minute >= OPEN.hour * 60 + OPEN.minute) & (minute < CLOSE.hour * 60 + CLOSE.minute))
+def regular_hours(frame: pl.DataFrame, column: str = "ts_ms", rule: SessionRule | None = None) -> pl.DataFrame:
+    """The rows whose ``column`` (epoch ms: a tick's ``ts_ms``, a bar's ``window_start``) falls in
+    the regular hours of their symbol's class (09:30 to 16:00 New York for US equities; ``rule``,
+    the default settings' if None); symbols of a class without them (crypto, FX) keep every row.
+    Bars of those hours end their session at 16:00, where the book is deep enough to flatten, not
+    at 20:00 in the thin after-hours book where the data ends. For bars no longer than 30 minutes,
+    the bars of the regular session's trades are the regular session's bars."""
+    rule = rule or default_session_rule()
+    keep = pl.lit(True)
+    for name, (open_at, close_at) in REGULAR_HOURS.items():
+        symbols = [s for s in frame["symbol"].unique().to_list() if rule.symbol_classes.of(s) == name]
+        if not symbols:
+            continue
+        zone = rule.class_zones.get(name, DEFAULT_ZONE)
+        local = pl.from_epoch(pl.col(column), time_unit="ms").dt.convert_time_zone(zone)
+        minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
+        inside = (minute >= open_at.hour * 60 + open_at.minute) & (minute < close_at.hour * 60 + close_at.minute)
+        keep = keep & (~pl.col("symbol").is_in(symbols) | inside)
+    return frame.filter(keep)
 
 
 def regular_session(ts_ms: int) -> tuple[int, int]:
@@ -71,18 +81,17 @@ class SessionRule:
     settings' ``symbol_classes`` / ``class_session_tz``: one rule for signals and trading) and that
     class's regular hours if it has them. A symbol of no class trades the UTC calendar day."""
 
-    symbol_classes: Mapping[str, str]  # symbol -> class
+    symbol_classes: SymbolClasses
     class_zones: Mapping[str, str]  # class -> IANA zone
 
     @classmethod
     def from_settings(cls, signals: SignalSettings) -> SessionRule:
-        classes = {symbol: name for name, symbols in signals.symbol_classes.items() for symbol in symbols}
-        rule = cls(classes, dict(signals.class_session_tz))
+        rule = cls(signals.classes(), dict(signals.class_session_tz))
         validate_session_tz(dict(rule.class_zones))
         return rule
 
     def session(self, symbol: str, ts_ms: int) -> Session:
-        name = self.symbol_classes.get(symbol)
+        name = self.symbol_classes.of(symbol)
         zone = self.class_zones.get(name, DEFAULT_ZONE) if name is not None else DEFAULT_ZONE
         day, start_ms, end_ms = session_bounds(ts_ms, zone)
         hours = REGULAR_HOURS.get(name) if name is not None else None
