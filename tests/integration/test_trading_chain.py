@@ -1,0 +1,125 @@
+"""Bars -> strategy runner -> risk -> paper matcher -> fills, all three workers SIGKILLed at once.
+
+The BAC morning of 2013-10-08 (09:30-11:00): its 1 m bars (the streaming kernel, offline) go to
+``bars.1m`` and its NBBO quotes and prints to ``ticks``, the first 45 minutes of each before any
+worker starts. ``strategy-runner``, ``risk`` and ``paper-matcher`` run as ``tickforge stream``
+runs them; once the first stretch's fills are committed all three are SIGKILLed together, mid-stream
+(each may hold an open transaction); the rest is produced with the end markers and new
+processes take over from their checkpoints. The committed ``orders``, ``orders.approved``,
+``orders.rejected`` and ``fills`` then hold exactly what the runner, risk and matcher kernels
+decide over the same bars and ticks without Kafka: each decision once, each fill once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+
+import msgspec
+import polars as pl
+import pytest
+
+from tests.integration.pipeline import stop_worker, wait_until
+from tests.integration.test_paper_path_workers import END, OPEN, PICKS_CSV, _committed, _in_memory, _tick_batches
+from tests.integration.test_paper_path_workers import _produce as produce_ticks
+from tests.integration.test_paper_path_workers import _start as start_worker
+from tests.integration.test_strategy_runner_worker import _produce as produce_bars
+from tests.integration.test_strategy_runner_worker import _start as start_runner
+from tickforge.platform.bars.offline import build_bars
+from tickforge.platform.contracts import Bar
+from tickforge.platform.io.files import read_quotes, read_trades
+from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS
+from tickforge.streaming.matcher_worker import MatcherTask
+from tickforge.streaming.risk_worker import RiskTask
+from tickforge.streaming.strategy_runner import encode_order
+from tickforge.trading.io import DEFAULT_LIMITS, LimitsFile, load_limits, read_picks_file
+from tickforge.trading.risk import target_quantity
+from tickforge.trading.runner import StrategyRunner
+
+pytestmark = pytest.mark.integration
+
+
+def runner_orders(bars: pl.DataFrame, picks_path) -> list[tuple[int, bytes]]:
+    """(decision time, order message) of the runner kernel over the morning's bars, then the
+    flatten the worker sends when the end-of-day marker ends the session after its last bar."""
+    limits = load_limits()
+    runner = StrategyRunner(
+        read_picks_file(picks_path), lambda p, price: target_quantity(limits, p.bucket, p.weight, price), 5
+    )
+    steps = [
+        runner.on_bar(Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row), False)
+        for row in bars.to_dicts()
+    ]
+    steps.append(runner.end_session("BAC", "1m"))
+    return [(o.order.decision_ts_ms, encode_order(o)) for step in steps for o in step.orders]
+
+
+def test_runner_risk_matcher_exactly_once_when_all_are_killed(settings, samples, tmp_path):
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    window = pl.col("ts_ms").is_between(OPEN, END, closed="left") & (pl.col("symbol") == "BAC")
+    morning = dataclasses.replace(trades, data=trades.data.filter(window))
+    bars = build_bars(morning, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    picks_path = tmp_path / "picks.csv"
+    picks_path.write_text(PICKS_CSV)
+    orders = runner_orders(bars, picks_path)
+    ticks = _tick_batches(quotes.filter(window), morning.data)
+
+    # the same decisions without Kafka: the runner kernel, then risk, then the matcher
+    order_values = [v for _, v in orders]
+    risk = RiskTask(ORDERS, TICKS, ORDERS_APPROVED, ORDERS_REJECTED, LimitsFile(DEFAULT_LIMITS), lambda: None)
+    decided = _in_memory(risk, ORDERS, TICKS, {ORDERS: order_values, TICKS: [v for _, v in ticks]})
+    matched = _in_memory(
+        MatcherTask(ORDERS_APPROVED, TICKS, FILLS, "orders.events"),
+        ORDERS_APPROVED,
+        TICKS,
+        {ORDERS_APPROVED: [msgspec.json.encode(a) for a in decided[ORDERS_APPROVED]], TICKS: [v for _, v in ticks]},
+    )
+    expected_fills = sorted((f["fill_id"], f["price"], f["quantity"]) for f in matched[FILLS])
+    assert len(orders) > 10 and decided[ORDERS_APPROVED] and expected_fills
+
+    cut = OPEN + 45 * 60_000
+    first_fills = sum(1 for f in matched[FILLS] if f["ts_ms"] < cut - 60_000)
+    assert 0 < first_fills < len(expected_fills)
+    # the bar workers' markers on every strategy timeframe, as a running stack sends them: the
+    # runner's watermark is the least over its timeframes, and risk waits for it
+    produce_bars(settings, bars.filter(pl.col("window_end") <= cut), marker_ms=cut)
+    produce_ticks(settings, TICKS, [v for ts, v in ticks if ts < cut], marker_ms=None)
+    log = open(tmp_path / "chain.log", "ab")
+
+    def start_all() -> list:
+        return [start_runner(str(picks_path), log), start_worker("risk", log), start_worker("paper-matcher", log)]
+
+    workers = start_all()
+    try:
+        wait_until(
+            lambda: len(_committed(settings, FILLS, first_fills, idle_s=0.5)) >= first_fills,
+            240,
+            interval=1.0,
+            what="the first stretch's fills",
+        )
+        for worker in workers:
+            worker.send_signal(signal.SIGKILL)
+        for worker in workers:
+            assert stop_worker(worker, signal.SIGKILL) == -signal.SIGKILL
+        end = END + 86_400_000
+        produce_bars(settings, bars.filter(pl.col("window_end") > cut), marker_ms=end)
+        produce_ticks(settings, TICKS, [v for ts, v in ticks if ts >= cut], marker_ms=end)
+        workers = start_all()
+        sent = _committed(settings, ORDERS, len(orders))
+        approved = _committed(settings, ORDERS_APPROVED, len(decided[ORDERS_APPROVED]))
+        rejected = _committed(settings, ORDERS_REJECTED, len(decided[ORDERS_REJECTED]))
+        fills = _committed(settings, FILLS, len(expected_fills))
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+        log.close()
+
+    def ids(rows: list[dict]) -> list[str]:
+        return sorted(r["client_order_id"] for r in rows)
+
+    assert ids(sent) == sorted(msgspec.json.decode(v)["client_order_id"] for v in order_values)
+    assert len(set(ids(sent))) == len(sent)
+    assert ids(approved) == ids(decided[ORDERS_APPROVED]) and len(set(ids(approved))) == len(approved)
+    assert ids(rejected) == ids(decided[ORDERS_REJECTED])
+    assert sorted((f["fill_id"], f["price"], f["quantity"]) for f in fills) == expected_fills
