@@ -127,6 +127,31 @@ def _in_memory(task: MergedTask, first: str, second: str, inputs: dict[str, list
     }
 
 
+def _morning(settings, samples) -> tuple[pl.DataFrame, list[tuple[int, bytes]], pl.DataFrame]:
+    """The BAC morning: its 1 m bars, its tick batches and its quotes."""
+    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
+    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
+    window = pl.col("ts_ms").is_between(OPEN, END, closed="left") & (pl.col("symbol") == "BAC")
+    morning = dataclasses.replace(trades, data=trades.data.filter(window))
+    bars = build_bars(morning, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    return bars, _tick_batches(quotes.filter(window), morning.data), quotes.filter(window)
+
+
+def _without_kafka(
+    orders: list[tuple[int, bytes]], ticks: list[tuple[int, bytes]]
+) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """What risk decides over the orders and ticks, and what the matcher does with its approvals."""
+    risk = RiskTask(ORDERS, TICKS, ORDERS_APPROVED, ORDERS_REJECTED, LimitsFile(DEFAULT_LIMITS), lambda: None)
+    decided = _in_memory(risk, ORDERS, TICKS, {ORDERS: [v for _, v in orders], TICKS: [v for _, v in ticks]})
+    matched = _in_memory(
+        MatcherTask(ORDERS_APPROVED, TICKS, FILLS, "orders.events"),
+        ORDERS_APPROVED,
+        TICKS,
+        {ORDERS_APPROVED: [msgspec.json.encode(a) for a in decided[ORDERS_APPROVED]], TICKS: [v for _, v in ticks]},
+    )
+    return decided, matched
+
+
 def _produce(settings, topic: str, values: list[bytes], marker_ms: int | None) -> None:
     producer = make_producer(settings)
     name = topic_name(settings, topic)
@@ -155,26 +180,13 @@ def _committed(settings, topic: str, expect: int, idle_s: float = 4.0) -> list[d
 
 
 def test_orders_risk_fills_exactly_once_across_sigkills(settings, samples, tmp_path):
-    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
-    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
-    window = pl.col("ts_ms").is_between(OPEN, END, closed="left") & (pl.col("symbol") == "BAC")
-    morning = dataclasses.replace(trades, data=trades.data.filter(window))
-    bars = build_bars(morning, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    bars, ticks, book = _morning(settings, samples)
     picks_path = tmp_path / "picks.csv"
     picks_path.write_text(PICKS_CSV)
     orders = _orders(bars, picks_path)
-    ticks = _tick_batches(quotes.filter(window), morning.data)
     assert len(orders) > 10
 
-    risk = RiskTask(ORDERS, TICKS, ORDERS_APPROVED, ORDERS_REJECTED, LimitsFile(DEFAULT_LIMITS), lambda: None)
-    decided = _in_memory(risk, ORDERS, TICKS, {ORDERS: [v for _, v in orders], TICKS: [v for _, v in ticks]})
-    approved_values = [msgspec.json.encode(a) for a in decided[ORDERS_APPROVED]]
-    matched = _in_memory(
-        MatcherTask(ORDERS_APPROVED, TICKS, FILLS, "orders.events"),
-        ORDERS_APPROVED,
-        TICKS,
-        {ORDERS_APPROVED: approved_values, TICKS: [v for _, v in ticks]},
-    )
+    decided, matched = _without_kafka(orders, ticks)
     expected_fills = sorted((f["fill_id"], f["price"], f["quantity"]) for f in matched[FILLS])
     assert decided[ORDERS_APPROVED] and expected_fills and not decided["dead-letter"]
 
@@ -215,7 +227,7 @@ def test_orders_risk_fills_exactly_once_across_sigkills(settings, samples, tmp_p
     assert sorted((f["fill_id"], f["price"], f["quantity"]) for f in fills) == expected_fills
 
     # a taker fill is at the opposite best in force at its time, for no more than its size there
-    book = quotes.filter(window).with_row_index("seq")
+    book = book.with_row_index("seq")
     for f in (f for f in fills if f["liquidity"] == "taker"):
         prevailing = book.filter(pl.col("ts_ms") <= f["ts_ms"]).row(-1, named=True)
         price, size = (

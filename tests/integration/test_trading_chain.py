@@ -12,7 +12,6 @@ decide over the same bars and ticks without Kafka: each decision once, each fill
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 
 import msgspec
@@ -20,19 +19,15 @@ import polars as pl
 import pytest
 
 from tests.integration.pipeline import stop_worker, wait_until
-from tests.integration.test_paper_path_workers import END, OPEN, PICKS_CSV, _committed, _in_memory, _tick_batches
+from tests.integration.test_paper_path_workers import END, OPEN, PICKS_CSV, _committed, _morning, _without_kafka
 from tests.integration.test_paper_path_workers import _produce as produce_ticks
 from tests.integration.test_paper_path_workers import _start as start_worker
 from tests.integration.test_strategy_runner_worker import _produce as produce_bars
 from tests.integration.test_strategy_runner_worker import _start as start_runner
-from tickforge.platform.bars.offline import build_bars
 from tickforge.platform.contracts import Bar
-from tickforge.platform.io.files import read_quotes, read_trades
 from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS
-from tickforge.streaming.matcher_worker import MatcherTask
-from tickforge.streaming.risk_worker import RiskTask
 from tickforge.streaming.strategy_runner import encode_order
-from tickforge.trading.io import DEFAULT_LIMITS, LimitsFile, load_limits, read_picks_file
+from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.risk import target_quantity
 from tickforge.trading.runner import StrategyRunner
 
@@ -55,26 +50,14 @@ def runner_orders(bars: pl.DataFrame, picks_path) -> list[tuple[int, bytes]]:
 
 
 def test_runner_risk_matcher_exactly_once_when_all_are_killed(settings, samples, tmp_path):
-    trades = read_trades(samples / "us_equity_trades_SPY_BAC_AIG_2013-10-08.csv.gz")
-    quotes = read_quotes(samples / "us_equity_nbbo_BAC_2013-10-08.csv.gz").data
-    window = pl.col("ts_ms").is_between(OPEN, END, closed="left") & (pl.col("symbol") == "BAC")
-    morning = dataclasses.replace(trades, data=trades.data.filter(window))
-    bars = build_bars(morning, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    bars, ticks, _ = _morning(settings, samples)
     picks_path = tmp_path / "picks.csv"
     picks_path.write_text(PICKS_CSV)
     orders = runner_orders(bars, picks_path)
-    ticks = _tick_batches(quotes.filter(window), morning.data)
 
     # the same decisions without Kafka: the runner kernel, then risk, then the matcher
     order_values = [v for _, v in orders]
-    risk = RiskTask(ORDERS, TICKS, ORDERS_APPROVED, ORDERS_REJECTED, LimitsFile(DEFAULT_LIMITS), lambda: None)
-    decided = _in_memory(risk, ORDERS, TICKS, {ORDERS: order_values, TICKS: [v for _, v in ticks]})
-    matched = _in_memory(
-        MatcherTask(ORDERS_APPROVED, TICKS, FILLS, "orders.events"),
-        ORDERS_APPROVED,
-        TICKS,
-        {ORDERS_APPROVED: [msgspec.json.encode(a) for a in decided[ORDERS_APPROVED]], TICKS: [v for _, v in ticks]},
-    )
+    decided, matched = _without_kafka(orders, ticks)
     expected_fills = sorted((f["fill_id"], f["price"], f["quantity"]) for f in matched[FILLS])
     assert len(orders) > 10 and decided[ORDERS_APPROVED] and expected_fills
 
