@@ -31,6 +31,8 @@ from tickforge.streaming.runtime import Output
 from tickforge.streaming.strategy_runner import OrdersClock, StrategyRunnerTask, runner_tasks
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.picks import Pick
+from tickforge.trading.risk import pick_sizer
+from tickforge.trading.runner import StrategyRunner
 from tickforge.trading.sessions import regular_hours, regular_session
 
 PARTITIONS = 4
@@ -57,15 +59,15 @@ def picks(tmp_path_factory) -> list[Pick]:
     return read_picks_file(path)
 
 
-def _bar_messages(settings: Settings, frame: pl.DataFrame) -> list[FakeMessage]:
+def _bar_messages(settings: Settings, frame: pl.DataFrame, symbol: str = "BAC") -> list[FakeMessage]:
     """Each bar, then the timeframe worker's watermark that closed it (its end plus the lateness)."""
     topic = topic_name(settings, bar_topic("1m"))
-    partition = partition_for("BAC", PARTITIONS)
+    partition = partition_for(symbol, PARTITIONS)
     lateness = settings.streaming.allowed_lateness_ms
     out = []
     for row in frame.to_dicts():
         bar = Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
-        out.append(FakeMessage(topic, partition, len(out), b"BAC", msgspec.json.encode(bar), None, 0))
+        out.append(FakeMessage(topic, partition, len(out), symbol.encode(), msgspec.json.encode(bar), None, 0))
         out.append(_marker(topic, partition, len(out), row["window_end"] + lateness))
     return out
 
@@ -75,14 +77,19 @@ def _marker(topic: str, partition: int, offset: int, watermark: int) -> FakeMess
 
 
 def _task(
-    settings: Settings, timeframe: str, picks: Sequence[Pick], clock: OrdersClock, start: int = -(2**62)
+    settings: Settings,
+    timeframe: str,
+    picks: Sequence[Pick],
+    clock: OrdersClock,
+    start: int = -(2**62),
+    symbol: str = "BAC",
 ) -> StrategyRunnerTask:
-    partition = partition_for("BAC", PARTITIONS)
+    partition = partition_for(symbol, PARTITIONS)
     return StrategyRunnerTask(settings, partition, start, timeframe, lambda day: picks, load_limits(), 5, clock)
 
 
-def _output(settings: Settings, producer: KeepingProducer, replaying: bool = False) -> Output:
-    partition = partition_for("BAC", PARTITIONS)
+def _output(settings: Settings, producer: KeepingProducer, replaying: bool = False, symbol: str = "BAC") -> Output:
+    partition = partition_for(symbol, PARTITIONS)
     return Output(producer, partition, replaying, dead_letter_topic=topic_name(settings, DEAD_LETTER))
 
 
@@ -170,7 +177,8 @@ def test_a_book_still_exposed_holds_the_watermark_at_its_last_bar_until_the_sess
     messages = _bar_messages(settings, head)
     for msg in messages:
         _step(task, msg, out)
-    assert task._runner is not None and task._runner.session_end_floor() == cut  # exposed at its last bar
+    session = task._sessions["us_equity"]
+    assert session.runner.session_end_floor() == cut  # exposed at its last bar
     topic, partition = messages[0].topic(), messages[0].partition()
     lateness = settings.streaming.allowed_lateness_ms
     for i, wm in enumerate(range(cut + 60_000, closes + lateness, 60_000)):
@@ -182,7 +190,7 @@ def test_a_book_still_exposed_holds_the_watermark_at_its_last_bar_until_the_sess
     flatten = entries[len(held) :]
     assert flatten[0] == ("order", cut) and flatten[-1] == ("marker", closes + 1)
     _assert_markers_keep_their_promise(entries)
-    assert task._runner is None  # the session is over
+    assert "us_equity" not in task._sessions  # the session is over
 
 
 def test_a_replayed_span_sends_nothing_and_its_marker_follows_after_it(settings, bars, picks) -> None:
@@ -210,3 +218,46 @@ def test_the_tasks_of_a_partition_share_one_clock_and_a_new_install_begins_anoth
     again = [cast(StrategyRunnerTask, factory(t, 1, -(2**62))) for t in (five, minute)]  # the runtime starting over
     assert first[0].clock is first[1].clock and other.clock is not first[0].clock
     assert again[0].clock is again[1].clock and again[0].clock is not first[0].clock
+
+
+def test_crypto_trades_its_utc_day_and_flattens_at_its_midnight(settings, samples, tmp_path) -> None:
+    """Binance minutes around UTC midnight (evening in New York, outside any equity session): the
+    task trades the crypto class's session, the UTC day, with the offline runner's orders, the
+    bar ending at midnight deciding flat, and the new day's bars a session of their own."""
+    symbol = "BTCUSDT-SPOT"
+    trades = read_trades(samples / "crypto_binance_trades_2024-08-08T2354Z_2024-08-09T0005Z.csv.gz")
+    btc = dataclasses.replace(trades, data=trades.data.filter(pl.col("symbol") == symbol))
+    bars = build_bars(btc, ["1m"], lateness_ms=settings.streaming.allowed_lateness_ms).bars["1m"]
+    path = tmp_path / "picks.csv"
+    path.write_text(
+        "symbol,strategy,timeframe,params,bucket,weight\n"
+        f'{symbol},ema_cross,1m,"{{""fast"": 2, ""slow"": 3, ""allow_short"": true}}",MED,0.25\n'
+    )
+    crypto_picks = read_picks_file(path)
+    size = pick_sizer(load_limits(), settings.signals.classes())  # crypto in fractions of a coin
+    offline = StrategyRunner(crypto_picks, size, 5)
+    expected = []
+    for row in bars.to_dicts():
+        bar = Bar(timeframe="1m", first_ts=row["window_start"], last_ts=row["window_end"] - 1, **row)
+        if row["window_start"] % 86_400_000 == 0:  # a new UTC day: a new runner, as the task starts one
+            offline = StrategyRunner(crypto_picks, size, 5)
+        step = offline.on_bar(bar, session_last=row["window_end"] % 86_400_000 == 0)
+        expected += [o.order.client_order_id for o in step.orders]
+    expected += [o.order.client_order_id for o in offline.end_session(symbol, "1m").orders]
+
+    task = _task(settings, "1m", crypto_picks, OrdersClock(["1m"]), symbol=symbol)
+    producer = KeepingProducer()
+    out = _output(settings, producer, symbol=symbol)
+    messages = _bar_messages(settings, bars, symbol)
+    for msg in messages:
+        _step(task, msg, out)
+    end = int(bars["window_end"].max()) + 86_400_000
+    _step(task, _marker(messages[0].topic(), messages[0].partition(), len(messages), end), out)
+    sent = [
+        msgspec.json.decode(m.value())["client_order_id"]
+        for m in _as_messages(producer.on(topic_name(settings, ORDERS)), partition_for(symbol, PARTITIONS))
+        if marker_watermark(m) is None
+    ]
+    midnight = next(w for w in bars["window_end"] if w % 86_400_000 == 0)
+    assert len(expected) >= 2 and sent == expected
+    assert any(f"-{midnight - 60_000}-" in c for c in sent)  # flat on the bar ending at midnight

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tickforge.platform.settings import SignalSettings
 from tickforge.trading.io import LimitsFile
 from tickforge.trading.limits import Bucket, LimitsError, RiskLimits, TradingState, parse_limits
 from tickforge.trading.orders import Fill, Liquidity, Order, fill_id, new_order
-from tickforge.trading.risk import RiskEngine, RiskRule, target_quantity
+from tickforge.trading.picks import Pick
+from tickforge.trading.risk import RiskEngine, RiskRule, pick_sizer, target_quantity
 from tickforge.trading.throttle import TokenBucket
 
 T0 = 1381240800001
@@ -245,6 +247,18 @@ def test_sizing_from_pick_weight_and_bucket():
     assert target_quantity(limits, Bucket.MED, 0.25, 13.89) == 539
     with pytest.raises(ValueError):
         target_quantity(limits, Bucket.MED, 1.5, 13.89)
+
+
+def test_sizing_in_the_lots_of_the_symbol_or_its_class():
+    """7,500 of bitcoin at 61,828 is 0.12130 in lots of 0.00001 (the crypto class's), not 0 coins;
+    a symbol's own lot beats its class's; an equity trades whole shares."""
+    limits = parse_limits(LIMITS_YAML)
+    size = pick_sizer(limits, SignalSettings().classes())
+    btc, bac = (Pick(s, "ema_cross", "1m", {"fast": 2, "slow": 3}, Bucket.MED, 0.25) for s in ("BTCUSDT-SPOT", "BAC"))
+    assert size(btc, 61828.0) == 0.1213 and size(bac, 13.89) == 539
+    assert target_quantity(limits, Bucket.MED, 0.25, 61828.0) == 0
+    own = limits.model_copy(update={"lot_sizes": {"crypto": 0.00001, "BTCUSDT-SPOT": 0.01}})
+    assert pick_sizer(own, SignalSettings().classes())(btc, 61828.0) == 0.12
 
 
 # ------------------------------------------------------------------ the limits model and file

@@ -4,12 +4,13 @@ A thin loop around :class:`tickforge.trading.runner.StrategyRunner` on the exact
 It reads partition ``p`` of every bar topic it trades (:data:`~tickforge.streaming.registry.
 STRATEGY_TIMEFRAMES`, co-partitioned by symbol, so one instance owns partition ``p`` of each), one
 task per (timeframe, partition): it trades the picks of that timeframe whose symbols hash to that
-partition, over the bars of the regular session (09:30-16:00 New York, :func:`regular_session`).
-A bar ending at the close is the session's last (the runner decides flat there); a session whose
-last bar ended before the close is flattened once no bar of the session can come any more (leg 2
-of that bar's window).
+partition, over the bars of their class's session (:class:`~tickforge.trading.sessions.
+SessionRule`, the risk layer's and the matcher's: US equities 09:30-16:00 New York, crypto and FX
+their zone's whole day), each class on its own session clock. A bar ending at the close is the
+session's last (the runner decides flat there); a session whose last bar ended before the close
+is flattened once no bar of the session can come any more (leg 2 of that bar's window).
 
-Picks are read at each session start for the session's New York day: from a fixed file, or the
+Picks are read at each class's session start for the session's day in its zone: from a fixed file, or the
 day's ``next_day_picks`` rows in PostgreSQL (what the research assets chose for that day; none yet,
 or no table yet: nothing is traded), which stay as they are once chosen, so a restart's replay
 trades the same picks.
@@ -32,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import msgspec
@@ -43,7 +45,7 @@ from tickforge.platform.bars.watermark import NO_WATERMARK
 from tickforge.platform.io.kafka import marker_watermark, topic_name
 from tickforge.platform.settings import Settings
 from tickforge.platform.topics import ORDERS, bar_topic, partition_for
-from tickforge.research.bars import DAILY, NEW_YORK
+from tickforge.research.bars import DAILY
 from tickforge.streaming import metrics
 from tickforge.streaming.codec import bar_or_dead_letter
 from tickforge.streaming.registry import STRATEGY_TIMEFRAMES
@@ -51,9 +53,9 @@ from tickforge.streaming.runtime import InputDrivenTask, Output, PartitionTask, 
 from tickforge.trading.io import load_limits, read_picks_file
 from tickforge.trading.limits import RiskLimits
 from tickforge.trading.picks import Pick, parse_picks
-from tickforge.trading.risk import target_quantity
+from tickforge.trading.risk import pick_sizer
 from tickforge.trading.runner import RunnerOrder, StrategyRunner
-from tickforge.trading.sessions import regular_session
+from tickforge.trading.sessions import SessionRule
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,16 @@ class OrdersClock:
         return min(self.floors.values())
 
 
+@dataclass
+class _ClassSession:
+    """One symbol class's trading session on a partition: its picks and their runner."""
+
+    open_ms: int
+    close_ms: int
+    picks: list[Pick]
+    runner: StrategyRunner
+
+
 class StrategyRunnerTask(InputDrivenTask):
     """The runner's state for one partition of one timeframe's bar topic."""
 
@@ -145,7 +157,6 @@ class StrategyRunnerTask(InputDrivenTask):
         self._partition = partition
         self._timeframe = timeframe
         self._source = picks
-        self.picks: list[Pick] = []
         self.limits = limits
         self.latency_ms = latency_ms
         self.source = topic_name(settings, bar_topic(timeframe))
@@ -156,8 +167,11 @@ class StrategyRunnerTask(InputDrivenTask):
         # watermark counts as a marker (a bar's end would promise more).
         self._last_end = NO_WATERMARK
         self._marker = start_watermark
-        self._session: tuple[int, int] | None = None
-        self._runner: StrategyRunner | None = None
+        self._rule = SessionRule.from_settings(settings.signals)
+        self._sizer = pick_sizer(limits, self._rule.symbol_classes)
+        # The session in force per symbol class: a partition may hold US equities (09:30-16:00
+        # New York) and crypto (the UTC day) side by side, each class on its own clock.
+        self._sessions: dict[str | None, _ClassSession] = {}
         self.clock = clock if clock is not None else OrdersClock([timeframe])
         self.clock.join(timeframe)
         self._orders_counter = metrics.ORDERS_DECIDED.labels(worker=NAME, timeframe=timeframe)
@@ -173,8 +187,8 @@ class StrategyRunnerTask(InputDrivenTask):
         if self._last_end <= NO_WATERMARK and self._marker <= NO_WATERMARK:
             return NO_WATERMARK
         floor = max(self._last_end, self._marker - self._lateness + 1)
-        pending = self._runner.session_end_floor() if self._runner is not None else None
-        return floor if pending is None else min(floor, pending)
+        pending = [f for s in self._sessions.values() if (f := s.runner.session_end_floor()) is not None]
+        return min([floor, *pending])
 
     def process(self, msg: Message, out: Output) -> int:
         marker = marker_watermark(msg)
@@ -186,23 +200,29 @@ class StrategyRunnerTask(InputDrivenTask):
         if bar is None:
             return NO_WATERMARK
         self._last_end = max(self._last_end, bar.window_end)
-        opens, closes = regular_session(bar.window_start)
+        kind = self._rule.symbol_classes.of(bar.symbol)
+        session = self._rule.session(bar.symbol, bar.window_start)
+        opens, closes = session.open_ms, session.close_ms
         if not opens <= bar.window_start < closes:
             self._advance(bar.window_end, out)
-            return NO_WATERMARK  # not a regular-session bar: not traded
-        if self._session != (opens, closes):
-            self._end_session(out)
+            return NO_WATERMARK  # not a bar of its class's session: not traded
+        current = self._sessions.get(kind)
+        if current is None or (current.open_ms, current.close_ms) != (opens, closes):
+            self._end_session(kind, out)
             # a failing read (the table away) leaves no session open: the next bar tries again
-            picks = self._day_picks(datetime.fromtimestamp(opens // 1000, NEW_YORK).date())
-            self._session, self.picks = (opens, closes), picks
-            self._runner = StrategyRunner(self.picks, self._size, self.latency_ms)
-        assert self._runner is not None
-        step = self._runner.on_bar(bar, session_last=bar.window_end >= closes)
+            picks = [p for p in self._day_picks(date.fromisoformat(session.day)) if self._class_of(p) == kind]
+            current = self._sessions[kind] = _ClassSession(
+                opens, closes, picks, StrategyRunner(picks, self._size, self.latency_ms)
+            )
+        step = current.runner.on_bar(bar, session_last=bar.window_end >= closes)
         self._send(step.orders, out)
         self._advance(bar.window_end, out)
         # The session's bars rebuild the history after a restart, until the session is over: the
         # watermark a lateness past the close (a later bar's end is past that too, see _advance).
         return closes + self._lateness
+
+    def _class_of(self, pick: Pick) -> str | None:
+        return self._rule.symbol_classes.of(pick.symbol)
 
     def _day_picks(self, day: date) -> list[Pick]:
         try:
@@ -218,7 +238,7 @@ class StrategyRunnerTask(InputDrivenTask):
         ]
 
     def _size(self, pick: Pick, price: float) -> float:
-        return target_quantity(self.limits, pick.bucket, pick.weight, price)
+        return self._sizer(pick, price)
 
     def _send(self, orders: Sequence[RunnerOrder], out: Output) -> None:
         for intent in orders:
@@ -228,18 +248,19 @@ class StrategyRunnerTask(InputDrivenTask):
 
     def _advance(self, watermark: int, out: Output) -> None:
         self._watermark = max(self._watermark, watermark)
-        # The session is over once none of its bars can come: a bar after the close was seen, or
+        # A session is over once none of its bars can come: a bar after its close was seen, or
         # the marker is a lateness past the close (its last bars are out: they close by then).
-        if self._session is not None and max(self._last_end - 1, self._marker - self._lateness) >= self._session[1]:
-            self._end_session(out)
+        seen = max(self._last_end - 1, self._marker - self._lateness)
+        for kind in [k for k, s in self._sessions.items() if seen >= s.close_ms]:
+            self._end_session(kind, out)
 
-    def _end_session(self, out: Output) -> None:
-        """Flatten what the session's last bar did not (it ended before the close)."""
-        if self._runner is None:
+    def _end_session(self, kind: str | None, out: Output) -> None:
+        """Flatten what the class's session's last bar did not (it ended before the close)."""
+        session = self._sessions.pop(kind, None)
+        if session is None:
             return
-        for pick in self.picks:
-            self._send(self._runner.end_session(pick.symbol, pick.timeframe).orders, out)
-        self._runner, self._session = None, None
+        for pick in session.picks:
+            self._send(session.runner.end_session(pick.symbol, pick.timeframe).orders, out)
 
     def close(self, out: Output) -> None:
         """Orders are sent as they are decided; the partition's watermark follows as a marker

@@ -67,6 +67,9 @@ class RiskLimits(_Strict):
     max_drawdown: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # of peak equity
     daily_loss_action: TradingState = TradingState.REDUCING
     drawdown_action: TradingState = TradingState.HALTED
+    # Order sizes are whole lots: per symbol, else per symbol class, else 1 (a share, a unit).
+    # Crypto trades in fractions: a whole bitcoin is more than a pick's budget.
+    lot_sizes: dict[str, Positive] = Field(default_factory=lambda: {"crypto": 0.00001})
 
     @model_validator(mode="after")
     def _shares_fit(self) -> RiskLimits:
@@ -79,6 +82,13 @@ class RiskLimits(_Strict):
             if action is TradingState.ACTIVE:
                 raise ValueError("a limit breach must move trading to REDUCING or HALTED")
         return self
+
+    def lot_size(self, symbol: str, symbol_class: str | None) -> float:
+        """The lot of ``symbol``: its own, its class's, else 1."""
+        own = self.lot_sizes.get(symbol)
+        if own is None and symbol_class is not None:
+            own = self.lot_sizes.get(symbol_class)
+        return 1.0 if own is None else own
 
     def for_symbol(self, symbol: str) -> tuple[float, float, float]:
         """(max order quantity, max order notional, max position) for ``symbol``."""

@@ -40,7 +40,7 @@ from tickforge.trading.matching import MatchingConfig
 from tickforge.trading.oms import IllegalTransition, OmsError, OrderManager
 from tickforge.trading.orders import Fill
 from tickforge.trading.picks import Pick
-from tickforge.trading.risk import RiskEngine, RiskRule, target_quantity
+from tickforge.trading.risk import RiskEngine, RiskRule, pick_sizer
 from tickforge.trading.runner import Decision, RunnerOrder, StrategyRunner
 from tickforge.trading.session_venue import SessionVenue
 from tickforge.trading.sessions import SessionRule
@@ -266,10 +266,9 @@ def replay(
     closes = _bar_closes(bars, picks)
     clock = _Clock()
     risk = RiskEngine(limits, clock, fees)
-    runner = StrategyRunner(
-        picks, lambda pick, price: target_quantity(limits, pick.bucket, pick.weight, price), latency_ms
-    )
-    loop = _Loop(picks, risk, runner, SessionVenue(sessions, matching))
+    venue = SessionVenue(sessions, matching)
+    runner = StrategyRunner(picks, pick_sizer(limits, venue.rule.symbol_classes), latency_ms)
+    loop = _Loop(picks, risk, runner, venue)
     clock.loop = loop
     wanted = pl.col("symbol").is_in(symbols)
     events = market_events(quotes.filter(wanted), trades.filter(wanted))

@@ -23,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tickforge.platform.settings import SymbolClasses
 from tickforge.trading.accounting import FeeSchedule, Ledger
 from tickforge.trading.control import ControlCommand
 from tickforge.trading.limits import Bucket, RiskLimits, TradingState
 from tickforge.trading.orders import Fill, Order, OrderType, Side
+from tickforge.trading.picks import Pick
 from tickforge.trading.throttle import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,17 @@ def target_quantity(limits: RiskLimits, bucket: Bucket, weight: float, price: fl
     if not (math.isfinite(price) and price > 0) or not (math.isfinite(lot_size) and lot_size > 0):
         raise ValueError("price and lot size must be positive and finite")
     lots = math.floor(limits.bucket_budget(bucket) * weight / price / lot_size + 1e-9)
-    return lots * lot_size
+    return round(lots * lot_size, 12)  # 12173 x 0.00001 is 0.12173, not 0.12173000000000001
+
+
+def pick_sizer(limits: RiskLimits, classes: SymbolClasses) -> Callable[[Pick, float], float]:
+    """The runner's sizing: a pick's target quantity at a price, in its symbol's lots."""
+
+    def size(pick: Pick, price: float) -> float:
+        lot = limits.lot_size(pick.symbol, classes.of(pick.symbol))
+        return target_quantity(limits, pick.bucket, pick.weight, price, lot)
+
+    return size
 
 
 class RiskEngine:
