@@ -3,7 +3,8 @@ per symbol class, which session an event falls in (:class:`SessionRule`).
 
 Sessions themselves stay the research engine's (New York trading days of the bars); these rules
 only choose which bars are traded, offline (:func:`regular_hours` over frames) and live
-(:func:`regular_session` for one timestamp: a bar ending at the close is the session's last).
+(:meth:`SessionRule.session` for one symbol and timestamp: a bar ending at the close is the
+session's last). :func:`regular_session` is the US equity session alone, for one timestamp.
 """
 
 from __future__ import annotations
