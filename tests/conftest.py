@@ -110,3 +110,23 @@ def _delete_topics(settings) -> None:
                 future.result(30)
     except Exception as exc:  # a broker a test took away is not the test's failure
         warnings.warn(f"topics {prefix}* not deleted: {exc}", stacklevel=1)
+
+
+WORKER_LOG_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that ran workers shows the end of their logs: a flake on a loaded CI machine
+    is then explained by what the worker said (an aborted transaction, a rebalance), not guessed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if not isinstance(tmp_path, Path):
+        return
+    for log in sorted(tmp_path.rglob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        if lines:
+            report.sections.append((f"worker log {log.name}", "\n".join(lines[-WORKER_LOG_LINES:])))

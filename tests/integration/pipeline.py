@@ -21,14 +21,16 @@ from tickforge.platform.topics import DEAD_LETTER
 
 
 def start_worker(command: str, *args: str, log_dir: Path) -> subprocess.Popen:
-    """A worker as its own process (so a test can SIGKILL it)."""
+    """A worker as its own process (so a test can SIGKILL it), logging at INFO to
+    ``log_dir/<command>.log``: assignments, rebalances and aborted transactions are on record
+    for a failure's report."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{command}.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "tickforge.cli", "stream", command, *args],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+        env={**os.environ, "TICKFORGE_LOG_LEVEL": os.environ.get("TICKFORGE_LOG_LEVEL", "INFO")},
         start_new_session=True,
     )
 

@@ -13,6 +13,7 @@ way the cooperative-sticky protocol hands partitions over in two rounds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +207,7 @@ class FakeProducer:
     pending_offsets: list[tuple[str, list[TopicPartition]]] = field(default_factory=list)
     in_transaction: bool = False
     commits: int = 0
+    undeliverable: bool = False  # every plain (non-transactional) message fails its delivery
 
     def list_topics(self, topic: str, timeout: float) -> _Metadata:
         return _Metadata({topic: _Topic({p: None for p in range(self.broker.partitions)})})
@@ -218,12 +220,24 @@ class FakeProducer:
         self.in_transaction = True
 
     def produce(
-        self, topic: str, value: bytes | None, key: bytes | str | None = None, partition: int = -1, headers: Any = None
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        partition: int = -1,
+        headers: Any = None,
+        on_delivery: Callable[[KafkaError | None, Any], None] | None = None,
     ) -> None:
         assert partition >= 0, "the runtime always names the partition"
         record = (topic, partition, _bytes(key), value, headers)
         if self.transactional_id is None:
+            if self.undeliverable:  # the broker never took it (a delivery timeout)
+                if on_delivery is not None:
+                    on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+                return
             self.broker.append(*record)
+            if on_delivery is not None:
+                on_delivery(None, None)
         else:
             assert self.in_transaction, "produce outside a transaction"
             self.pending.append(record)

@@ -98,6 +98,14 @@ def _tick_messages(settings: Settings, ticks: TickFile) -> dict[int, list[FakeMe
     return {p: broker.logs.get((topic, p), []) for p in range(PARTITIONS)}
 
 
+def test_a_replay_whose_messages_the_broker_never_took_fails(settings, ticks):
+    """flush() empties the queue of failed deliveries too: the replay counts them itself."""
+    producer = FakeBroker(PARTITIONS).producer()
+    producer.undeliverable = True
+    with pytest.raises(RuntimeError, match="not delivered"):
+        replay(settings, ticks, producer=producer, chunk_rows=500)
+
+
 def _as_messages(records: list[Produced], partition: int) -> list[FakeMessage]:
     """What a task sent, as the next task reads it from that partition."""
     return [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from tickforge.platform.contracts import (
     BATCH_ENCODER,
@@ -166,6 +166,13 @@ def replay(
     encode = batch_messages if encoding == "batch" else _json_messages
     headers = _BATCH_HEADERS if encoding == "batch" else None
     partitions_by_symbol: dict[str, int] = {}
+    # A message the broker never took (timed out on a loaded machine, refused) leaves the queue
+    # like a delivered one: flush() alone would report a replay with a hole in it as complete.
+    failed: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failed.append(str(err))
 
     def partition_of(symbol: str) -> int:
         p = partitions_by_symbol.get(symbol)
@@ -188,7 +195,7 @@ def replay(
         for key, p, value in encode(chunk, partition_of):
             while True:
                 try:
-                    producer.produce(topic, value, key, partition=p, headers=headers)
+                    producer.produce(topic, value, key, partition=p, headers=headers, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let deliveries drain
@@ -205,10 +212,17 @@ def replay(
         # Past the day's end by the allowed lateness: that closes every window ending by then.
         stats.end_watermark = last - last % DAY_MS + DAY_MS + settings.streaming.allowed_lateness_ms
         for p in range(partitions):
-            producer.produce(topic, encode_marker(stats.end_watermark), None, partition=p, headers=marker_headers())
+            producer.produce(
+                topic,
+                encode_marker(stats.end_watermark),
+                None,
+                partition=p,
+                headers=marker_headers(),
+                on_delivery=delivered,
+            )
     remaining = producer.flush(60)
-    if remaining:
-        raise RuntimeError(f"{remaining} messages not delivered")
+    if remaining or failed:
+        raise RuntimeError(f"{remaining + len(failed)} messages not delivered: {failed[:3]}")
     stats.seconds = time.perf_counter() - started
     return stats
 
