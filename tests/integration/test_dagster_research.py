@@ -16,6 +16,7 @@ import json
 import time
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -138,6 +139,12 @@ def test_research_assets_on_local_stack(nightly_settings, samples):  # noqa: F81
     assert read_rows(postgres, PICK_EQUITY, '"day" = %s', [PICK_DAY])["window_start"].max() < cutoff
     # The same picks as one end-to-end call of the research room, and as the runners' files.
     bars, _ = picks_window_bars(research, postgres, registry, PICK_DAY)
+    # Intraday research sees the regular session the trading path trades (the golden bars hold
+    # the extended hours too: 04:00-20:00 New York).
+    open_ms, close_ms = 1_381_239_000_000, 1_381_262_400_000  # 2013-10-08 09:30 and 16:00 New York
+    for tf in ("5m", "15m"):
+        starts = np.concatenate([series.window_start for series in bars[tf]])
+        assert starts.size and open_ms <= starts.min() and starts.max() < close_ms, tf
     assert picks.select(PICK_KEY).equals(next_day_picks(bars, registry, PICK_DAY).sort(list(PICK_KEY)).select(PICK_KEY))
     for suffix in ("parquet", "yaml"):
         dated = read_picks(research.picks_path(DAY, suffix)).sort("symbol", "strategy")

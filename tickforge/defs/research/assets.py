@@ -52,6 +52,7 @@ from tickforge.research.registry import Registry
 from tickforge.research.scoring import PICK_SCHEMA, score, scorecard, select, trailing_sweep
 from tickforge.research.store import NEXT_DAY_PICKS, PICK_EQUITY, PICK_KEY, PICKS_SCORECARD, STRATEGY_SCORES
 from tickforge.research.walkforward import trailing_window
+from tickforge.trading.sessions import regular_hours
 
 DAILY_BARS_KEY = AssetKey(["files", "daily_bars"])
 RESEARCH_GROUP = "research"
@@ -124,6 +125,10 @@ def research_bars(
             frame = pl.from_pandas(read_golden_bars(postgres, tf, start_ms, end_ms))
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             frame = pl.DataFrame()
+        if research.regular_hours and frame.height:
+            # What is swept and scored is what the trading path would trade: not the thin
+            # extended hours, where an intraday pick would never be sent.
+            frame = regular_hours(frame, "window_start")
         bars[tf], dead = split_bars(frame, tf) if frame.height else ([], pl.DataFrame())
         refused[tf] = dead.height
     return bars, refused

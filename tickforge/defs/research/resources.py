@@ -30,6 +30,11 @@ class ResearchResource(ConfigurableResource):
         default_factory=list, description="Intraday timeframes whose golden bars (PostgreSQL) the sweeps read"
     )
     raw_prices: bool = Field(default=False, description="Daily CSV: raw prices instead of price x adj_factor")
+    regular_hours: bool = Field(
+        default=True,
+        description="Intraday golden bars cut to the regular hours of their symbol's class (09:30-16:00 New York "
+        "for US equities; crypto and FX keep their day), the hours the trading path trades; False: every bar",
+    )
 
     def registry(self) -> Registry:
         return load_registry(self.registry_path)
