@@ -37,10 +37,13 @@ from tickforge.platform.io.kafka import encode_marker, make_producer, marker_hea
 from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS, partition_for
 from tickforge.streaming.matcher_worker import MatcherTask
 from tickforge.streaming.merge import InputPort, Junction, MergedTask
+from tickforge.streaming.oms_store import order_meta
+from tickforge.streaming.order_messages import decode_event, decode_fill, decode_order_message
 from tickforge.streaming.risk_worker import RiskTask
 from tickforge.streaming.runtime import Output, ProducerClient
 from tickforge.streaming.strategy_runner import encode_order
 from tickforge.trading.io import DEFAULT_LIMITS, LimitsFile, load_limits, read_picks_file
+from tickforge.trading.order_feed import Decided, Entry, RiskRefused
 from tickforge.trading.risk import target_quantity
 from tickforge.trading.runner import StrategyRunner
 
@@ -123,7 +126,7 @@ def _in_memory(task: MergedTask, first: str, second: str, inputs: dict[str, list
         port.process(FakeMessage(topic, 0, 10**9, None, encode_marker(END + 86_400_000), marker_headers(), 0), out)
     return {
         t: [msgspec.json.decode(m.value() or b"") for m in broker.records(t) if not m.headers()]
-        for t in (ORDERS_APPROVED, ORDERS_REJECTED, FILLS, "dead-letter")
+        for t in (ORDERS_APPROVED, ORDERS_REJECTED, FILLS, "orders.events", "dead-letter")
     }
 
 
@@ -150,6 +153,27 @@ def _without_kafka(
         {ORDERS_APPROVED: [msgspec.json.encode(a) for a in decided[ORDERS_APPROVED]], TICKS: [v for _, v in ticks]},
     )
     return decided, matched
+
+
+def oms_records(
+    orders: list[tuple[int, bytes]], decided: dict[str, list[dict]], matched: dict[str, list[dict]]
+) -> list[Entry]:
+    """The records the OMS store reads (the runner's orders, risk's rejections, the matcher's
+    events and fills), decoded as it decodes them, each at its position in its source."""
+    entries: list[Entry] = []
+
+    for offset, (_, value) in enumerate(orders):
+        message = decode_order_message(value)
+        entries.append(Entry(Decided(message.order, order_meta(message)), (0, 0, offset)))
+    for offset, raw in enumerate(decided[ORDERS_REJECTED]):
+        message = decode_order_message(msgspec.json.encode(raw))
+        refused = RiskRefused(message.order, order_meta(message), raw["risk_ts_ms"], raw["rule"])
+        entries.append(Entry(refused, (1, 0, offset)))
+    for offset, raw in enumerate(matched["orders.events"]):
+        entries.append(Entry(decode_event(msgspec.json.encode(raw)), (2, 0, offset)))
+    for offset, raw in enumerate(matched[FILLS]):
+        entries.append(Entry(decode_fill(msgspec.json.encode(raw)), (3, 0, offset)))
+    return entries
 
 
 def _produce(settings, topic: str, values: list[bytes], marker_ms: int | None) -> None:

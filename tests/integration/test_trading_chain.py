@@ -1,13 +1,16 @@
-"""Bars -> strategy runner -> risk -> paper matcher -> fills, all three workers SIGKILLed at once.
+"""Bars -> strategy runner -> risk -> paper matcher -> fills -> OMS tables, all four workers
+SIGKILLed at once.
 
 The BAC morning of 2013-10-08 (09:30-11:00): its 1 m bars (the streaming kernel, offline) go to
 ``bars.1m`` and its NBBO quotes and prints to ``ticks``, the first 45 minutes of each before any
 worker starts. ``strategy-runner``, ``risk`` and ``paper-matcher`` run as ``tickforge stream``
-runs them; once the first stretch's fills are committed all three are SIGKILLed together, mid-stream
-(each may hold an open transaction); the rest is produced with the end markers and new
+runs them, and ``oms-store`` writes what they decide into PostgreSQL; once the first stretch's
+fills are committed all four are SIGKILLed together, mid-stream (each may hold an open
+transaction or an uncommitted write); the rest is produced with the end markers and new
 processes take over from their checkpoints. The committed ``orders``, ``orders.approved``,
 ``orders.rejected`` and ``fills`` then hold exactly what the runner, risk and matcher kernels
-decide over the same bars and ticks without Kafka: each decision once, each fill once.
+decide over the same bars and ticks without Kafka: each decision once, each fill once. And the
+OMS tables hold every order once, with the trail and fills the OMS kernel gives those records.
 """
 
 from __future__ import annotations
@@ -16,20 +19,42 @@ import signal
 
 import msgspec
 import polars as pl
+import psycopg
 import pytest
 
 from tests.integration.pipeline import stop_worker, wait_until
-from tests.integration.test_paper_path_workers import END, OPEN, PICKS_CSV, _committed, _morning, _without_kafka
+from tests.integration.test_paper_path_workers import (
+    END,
+    OPEN,
+    PICKS_CSV,
+    _committed,
+    _morning,
+    _without_kafka,
+    oms_records,
+)
 from tests.integration.test_paper_path_workers import _produce as produce_ticks
 from tests.integration.test_paper_path_workers import _start as start_worker
 from tests.integration.test_strategy_runner_worker import _produce as produce_bars
 from tests.integration.test_strategy_runner_worker import _start as start_runner
-from tickforge.platform.contracts import Bar
-from tickforge.platform.topics import FILLS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS
+from tickforge.platform.contracts import Bar, DeadLetter
+from tickforge.platform.io.kafka import make_producer, topic_name
+from tickforge.platform.reasons import Reason
+from tickforge.platform.topics import (
+    DEAD_LETTER,
+    FILLS,
+    ORDER_EVENTS,
+    ORDERS,
+    ORDERS_APPROVED,
+    ORDERS_REJECTED,
+    TICKS,
+    partition_for,
+)
 from tickforge.streaming.strategy_runner import encode_order
 from tickforge.trading.io import load_limits, read_picks_file
+from tickforge.trading.order_feed import OrderFeed
 from tickforge.trading.risk import target_quantity
 from tickforge.trading.runner import StrategyRunner
+from tickforge.trading.store import PAPER_LIVE_ACCOUNT, read_oms
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +96,12 @@ def test_runner_risk_matcher_exactly_once_when_all_are_killed(settings, samples,
     log = open(tmp_path / "chain.log", "ab")
 
     def start_all() -> list:
-        return [start_runner(str(picks_path), log), start_worker("risk", log), start_worker("paper-matcher", log)]
+        return [
+            start_runner(str(picks_path), log),
+            start_worker("risk", log),
+            start_worker("paper-matcher", log),
+            start_worker("oms-store", log),
+        ]
 
     workers = start_all()
     try:
@@ -88,11 +118,36 @@ def test_runner_risk_matcher_exactly_once_when_all_are_killed(settings, samples,
         end = END + 86_400_000
         produce_bars(settings, bars.filter(pl.col("window_end") > cut), marker_ms=end)
         produce_ticks(settings, TICKS, [v for ts, v in ticks if ts >= cut], marker_ms=end)
+        # a record no one can read, among the venue's events the OMS store reads: a dead letter, the
+        # rest flows on
+        poison = make_producer(settings)
+        poison.produce(
+            topic_name(settings, ORDER_EVENTS),
+            b"{not json",
+            "BAC",
+            partition=partition_for("BAC", settings.kafka.partitions),
+        )
+        assert poison.flush(30) == 0
         workers = start_all()
         sent = _committed(settings, ORDERS, len(orders))
         approved = _committed(settings, ORDERS_APPROVED, len(decided[ORDERS_APPROVED]))
         rejected = _committed(settings, ORDERS_REJECTED, len(decided[ORDERS_REJECTED]))
         fills = _committed(settings, FILLS, len(expected_fills))
+        # the OMS kernel over the same records, and the tables once the store has caught up
+        feed = OrderFeed()
+        assert not feed.apply(oms_records(orders, decided, matched)).waiting
+        want = feed.frames(r.order.client_order_id for r in feed.oms.records())
+        dsn, schema = settings.postgres.dsn.get_secret_value(), settings.postgres.schema_name
+
+        def stored():
+            with psycopg.connect(dsn) as conn:
+                return read_oms(conn, schema, PAPER_LIVE_ACCOUNT)
+
+        wait_until(
+            lambda: stored().transitions.height >= want[1].height, 120, interval=1.0, what="the OMS tables caught up"
+        )
+        oms = stored()
+        letters = [DeadLetter(**d) for d in _committed(settings, DEAD_LETTER, 1, idle_s=1.0)]
     finally:
         for worker in workers:
             stop_worker(worker)
@@ -106,3 +161,15 @@ def test_runner_risk_matcher_exactly_once_when_all_are_killed(settings, samples,
     assert ids(approved) == ids(decided[ORDERS_APPROVED]) and len(set(ids(approved))) == len(approved)
     assert ids(rejected) == ids(decided[ORDERS_REJECTED])
     assert sorted((f["fill_id"], f["price"], f["quantity"]) for f in fills) == expected_fills
+    keep = {
+        "orders": ["client_order_id", "book", "status", "filled_quantity", "average_fill_price"],
+        "transitions": ["client_order_id", "seq", "from_status", "to_status", "ts_ms", "reason"],
+        "fills": ["fill_id", "client_order_id", "ts_ms", "price", "quantity", "liquidity", "fee"],
+    }
+    for (name, columns), expected, got in zip(
+        keep.items(), want, (oms.orders, oms.transitions, oms.fills), strict=True
+    ):
+        key = columns[:2] if name == "transitions" else columns[:1]
+        assert got.select(columns).sort(key).equals(expected.select(columns).sort(key)), f"oms {name} differ"
+    assert oms.orders["book"].null_count() == 0
+    assert [(d.reason, d.source) for d in letters] == [(Reason.UNDECODABLE, topic_name(settings, ORDER_EVENTS))]

@@ -29,3 +29,6 @@ class Reason(StrEnum):
     # output and processing
     UNPRODUCIBLE = "unproducible"  # an output the broker refuses (e.g. over the message size)
     PROCESSING_ERROR = "processing_error"  # the worker failed on this message; it moved on
+    # an order's records against its order
+    UNKNOWN_ORDER = "unknown_order"  # a venue event or fill whose order never came
+    ORDER_REFUSED = "order_refused"  # a move the OMS refuses (out of a closed order, an overfill)

@@ -142,6 +142,11 @@ def bar_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
     _run_worker("bar-store", exit_when_idle)
 
 
+@stream_app.command("oms-store", help=_summary("oms-store"))
+def oms_store_cmd(exit_when_idle: IdleExitOpt = None) -> None:
+    _run_worker("oms-store", exit_when_idle)
+
+
 @stream_app.command("raw-sink", help=_summary("raw-sink"))
 def raw_sink_cmd(
     exit_when_idle: IdleExitOpt = None,

@@ -13,7 +13,16 @@ from confluent_kafka import Message
 from tickforge.platform.contracts import Quote, QuoteBatch, Trade, TradeBatch
 from tickforge.platform.reasons import Reason
 from tickforge.streaming.codec import Undecodable, decode_tick_message
-from tickforge.trading.events import OrderAccepted, OrderCanceled, OrderExpired, OrderRejected, VenueEvent
+from tickforge.trading.events import (
+    CancelReason,
+    CancelRejected,
+    CancelRejectReason,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    VenueEvent,
+)
 from tickforge.trading.limits import Bucket
 from tickforge.trading.orders import Fill, Order
 
@@ -41,14 +50,7 @@ class OrderMessage:
 
 def decode_order_message(value: bytes | None) -> OrderMessage:
     """An ``orders`` message (the runner's JSON); :class:`Undecodable` says why not."""
-    if not value:
-        raise Undecodable(Reason.UNDECODABLE, "empty order message")
-    try:
-        raw = msgspec.json.decode(value)
-    except msgspec.DecodeError as exc:
-        raise Undecodable(Reason.UNDECODABLE, str(exc)) from exc
-    if not isinstance(raw, dict):
-        raise Undecodable(Reason.SCHEMA_VIOLATION, "an order is a JSON object")
+    raw = _json_object(value, "order")
     missing = [f for f in (*_ORDER_FIELDS, "bucket", "reference_price") if f not in raw]
     if missing:
         raise Undecodable(Reason.SCHEMA_VIOLATION, f"order message lacks {missing}")
@@ -111,6 +113,54 @@ def encode_event(event: VenueEvent) -> bytes:
             "reason": str(getattr(event, "reason", "")) or None,
         }
     )
+
+
+def _json_object(value: bytes | None, what: str) -> dict[str, Any]:
+    if not value:
+        raise Undecodable(Reason.UNDECODABLE, f"empty {what} message")
+    try:
+        raw = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise Undecodable(Reason.UNDECODABLE, str(exc)) from exc
+    if not isinstance(raw, dict):
+        raise Undecodable(Reason.SCHEMA_VIOLATION, f"a {what} is a JSON object")
+    return raw
+
+
+def decode_fill(value: bytes | None) -> Fill:
+    """A ``fills`` message (:func:`encode_fill`'s JSON); :class:`Undecodable` says why not."""
+    raw = _json_object(value, "fill")
+    fields = ("fill_id", "client_order_id", "symbol", "side", "ts_ms", "price", "quantity", "liquidity")
+    try:
+        return Fill(**{f: raw[f] for f in fields})
+    except KeyError as exc:
+        raise Undecodable(Reason.SCHEMA_VIOLATION, f"fill message lacks {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise Undecodable(Reason.SCHEMA_VIOLATION, str(exc)) from exc
+
+
+_EVENTS = {
+    "accepted": lambda cid, ts, reason: OrderAccepted(cid, ts),
+    "rejected": lambda cid, ts, reason: OrderRejected(cid, ts, str(reason)),
+    "canceled": lambda cid, ts, reason: OrderCanceled(cid, ts, CancelReason(reason)),
+    "expired": lambda cid, ts, reason: OrderExpired(cid, ts),
+    "cancel_rejected": lambda cid, ts, reason: CancelRejected(cid, ts, CancelRejectReason(reason)),
+}
+
+
+def decode_event(value: bytes | None) -> VenueEvent:
+    """An ``orders.events`` message (:func:`encode_event`'s JSON); :class:`Undecodable` says why not."""
+    raw = _json_object(value, "order event")
+    make = _EVENTS.get(raw.get("event"))  # type: ignore[arg-type]
+    cid, ts = raw.get("client_order_id"), raw.get("ts_ms")
+    if make is None:
+        raise Undecodable(Reason.SCHEMA_VIOLATION, f"unknown order event {raw.get('event')!r}")
+    if not isinstance(cid, str) or not cid or not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        raise Undecodable(Reason.SCHEMA_VIOLATION, "an order event names its client_order_id and ts_ms")
+    try:
+        return make(cid, ts, raw.get("reason"))
+    except ValueError as exc:
+        raise Undecodable(Reason.SCHEMA_VIOLATION, str(exc)) from exc
 
 
 def market_events(tick: TradeBatch | QuoteBatch | Trade | Quote) -> list[Quote | Trade]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tickforge.platform.topics import ORDERS, ORDERS_APPROVED, TICKS, bar_topic
+from tickforge.platform.topics import FILLS, ORDER_EVENTS, ORDERS, ORDERS_APPROVED, ORDERS_REJECTED, TICKS, bar_topic
 
 BAR_TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m")
 # The bars the strategy runner trades on: every intraday bar topic but 1 s (the research universe's
@@ -98,6 +98,13 @@ WORKERS: tuple[WorkerSpec, ...] = (
         "orders.approved + ticks merged in event time -> fills and order events on the paper venue (exactly once)",
         (ORDERS_APPROVED, TICKS),
         factory="tickforge.streaming.matcher_worker:make_worker",
+    ),
+    WorkerSpec(
+        "oms-store",
+        ("stream", "oms-store"),
+        "orders, risk rejections, order events and fills -> the OMS tables in PostgreSQL (idempotent)",
+        (ORDERS, ORDERS_REJECTED, ORDER_EVENTS, FILLS),
+        factory="tickforge.streaming.oms_store:OmsStore",
     ),
     WorkerSpec(
         "dashboard",

@@ -97,6 +97,8 @@ def encode_order(intent: RunnerOrder) -> bytes:
             "bucket": str(intent.pick.bucket),
             "weight": intent.pick.weight,
             "timeframe": intent.pick.timeframe,
+            "book": intent.pick.book,
+            "strategy_name": intent.pick.strategy,  # the order's own strategy field names the book
             "reference_price": intent.reference_price,
         }
     )

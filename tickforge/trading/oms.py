@@ -15,7 +15,7 @@ trail (a re-delivered accept or cancel) returns :attr:`Applied.DUPLICATE`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -219,6 +219,26 @@ class OrderManager:
         if isinstance(event, CancelRejected):
             return None
         raise TypeError(f"not a venue event: {event!r}")
+
+    def restore(self, order: Order, trail: Sequence[Transition], fills: Mapping[str, Fill]) -> None:
+        """Take an order back as it was stored: its NEW entry, then every later move applied again
+        in ``seq`` order (a fill move names its fill id in ``fills``), so the record, the trail and
+        its numbering come out as stored. A trail that does not apply again raises :class:`OmsError`."""
+        steps = sorted(trail, key=lambda t: t.seq)
+        if not steps or OrderStatus(steps[0].to_status) is not OrderStatus.NEW:
+            raise OmsError(f"order {order.client_order_id}: a stored trail starts with its NEW entry")
+        if [t.seq for t in steps] != list(range(len(steps))):
+            raise OmsError(f"order {order.client_order_id}: stored trail numbers {[t.seq for t in steps]}")
+        self.submit(order, steps[0].ts_ms)
+        for t in steps[1:]:
+            target = OrderStatus(t.to_status)
+            if target in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
+                fill = fills.get(t.reason)
+                if fill is None:
+                    raise OmsError(f"order {order.client_order_id}: stored move {t.seq} names no stored fill")
+                self.apply_fill(fill)
+            else:
+                self._move(order.client_order_id, target, t.ts_ms, t.reason)
 
     # -------------------------------------------------------------- internals
 

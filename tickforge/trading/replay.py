@@ -37,7 +37,7 @@ from tickforge.trading.accounting import FeeSchedule
 from tickforge.trading.events import OrderCanceled, OrderExpired, OrderRejected, VenueEvent
 from tickforge.trading.limits import RiskLimits
 from tickforge.trading.matching import MatchingConfig
-from tickforge.trading.oms import IllegalTransition, OmsError, OrderManager
+from tickforge.trading.oms import IllegalTransition, OmsError, OrderManager, OrderRecord, Transition
 from tickforge.trading.orders import Fill
 from tickforge.trading.picks import Pick
 from tickforge.trading.risk import RiskEngine, RiskRule, pick_sizer
@@ -384,51 +384,59 @@ def _pnl_row(risk: RiskEngine, ts_ms: int, fill_id: str | None) -> dict:
 def _orders_frame(loop: _Loop) -> pl.DataFrame:
     rows = []
     for record in loop.oms.records():
-        o = record.order
-        intent = loop.meta[o.client_order_id]
+        intent = loop.meta[record.order.client_order_id]
         last = record.transitions[-1]
         rejected_by_risk = last.to_status == "REJECTED" and last.reason in _RULES
-        avg = record.average_fill_price
         rows.append(
             {
-                "client_order_id": o.client_order_id,
-                "symbol": o.symbol,
-                "side": str(o.side),
-                "quantity": o.quantity,
-                "order_type": str(o.order_type),
-                "limit_price": o.limit_price,
-                "decision_ts_ms": o.decision_ts_ms,
-                "arrival_ts_ms": o.arrival_ts_ms,
-                "status": str(record.status),
+                **order_row(record),
                 "strategy": intent.pick.strategy,
                 "book": intent.pick.book,
                 "timeframe": intent.pick.timeframe,
                 "bucket": str(intent.pick.bucket),
                 "reference_price": intent.reference_price if math.isfinite(intent.reference_price) else None,
-                "filled_quantity": record.filled_quantity,
-                "average_fill_price": avg,
                 "reject_rule": last.reason if rejected_by_risk else None,
-                "reason": last.reason,
-                "time_in_force": str(o.time_in_force),
             }
         )
     return pl.DataFrame(rows, schema=ORDER_SCHEMA)
 
 
+def order_row(record: OrderRecord) -> dict:
+    """An order and where it stands (ORDER_SCHEMA's columns but the pick's and risk's; its
+    ``strategy`` is the order's, which names the pick's book)."""
+    o = record.order
+    return {
+        "client_order_id": o.client_order_id,
+        "symbol": o.symbol,
+        "side": str(o.side),
+        "quantity": o.quantity,
+        "order_type": str(o.order_type),
+        "limit_price": o.limit_price,
+        "decision_ts_ms": o.decision_ts_ms,
+        "arrival_ts_ms": o.arrival_ts_ms,
+        "status": str(record.status),
+        "strategy": o.strategy,
+        "filled_quantity": record.filled_quantity,
+        "average_fill_price": record.average_fill_price,
+        "reason": record.transitions[-1].reason,
+        "time_in_force": str(o.time_in_force),
+    }
+
+
 def transitions_frame(oms: OrderManager) -> pl.DataFrame:
     """Every transition of every order of ``oms`` (its audit trail), in the order applied."""
-    rows = [
-        {
-            "client_order_id": t.client_order_id,
-            "seq": t.seq,
-            "from_status": None if t.from_status is None else str(t.from_status),
-            "to_status": str(t.to_status),
-            "ts_ms": t.ts_ms,
-            "reason": t.reason,
-        }
-        for t in oms.audit_trail()
-    ]
-    return pl.DataFrame(rows, schema=TRANSITION_SCHEMA)
+    return pl.DataFrame([transition_row(t) for t in oms.audit_trail()], schema=TRANSITION_SCHEMA)
+
+
+def transition_row(t: Transition) -> dict:
+    return {
+        "client_order_id": t.client_order_id,
+        "seq": t.seq,
+        "from_status": None if t.from_status is None else str(t.from_status),
+        "to_status": str(t.to_status),
+        "ts_ms": t.ts_ms,
+        "reason": t.reason,
+    }
 
 
 def _decisions_frame(decisions: list[Decision], picks: Sequence[Pick]) -> pl.DataFrame:

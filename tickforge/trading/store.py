@@ -33,6 +33,7 @@ from tickforge.trading.oms import ConflictingDuplicate
 from tickforge.trading.replay import FILL_SCHEMA, ORDER_SCHEMA, TRANSITION_SCHEMA
 
 PAPER_REPLAY_ACCOUNT = "paper-replay"
+PAPER_LIVE_ACCOUNT = "paper-live"  # the streaming paper path (risk, paper matcher), written by the OMS store
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,11 @@ def read_oms(
     account: str,
     decided_from_ms: int | None = None,
     decided_until_ms: int | None = None,
+    client_order_ids: Sequence[str] | None = None,
 ) -> OmsFrames:
-    """An account's stored orders (decided in ``[from, until)`` when given), with their
-    transitions and fills, in id order (empty frames when the tables do not exist yet)."""
+    """An account's stored orders (decided in ``[from, until)`` when given, and among
+    ``client_order_ids`` when given), with their transitions and fills, in id order (empty frames
+    when the tables do not exist yet)."""
     where: sql.Composable = sql.SQL("o.account = %s")
     params: list[object] = [account]
     if decided_from_ms is not None:
@@ -224,6 +227,9 @@ def read_oms(
     if decided_until_ms is not None:
         where += sql.SQL(" AND o.decision_ts_ms < %s")
         params.append(decided_until_ms)
+    if client_order_ids is not None:
+        where += sql.SQL(" AND o.client_order_id = ANY(%s)")
+        params.append(list(client_order_ids))
     out = {}
     for label, table, order_by in (
         ("orders", ORDERS, "client_order_id"),
