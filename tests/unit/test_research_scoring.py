@@ -104,6 +104,15 @@ def test_robust_z_uses_median_and_mad_and_winsorizes_both_tails():
     assert z[-1] == pytest.approx(z[-2])  # the outlier is clipped to the 98 % quantile's value
 
 
+def test_robust_z_is_bounded_where_a_cohort_is_tiny():
+    # Three near-equal Sharpes and one far apart: the MAD is tiny and the raw z in the thousands.
+    frame = pl.DataFrame({"g": ["a"] * 4, "x": [1.0, 1.0001, 1.0002, -25.8]})
+    raw = frame.select(robust_z(pl.col("x"), 0.0, ["g"])).to_series()
+    capped = frame.select(robust_z(pl.col("x"), 0.0, ["g"], cap=3.0)).to_series()
+    assert raw.abs().max() > 1_000
+    assert capped.to_list() == pytest.approx(raw.clip(-3.0, 3.0).to_list())
+
+
 def test_latest_decision_equals_the_backtest_target_at_every_bar(daily):
     """The live runner's call (history up to bar t, last decision) is the vectorized target at t."""
     spy = next(s for s in daily if s.symbol == "SPY")

@@ -95,6 +95,7 @@ class Buckets(_Strict):
 class Scoring(_Strict):
     weights: Weights = Field(default_factory=Weights)
     winsor: float = Field(0.02, ge=0, lt=0.5)
+    z_cap: float = Field(3.0, gt=0)  # each metric's robust z-score within +-z_cap
     gates: Gates = Field(default_factory=Gates)
     buckets: Buckets = Field(default_factory=Buckets)
     top_n_per_symbol: int = Field(1, ge=1)

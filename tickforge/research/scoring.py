@@ -2,7 +2,7 @@
 
 Scores are robust z-scores within a cohort (strategy x timeframe x window x sample): each metric
 winsorized at ``winsor`` on both tails, centred on the median and scaled by 1.4826 x MAD (0 where
-the MAD is 0), then weighted. The deflated Sharpe ratio (Bailey and Lopez de Prado, 2014) of a
+the MAD is 0), bounded at +-``z_cap``, then weighted. The deflated Sharpe ratio (Bailey and Lopez de Prado, 2014) of a
 candidate is the probability that its true Sharpe exceeds the expected maximum Sharpe of the N
 trials run on the same symbol, timeframe and period.
 """
@@ -51,14 +51,17 @@ _POSITIVE = ("total_return", "sharpe", "sortino", "win_rate", "stability")
 _NEGATIVE = ("max_drawdown", "turnover")
 
 
-def robust_z(values: pl.Expr, winsor: float, over: Sequence[str]) -> pl.Expr:
-    """(x - median) / (1.4826 MAD) of x winsorized at ``winsor`` per tail, within ``over``; 0 if MAD = 0."""
+def robust_z(values: pl.Expr, winsor: float, over: Sequence[str], cap: float | None = None) -> pl.Expr:
+    """(x - median) / (1.4826 MAD) of x winsorized at ``winsor`` per tail, within ``over``; 0 if MAD = 0;
+    within +-``cap`` when given (a cohort of a few near-equal rows has a tiny MAD, and the one row
+    apart from them would otherwise score in the hundreds and outrank every robust cohort)."""
     lo = values.quantile(winsor, "linear").over(over)
     hi = values.quantile(1.0 - winsor, "linear").over(over)
     clipped = pl.min_horizontal(pl.max_horizontal(values, lo), hi)
     median = clipped.median().over(over)
     mad = (clipped - median).abs().median().over(over)
-    return pl.when(mad > 0).then((clipped - median) / (MAD_SCALE * mad)).otherwise(0.0)
+    z = pl.when(mad > 0).then((clipped - median) / (MAD_SCALE * mad)).otherwise(0.0)
+    return z if cap is None else z.clip(-cap, cap)
 
 
 def expected_max_sharpe(n_trials: int, variance: float) -> float:
@@ -117,7 +120,7 @@ def with_deflated_sharpe(results: pl.DataFrame) -> pl.DataFrame:
 def score(results: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     """Results with ``score``, ``dsr``, ``bucket`` (LOW/MED/HIGH by drawdown) and ``gate`` (null: passes)."""
     w = config.weights
-    z = {m: robust_z(pl.col(m).cast(pl.Float64), config.winsor, COHORT) for m in (*_POSITIVE, *_NEGATIVE)}
+    z = {m: robust_z(pl.col(m).cast(pl.Float64), config.winsor, COHORT, config.z_cap) for m in (*_POSITIVE, *_NEGATIVE)}
     total = sum((getattr(w, m) * z[m] for m in _POSITIVE), pl.lit(0.0))
     total = total - sum((getattr(w, m) * z[m] for m in _NEGATIVE), pl.lit(0.0))
     total = total - pl.when(pl.col("total_return") < 0).then(w.negative_return).otherwise(0.0)
