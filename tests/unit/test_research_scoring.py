@@ -238,3 +238,8 @@ def test_thin_history_candidates_relax_only_the_evidence_gates(daily):
     assert (candidates["sharpe"] >= g.min_sharpe).all() and (candidates["max_drawdown"] <= g.max_drawdown).all()
     assert candidates["symbol"].n_unique() == candidates.height  # still top one per symbol
     assert candidates["weight"].sum() == pytest.approx(1.0)
+    # Without the performance gates a loser may be a candidate too, still the best-scored per symbol.
+    losers = results.filter(pl.col("total_return") < 0)
+    assert thin_history_candidates(losers, registry.scoring).is_empty()
+    anyway = thin_history_candidates(losers, registry.scoring, performance_gates=False)
+    assert anyway.height > 0 and (anyway["total_return"] < 0).all() and anyway["symbol"].n_unique() == anyway.height

@@ -160,16 +160,22 @@ def select(scored: pl.DataFrame, config: Scoring) -> pl.DataFrame:
     return ranked.with_columns(weight=pl.lit(1.0 / ranked.height if ranked.height else 0.0))
 
 
-def thin_history_candidates(scored: pl.DataFrame, config: Scoring, min_trades: int = 1) -> pl.DataFrame:
+def thin_history_candidates(
+    scored: pl.DataFrame, config: Scoring, min_trades: int = 1, performance_gates: bool = True
+) -> pl.DataFrame:
     """The rows :func:`select` would take if the evidence gates allowed a short history: at least
-    ``min_trades`` trades and no deflated-Sharpe floor; the other gates, the score and the
-    selection are unchanged.
+    ``min_trades`` trades and no deflated-Sharpe floor; the other gates (unless
+    ``performance_gates`` is False: then no Sharpe floor, drawdown limit or positive return either),
+    the score and the selection are unchanged.
 
     For a path that must trade something (a demo on one day of intraday bars), never as picks: a
     day or two of intraday history gives a strategy one or two trades, which the gates rightly
-    refuse to pick on.
+    refuse to pick on; and on a day every strategy lost, only the best-scored loser is left.
     """
-    thin = config.gates.model_copy(update={"min_trades": min_trades, "min_dsr": 0.0})
+    update: dict[str, object] = {"min_trades": min_trades, "min_dsr": 0.0}
+    if not performance_gates:
+        update |= {"min_sharpe": -math.inf, "max_drawdown": 1.0, "positive_return": False}
+    thin = config.gates.model_copy(update=update)
     relaxed = config.model_copy(update={"gates": thin})
     return select(score(scored, relaxed), relaxed)
 

@@ -85,8 +85,10 @@ class MatcherTask:
         self._emit(events, out)
 
     def on_frontier(self, frontier_ms: int, out: Output) -> None:
-        """Nothing stamped before the frontier is still to come: sessions ended by then end."""
-        self._emit(self.venue.end_sessions_until(frontier_ms - 1), out)
+        """Nothing stamped before the frontier is still to come, on either input: the orders that
+        have arrived by then are matched now, not at the next tick (a feed gap later), and
+        sessions ended by then end."""
+        self._emit(self.venue.advance_to(frontier_ms - 1), out)
 
     def close(self, out: Output) -> None:
         """Everything is sent when it happens."""

@@ -206,8 +206,8 @@ def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) 
 
     The demo carries one day of intraday history, on which no intraday strategy makes the trades
     the gates ask for, so the picks are usually all daily. Then the day's intraday scores are
-    selected again with the evidence gates relaxed (:func:`thin_history_candidates`) and those
-    candidates are traded instead, labelled as such in the summary: in-sample, since they were
+    selected again with the evidence gates relaxed (:func:`thin_history_candidates`), among the
+    symbols the quote file covers (the venue fills at their NBBO), and those candidates are traded instead, labelled as such in the summary: in-sample, since they were
     scored on the very bars they trade, and never written as picks.
     """
     from datetime import date
@@ -215,6 +215,7 @@ def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) 
     import polars as pl
     import psycopg
 
+    from tickforge.platform.io.files import read_quotes
     from tickforge.platform.settings import load_settings
     from tickforge.research.bars import DAILY
     from tickforge.research.io import load_registry
@@ -237,15 +238,29 @@ def demo_paper_day(trades: Path, quotes: Path, pick_day: str | None, out: Path) 
         if rows.filter(pl.col("timeframe") != DAILY).is_empty():
             scores = read_table(dsn, schema, STRATEGY_SCORES, '"day" = %s AND "timeframe" <> %s', [day, DAILY])
             scoring = load_registry().scoring
-            candidates = thin_history_candidates(scores, scoring)
+            # The paper venue fills at the NBBO: a symbol the quote file does not cover could only
+            # be rejected (no reference price), so the candidates come from the quoted symbols.
+            quoted = read_quotes(quotes).data["symbol"].unique().to_list()
+            quoted_scores = scores.filter(pl.col("symbol").is_in(quoted))
+            candidates = thin_history_candidates(quoted_scores, scoring)
+            relaxed = "gates relaxed to one trade"
             if candidates.is_empty():
-                return {"error": f"{source}: no intraday picks ({rows.height} daily) and no intraday candidates"}
-            source = f"intraday candidates of {pick_day} (gates relaxed to one trade)"
+                # Every strategy lost on the quoted symbols that day: the best-scored one is still
+                # traded, so that the demo shows the path at work, and says so.
+                candidates = thin_history_candidates(quoted_scores, scoring, performance_gates=False)
+                relaxed = "gates relaxed to one trade, losers included: every intraday strategy lost on the day"
+            if candidates.is_empty():
+                return {
+                    "error": f"{source}: no intraday picks ({rows.height} daily) and no intraday candidates "
+                    f"among the quoted symbols {sorted(quoted)}"
+                }
+            source = f"intraday candidates of {pick_day} ({relaxed})"
             traded = {
                 "traded": source,
                 "why": f"the {rows.height} picks of {pick_day} are daily: on the demo's one day of intraday "
                 f"history no intraday strategy makes the {scoring.gates.min_trades} trades the gates ask for",
                 "in_sample": True,
+                "candidates_from": sorted(quoted),
             }
             rows = candidates
         summary = replay_day(

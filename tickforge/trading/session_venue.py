@@ -71,11 +71,18 @@ class SessionVenue:
         day.last_arrival_ms = max(day.last_arrival_ms, order.arrival_ts_ms)
         return out + day.matcher.submit(order)
 
-    def end_sessions_until(self, ts_ms: int) -> list[VenueEvent]:
-        """Nothing stamped ``<= ts_ms`` is still to come: sessions ending by then end."""
+    def advance_to(self, ts_ms: int) -> list[VenueEvent]:
+        """Nothing stamped ``<= ts_ms`` is still to come, orders included: the orders arriving by
+        then reach their books now (against the book in force at their arrival, as they would at
+        the next market event, only without waiting for it), and sessions ending by then end."""
         out: list[VenueEvent] = []
         for day in self._days.values():
-            out += self._end_if_over(day, ts_ms)
+            if day.ended:
+                continue
+            if ts_ms >= day.end_ms:
+                out += self._end(day)
+            else:
+                out += day.matcher.advance_to(ts_ms)
         return out
 
     def end_all(self) -> list[VenueEvent]:
