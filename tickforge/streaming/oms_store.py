@@ -85,9 +85,10 @@ class OmsStore(PostgresSink):
                 restore_stored(feed, stored.orders, stored.transitions, stored.fills)
                 applied = feed.apply(pending)
                 try:
-                    with conn.transaction():
-                        counts = store_oms(conn, self.schema, self.account, *feed.frames(applied.touched))
-                    written = counts.orders_new + counts.orders_moved + counts.transitions_new + counts.fills_new
+                    if applied.touched:
+                        with conn.transaction():
+                            counts = store_oms(conn, self.schema, self.account, *feed.frames(applied.touched))
+                        written = counts.orders_new + counts.orders_moved + counts.transitions_new + counts.fills_new
                 except ConflictingDuplicate as exc:
                     # A bug upstream (one id, two contents): those records go aside, the rest flows on.
                     log.error("order records refused as a whole", extra={"error": str(exc)})
