@@ -4,6 +4,7 @@ events of a tick message. JSON, keyed by symbol like every topic."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,7 @@ def decode_fill(value: bytes | None) -> Fill:
         raise Undecodable(Reason.SCHEMA_VIOLATION, str(exc)) from exc
 
 
-_EVENTS = {
+_EVENTS: dict[str, Callable[[str, int, Any], VenueEvent]] = {
     "accepted": lambda cid, ts, reason: OrderAccepted(cid, ts),
     "rejected": lambda cid, ts, reason: OrderRejected(cid, ts, str(reason)),
     "canceled": lambda cid, ts, reason: OrderCanceled(cid, ts, CancelReason(reason)),
