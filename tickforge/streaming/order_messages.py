@@ -85,18 +85,8 @@ def encode_order_message(message: OrderMessage, **more: Any) -> bytes:
 
 
 def encode_fill(fill: Fill) -> bytes:
-    return msgspec.json.encode(
-        {
-            "fill_id": fill.fill_id,
-            "client_order_id": fill.client_order_id,
-            "symbol": fill.symbol,
-            "side": str(fill.side),
-            "ts_ms": fill.ts_ms,
-            "price": fill.price,
-            "quantity": fill.quantity,
-            "liquidity": str(fill.liquidity),
-        }
-    )
+    """The fill's fields as JSON (its enums as their values)."""
+    return msgspec.json.encode(fill)
 
 
 def encode_event(event: VenueEvent) -> bytes:

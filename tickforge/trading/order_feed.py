@@ -19,7 +19,6 @@ Kafka and writes :meth:`OrderFeed.frames` with :func:`tickforge.trading.store.st
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from tickforge.trading.events import (
 )
 from tickforge.trading.oms import IllegalTransition, OmsError, OrderManager, Transition
 from tickforge.trading.orders import Fill, Order
-from tickforge.trading.replay import FILL_SCHEMA, ORDER_SCHEMA, TRANSITION_SCHEMA, order_row, transition_row
+from tickforge.trading.replay import FILL_SCHEMA, ORDER_SCHEMA, TRANSITION_SCHEMA, fill_row, order_row, transition_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +86,7 @@ class Entry:
 
 
 @dataclass
-class Applied:
+class FeedOutcome:
     touched: set[str] = field(default_factory=set)  # orders whose record moved
     waiting: list[Entry] = field(default_factory=list)  # cannot apply yet, in their order
     refused: list[tuple[Entry, str]] = field(default_factory=list)  # never will: (entry, why)
@@ -119,8 +118,8 @@ class OrderFeed:
         self.oms.restore(order, trail, {f.fill_id: f for f in fills})
         self.meta[order.client_order_id] = meta
 
-    def apply(self, entries: Iterable[Entry]) -> Applied:
-        result = Applied()
+    def apply(self, entries: Iterable[Entry]) -> FeedOutcome:
+        result = FeedOutcome()
         by_order: dict[str, list[Entry]] = {}
         for entry in entries:
             by_order.setdefault(entry.client_order_id, []).append(entry)
@@ -161,7 +160,7 @@ class OrderFeed:
     def frames(self, client_order_ids: Iterable[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """(orders, transitions, fills) of these orders, whole, in the replay's schemas."""
         ids = sorted(set(client_order_ids))
-        orders, transitions, fills = [], [], []
+        orders, transitions = [], []
         for cid in ids:
             record = self.oms.get(cid)
             o, meta = record.order, self.meta.get(cid, OrderMeta())
@@ -176,24 +175,11 @@ class OrderFeed:
             )
             transitions += [transition_row(t) for t in record.transitions]
         wanted = set(ids)
-        for f in self.oms.fills:
-            if f.client_order_id in wanted:
-                meta = self.meta.get(f.client_order_id, OrderMeta())
-                fee = self.fees.fee(f)
-                fills.append(
-                    {
-                        "client_order_id": f.client_order_id,
-                        "symbol": f.symbol,
-                        "side": str(f.side),
-                        "ts_ms": f.ts_ms,
-                        "price": f.price,
-                        "quantity": f.quantity,
-                        "liquidity": str(f.liquidity),
-                        "fill_id": f.fill_id,
-                        "book": meta.book,
-                        "fee": fee if math.isfinite(fee) else None,
-                    }
-                )
+        fills = [
+            fill_row(f, self.meta.get(f.client_order_id, OrderMeta()).book, self.fees.fee(f))
+            for f in self.oms.fills
+            if f.client_order_id in wanted
+        ]
         order_schema = {k: v for k, v in ORDER_SCHEMA.items() if k not in ("reference_price", "reject_rule")}
         return (
             pl.DataFrame(orders, schema=order_schema),

@@ -230,20 +230,7 @@ class _Loop:
         self.risk.on_fill(fill)
         self.runner.on_fill(fill)
         ledger = self.risk.ledger
-        self.fills.append(
-            {
-                "client_order_id": fill.client_order_id,
-                "symbol": fill.symbol,
-                "side": str(fill.side),
-                "ts_ms": fill.ts_ms,
-                "price": fill.price,
-                "quantity": fill.quantity,
-                "liquidity": str(fill.liquidity),
-                "fill_id": fill.fill_id,
-                "book": book,
-                "fee": ledger.fees - fees_before,
-            }
-        )
+        self.fills.append(fill_row(fill, book, ledger.fees - fees_before))
         self.positions.append(_position_row(ledger.position(book, fill.symbol), fill.ts_ms, fill.fill_id))
         self.pnl.append(_pnl_row(self.risk, fill.ts_ms, fill.fill_id))
 
@@ -426,6 +413,22 @@ def order_row(record: OrderRecord) -> dict:
 def transitions_frame(oms: OrderManager) -> pl.DataFrame:
     """Every transition of every order of ``oms`` (its audit trail), in the order applied."""
     return pl.DataFrame([transition_row(t) for t in oms.audit_trail()], schema=TRANSITION_SCHEMA)
+
+
+def fill_row(fill: Fill, book: str | None, fee: float) -> dict:
+    """A fill as FILL_SCHEMA's row."""
+    return {
+        "client_order_id": fill.client_order_id,
+        "symbol": fill.symbol,
+        "side": str(fill.side),
+        "ts_ms": fill.ts_ms,
+        "price": fill.price,
+        "quantity": fill.quantity,
+        "liquidity": str(fill.liquidity),
+        "fill_id": fill.fill_id,
+        "book": book,
+        "fee": fee,
+    }
 
 
 def transition_row(t: Transition) -> dict:
